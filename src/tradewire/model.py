@@ -1,0 +1,142 @@
+"""Domain records shared by ingest, live state, stores and the APIs.
+
+Field names are the wire names (camelCase) so that a record encodes to JSON exactly as DESIGN.md §4
+describes it, with no mapping layer in between. Timestamps are UTC milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import msgspec
+
+ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,50}$")
+AccountId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,50}$")]
+Millis = Annotated[int, msgspec.Meta(ge=0)]
+Side = Literal["buy", "sell"]
+PositionEventType = Literal["OPEN", "CLOSE", "MODIFY"]
+EventSource = Literal["ea", "reconcile"]
+Role = Literal["read", "admin"]
+ConnectionStatus = Literal["live", "lost", "never"]
+
+
+def is_account_id(value: str) -> bool:
+    return bool(ACCOUNT_ID_RE.match(value))
+
+
+class Position(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """An open position as the terminal reports it (MT5 position / MT4 market order)."""
+
+    id: Annotated[int, msgspec.Meta(ge=0)]  # MT5 POSITION_IDENTIFIER, MT4 ticket: stable for its life
+    symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    side: Side
+    volume: Annotated[float, msgspec.Meta(gt=0)]
+    openPrice: float
+    openTime: Millis
+    ticket: int | None = None  # MT5 ticket can change (service operations); id cannot
+    price: float | None = None
+    sl: float | None = None
+    tp: float | None = None
+    profit: float = 0.0
+    swap: float = 0.0
+    commission: float = 0.0
+    magic: int = 0
+    comment: Annotated[str, msgspec.Meta(max_length=256)] = ""
+
+
+class Tick(msgspec.Struct):
+    symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    bid: float
+    ask: float
+    ts: Millis
+
+
+class AccountInfo(msgspec.Struct, omit_defaults=True):
+    """Who the account is: learned from the EA's `hello`."""
+
+    platform: str
+    login: int
+    server: str
+    currency: str
+    leverage: int
+    broker: str = ""
+    ea: str = ""
+    tzOffsetSec: int = 0
+
+
+class AccountState(msgspec.Struct):
+    """Money figures of the account, latest wins."""
+
+    ts: int
+    balance: float
+    equity: float
+    margin: float
+    freeMargin: float
+    marginLevel: float | None  # None when no margin is used: never alert on it
+    marginCallLevel: float | None = None
+    stopOutLevel: float | None = None
+    marginMode: Literal["percent", "money"] = "percent"
+
+
+class PositionEvent(msgspec.Struct, omit_defaults=True):
+    """A durable position event. One OPEN and at most one CLOSE per (account, positionId)."""
+
+    account: str
+    positionId: int
+    event: PositionEventType
+    ts: int
+    source: EventSource
+    position: Position
+    offset: int = 0  # store-assigned, increasing: cursor for paging and history
+    seq: int | None = None
+    msgId: str | None = None
+    closePrice: float | None = None
+    profit: float | None = None
+    reason: str | None = None
+    system: bool = False  # magic is one of the configured system magic numbers
+    recordedAt: int = 0
+
+
+class SystemTrade(msgspec.Struct, omit_defaults=True):
+    """A trade placed by the hedge system, recognised by its magic number."""
+
+    account: str
+    positionId: int
+    ticket: int
+    symbol: str
+    side: Side
+    volume: float
+    magic: int
+    executedAt: int
+
+
+class Alert(msgspec.Struct, omit_defaults=True):
+    id: str
+    type: str
+    severity: Literal["HIGH", "CRITICAL"]
+    account: str
+    message: str
+    raisedAt: int
+    resolvedAt: int | None = None
+    ackedAt: int | None = None
+    ackedBy: str | None = None
+    data: dict | None = None
+
+
+class TokenInfo(msgspec.Struct, omit_defaults=True):
+    """An EA token as listed: never the secret, which exists only hashed."""
+
+    tokenId: str
+    account: str
+    createdAt: int
+    revokedAt: int | None = None
+    label: str = ""
+
+
+class ApiKeyInfo(msgspec.Struct, omit_defaults=True):
+    keyId: str
+    role: Role
+    createdAt: int
+    revokedAt: int | None = None
+    label: str = ""

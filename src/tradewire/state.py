@@ -1,0 +1,210 @@
+"""The live cache: latest account state, open positions, prices and connection status. Pure, no I/O.
+
+Everything here is volatile (latest wins, never written to disk). What it does decide is which
+position OPEN / CLOSE events a snapshot implies, so that the caller can record them durably.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import msgspec
+
+from tradewire.model import AccountInfo, AccountState, ConnectionStatus, Position, Tick
+
+Transport = Literal["ws", "http"]
+
+
+@dataclass(slots=True)
+class AccountView:
+    id: str
+    info: AccountInfo | None = None
+    state: AccountState | None = None
+    positions: dict[int, Position] = field(default_factory=dict)
+    positions_known: bool = False  # seeded from the store or from a snapshot: diffs are meaningful
+    sessions: int = 0  # open WebSocket sessions for this account
+    transport: Transport | None = None
+    connected_at: int | None = None
+    last_seen: int = 0  # server clock, ms: any message
+    updated_at: int = 0  # server clock, ms: account or positions changed
+    ever_connected: bool = False
+
+    def status(self, now: int, http_live_ms: int) -> ConnectionStatus:
+        if self.sessions > 0:
+            return "live"
+        if self.transport == "http" and now - self.last_seen <= http_live_ms:
+            return "live"
+        return "lost" if self.ever_connected else "never"
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    """Position changes a snapshot revealed that no durable event had told us about."""
+
+    opened: list[Position]
+    closed: list[Position]
+
+
+class AccountSummary(msgspec.Struct, omit_defaults=True):
+    """What the REST API and the accounts channel show for one account."""
+
+    id: str
+    status: ConnectionStatus
+    info: AccountInfo | None = None
+    state: AccountState | None = None
+    positions: int = 0
+    floatingProfit: float = 0.0
+    connectedAt: int | None = None
+    lastSeen: int | None = None
+    updatedAt: int | None = None
+
+
+class ExposureRow(msgspec.Struct):
+    symbol: str
+    buyVolume: float
+    sellVolume: float
+    netVolume: float
+    profit: float
+    positions: int
+    accounts: int
+
+
+class LiveState:
+    def __init__(self, http_live_ms: int = 30_000) -> None:
+        self.accounts: dict[str, AccountView] = {}
+        self.prices: dict[str, Tick] = {}
+        self.http_live_ms = http_live_ms
+
+    def account(self, account_id: str) -> AccountView:
+        view = self.accounts.get(account_id)
+        if view is None:
+            view = self.accounts[account_id] = AccountView(account_id)
+        return view
+
+    # --- connection lifecycle ---------------------------------------------------------------
+    def on_hello(self, account_id: str, info: AccountInfo, transport: Transport, now: int) -> AccountView:
+        view = self.account(account_id)
+        view.info = info
+        if transport == "ws":
+            view.sessions += 1
+        if view.connected_at is None or view.status(now, self.http_live_ms) != "live":
+            view.connected_at = now
+        view.transport = transport
+        view.ever_connected = True
+        view.last_seen = now
+        return view
+
+    def on_session_end(self, account_id: str, now: int) -> AccountView:
+        view = self.account(account_id)
+        view.sessions = max(0, view.sessions - 1)
+        if view.sessions == 0:
+            view.connected_at = None
+        return view
+
+    def touch(self, account_id: str, now: int) -> None:
+        self.account(account_id).last_seen = now
+
+    # --- volatile data ------------------------------------------------------------------------
+    def apply_account(self, account_id: str, state: AccountState, now: int) -> AccountView:
+        view = self.account(account_id)
+        view.state = state
+        view.updated_at = now
+        return view
+
+    def seed_positions(self, account_id: str, positions: list[Position]) -> None:
+        """Load what the store knows is open, so the first snapshot after a restart is diffed correctly."""
+        view = self.account(account_id)
+        if not view.positions_known:
+            view.positions = {p.id: p for p in positions}
+            view.positions_known = True
+
+    def apply_snapshot(self, account_id: str, positions: list[Position], now: int) -> Reconciliation:
+        view = self.account(account_id)
+        incoming = {p.id: p for p in positions}
+        if view.positions_known:
+            opened = [p for pid, p in incoming.items() if pid not in view.positions]
+            closed = [p for pid, p in view.positions.items() if pid not in incoming]
+        else:  # nothing to compare with: every position is news, none can be known closed
+            opened, closed = list(incoming.values()), []
+        view.positions = incoming
+        view.positions_known = True
+        view.updated_at = now
+        return Reconciliation(opened, closed)
+
+    def apply_position_event(self, account_id: str, event: str, position: Position, now: int) -> None:
+        view = self.account(account_id)
+        if event == "CLOSE":
+            view.positions.pop(position.id, None)
+        else:
+            view.positions[position.id] = position
+        view.updated_at = now
+
+    def apply_ticks(self, ticks: list[Tick]) -> list[Tick]:
+        """Keep the newest valid price per symbol; return the ticks that changed something.
+
+        Terminals send bid/ask 0 while disconnected from their broker: those are not prices.
+        """
+        accepted = []
+        for tick in ticks:
+            if tick.bid <= 0 or tick.ask <= 0:
+                continue
+            current = self.prices.get(tick.symbol)
+            if current is not None and tick.ts < current.ts:
+                continue
+            self.prices[tick.symbol] = tick
+            accepted.append(tick)
+        return accepted
+
+    # --- views --------------------------------------------------------------------------------
+    def summary(self, account_id: str, now: int) -> AccountSummary:
+        view = self.account(account_id)
+        return AccountSummary(
+            id=view.id,
+            status=view.status(now, self.http_live_ms),
+            info=view.info,
+            state=view.state,
+            positions=len(view.positions),
+            floatingProfit=round(sum(p.profit + p.swap + p.commission for p in view.positions.values()), 2),
+            connectedAt=view.connected_at,
+            lastSeen=view.last_seen or None,
+            updatedAt=view.updated_at or None,
+        )
+
+    def open_positions(self, account: str | None = None, symbol: str | None = None) -> list[dict]:
+        views = (
+            [self.accounts[account]]
+            if account in self.accounts
+            else []
+            if account
+            else self.accounts.values()
+        )
+        rows = []
+        for view in views:
+            for p in view.positions.values():
+                if symbol is None or p.symbol == symbol:
+                    rows.append({"account": view.id, **msgspec.structs.asdict(p)})
+        return rows
+
+    def exposure(self) -> list[ExposureRow]:
+        """Net volume and floating P/L per symbol across all accounts."""
+        rows: dict[str, list] = {}
+        for view in self.accounts.values():
+            for p in view.positions.values():
+                row = rows.setdefault(p.symbol, [0.0, 0.0, 0.0, 0, set()])
+                row[0 if p.side == "buy" else 1] += p.volume
+                row[2] += p.profit + p.swap + p.commission
+                row[3] += 1
+                row[4].add(view.id)
+        return [
+            ExposureRow(
+                symbol=sym,
+                buyVolume=round(buy, 2),
+                sellVolume=round(sell, 2),
+                netVolume=round(buy - sell, 2),
+                profit=round(profit, 2),
+                positions=count,
+                accounts=len(accts),
+            )
+            for sym, (buy, sell, profit, count, accts) in sorted(rows.items())
+        ]

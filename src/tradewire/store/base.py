@@ -1,0 +1,133 @@
+"""The Store interface: what the hub needs from durable storage, whatever the engine.
+
+Writes are *operations* queued to the store and committed in groups; each returns a future that
+resolves only after the transaction holding it has committed. That is the whole durability promise:
+the hub acknowledges an EA message only when its future has resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Generic, Literal, Protocol, TypeVar
+
+from tradewire.ingest.protocol import ErrorMsg, PositionMsg
+from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo
+
+
+# --- write operations ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class EAPositionOp:
+    """An EA-reported position event (durable, idempotent on (account, msg.id))."""
+
+    account: str
+    msg: PositionMsg
+    system: bool  # magic is a configured system magic number
+
+
+@dataclass(slots=True)
+class EAErrorOp:
+    """An EA `error` message: stored as a SYSTEM_ERROR alert, idempotent on (account, msg.id)."""
+
+    account: str
+    msg: ErrorMsg
+
+
+@dataclass(slots=True)
+class ReconcileOp:
+    """An OPEN or CLOSE the server inferred from a snapshot. Stored only if none is recorded yet."""
+
+    account: str
+    event: Literal["OPEN", "CLOSE"]
+    position: Position
+    ts: int
+    system: bool
+
+
+WriteOp = EAPositionOp | EAErrorOp | ReconcileOp
+
+WriteStatus = Literal["stored", "duplicate", "conflict", "seq_not_increasing", "ignored"]
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What committing one operation did. `events`/`alerts` are what changed, for publishing."""
+
+    status: WriteStatus
+    detail: str = ""
+    events: list[PositionEvent] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    system_trades: list[SystemTrade] = field(default_factory=list)
+
+
+# --- queries ------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class EventQuery:
+    account: str | None = None
+    type: str | None = None  # OPEN / CLOSE / MODIFY
+    since: int | None = None  # ts >= since (ms)
+    until: int | None = None  # ts < until (ms)
+    limit: int = 100
+    cursor: int | None = None  # return events with offset < cursor (newest first)
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: int | None
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (unavailable, full disk, corrupt): nothing was committed."""
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # durable writes: resolved after commit, in submission order
+    def submit(self, op: WriteOp) -> asyncio.Future[WriteResult]: ...
+    async def write(self, ops: list[WriteOp]) -> list[WriteResult]: ...
+
+    # ingest support
+    async def acked_seq(self, account: str) -> int: ...
+    async def open_positions(self, account: str) -> list[Position]: ...
+
+    # queries
+    async def events(self, query: EventQuery) -> Page[PositionEvent]: ...
+    async def system_trades(self, query: EventQuery) -> Page[SystemTrade]: ...
+    async def alerts(
+        self, account: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[Alert]: ...
+
+    # credentials (stored hashed)
+    async def add_token(self, account: str, label: str = "") -> tuple[str, TokenInfo]: ...
+    async def token_account(self, token: str) -> str | None: ...
+    async def list_tokens(self, account: str | None = None) -> list[TokenInfo]: ...
+    async def revoke_token(self, token_id: str) -> bool: ...
+    async def add_api_key(self, role: Role, label: str = "") -> tuple[str, ApiKeyInfo]: ...
+    async def api_key_role(self, key: str) -> Role | None: ...
+    async def list_api_keys(self) -> list[ApiKeyInfo]: ...
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+    async def known_accounts(self) -> list[str]: ...
+
+
+# --- secrets ------------------------------------------------------------------------------------
+TOKEN_PREFIX = "twe_"
+KEY_PREFIX = "twk_"
+
+
+def new_secret(prefix: str) -> tuple[str, str]:
+    """A fresh credential: (public id, full secret). The id is shown in listings; the secret never is."""
+    public_id = secrets.token_hex(4)
+    return public_id, f"{prefix}{public_id}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str) -> str:
+    # The secrets are 256-bit random, so a fast hash is enough (no password stretching needed).
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,543 @@
+"""SQLite store: WAL, one writer thread with group commit, a small pool of reader threads.
+
+The writer takes everything queued, runs it as one transaction (a savepoint per operation, so one
+failing operation does not spoil its neighbours), commits, and only then resolves the futures of
+every operation in the batch. While one batch is being fsynced the next one queues up, so the
+commit rate follows the load instead of the disk's fsync rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo
+from tradewire.store import plan as planner
+from tradewire.store.base import (
+    KEY_PREFIX,
+    TOKEN_PREFIX,
+    EAErrorOp,
+    EAPositionOp,
+    EventQuery,
+    Page,
+    StoreError,
+    WriteOp,
+    WriteResult,
+    hash_secret,
+    new_secret,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE ea_inbox (
+        account TEXT NOT NULL, msg_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+        stored_at INTEGER NOT NULL, PRIMARY KEY (account, msg_id)) WITHOUT ROWID;
+    CREATE INDEX ea_inbox_seq ON ea_inbox (account, seq);
+    CREATE TABLE position_events (
+        id INTEGER PRIMARY KEY, "offset" INTEGER NOT NULL UNIQUE, account TEXT NOT NULL,
+        position_id INTEGER NOT NULL, event TEXT NOT NULL, ts INTEGER NOT NULL, source TEXT NOT NULL,
+        symbol TEXT NOT NULL, system INTEGER NOT NULL, body BLOB NOT NULL);
+    CREATE UNIQUE INDEX position_events_once ON position_events (account, position_id, event)
+        WHERE event IN ('OPEN', 'CLOSE');
+    CREATE INDEX position_events_account ON position_events (account, "offset");
+    CREATE TABLE system_trades (
+        account TEXT NOT NULL, position_id INTEGER NOT NULL, executed_at INTEGER NOT NULL,
+        body BLOB NOT NULL, PRIMARY KEY (account, position_id));
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY, "offset" INTEGER NOT NULL, account TEXT NOT NULL, type TEXT NOT NULL,
+        raised_at INTEGER NOT NULL, resolved_at INTEGER, body BLOB NOT NULL);
+    CREATE INDEX alerts_account ON alerts (account, raised_at);
+    CREATE TABLE ea_tokens (
+        token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, account TEXT NOT NULL,
+        label TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);
+    CREATE TABLE api_keys (
+        key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+        label TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);
+    """,
+}
+
+_event_decoder = msgspec.json.Decoder(PositionEvent)
+_trade_decoder = msgspec.json.Decoder(SystemTrade)
+_alert_decoder = msgspec.json.Decoder(Alert)
+_encode = msgspec.json.encode
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteStore:
+    def __init__(
+        self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000, batch_max: int = 1024
+    ) -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.busy_timeout_ms = busy_timeout_ms
+        self.batch_max = batch_max
+        self._queue: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future] | None] = (
+            queue.SimpleQueue()
+        )
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        # Writer-thread caches: only touched by the writer thread.
+        self._next_offset = 0
+        self._max_seq: dict[str, int] = {}
+        self.commits = 0
+        self.committed_ops = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._writer = threading.Thread(
+            target=self._writer_main, args=(ready,), name="tradewire-sqlite-writer"
+        )
+        self._writer.daemon = True
+        self._writer.start()
+        await ready
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tradewire-sqlite-reader")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema version {version}, newer than this tradewire ({SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")  # not executescript(): it would commit on its own
+            try:
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # --- the writer thread --------------------------------------------------------------------
+    def _writer_main(self, ready: asyncio.Future) -> None:
+        loop = ready.get_loop()
+        try:
+            conn = self._connect()
+            self._migrate(conn)
+            self._reload_caches(conn)
+        except Exception as exc:
+            loop.call_soon_threadsafe(_settle, ready, None, StoreError(f"cannot open {self.path}: {exc}"))
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                batch = [item]
+                stop = False
+                while len(batch) < self.batch_max:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._run_batch(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list) -> None:
+        outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((fut, fn(conn), None))
+                    conn.execute("RELEASE op")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    log.exception("store operation failed")
+                    outcomes.append((fut, None, StoreError(f"store operation failed: {exc}")))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            # Nothing of this batch is durable: fail every operation, and forget cached counters
+            # that were advanced inside the lost transaction.
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            with contextlib.suppress(Exception):
+                self._reload_caches(conn)
+            error = StoreError(f"commit failed: {exc}")
+            outcomes = [(fut, None, error) for _, fut in batch]
+        else:
+            self.commits += 1
+            self.committed_ops += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # loop already closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle_all, items)
+
+    def _reload_caches(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute(
+            'SELECT MAX(m) FROM (SELECT MAX("offset") AS m FROM position_events '
+            'UNION ALL SELECT MAX("offset") FROM alerts)'
+        ).fetchone()
+        self._next_offset = (row[0] or 0) + 1
+        self._max_seq.clear()
+
+    def _take_offset(self) -> int:
+        offset = self._next_offset
+        self._next_offset += 1
+        return offset
+
+    def _call_writer(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future:
+        if self._writer is None:
+            raise StoreError("store is not open")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put((fn, fut))
+        return fut
+
+    # --- durable writes -----------------------------------------------------------------------
+    def submit(self, op: WriteOp) -> asyncio.Future[WriteResult]:
+        return self._call_writer(lambda conn: self._apply(conn, op))
+
+    async def write(self, ops: list[WriteOp]) -> list[WriteResult]:
+        return list(await asyncio.gather(*(self.submit(op) for op in ops)))
+
+    def _apply(self, conn: sqlite3.Connection, op: WriteOp) -> WriteResult:
+        now = now_ms()
+        facts = planner.Facts()
+        if isinstance(op, EAPositionOp | EAErrorOp):
+            row = conn.execute(
+                "SELECT seq FROM ea_inbox WHERE account = ? AND msg_id = ?", (op.account, op.msg.id)
+            ).fetchone()
+            facts.inbox_seq = row[0] if row else None
+            facts.max_seq = self._account_max_seq(conn, op.account)
+        position_id = planner.needs_position_facts(op)
+        if position_id is not None:
+            for event, body in conn.execute(
+                "SELECT event, body FROM position_events WHERE account = ? AND position_id = ? "
+                "AND event IN ('OPEN', 'CLOSE')",
+                (op.account, position_id),
+            ):
+                if event == "OPEN":
+                    facts.open_event = _event_decoder.decode(body)
+                else:
+                    facts.close_event = _event_decoder.decode(body)
+        p = planner.plan(op, facts, now)
+        result = WriteResult(p.status, p.detail)
+        if p.inbox is not None:
+            msg_id, seq, kind = p.inbox
+            conn.execute(
+                "INSERT INTO ea_inbox (account, msg_id, seq, kind, stored_at) VALUES (?, ?, ?, ?, ?)",
+                (op.account, msg_id, seq, kind, now),
+            )
+        for ev in p.inserts:
+            ev.offset = self._take_offset()
+            conn.execute(
+                'INSERT INTO position_events ("offset", account, position_id, event, ts, source, symbol, system, body)'
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ev.offset,
+                    ev.account,
+                    ev.positionId,
+                    ev.event,
+                    ev.ts,
+                    ev.source,
+                    ev.position.symbol,
+                    int(ev.system),
+                    _encode(ev),
+                ),
+            )
+            result.events.append(ev)
+        for ev in p.updates:
+            ev.offset = self._take_offset()  # a changed record moves to the head of the history
+            conn.execute(
+                'UPDATE position_events SET "offset" = ?, ts = ?, source = ?, body = ? '
+                "WHERE account = ? AND position_id = ? AND event = ?",
+                (ev.offset, ev.ts, ev.source, _encode(ev), ev.account, ev.positionId, ev.event),
+            )
+            result.events.append(ev)
+        if p.system_trade is not None:
+            st = p.system_trade
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO system_trades (account, position_id, executed_at, body) VALUES (?, ?, ?, ?)",
+                (st.account, st.positionId, st.executedAt, _encode(st)),
+            )
+            if cur.rowcount:
+                result.system_trades.append(st)
+        if p.alert is not None:
+            self._insert_alert(conn, p.alert)
+            result.alerts.append(p.alert)
+        if p.inbox is not None:  # only now, when every statement of the op has succeeded
+            self._max_seq[op.account] = max(self._max_seq.get(op.account, 0), p.inbox[1])
+        return result
+
+    def _account_max_seq(self, conn: sqlite3.Connection, account: str) -> int:
+        seq = self._max_seq.get(account)
+        if seq is None:
+            seq = (
+                conn.execute("SELECT MAX(seq) FROM ea_inbox WHERE account = ?", (account,)).fetchone()[0] or 0
+            )
+            self._max_seq[account] = seq
+        return seq
+
+    def _insert_alert(self, conn: sqlite3.Connection, alert: Alert) -> None:
+        conn.execute(
+            'INSERT INTO alerts (id, "offset", account, type, raised_at, resolved_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            (
+                alert.id,
+                self._take_offset(),
+                alert.account,
+                alert.type,
+                alert.raisedAt,
+                alert.resolvedAt,
+                _encode(alert),
+            ),
+        )
+
+    # --- reads --------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._readers is None:
+            raise StoreError("store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+        except sqlite3.Error as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+
+    async def acked_seq(self, account: str) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            return (
+                conn.execute("SELECT MAX(seq) FROM ea_inbox WHERE account = ?", (account,)).fetchone()[0] or 0
+            )
+
+        return await self._read(q)
+
+    async def open_positions(self, account: str) -> list[Position]:
+        def q(conn: sqlite3.Connection) -> list[Position]:
+            rows = conn.execute(
+                "SELECT o.body FROM position_events o WHERE o.account = ? AND o.event = 'OPEN' AND NOT EXISTS "
+                "(SELECT 1 FROM position_events c WHERE c.account = o.account "
+                "AND c.position_id = o.position_id AND c.event = 'CLOSE')",
+                (account,),
+            ).fetchall()
+            return [_event_decoder.decode(r[0]).position for r in rows]
+
+        return await self._read(q)
+
+    async def events(self, query: EventQuery) -> Page[PositionEvent]:
+        where, args = _filters(query, ts_col="ts", offset_col='"offset"')
+        if query.type:
+            where.append("event = ?")
+            args.append(query.type)
+        sql = f'SELECT "offset", body FROM position_events {_where(where)} ORDER BY "offset" DESC LIMIT ?'
+        return await self._page(sql, args, query.limit, _event_decoder)
+
+    async def system_trades(self, query: EventQuery) -> Page[SystemTrade]:
+        where, args = _filters(query, ts_col="executed_at", offset_col="rowid")
+        sql = f"SELECT rowid, body FROM system_trades {_where(where)} ORDER BY rowid DESC LIMIT ?"
+        return await self._page(sql, args, query.limit, _trade_decoder)
+
+    async def _page(self, sql: str, args: list, limit: int, decoder: msgspec.json.Decoder) -> Page:
+        def q(conn: sqlite3.Connection) -> Page:
+            rows = conn.execute(sql, [*args, limit + 1]).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return Page([decoder.decode(r[1]) for r in rows], rows[-1][0] if more and rows else None)
+
+        return await self._read(q)
+
+    async def alerts(
+        self, account: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[Alert]:
+        where, args = [], []
+        if account:
+            where.append("account = ?")
+            args.append(account)
+        if state == "open":
+            where.append("resolved_at IS NULL")
+        elif state == "resolved":
+            where.append("resolved_at IS NOT NULL")
+
+        def q(conn: sqlite3.Connection) -> list[Alert]:
+            rows = conn.execute(
+                f"SELECT body FROM alerts {_where(where)} ORDER BY raised_at DESC LIMIT ?", [*args, limit]
+            ).fetchall()
+            return [_alert_decoder.decode(r[0]) for r in rows]
+
+        return await self._read(q)
+
+    # --- credentials --------------------------------------------------------------------------
+    async def add_token(self, account: str, label: str = "") -> tuple[str, TokenInfo]:
+        token_id, token = new_secret(TOKEN_PREFIX)
+        info = TokenInfo(tokenId=token_id, account=account, createdAt=now_ms(), label=label)
+        await self._call_writer(
+            lambda conn: conn.execute(
+                "INSERT INTO ea_tokens (token_id, token_hash, account, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                (token_id, hash_secret(token), account, label, info.createdAt),
+            )
+        )
+        return token, info
+
+    async def token_account(self, token: str) -> str | None:
+        digest = hash_secret(token)
+
+        def q(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT account FROM ea_tokens WHERE token_hash = ? AND revoked_at IS NULL", (digest,)
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._read(q)
+
+    async def list_tokens(self, account: str | None = None) -> list[TokenInfo]:
+        def q(conn: sqlite3.Connection) -> list[TokenInfo]:
+            sql = "SELECT token_id, account, created_at, revoked_at, label FROM ea_tokens"
+            rows = conn.execute(
+                sql + (" WHERE account = ?" if account else "") + " ORDER BY created_at",
+                (account,) if account else (),
+            ).fetchall()
+            return [
+                TokenInfo(tokenId=r[0], account=r[1], createdAt=r[2], revokedAt=r[3], label=r[4])
+                for r in rows
+            ]
+
+        return await self._read(q)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        return await self._revoke("ea_tokens", "token_id", token_id)
+
+    async def add_api_key(self, role: Role, label: str = "") -> tuple[str, ApiKeyInfo]:
+        key_id, key = new_secret(KEY_PREFIX)
+        info = ApiKeyInfo(keyId=key_id, role=role, createdAt=now_ms(), label=label)
+        await self._call_writer(
+            lambda conn: conn.execute(
+                "INSERT INTO api_keys (key_id, key_hash, role, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key_id, hash_secret(key), role, label, info.createdAt),
+            )
+        )
+        return key, info
+
+    async def api_key_role(self, key: str) -> Role | None:
+        digest = hash_secret(key)
+
+        def q(conn: sqlite3.Connection) -> Role | None:
+            row = conn.execute(
+                "SELECT role FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (digest,)
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._read(q)
+
+    async def list_api_keys(self) -> list[ApiKeyInfo]:
+        def q(conn: sqlite3.Connection) -> list[ApiKeyInfo]:
+            rows = conn.execute(
+                "SELECT key_id, role, created_at, revoked_at, label FROM api_keys ORDER BY created_at"
+            ).fetchall()
+            return [
+                ApiKeyInfo(keyId=r[0], role=r[1], createdAt=r[2], revokedAt=r[3], label=r[4]) for r in rows
+            ]
+
+        return await self._read(q)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return await self._revoke("api_keys", "key_id", key_id)
+
+    async def _revoke(self, table: str, id_col: str, value: str) -> bool:
+        def fn(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                f"UPDATE {table} SET revoked_at = ? WHERE {id_col} = ? AND revoked_at IS NULL",
+                (now_ms(), value),
+            )
+            return cur.rowcount > 0
+
+        return await self._call_writer(fn)
+
+    async def known_accounts(self) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT DISTINCT account FROM ea_tokens WHERE revoked_at IS NULL").fetchall()
+            return [r[0] for r in rows]
+
+        return await self._read(q)
+
+
+def _filters(query: EventQuery, *, ts_col: str, offset_col: str) -> tuple[list[str], list]:
+    where: list[str] = []
+    args: list = []
+    if query.account:
+        where.append("account = ?")
+        args.append(query.account)
+    if query.since is not None:
+        where.append(f"{ts_col} >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append(f"{ts_col} < ?")
+        args.append(query.until)
+    if query.cursor is not None:
+        where.append(f"{offset_col} < ?")
+        args.append(query.cursor)
+    return where, args
+
+
+def _where(clauses: list[str]) -> str:
+    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
+
+
+def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _settle_all(items: list[tuple[asyncio.Future, Any, BaseException | None]]) -> None:
+    for fut, result, exc in items:
+        _settle(fut, result, exc)
