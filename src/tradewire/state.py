@@ -172,13 +172,7 @@ class LiveState:
         )
 
     def open_positions(self, account: str | None = None, symbol: str | None = None) -> list[dict]:
-        views = (
-            [self.accounts[account]]
-            if account in self.accounts
-            else []
-            if account
-            else self.accounts.values()
-        )
+        views = [self.accounts[account]] if account in self.accounts else [] if account else self.accounts.values()
         rows = []
         for view in views:
             for p in view.positions.values():

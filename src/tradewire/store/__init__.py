@@ -17,9 +17,7 @@ def parse_store_url(url: str) -> tuple[str, str, dict[str, str]]:
         # sqlite:///relative/or/./path.db  and  sqlite:////absolute/path.db
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if parts.netloc:
-            raise ValueError(
-                f"store URL {url!r}: write sqlite:///PATH (three slashes), not sqlite://{parts.netloc}"
-            )
+            raise ValueError(f"store URL {url!r}: write sqlite:///PATH (three slashes), not sqlite://{parts.netloc}")
         if not path or path == ":memory:":
             raise ValueError(f"store URL {url!r}: SQLite needs a file path, e.g. sqlite:///./tradewire.db")
         unknown = set(options) - {"synchronous", "busy_timeout_ms"}
@@ -32,15 +30,13 @@ def parse_store_url(url: str) -> tuple[str, str, dict[str, str]]:
 
 
 def make_store(url: str) -> Store:
-    engine, location, options = parse_store_url(url)
+    _engine, location, options = parse_store_url(url)
     from tradewire.store.sqlite import SQLiteStore
 
     try:
         timeout = int(options.get("busy_timeout_ms", "5000"))
     except ValueError:
-        raise ValueError(
-            f"store URL {url!r}: busy_timeout_ms must be a whole number of milliseconds"
-        ) from None
+        raise ValueError(f"store URL {url!r}: busy_timeout_ms must be a whole number of milliseconds") from None
     return SQLiteStore(location, synchronous=options.get("synchronous", "FULL"), busy_timeout_ms=timeout)
 
 

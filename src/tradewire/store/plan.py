@@ -40,11 +40,7 @@ class Plan:
 def needs_position_facts(op: WriteOp) -> int | None:
     """The position id whose OPEN/CLOSE rows the plan needs, if any."""
     return (
-        op.position.id
-        if isinstance(op, ReconcileOp)
-        else op.msg.position.id
-        if isinstance(op, EAPositionOp)
-        else None
+        op.position.id if isinstance(op, ReconcileOp) else op.msg.position.id if isinstance(op, EAPositionOp) else None
     )
 
 
@@ -108,9 +104,7 @@ def _plan_position(op: EAPositionOp, facts: Facts, now: int) -> Plan:
         system=op.system,
         recordedAt=now,
     )
-    existing = (
-        facts.open_event if msg.event == "OPEN" else facts.close_event if msg.event == "CLOSE" else None
-    )
+    existing = facts.open_event if msg.event == "OPEN" else facts.close_event if msg.event == "CLOSE" else None
     if existing is not None:
         if existing.msgId is not None:
             # The EA reported this OPEN/CLOSE before under another id (e.g. it lost its outbox):

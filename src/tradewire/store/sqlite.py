@@ -107,9 +107,7 @@ class SQLiteStore:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         ready: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._writer = threading.Thread(
-            target=self._writer_main, args=(ready,), name="tradewire-sqlite-writer"
-        )
+        self._writer = threading.Thread(target=self._writer_main, args=(ready,), name="tradewire-sqlite-writer")
         self._writer.daemon = True
         self._writer.start()
         await ready
@@ -315,15 +313,14 @@ class SQLiteStore:
     def _account_max_seq(self, conn: sqlite3.Connection, account: str) -> int:
         seq = self._max_seq.get(account)
         if seq is None:
-            seq = (
-                conn.execute("SELECT MAX(seq) FROM ea_inbox WHERE account = ?", (account,)).fetchone()[0] or 0
-            )
+            seq = conn.execute("SELECT MAX(seq) FROM ea_inbox WHERE account = ?", (account,)).fetchone()[0] or 0
             self._max_seq[account] = seq
         return seq
 
     def _insert_alert(self, conn: sqlite3.Connection, alert: Alert) -> None:
         conn.execute(
-            'INSERT INTO alerts (id, "offset", account, type, raised_at, resolved_at, body) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            'INSERT INTO alerts (id, "offset", account, type, raised_at, resolved_at, body)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 alert.id,
                 self._take_offset(),
@@ -353,9 +350,7 @@ class SQLiteStore:
 
     async def acked_seq(self, account: str) -> int:
         def q(conn: sqlite3.Connection) -> int:
-            return (
-                conn.execute("SELECT MAX(seq) FROM ea_inbox WHERE account = ?", (account,)).fetchone()[0] or 0
-            )
+            return conn.execute("SELECT MAX(seq) FROM ea_inbox WHERE account = ?", (account,)).fetchone()[0] or 0
 
         return await self._read(q)
 
@@ -393,9 +388,7 @@ class SQLiteStore:
 
         return await self._read(q)
 
-    async def alerts(
-        self, account: str | None = None, state: str | None = None, limit: int = 100
-    ) -> list[Alert]:
+    async def alerts(self, account: str | None = None, state: str | None = None, limit: int = 100) -> list[Alert]:
         where, args = [], []
         if account:
             where.append("account = ?")
@@ -443,10 +436,7 @@ class SQLiteStore:
                 sql + (" WHERE account = ?" if account else "") + " ORDER BY created_at",
                 (account,) if account else (),
             ).fetchall()
-            return [
-                TokenInfo(tokenId=r[0], account=r[1], createdAt=r[2], revokedAt=r[3], label=r[4])
-                for r in rows
-            ]
+            return [TokenInfo(tokenId=r[0], account=r[1], createdAt=r[2], revokedAt=r[3], label=r[4]) for r in rows]
 
         return await self._read(q)
 
@@ -480,9 +470,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT key_id, role, created_at, revoked_at, label FROM api_keys ORDER BY created_at"
             ).fetchall()
-            return [
-                ApiKeyInfo(keyId=r[0], role=r[1], createdAt=r[2], revokedAt=r[3], label=r[4]) for r in rows
-            ]
+            return [ApiKeyInfo(keyId=r[0], role=r[1], createdAt=r[2], revokedAt=r[3], label=r[4]) for r in rows]
 
         return await self._read(q)
 
