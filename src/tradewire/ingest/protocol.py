@@ -165,6 +165,11 @@ def _decode_each(data: bytes | str) -> list[ClientMsg | ErrorReply]:
     return [_decode_one(raw, None)]
 
 
+def decode_items(items: list[msgspec.Raw]) -> list[ClientMsg | ErrorReply]:
+    """Decode already-split messages (the HTTP batch body's `messages`)."""
+    return [_decode_one(item, index if len(items) > 1 else None) for index, item in enumerate(items)]
+
+
 def _decode_one(raw: msgspec.Raw, index: int | None) -> ClientMsg | ErrorReply:
     try:
         return _msg_decoder.decode(raw)

@@ -1,0 +1,162 @@
+"""REST query API under /api/v1 (DESIGN.md §8). Reads need an API key in `x-api-key`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from tradewire.appkeys import HUB
+from tradewire.hub import Hub
+from tradewire.model import is_account_id
+from tradewire.store.base import EventQuery, StoreError
+
+_encoder = msgspec.json.Encoder()
+PREFIX = "/api/v1"
+PUBLIC = {f"{PREFIX}/healthz"}
+MAX_LIMIT = 1000
+
+
+class BadParam(Exception):
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"query parameter {name!r}: {problem}")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=_encoder.encode(data), content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return json_response({"error": {"code": code, "message": message}}, status)
+
+
+@web.middleware
+async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    if not request.path.startswith(PREFIX + "/") or request.path in PUBLIC or request.method == "OPTIONS":
+        return await handler(request)
+    hub: Hub = request.app[HUB]
+    key = request.headers.get("x-api-key")
+    role = await hub.api_role(key) if key else None
+    if role is None:
+        return error_response(401, "unauthorized", "missing API key (x-api-key)" if not key else "invalid API key")
+    request["role"] = role
+    try:
+        return await handler(request)
+    except BadParam as exc:
+        return error_response(400, "bad_request", str(exc))
+    except StoreError as exc:
+        return error_response(503, "store_unavailable", str(exc))
+
+
+# --- parameters ---------------------------------------------------------------------------------
+def _int_param(request: web.Request, name: str, *, lo: int = 0, hi: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParam(name, f"{raw!r} is not a whole number") from None
+    if value < lo or (hi is not None and value > hi):
+        raise BadParam(name, f"{value} is outside {lo}..{hi if hi is not None else 'inf'}")
+    return value
+
+
+def _account_param(request: web.Request) -> str | None:
+    account = request.query.get("account") or None
+    if account is not None and not is_account_id(account):
+        raise BadParam("account", "must be 1-50 characters of A-Z, a-z, 0-9 and '-'")
+    return account
+
+
+def _event_query(request: web.Request) -> EventQuery:
+    type_ = request.query.get("type") or None
+    if type_ is not None and type_ not in ("OPEN", "CLOSE", "MODIFY"):
+        raise BadParam("type", f"{type_!r} is not one of OPEN, CLOSE, MODIFY")
+    limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT)
+    return EventQuery(
+        account=_account_param(request),
+        type=type_,
+        since=_int_param(request, "from"),
+        until=_int_param(request, "to"),
+        limit=limit if limit is not None else 100,
+        cursor=_int_param(request, "cursor", lo=1),
+    )
+
+
+def _page(page: Any) -> dict:
+    return {"items": page.items, "nextCursor": str(page.next_cursor) if page.next_cursor is not None else None}
+
+
+# --- handlers -----------------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    return json_response({"status": "draining" if hub.draining else "ok", "time": hub.clock()})
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    now = hub.clock()
+    ids = set(hub.state.accounts) | set(await hub.store.known_accounts())
+    return json_response({"items": [hub.state.summary(a, now) for a in sorted(ids)]})
+
+
+async def get_account(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    account = request.match_info["id"]
+    if not is_account_id(account):
+        return error_response(400, "bad_request", "account id must be 1-50 characters of A-Z, a-z, 0-9 and '-'")
+    if account not in hub.state.accounts and account not in await hub.store.known_accounts():
+        return error_response(404, "not_found", f"no account {account!r}")
+    summary = hub.state.summary(account, hub.clock())
+    view = hub.state.account(account)
+    return json_response({**msgspec.structs.asdict(summary), "openPositions": list(view.positions.values())})
+
+
+async def list_positions(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    symbol = request.query.get("symbol") or None
+    return json_response({"items": hub.state.open_positions(_account_param(request), symbol)})
+
+
+async def list_prices(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    return json_response({"items": sorted(hub.state.prices.values(), key=lambda t: t.symbol)})
+
+
+async def get_exposure(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    return json_response({"items": hub.state.exposure()})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    return json_response(_page(await hub.store.events(_event_query(request))))
+
+
+async def list_system_trades(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    return json_response(_page(await hub.store.system_trades(_event_query(request))))
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    state = request.query.get("state") or None
+    if state is not None and state not in ("open", "resolved"):
+        raise BadParam("state", f"{state!r} is not one of open, resolved")
+    limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT) or 100
+    return json_response({"items": await hub.store.alerts(_account_param(request), state, limit)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/healthz", healthz)
+    app.router.add_get(f"{PREFIX}/accounts", list_accounts)
+    app.router.add_get(f"{PREFIX}/accounts/{{id}}", get_account)
+    app.router.add_get(f"{PREFIX}/positions", list_positions)
+    app.router.add_get(f"{PREFIX}/prices", list_prices)
+    app.router.add_get(f"{PREFIX}/exposure", get_exposure)
+    app.router.add_get(f"{PREFIX}/events", list_events)
+    app.router.add_get(f"{PREFIX}/system-trades", list_system_trades)
+    app.router.add_get(f"{PREFIX}/alerts", list_alerts)

@@ -1,0 +1,120 @@
+"""Wiring: build the aiohttp application from settings, and run it with a clean drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+
+from aiohttp import web
+
+from tradewire import api
+from tradewire.appkeys import HUB
+from tradewire.config import Settings
+from tradewire.hub import Fanout, Hub
+from tradewire.ingest.http import ea_batch
+from tradewire.ingest.ws import ea_websocket
+from tradewire.store import Store, make_store
+
+log = logging.getLogger(__name__)
+
+
+def build_app(hub: Hub) -> web.Application:
+    # The body limit is the frame limit: an MT4 batch is the HTTP twin of a WebSocket frame.
+    app = web.Application(middlewares=[api.api_auth], client_max_size=hub.settings.server.max_frame_bytes)
+    app[HUB] = hub
+    app.router.add_get("/ea/v1", ea_websocket)
+    app.router.add_post("/ea/v1/batch", ea_batch)
+    api.add_routes(app)
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.drain(hub.settings.server.drain_timeout_s)
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.server.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(settings.server.tls_cert, settings.server.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load TLS certificate/key: {exc}") from None
+    return ctx
+
+
+class Server:
+    """One tradewire process: store + hub + HTTP/WebSocket listener."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None, fanout: Fanout | None = None) -> None:
+        self.settings = settings
+        self.store = store or make_store(settings.store.url)
+        self.fanout = fanout
+        self.hub: Hub | None = None
+        self.runner: web.AppRunner | None = None
+        self.port: int = 0
+        self._stopped = asyncio.Event()
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.settings.server.tls_cert else "http"
+
+    @property
+    def url(self) -> str:
+        host = self.settings.server.host
+        return f"{self.scheme}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+
+    async def start(self) -> None:
+        ssl_ctx = tls_context(self.settings)
+        await self.store.open()
+        self.hub = Hub(self.settings, self.store, self.fanout)
+        self.runner = web.AppRunner(
+            build_app(self.hub),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.settings.server.drain_timeout_s,
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.server.host, self.settings.server.port, ssl_context=ssl_ctx)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.runner.cleanup()
+            await self.store.close()
+            raise OSError(f"cannot listen on {self.settings.server.host}:{self.settings.server.port}: {exc}") from None
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("tradewire listening on %s (store %s)", self.url, _redact(self.settings.store.url))
+
+    async def stop(self) -> None:
+        """Stop accepting, drain EA sessions (commit, ack, close 1001), then close the store."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+            await self.store.close()
+            log.info("tradewire stopped")
+        self._stopped.set()
+
+    async def serve_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # Windows
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+            log.info("signal received: draining")
+        finally:
+            await self.stop()
+
+
+def _redact(url: str) -> str:
+    """Store URLs may carry passwords: never log them."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,204 @@
+"""Command line: serve | token | key | simulate | demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from tradewire.config import ConfigError, Settings, load_settings
+from tradewire.logs import setup_logging
+from tradewire.model import is_account_id
+from tradewire.store import make_store
+
+log = logging.getLogger("tradewire")
+
+
+class CliError(Exception):
+    pass
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (TRADEWIRE_<SECTION>_<KEY> env overrides it)")
+    p.add_argument("--store", metavar="URL", help="store URL (default sqlite:///./tradewire.db, env TRADEWIRE_STORE)")
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is outside 0..65535")
+    return port
+
+
+def _positive(kind: type) -> Any:
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a {kind.__name__}") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"{value} must be above 0")
+        return number
+
+    return parse
+
+
+def _account_id(value: str) -> str:
+    if not is_account_id(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: an account id is 1-50 characters of A-Z, a-z, 0-9 and '-'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tradewire", description="Real-time hub for MetaTrader 4/5 fleets.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the hub")
+    _add_common(serve)
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, help="listen port (default 8080; 0 picks a free one)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve https/wss directly")
+    serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    serve.add_argument("--log-format", choices=["text", "json"])
+
+    token = sub.add_parser("token", help="EA tokens: one per account, stored hashed")
+    tsub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t_issue = tsub.add_parser("issue", help="issue a token for an account and print it (only it) on stdout")
+    t_issue.add_argument("--account", required=True, type=_account_id)
+    t_issue.add_argument("--label", default="")
+    t_list = tsub.add_parser("list", help="list tokens (ids, never secrets)")
+    t_list.add_argument("--account", type=_account_id)
+    t_revoke = tsub.add_parser("revoke", help="revoke a token by its id (see list)")
+    t_revoke.add_argument("token_id")
+    for p in (t_issue, t_list, t_revoke):
+        _add_common(p)
+
+    key = sub.add_parser("key", help="API keys for subscribers and the REST API")
+    ksub = key.add_subparsers(dest="action", required=True, metavar="ACTION")
+    k_issue = ksub.add_parser("issue", help="issue an API key and print it (only it) on stdout")
+    k_issue.add_argument("--role", required=True, choices=["read", "admin"])
+    k_issue.add_argument("--label", default="")
+    k_list = ksub.add_parser("list", help="list API keys (ids, never secrets)")
+    k_revoke = ksub.add_parser("revoke", help="revoke an API key by its id (see list)")
+    k_revoke.add_argument("key_id")
+    for p in (k_issue, k_list, k_revoke):
+        _add_common(p)
+
+    sim = sub.add_parser("simulate", help="run a simulated fleet of EAs against a hub")
+    _add_common(sim)
+    sim.add_argument("--url", required=True, help="hub base URL, e.g. http://127.0.0.1:8080")
+    sim.add_argument("--accounts", type=_positive(int), default=20)
+    sim.add_argument("--duration", type=_positive(float), help="seconds to run (default: until Ctrl-C)")
+    sim.add_argument("--rate", type=_positive(float), default=2.0, help="updates per second per account")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--issue-tokens", action="store_true", help="issue the fleet's EA tokens in --store")
+    sim.add_argument("--tokens", metavar="FILE", help="file of 'account token' lines to use instead")
+    sim.add_argument("--quiet", action="store_true", help="no live status line")
+
+    demo = sub.add_parser("demo", help="serve on embedded defaults with a simulated fleet")
+    _add_common(demo)
+    demo.add_argument("--port", type=_port, default=8080)
+    demo.add_argument("--accounts", type=_positive(int), default=20)
+    demo.add_argument("--rate", type=_positive(float), default=2.0)
+    demo.add_argument("--duration", type=_positive(float), help="seconds to run (default: until Ctrl-C)")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **server: Any) -> Settings:
+    overrides: dict[str, dict[str, Any]] = {"server": server}
+    if getattr(args, "store", None):
+        overrides["store"] = {"url": args.store}
+    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, CliError, ValueError, OSError) as exc:
+        print(f"tradewire: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        settings = _settings(
+            args,
+            host=args.host,
+            port=args.port,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            log_format=args.log_format,
+        )
+        setup_logging(settings.server.log_format, settings.server.log_level)
+        from tradewire.app import Server
+
+        _run(Server(settings).serve_until_signalled())
+        return 0
+    if args.command in ("token", "key"):
+        settings = _settings(args)
+        return _run(_credentials(args, settings))
+    if args.command == "simulate":
+        settings = _settings(args)
+        setup_logging(settings.server.log_format, "warning")
+        from tradewire.sim.cli import simulate
+
+        return _run(simulate(args, settings))
+    if args.command == "demo":
+        settings = _settings(args, port=args.port)
+        setup_logging(settings.server.log_format, "warning")
+        from tradewire.sim.cli import demo
+
+        return _run(demo(args, settings))
+    raise CliError(f"unknown command {args.command}")
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # Windows
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def _credentials(args: argparse.Namespace, settings: Settings) -> int:
+    store = make_store(settings.store.url)
+    await store.open()
+    try:
+        if args.command == "token":
+            if args.action == "issue":
+                token, _ = await store.add_token(args.account, args.label)
+                print(token)
+            elif args.action == "list":
+                for t in await store.list_tokens(args.account):
+                    print(f"{t.tokenId}\t{t.account}\t{_state(t.revokedAt)}\t{t.label}")
+            elif not await store.revoke_token(args.token_id):
+                raise CliError(f"no active token with id {args.token_id!r}")
+        else:
+            if args.action == "issue":
+                key, _ = await store.add_api_key(args.role, args.label)
+                print(key)
+            elif args.action == "list":
+                for k in await store.list_api_keys():
+                    print(f"{k.keyId}\t{k.role}\t{_state(k.revokedAt)}\t{k.label}")
+            elif not await store.revoke_api_key(args.key_id):
+                raise CliError(f"no active API key with id {args.key_id!r}")
+    finally:
+        await store.close()
+    return 0
+
+
+def _state(revoked_at: int | None) -> str:
+    return "revoked" if revoked_at else "active"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Settings: defaults < TOML file (--config) < TRADEWIRE_<SECTION>_<KEY> environment < command-line flags.
+
+Every value is validated; an error names the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+DEFAULT_STORE = "sqlite:///./tradewire.db"
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    heartbeat_sec: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 10
+    drain_timeout_s: Positive = 10.0
+    auth_cache_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+
+
+class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: str = DEFAULT_STORE
+
+
+class SystemSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    magic_numbers: list[int] = []
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    system: SystemSettings = msgspec.field(default_factory=SystemSettings)
+
+
+SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "server": ServerSettings,
+    "store": StoreSettings,
+    "system": SystemSettings,
+}
+LIST_KEYS = {("system", "magic_numbers")}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_settings(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build validated settings. `overrides` holds command-line values: {section: {key: value}}."""
+    env = os.environ if env is None else env
+    data: dict[str, dict[str, Any]] = {}
+    if config_file:
+        data = _read_toml(config_file)
+    _merge(data, _from_env(env))
+    if overrides:
+        _merge(data, {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()})
+    try:
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        where = f" (config file {config_file} and TRADEWIRE_* environment)" if config_file else ""
+        raise ConfigError(f"invalid setting{where}: {exc}") from None
+    if bool(settings.server.tls_cert) != bool(settings.server.tls_key):
+        raise ConfigError("server.tls_cert and server.tls_key must be given together")
+    return settings
+
+
+def _read_toml(path: str) -> dict[str, dict[str, Any]]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for section, value in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"config file {path}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config file {path}: {section} must be a [{section}] table")
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if env.get("TRADEWIRE_STORE"):
+        out.setdefault("store", {})["url"] = env["TRADEWIRE_STORE"]
+    for name, value in env.items():
+        if not name.startswith("TRADEWIRE_"):
+            continue
+        section, _, key = name[len("TRADEWIRE_") :].lower().partition("_")
+        struct = SECTIONS.get(section)
+        if struct is None or not key:
+            continue  # not a setting (e.g. TRADEWIRE_STORE, TRADEWIRE_REQUIRE_SERVICES)
+        if key not in struct.__struct_fields__:
+            raise ConfigError(
+                f"environment variable {name}: {section} has no setting {key!r}; "
+                f"known: {', '.join(struct.__struct_fields__)}"
+            )
+        if (section, key) in LIST_KEYS:
+            value = [v.strip() for v in value.split(",") if v.strip()]  # type: ignore[assignment]
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, dict[str, Any]], extra: Mapping[str, Mapping[str, Any]]) -> None:
+    for section, values in extra.items():
+        base.setdefault(section, {}).update(values)

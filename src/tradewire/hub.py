@@ -1,0 +1,251 @@
+"""The hub: where live state, the store and the fan-out meet. Transports call it; it owns no socket.
+
+Volatile messages update the live cache and are published at once. Durable ones are queued to the
+store; their publications go out after commit, and the transport acknowledges them from the same
+future, so nothing is acknowledged or announced before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from tradewire import channels
+from tradewire.config import Settings
+from tradewire.ingest import protocol as p
+from tradewire.model import AccountInfo, AccountState, Role
+from tradewire.state import LiveState
+from tradewire.store.base import EAErrorOp, EAPositionOp, ReconcileOp, Store, WriteResult
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Fanout(Protocol):
+    """Where publications go (the realtime gateway plugs in here)."""
+
+    def publish(self, channel: str, payload: Any, *, durable: bool = False, offset: int | None = None) -> None: ...
+
+
+class NullFanout:
+    def publish(self, channel: str, payload: Any, *, durable: bool = False, offset: int | None = None) -> None:
+        pass
+
+
+class Drainable(Protocol):
+    """An open EA session, as the hub sees it: something it can replace or drain."""
+
+    account: str
+
+    async def drain(self, code: int, reason: str) -> None: ...
+
+
+class _TTLCache:
+    """Credential look-ups cached briefly: a revoke reaches a running server within `ttl` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._items: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: str, value: Any, ttl: float) -> None:
+        if len(self._items) > 10_000:  # bounded: a flood of bad tokens cannot grow it without limit
+            self._items.clear()
+        self._items[key] = (time.monotonic() + ttl, value)
+
+
+class Hub:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        fanout: Fanout | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fanout: Fanout = fanout or NullFanout()
+        self.clock = clock
+        heartbeat_ms = settings.server.heartbeat_sec * 1000
+        self.state = LiveState(http_live_ms=3 * heartbeat_ms)
+        self.system_magics = frozenset(settings.system.magic_numbers)
+        self._auth = _TTLCache(settings.server.auth_cache_s)
+        self.sessions: dict[str, Drainable] = {}
+        self._background: set[asyncio.Future] = set()
+        self.draining = False
+        self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0}
+
+    # --- credentials ------------------------------------------------------------------------
+    async def ea_account(self, token: str) -> str | None:
+        hit, account = self._auth.get("t:" + token)
+        if not hit:
+            account = await self.store.token_account(token)
+            self._auth.put("t:" + token, account, self._auth.ttl if account else min(1.0, self._auth.ttl))
+        return account
+
+    async def api_role(self, key: str) -> Role | None:
+        hit, role = self._auth.get("k:" + key)
+        if not hit:
+            role = await self.store.api_key_role(key)
+            self._auth.put("k:" + key, role, self._auth.ttl if role else min(1.0, self._auth.ttl))
+        return role
+
+    # --- sessions -----------------------------------------------------------------------------
+    async def session_started(self, session: Drainable) -> None:
+        """Register a WebSocket session; an older one for the same account is replaced."""
+        old = self.sessions.get(session.account)
+        self.sessions[session.account] = session
+        if old is not None and old is not session:
+            log.info("account %s: new session replaces the previous one", session.account)
+            self.spawn(old.drain(4000, "replaced by a newer session for this account"))
+
+    def session_ended(self, session: Drainable, greeted: bool) -> None:
+        if self.sessions.get(session.account) is session:
+            del self.sessions[session.account]
+        if greeted:
+            self.state.on_session_end(session.account, self.clock())
+            self._publish_account(session.account)
+
+    async def greet(self, account: str, hello: p.Hello, transport: str) -> p.Welcome:
+        now = self.clock()
+        view = self.state.account(account)
+        if not view.positions_known:
+            self.state.seed_positions(account, await self.store.open_positions(account))
+        acked = await self.store.acked_seq(account)
+        info = AccountInfo(
+            platform=hello.platform,
+            login=hello.login,
+            server=hello.server,
+            currency=hello.currency,
+            leverage=hello.leverage,
+            broker=hello.broker,
+            ea=f"{hello.ea.name} {hello.ea.version}".strip() if hello.ea else "",
+            tzOffsetSec=hello.tzOffsetSec,
+        )
+        self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now)
+        self._publish_account(account)
+        return p.Welcome(
+            sessionId=str(uuid.uuid4()),
+            ackedSeq=acked,
+            heartbeatSec=self.settings.server.heartbeat_sec,
+            serverTime=now,
+        )
+
+    def touch(self, account: str) -> None:
+        self.state.touch(account, self.clock())
+
+    # --- volatile -----------------------------------------------------------------------------
+    def apply_volatile(self, account: str, msg: p.AccountMsg | p.PositionsMsg | p.TicksMsg | p.HeartbeatMsg) -> None:
+        now = self.clock()
+        self.state.touch(account, now)
+        if isinstance(msg, p.AccountMsg):
+            state = AccountState(
+                ts=msg.ts,
+                balance=msg.balance,
+                equity=msg.equity,
+                margin=msg.margin,
+                freeMargin=msg.freeMargin,
+                # The hub trusts equity/margin over the terminal's level: terminals report 0 with no margin.
+                marginLevel=round(msg.equity / msg.margin * 100, 2) if msg.margin > 0 else None,
+                marginCallLevel=msg.marginCallLevel,
+                stopOutLevel=msg.stopOutLevel,
+                marginMode=msg.marginMode,
+            )
+            self.state.apply_account(account, state, now)
+            self._publish_account(account)
+        elif isinstance(msg, p.PositionsMsg):
+            rec = self.state.apply_snapshot(account, msg.positions, now)
+            for position in rec.opened:
+                self._reconcile(ReconcileOp(account, "OPEN", position, msg.ts, position.magic in self.system_magics))
+            for position in rec.closed:
+                self._reconcile(ReconcileOp(account, "CLOSE", position, msg.ts, position.magic in self.system_magics))
+            self._publish_positions(account)
+        elif isinstance(msg, p.TicksMsg):
+            for tick in self.state.apply_ticks(msg.ticks):
+                self.fanout.publish(channels.prices(tick.symbol), tick)
+
+    def _reconcile(self, op: ReconcileOp) -> None:
+        self.counters["reconciled"] += 1
+        fut = self.store.submit(op)
+        fut.add_done_callback(self._after_commit)
+
+    # --- durable ------------------------------------------------------------------------------
+    def submit_durable(self, account: str, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
+        """Queue a durable EA message; the future resolves after commit (or fails with StoreError)."""
+        self.counters["durable"] += 1
+        self.state.touch(account, self.clock())
+        if isinstance(msg, p.PositionMsg):
+            self.state.apply_position_event(account, msg.event, msg.position, self.clock())
+            self._publish_positions(account)
+            op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics)
+        else:
+            op = EAErrorOp(account, msg)
+        fut = self.store.submit(op)
+        fut.add_done_callback(self._after_commit)
+        return fut
+
+    def _after_commit(self, fut: asyncio.Future[WriteResult]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("durable write failed: %s", exc)
+            return
+        result = fut.result()
+        for event in result.events:
+            self.fanout.publish(channels.events(event.account), event, durable=True, offset=event.offset)
+        for trade in result.system_trades:
+            self.fanout.publish(
+                channels.events(trade.account), {"type": "SYSTEM_TRADE", **_asdict(trade)}, durable=True
+            )
+        for alert in result.alerts:
+            self.fanout.publish(channels.alerts(alert.account), alert, durable=True)
+
+    # --- publications -------------------------------------------------------------------------
+    def _publish_account(self, account: str) -> None:
+        self.fanout.publish(channels.accounts(account), self.state.summary(account, self.clock()))
+
+    def _publish_positions(self, account: str) -> None:
+        view = self.state.account(account)
+        self.fanout.publish(
+            channels.positions(account),
+            {"account": account, "ts": view.updated_at, "positions": list(view.positions.values())},
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking frames, commit and ack what is in flight, close every EA session with 1001."""
+        self.draining = True
+        sessions = list(self.sessions.values())
+        if sessions:
+            log.info("draining %d EA session(s)", len(sessions))
+            _done, pending = await asyncio.wait(
+                [asyncio.ensure_future(s.drain(1001, "server shutting down")) for s in sessions], timeout=timeout
+            )
+            if pending:
+                log.warning("%d session(s) did not drain within %.1fs", len(pending), timeout)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
+
+
+def _asdict(struct: msgspec.Struct) -> dict:
+    return msgspec.structs.asdict(struct)

@@ -1,0 +1,109 @@
+"""EA ingest over HTTP: `POST /ea/v1/batch` for MT4, whose MQL has no sockets (WebRequest only).
+
+Body `{"hello": {...}, "messages": [...]}`; the answer comes after every durable message in the
+body has committed: `{"ackedSeq": N, "errors": [...]}`. Each POST counts as a heartbeat. A store
+failure answers 503 and acks nothing, so the EA posts the same messages again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from aiohttp import web
+
+from tradewire.appkeys import HUB
+from tradewire.hub import Hub
+from tradewire.ingest import protocol as p
+from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
+from tradewire.ingest.ws import bearer_token
+from tradewire.store.base import StoreError
+
+
+class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    hello: msgspec.Raw | None = None
+    messages: list[msgspec.Raw] = []
+
+
+_body_decoder = msgspec.json.Decoder(BatchBody)
+_hello_decoder = msgspec.json.Decoder(p.Hello)
+_encoder = msgspec.json.Encoder()
+
+
+def _live(hub: Hub, view) -> bool:
+    return view.status(hub.clock(), hub.state.http_live_ms) == "live"
+
+
+def json_error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=_encoder.encode({"error": {"code": code, "message": message}}),
+        content_type="application/json",
+    )
+
+
+async def ea_batch(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    token = bearer_token(request)
+    account = await hub.ea_account(token) if token else None
+    if account is None:
+        return json_error(401, "unauthorized", "missing bearer token" if token is None else "invalid or revoked token")
+    if hub.draining:
+        return json_error(503, "shutting_down", "server shutting down; retry")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = hub.settings.server.max_frame_bytes
+        return json_error(413, "too_large", f"body exceeds the {limit}-byte limit")
+    try:
+        body = _body_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        return json_error(
+            400, p.BAD_JSON if not isinstance(exc, msgspec.ValidationError) else p.INVALID_MESSAGE, f"body: {exc}"
+        )
+
+    hub.touch(account)
+    items: list[p.ClientMsg | p.ErrorReply] = []
+    if body.hello is not None:
+        try:
+            items.append(_hello_decoder.decode(body.hello))
+        except msgspec.ValidationError as exc:
+            return json_error(400, p.INVALID_MESSAGE, f"hello: {exc}")
+    items.extend(p.decode_items(body.messages))
+    # An account greeted by an earlier POST within the liveness window need not repeat hello.
+    view = hub.state.accounts.get(account)
+    greeted = (
+        view is not None and view.transport == "http" and view.status(hub.clock(), hub.state.http_live_ms) == "live"
+    )
+    core = SessionCore(account, greeted=greeted)
+
+    errors: list[p.ErrorReply] = []
+    durable: list[tuple[p.DurableMsg, asyncio.Future]] = []
+    welcome: p.Welcome | None = None
+    for step in core.steps(items):
+        if isinstance(step, Greet):
+            welcome = await hub.greet(account, step.hello, "http")
+        elif isinstance(step, Volatile):
+            hub.apply_volatile(account, step.msg)
+        elif isinstance(step, Durable):
+            durable.append((step.msg, hub.submit_durable(account, step.msg)))
+        elif isinstance(step, Reply):
+            errors.append(step.msg)
+    hub.counters["messages"] += len(items)
+    hub.counters["errors"] += len(errors)
+
+    highest = 0
+    for msg, fut in durable:
+        try:
+            result = await fut
+        except StoreError:
+            return json_error(503, p.STORE_UNAVAILABLE, "store unavailable; nothing after this was acked, resend")
+        highest = max(highest, msg.seq)
+        error = SessionCore.outcome(msg, result)
+        if error is not None:
+            errors.append(error)
+    acked = max(highest, await hub.store.acked_seq(account))
+    answer: dict = {"ackedSeq": acked, "errors": errors, "serverTime": hub.clock()}
+    if welcome is not None:
+        answer["heartbeatSec"] = welcome.heartbeatSec
+    return web.Response(body=_encoder.encode(answer), content_type="application/json")

@@ -1,0 +1,93 @@
+"""The EA session state machine, sans-I/O: frames in, steps out.
+
+Shared by the WebSocket and HTTP transports. It enforces what the protocol says about a session
+(hello first, one account per token) and turns a durable message's commit result into the replies
+the EA must get. It never touches a socket, the store or the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tradewire.ingest import protocol as p
+from tradewire.store.base import WriteResult
+
+
+@dataclass(slots=True)
+class Greet:
+    hello: p.Hello
+
+
+@dataclass(slots=True)
+class Volatile:
+    msg: p.AccountMsg | p.PositionsMsg | p.TicksMsg | p.HeartbeatMsg
+
+
+@dataclass(slots=True)
+class Durable:
+    msg: p.DurableMsg
+
+
+@dataclass(slots=True)
+class Reply:
+    msg: p.ErrorReply
+
+
+Step = Greet | Volatile | Durable | Reply
+
+
+class SessionCore:
+    def __init__(self, account: str, greeted: bool = False) -> None:
+        self.account = account
+        self.greeted = greeted
+
+    def receive(self, frame: bytes | str) -> list[Step]:
+        return self.steps(p.decode_frame(frame))
+
+    def steps(self, items: list[p.ClientMsg | p.ErrorReply]) -> list[Step]:
+        out: list[Step] = []
+        for index, item in enumerate(items):
+            step = self._step(item, index if len(items) > 1 else None)
+            out.append(step)
+        return out
+
+    def _step(self, item: p.ClientMsg | p.ErrorReply, index: int | None) -> Step:
+        if isinstance(item, p.ErrorReply):
+            return Reply(item)
+        if item.account is not None and item.account != self.account:
+            return Reply(
+                p.ErrorReply(
+                    code=p.WRONG_ACCOUNT,
+                    message=f"this token writes account {self.account!r} only, not {item.account!r}",
+                    ref=p.message_ref(item),
+                    index=index,
+                )
+            )
+        if isinstance(item, p.Hello):
+            self.greeted = True
+            return Greet(item)
+        if not self.greeted:
+            return Reply(
+                p.ErrorReply(
+                    code=p.HELLO_REQUIRED,
+                    message=f"send hello first: {p.message_ref(item)!r} refused",
+                    ref=p.message_ref(item),
+                    index=index,
+                )
+            )
+        if isinstance(item, p.PositionMsg | p.ErrorMsg):
+            return Durable(item)
+        return Volatile(item)
+
+    @staticmethod
+    def outcome(msg: p.DurableMsg, result: WriteResult) -> p.ErrorReply | None:
+        """The error an EA gets for a durable message the store refused; None when it was taken.
+
+        Either way the message is done with: it is covered by the next cumulative ack and must not
+        be resent.
+        """
+        if result.status == "conflict":
+            return p.ErrorReply(code=p.DUPLICATE_ID, message=result.detail, ref=msg.id)
+        if result.status == "seq_not_increasing":
+            return p.ErrorReply(code=p.SEQ_NOT_INCREASING, message=result.detail, ref=msg.id)
+        return None

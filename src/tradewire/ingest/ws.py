@@ -1,0 +1,164 @@
+"""EA ingest over WebSocket: `GET /ea/v1` with `Authorization: Bearer <ea-token>`.
+
+The reader never waits for the disk: durable messages are queued to the store and the ack task
+awaits their commits in order, sending one cumulative `ack` for whatever has committed. A store
+failure closes the session (1011) without acking, so the EA resends after it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+
+from aiohttp import WSMsgType, web
+
+from tradewire.appkeys import HUB
+from tradewire.hub import Hub
+from tradewire.ingest import protocol as p
+from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
+from tradewire.store.base import StoreError, WriteResult
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008  # bad or revoked token
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011  # store unavailable: reconnect and resend
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class EAWebSocketSession:
+    def __init__(self, hub: Hub, account: str, ws: web.WebSocketResponse) -> None:
+        self.hub = hub
+        self.account = account
+        self.ws = ws
+        self.core = SessionCore(account)
+        self._pending: collections.deque[tuple[p.DurableMsg, asyncio.Future[WriteResult]]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._acked = 0
+        self._close: tuple[int, str] | None = None
+
+    async def run(self) -> None:
+        await self.hub.session_started(self)
+        acker = asyncio.create_task(self._ack_loop(), name=f"acks-{self.account}")
+        try:
+            async for msg in self.ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    if self._accepting:
+                        await self._on_frame(msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    log.info("account %s: websocket error: %s", self.account, self.ws.exception())
+                    break
+        finally:
+            self._accepting = False
+            try:
+                await asyncio.wait_for(self._idle.wait(), self.hub.settings.server.drain_timeout_s)
+            except TimeoutError:
+                log.warning("account %s: %d durable message(s) not acked at close", self.account, len(self._pending))
+            acker.cancel()
+            self.hub.session_ended(self, self.core.greeted)
+            if not self.ws.closed:
+                code, reason = self._close or (CLOSE_GOING_AWAY, "")
+                await self.ws.close(code=code, message=reason.encode())
+
+    async def _on_frame(self, data: str | bytes) -> None:
+        self.hub.counters["frames"] += 1
+        for step in self.core.receive(data):
+            self.hub.counters["messages"] += 1
+            if isinstance(step, Volatile):
+                self.hub.apply_volatile(self.account, step.msg)
+            elif isinstance(step, Durable):
+                self._pending.append((step.msg, self.hub.submit_durable(self.account, step.msg)))
+                self._idle.clear()
+                self._wakeup.set()
+            elif isinstance(step, Reply):
+                self.hub.counters["errors"] += 1
+                await self._send(step.msg)
+            elif isinstance(step, Greet):
+                await self._send(await self.hub.greet(self.account, step.hello, "ws"))
+
+    async def _ack_loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            msg, fut = self._pending[0]
+            try:
+                result = await fut
+            except StoreError as exc:
+                await self._fail(msg, exc)
+                return
+            self._pending.popleft()
+            await self._settle(msg, result)
+            # Coalesce: everything else that has committed by now gets covered by one ack.
+            while self._pending and self._pending[0][1].done():
+                msg, fut = self._pending[0]
+                if fut.exception() is not None:
+                    break
+                self._pending.popleft()
+                await self._settle(msg, fut.result())
+            await self._send(p.Ack(seq=self._acked))
+
+    async def _settle(self, msg: p.DurableMsg, result: WriteResult) -> None:
+        self._acked = max(self._acked, msg.seq)
+        error = SessionCore.outcome(msg, result)
+        if error is not None:
+            self.hub.counters["errors"] += 1
+            await self._send(error)
+
+    async def _fail(self, msg: p.DurableMsg, exc: Exception) -> None:
+        """The store could not commit: ack nothing more on this session, tell the EA, close it."""
+        log.error("account %s: store failed for %s: %s", self.account, msg.id, exc)
+        self._accepting = False
+        self._pending.clear()
+        self._idle.set()
+        await self._send(p.ErrorReply(code=p.STORE_UNAVAILABLE, message="store unavailable; resend later", ref=msg.id))
+        self._close = (CLOSE_INTERNAL, "store unavailable")
+        await self.ws.close(code=CLOSE_INTERNAL, message=b"store unavailable")
+
+    async def _send(self, msg: p.Welcome | p.Ack | p.ErrorReply) -> None:
+        if self.ws.closed:
+            return
+        with contextlib.suppress(ConnectionError):
+            await self.ws.send_str(p.encode(msg).decode())
+
+    async def drain(self, code: int, reason: str) -> None:
+        """Take no more frames, wait until everything in flight is committed and acked, then close."""
+        self._accepting = False
+        self._close = (code, reason)
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.hub.settings.server.drain_timeout_s)
+        except TimeoutError:
+            log.warning("account %s: drain timed out with %d message(s) unacked", self.account, len(self._pending))
+        await self.ws.close(code=code, message=reason.encode())
+
+
+async def ea_websocket(request: web.Request) -> web.WebSocketResponse:
+    hub: Hub = request.app[HUB]
+    ws = web.WebSocketResponse(max_msg_size=hub.settings.server.max_frame_bytes, autoping=True)
+    token = bearer_token(request)
+    account = await hub.ea_account(token) if token else None
+    await ws.prepare(request)
+    if account is None:
+        # Close after the upgrade rather than refuse it: MQL WebSocket clients often ignore the HTTP
+        # status of a failed upgrade, but every client understands a close code.
+        reason = "missing bearer token" if token is None else "invalid or revoked token"
+        await ws.close(code=CLOSE_POLICY, message=reason.encode())
+        return ws
+    if hub.draining:
+        await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
+        return ws
+    await EAWebSocketSession(hub, account, ws).run()
+    return ws

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real hub on a free port with a real SQLite file, and EA-side helpers."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tradewire.app import Server
+from tradewire.config import load_settings
+
+
+def make_settings(tmp_path, **server):
+    return load_settings(
+        env={},
+        overrides={
+            "server": {"port": 0, "heartbeat_sec": 1, "auth_cache_s": 0, "drain_timeout_s": 5, **server},
+            "store": {"url": f"sqlite:///{tmp_path}/hub.db"},
+            "system": {"magic_numbers": [7001, 7002]},
+        },
+    )
+
+
+@pytest.fixture
+async def server(tmp_path):
+    srv = Server(make_settings(tmp_path))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
