@@ -25,7 +25,7 @@ def is_account_id(value: str) -> bool:
     return bool(ACCOUNT_ID_RE.match(value))
 
 
-class Position(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+class Position(msgspec.Struct, forbid_unknown_fields=False):
     """An open position as the terminal reports it (MT5 position / MT4 market order)."""
 
     id: Annotated[int, msgspec.Meta(ge=0)]  # MT5 POSITION_IDENTIFIER, MT4 ticket: stable for its life

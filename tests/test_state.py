@@ -1,0 +1,94 @@
+"""Live cache: snapshot diffing, price hygiene, connection status, exposure."""
+
+import msgspec
+
+from tradewire.model import AccountInfo, Position, Tick
+from tradewire.state import LiveState
+
+
+def pos(pid, symbol="EURUSD", side="buy", volume=0.1, profit=0.0):
+    return Position(id=pid, symbol=symbol, side=side, volume=volume, openPrice=1.1, openTime=1, profit=profit)
+
+
+def test_first_snapshot_with_no_knowledge_opens_everything_and_closes_nothing():
+    s = LiveState()
+    rec = s.apply_snapshot("a", [pos(1), pos(2)], 1)
+    assert [p.id for p in rec.opened] == [1, 2] and rec.closed == []
+
+
+def test_snapshot_diff_against_seeded_store_state():
+    s = LiveState()
+    s.seed_positions("a", [pos(1), pos(2)])  # what the store says is open after a restart
+    rec = s.apply_snapshot("a", [pos(2), pos(3)], 1)
+    assert [p.id for p in rec.opened] == [3]
+    assert [p.id for p in rec.closed] == [1]
+    assert s.apply_snapshot("a", [pos(2), pos(3)], 2).opened == []
+
+
+def test_position_events_keep_the_cache_in_step_so_snapshots_do_not_reconcile_them():
+    s = LiveState()
+    s.seed_positions("a", [])
+    s.apply_position_event("a", "OPEN", pos(7), 1)
+    rec = s.apply_snapshot("a", [pos(7)], 2)
+    assert rec.opened == [] and rec.closed == []
+    s.apply_position_event("a", "CLOSE", pos(7), 3)
+    assert s.apply_snapshot("a", [], 4).closed == []
+
+
+def test_seeding_never_overwrites_live_knowledge():
+    s = LiveState()
+    s.apply_snapshot("a", [pos(1)], 1)
+    s.seed_positions("a", [])
+    assert list(s.account("a").positions) == [1]
+
+
+def test_zero_or_negative_prices_are_not_prices_and_old_ticks_do_not_win():
+    s = LiveState()
+    accepted = s.apply_ticks(
+        [
+            Tick(symbol="EURUSD", bid=1.1, ask=1.1001, ts=10),
+            Tick(symbol="GBPUSD", bid=0, ask=0, ts=10),
+            Tick(symbol="EURUSD", bid=1.2, ask=1.2001, ts=5),
+        ]
+    )
+    assert [t.symbol for t in accepted] == ["EURUSD"]
+    assert s.prices["EURUSD"].bid == 1.1 and "GBPUSD" not in s.prices
+
+
+def test_connection_status_follows_sessions():
+    s = LiveState(http_live_ms=3000)
+    info = AccountInfo(platform="MT5", login=1, server="s", currency="USD", leverage=100)
+    assert s.summary("a", 0).status == "never"
+    s.on_hello("a", info, "ws", 1000)
+    assert s.summary("a", 1000).status == "live"
+    s.on_session_end("a", 2000)
+    assert s.summary("a", 2000).status == "lost"
+    s.on_hello("b", info, "http", 1000)
+    assert s.summary("b", 3999).status == "live"
+    assert s.summary("b", 4001).status == "lost"  # MT4: no POST for 3 heartbeats
+
+
+def test_two_sessions_one_ends_account_stays_live():
+    s = LiveState()
+    info = AccountInfo(platform="MT5", login=1, server="s", currency="USD", leverage=100)
+    s.on_hello("a", info, "ws", 1)
+    s.on_hello("a", info, "ws", 2)
+    s.on_session_end("a", 3)
+    assert s.summary("a", 3).status == "live"
+
+
+def test_exposure_nets_volume_and_sums_profit_across_accounts():
+    s = LiveState()
+    s.apply_snapshot("a", [pos(1, volume=1.0, profit=10), pos(2, "XAUUSD", volume=0.5)], 1)
+    s.apply_snapshot("b", [pos(3, side="sell", volume=0.4, profit=-4)], 1)
+    rows = {r.symbol: msgspec.structs.asdict(r) for r in s.exposure()}
+    assert rows["EURUSD"] == {
+        "symbol": "EURUSD",
+        "buyVolume": 1.0,
+        "sellVolume": 0.4,
+        "netVolume": 0.6,
+        "profit": 6.0,
+        "positions": 2,
+        "accounts": 2,
+    }
+    assert rows["XAUUSD"]["netVolume"] == 0.5
