@@ -2,6 +2,7 @@
 
 import asyncio
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -139,7 +140,7 @@ async def test_credentials_are_stored_hashed_and_revocable(store):
     assert await store.token_account(token) == "acc-1"
     assert await store.api_key_role(key) == "admin"
     assert await store.token_account(token + "x") is None
-    raw = open(store.path, "rb").read() + open(store.path + "-wal", "rb").read()
+    raw = Path(store.path).read_bytes() + Path(store.path + "-wal").read_bytes()
     assert token.encode() not in raw and key.encode() not in raw
     assert await store.revoke_token(info.tokenId)
     assert not await store.revoke_token(info.tokenId)  # already revoked
