@@ -15,6 +15,7 @@ from tradewire.store.base import EventQuery, StoreError
 
 _encoder = msgspec.json.Encoder()
 PREFIX = "/api/v1"
+ROLE = web.RequestKey("role", str)  # the caller's API-key role, for handlers that need admin
 PUBLIC = {f"{PREFIX}/healthz"}
 MAX_LIMIT = 1000
 
@@ -41,7 +42,7 @@ async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaita
     role = await hub.api_role(key) if key else None
     if role is None:
         return error_response(401, "unauthorized", "missing API key (x-api-key)" if not key else "invalid API key")
-    request["role"] = role
+    request[ROLE] = role
     try:
         return await handler(request)
     except BadParam as exc:

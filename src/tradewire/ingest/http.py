@@ -21,7 +21,7 @@ from tradewire.store.base import StoreError
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
-    hello: msgspec.Raw | None = None
+    hello: msgspec.Raw = msgspec.Raw(b"null")  # decoded on its own so that MT4 may omit its "type"
     messages: list[msgspec.Raw] = []
 
 
@@ -62,25 +62,23 @@ async def ea_batch(request: web.Request) -> web.Response:
             400, p.BAD_JSON if not isinstance(exc, msgspec.ValidationError) else p.INVALID_MESSAGE, f"body: {exc}"
         )
 
-    hub.touch(account)
-    items: list[p.ClientMsg | p.ErrorReply] = []
-    if body.hello is not None:
+    hello: p.Hello | None = None
+    if bytes(body.hello) != b"null":
         try:
-            items.append(_hello_decoder.decode(body.hello))
+            hello = _hello_decoder.decode(body.hello)
         except msgspec.ValidationError as exc:
             return json_error(400, p.INVALID_MESSAGE, f"hello: {exc}")
-    items.extend(p.decode_items(body.messages))
+    items = p.decode_items(body.messages)
     # An account greeted by an earlier POST within the liveness window need not repeat hello.
     view = hub.state.accounts.get(account)
-    greeted = (
-        view is not None and view.transport == "http" and view.status(hub.clock(), hub.state.http_live_ms) == "live"
-    )
-    core = SessionCore(account, greeted=greeted)
+    core = SessionCore(account, greeted=view is not None and view.transport == "http" and _live(hub, view))
+    hub.touch(account)  # each POST is a heartbeat: only after the liveness check above
 
     errors: list[p.ErrorReply] = []
     durable: list[tuple[p.DurableMsg, asyncio.Future]] = []
     welcome: p.Welcome | None = None
-    for step in core.steps(items):
+    steps = core.steps([hello]) if hello is not None else []
+    for step in [*steps, *core.steps(items)]:
         if isinstance(step, Greet):
             welcome = await hub.greet(account, step.hello, "http")
         elif isinstance(step, Volatile):

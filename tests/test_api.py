@@ -1,0 +1,112 @@
+"""REST API over a real socket: API keys, listings, filters, named parameter errors."""
+
+import pytest
+
+from helpers import EA, account_state, issue_key, issue_token, position, position_event
+
+
+async def get(http, server, path, key=None):
+    headers = {"x-api-key": key} if key else {}
+    async with http.get(server.url + "/api/v1" + path, headers=headers) as r:
+        return r.status, await r.json()
+
+
+@pytest.fixture
+async def fleet(server, http):
+    """Two accounts with state, positions, prices and durable events."""
+    eas = []
+    for account, magic in (("acc-1", 0), ("acc-2", 7001)):
+        ea = await EA.connect(http, server, await issue_token(server, account))
+        await ea.greet()
+        await ea.send(account_state(equity=9_000.0 if account == "acc-2" else 10_000.0))
+        pos = position(11 if account == "acc-1" else 22, magic=magic, symbol="EURUSD" if magic == 0 else "XAUUSD")
+        await ea.send(position_event(1, pid=pos["id"], position=pos))
+        await ea.send({"type": "positions", "ts": 2, "positions": [pos]})
+        await ea.send({"type": "ticks", "ticks": [{"symbol": "EURUSD.m", "bid": 1.1, "ask": 1.1002, "ts": 3}]})
+        await ea.wait_ack(1)
+        eas.append(ea)
+    await issue_token(server, "acc-3")  # issued, never connected
+    return eas
+
+
+async def test_health_needs_no_key(server, http):
+    status, body = await get(http, server, "/healthz")
+    assert status == 200 and body["status"] == "ok"
+
+
+async def test_every_read_needs_a_valid_key(server, http):
+    for path in ("/accounts", "/positions", "/prices", "/events", "/system-trades", "/exposure", "/alerts"):
+        status, body = await get(http, server, path)
+        assert status == 401 and "x-api-key" in body["error"]["message"]
+        assert (await get(http, server, path, "twk_wrong"))[0] == 401
+
+
+async def test_accounts_show_live_state_and_never_connected_ones(server, http, fleet):
+    key = await issue_key(server)
+    status, body = await get(http, server, "/accounts", key)
+    rows = {a["id"]: a for a in body["items"]}
+    assert status == 200 and set(rows) == {"acc-1", "acc-2", "acc-3"}
+    assert rows["acc-1"]["status"] == "live" and rows["acc-3"]["status"] == "never"
+    assert rows["acc-1"]["state"]["equity"] == 10_000.0 and rows["acc-1"]["state"]["marginLevel"] == 5000.0
+    assert rows["acc-1"]["info"]["login"] == 5123456 and rows["acc-1"]["positions"] == 1
+    status, one = await get(http, server, "/accounts/acc-2", key)
+    assert status == 200 and one["openPositions"][0]["id"] == 22
+    assert (await get(http, server, "/accounts/nobody", key))[0] == 404
+    assert (await get(http, server, "/accounts/bad%20id", key))[0] == 400
+
+
+async def test_disconnect_flips_status_to_lost(server, http, fleet):
+    key = await issue_key(server)
+    await fleet[0].close()
+    for _ in range(50):
+        rows = {a["id"]: a for a in (await get(http, server, "/accounts", key))[1]["items"]}
+        if rows["acc-1"]["status"] == "lost":
+            break
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    assert rows["acc-1"]["status"] == "lost" and rows["acc-2"]["status"] == "live"
+
+
+async def test_positions_prices_exposure(server, http, fleet):
+    key = await issue_key(server)
+    _, body = await get(http, server, "/positions?symbol=XAUUSD", key)
+    assert [(p["account"], p["id"]) for p in body["items"]] == [("acc-2", 22)]
+    _, body = await get(http, server, "/positions?account=acc-1", key)
+    assert [p["id"] for p in body["items"]] == [11]
+    _, body = await get(http, server, "/prices", key)
+    assert body["items"] == [{"symbol": "EURUSD.m", "bid": 1.1, "ask": 1.1002, "ts": 3}]
+    _, body = await get(http, server, "/exposure", key)
+    assert {r["symbol"] for r in body["items"]} == {"EURUSD", "XAUUSD"}
+
+
+async def test_events_and_system_trades_with_filters_and_paging(server, http, fleet):
+    key = await issue_key(server)
+    _, body = await get(http, server, "/events?account=acc-1", key)
+    assert [(e["account"], e["event"], e["source"]) for e in body["items"]] == [("acc-1", "OPEN", "ea")]
+    _, body = await get(http, server, "/events?type=OPEN&limit=1", key)
+    assert len(body["items"]) == 1 and body["nextCursor"]
+    _, more = await get(http, server, f"/events?type=OPEN&limit=1&cursor={body['nextCursor']}", key)
+    assert len(more["items"]) == 1 and more["items"][0]["account"] != body["items"][0]["account"]
+    _, body = await get(http, server, "/events?from=0&to=1", key)
+    assert body["items"] == []
+    _, body = await get(http, server, "/system-trades", key)
+    assert [(t["account"], t["positionId"], t["magic"]) for t in body["items"]] == [("acc-2", 22, 7001)]
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("limit=100000", "limit"),
+        ("type=BUY", "type"),
+        ("from=yesterday", "from"),
+        ("cursor=-4", "cursor"),
+        ("account=no%20spaces", "account"),
+    ],
+)
+async def test_bad_query_parameters_are_named(server, http, query, param):
+    key = await issue_key(server)
+    status, body = await get(http, server, f"/events?{query}", key)
+    assert status == 400 and f"'{param}'" in body["error"]["message"]

@@ -1,0 +1,108 @@
+"""MT4's path: POST /ea/v1/batch over a real socket."""
+
+import sqlite3
+
+from conftest import make_settings
+from helpers import account_state, db_rows, hello, issue_token, position_event
+from tradewire.app import Server
+
+
+async def batch(http, server, token, body=None, raw=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if raw is not None:
+        headers["Content-Type"] = "application/json"
+        resp = await http.post(server.url + "/ea/v1/batch", data=raw, headers=headers)
+    else:
+        resp = await http.post(server.url + "/ea/v1/batch", json=body, headers=headers)
+    async with resp:
+        return resp.status, await resp.json()
+
+
+async def test_batch_is_stored_and_acked_after_commit(server, http):
+    token = await issue_token(server, "mt4-1")
+    hello_mt4 = {k: v for k, v in hello(platform="MT4").items() if k != "type"}  # MT4 may omit "type"
+    status, body = await batch(
+        http, server, token, {"hello": hello_mt4, "messages": [account_state(), position_event(1), position_event(2)]}
+    )
+    assert status == 200 and body["ackedSeq"] == 2 and body["errors"] == []
+    assert db_rows(server, "SELECT COUNT(*) FROM ea_inbox WHERE account = 'mt4-1'") == [(2,)]
+    # the next POST within the liveness window needs no hello; a resend is acked, not stored again
+    status, body = await batch(http, server, token, {"messages": [position_event(2), position_event(3, "CLOSE")]})
+    assert status == 200 and body["ackedSeq"] == 3 and body["errors"] == []
+    assert db_rows(server, "SELECT COUNT(*) FROM ea_inbox WHERE account = 'mt4-1'") == [(3,)]
+    assert server.hub.state.summary("mt4-1", server.hub.clock()).status == "live"
+
+
+async def test_messages_without_any_hello_are_refused(server, http):
+    token = await issue_token(server, "mt4-1")
+    status, body = await batch(http, server, token, {"messages": [position_event(1)]})
+    assert status == 200 and body["errors"][0]["code"] == "hello_required" and body["ackedSeq"] == 0
+    assert db_rows(server, "SELECT COUNT(*) FROM ea_inbox") == [(0,)]
+
+
+async def test_bad_messages_are_named_and_the_good_ones_stored(server, http):
+    token = await issue_token(server, "mt4-1")
+    msgs = [position_event(1), {"type": "account"}, position_event(2, account="other"), position_event(3)]
+    status, body = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": msgs})
+    assert status == 200 and body["ackedSeq"] == 3
+    codes = {(e["index"], e["code"]) for e in body["errors"]}
+    assert codes == {(1, "invalid_message"), (2, "wrong_account")}
+    assert db_rows(server, "SELECT msg_id FROM ea_inbox ORDER BY seq") == [("open-1001-1",), ("open-1001-3",)]
+
+
+async def test_auth_and_body_errors(server, http):
+    token = await issue_token(server, "mt4-1")
+    assert (await batch(http, server, None, {"messages": []}))[0] == 401
+    status, body = await batch(http, server, "twe_bad", {"messages": []})
+    assert status == 401 and "invalid" in body["error"]["message"]
+    status, body = await batch(http, server, token, raw=b"{not json")
+    assert status == 400 and body["error"]["code"] == "bad_json"
+    status, body = await batch(http, server, token, {"messages": 5})
+    assert status == 400 and "messages" in body["error"]["message"]
+    status, body = await batch(http, server, token, {"hello": {"platform": "MT9"}, "messages": []})
+    assert status == 400 and "hello" in body["error"]["message"]
+    status, body = await batch(http, server, token, {"helo": {}, "messages": []})
+    assert status == 400 and "helo" in body["error"]["message"]
+
+
+async def test_oversize_body_is_413(tmp_path, http):
+    srv = Server(make_settings(tmp_path, max_frame_bytes=4096))
+    await srv.start()
+    try:
+        token = await issue_token(srv, "mt4-1")
+        status, body = await batch(http, srv, token, raw=b'{"messages": [' + b" " * 5000 + b"]}")
+        assert status == 413 and "4096" in body["error"]["message"]
+    finally:
+        await srv.stop()
+
+
+async def test_store_failure_is_503_and_acks_nothing(tmp_path, http):
+    settings = make_settings(tmp_path)
+    settings.store.url += "?busy_timeout_ms=200"
+    srv = Server(settings)
+    await srv.start()
+    try:
+        token = await issue_token(srv, "mt4-1")
+        blocker = sqlite3.connect(srv.store.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            status, body = await batch(
+                http, srv, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]}
+            )
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert status == 503 and body["error"]["code"] == "store_unavailable" and "ackedSeq" not in body
+        status, body = await batch(http, srv, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]})
+        assert status == 200 and body["ackedSeq"] == 1
+    finally:
+        await srv.stop()
+
+
+async def test_hello_is_needed_again_after_the_liveness_window(server, http):
+    token = await issue_token(server, "mt4-1")
+    status, body = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": []})
+    assert status == 200
+    server.hub.state.accounts["mt4-1"].last_seen -= 10_000  # 3 heartbeats (3 s here) have passed
+    status, body = await batch(http, server, token, {"messages": [position_event(1)]})
+    assert body["errors"][0]["code"] == "hello_required"

@@ -1,0 +1,286 @@
+"""EA ingest over a real WebSocket against a real hub and a real SQLite file."""
+
+import asyncio
+import json
+import sqlite3
+
+import aiohttp
+import pytest
+
+from conftest import make_settings
+from helpers import EA, account_state, db_rows, hello, issue_token, position, position_event
+from tradewire.app import Server
+
+
+async def stored_ids(server, account="acc-1"):
+    return sorted(r[0] for r in db_rows(server, "SELECT msg_id FROM ea_inbox WHERE account = ?", account))
+
+
+async def connect(http, server, account="acc-1"):
+    ea = await EA.connect(http, server, await issue_token(server, account))
+    await ea.greet()
+    return ea
+
+
+# --- durability -------------------------------------------------------------------------------
+async def test_an_ack_never_precedes_the_commit(server, http):
+    ea = await connect(http, server)
+    # Another process holds the database's write lock: the hub cannot commit.
+    blocker = sqlite3.connect(server.store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        await ea.send(position_event(1))
+        with pytest.raises(asyncio.TimeoutError):
+            await ea.wait_ack(1, timeout=0.8)
+        assert db_rows(server, "SELECT COUNT(*) FROM ea_inbox") == [(0,)]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    ack = await ea.wait_ack(1)
+    assert ack["seq"] == 1
+    # The moment the ack is seen, another connection already sees the committed row.
+    assert db_rows(server, "SELECT msg_id FROM ea_inbox") == [("open-1001-1",)]
+
+
+async def test_acks_are_cumulative_and_in_order(server, http):
+    ea = await connect(http, server)
+    await ea.send([position_event(s, "OPEN", pid=s) for s in range(1, 21)])
+    acks = []
+    while not acks or acks[-1] < 20:
+        acks.append((await ea.expect("ack"))["seq"])
+    assert acks == sorted(acks) and acks[-1] == 20
+    assert len(await stored_ids(server)) == 20
+
+
+async def test_resend_after_reconnect_stores_nothing_twice_and_is_acked_again(server, http):
+    token = await issue_token(server, "acc-1")
+    ea = await EA.connect(http, server, token)
+    await ea.greet()
+    await ea.send([position_event(1), position_event(2, "MODIFY"), position_event(3, "CLOSE")])
+    await ea.wait_ack(3)
+    await ea.close()
+
+    ea = await EA.connect(http, server, token)
+    welcome = await ea.greet()
+    assert welcome["ackedSeq"] == 3
+    # An EA that lost the ack resends everything it had: each is taken as a duplicate.
+    await ea.send([position_event(1), position_event(2, "MODIFY"), position_event(3, "CLOSE"), position_event(4)])
+    assert (await ea.wait_ack(4))["seq"] == 4
+    assert not [m for m in ea.inbox if m["type"] == "error"]
+    assert await stored_ids(server) == ["close-1001-3", "modify-1001-2", "open-1001-1", "open-1001-4"]
+    assert db_rows(server, "SELECT COUNT(*) FROM position_events WHERE event = 'OPEN' AND position_id = 1001") == [(1,)]
+
+
+async def test_unacked_message_sent_just_before_a_drop_is_stored_once(server, http):
+    token = await issue_token(server, "acc-1")
+    ea = await EA.connect(http, server, token)
+    await ea.greet()
+    await ea.send(position_event(1))
+    await ea.ws.close()  # gone before reading the ack
+    ea = await EA.connect(http, server, token)
+    welcome = await ea.greet()
+    if welcome["ackedSeq"] < 1:
+        await ea.send(position_event(1))
+        await ea.wait_ack(1)
+    await ea.send(position_event(1))  # resent anyway: must not be stored twice
+    await ea.wait_ack(1)
+    assert await stored_ids(server) == ["open-1001-1"]
+
+
+# --- reconcile ----------------------------------------------------------------------------------
+async def test_snapshots_reconcile_missing_open_and_close_and_ea_events_fill_in(server, http):
+    ea = await connect(http, server)
+    await ea.send({"type": "positions", "ts": 10, "positions": [position(1), position(2, symbol="GBPUSD")]})
+    await ea.send({"type": "positions", "ts": 20, "positions": [position(2, symbol="GBPUSD")]})
+    await ea.send(position_event(1, "CLOSE", pid=1, closePrice=1.09, profit=12.5, reason="tp"))
+    await ea.wait_ack(1)
+    await asyncio.sleep(0.1)
+    rows = db_rows(server, "SELECT position_id, event, source FROM position_events ORDER BY position_id, event")
+    assert rows == [(1, "CLOSE", "ea"), (1, "OPEN", "reconcile"), (2, "OPEN", "reconcile")]
+    [(body,)] = db_rows(server, "SELECT body FROM position_events WHERE position_id = 1 AND event = 'CLOSE'")
+    assert json.loads(body)["profit"] == 12.5  # the EA's details replaced the reconciled guess
+
+
+async def test_a_restart_does_not_forget_what_is_open(tmp_path, http):
+    settings = make_settings(tmp_path)
+    srv = Server(settings)
+    await srv.start()
+    token = await issue_token(srv, "acc-1")
+    ea = await EA.connect(http, srv, token)
+    await ea.greet()
+    await ea.send(position_event(1, pid=1))
+    await ea.wait_ack(1)
+    await ea.close()
+    await srv.stop()
+
+    srv = Server(settings)  # same store file, fresh memory
+    await srv.start()
+    try:
+        ea = await EA.connect(http, srv, token)
+        await ea.greet()
+        await ea.send({"type": "positions", "ts": 5, "positions": []})  # position 1 closed while we were down
+        await asyncio.sleep(0.3)
+        rows = db_rows(srv, "SELECT position_id, event, source FROM position_events ORDER BY event")
+        assert rows == [(1, "CLOSE", "reconcile"), (1, "OPEN", "ea")]
+    finally:
+        await srv.stop()
+
+
+async def test_system_magic_trades_are_recorded(server, http):
+    ea = await connect(http, server)
+    await ea.send(position_event(1, pid=5, position=position(5, magic=7001)))
+    await ea.send(position_event(2, pid=6, position=position(6, magic=1)))
+    await ea.wait_ack(2)
+    assert db_rows(server, "SELECT account, position_id FROM system_trades") == [("acc-1", 5)]
+
+
+# --- bad input ------------------------------------------------------------------------------------
+async def still_works(ea, seq, server):
+    """After a bad input the session carries on: a valid durable message is stored and acked."""
+    await ea.send(position_event(seq, pid=9000 + seq))
+    await ea.wait_ack(seq)
+    assert f"open-{9000 + seq}-{seq}" in await stored_ids(server)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "needle"),
+    [
+        ('{"type": "account", "ts": 1, ', "bad_json", "JSON"),
+        (json.dumps(account_state(balance="ten")), "invalid_message", "$.balance"),
+        (json.dumps({"type": "ticks"}), "invalid_message", "ticks"),
+        (json.dumps({"type": "orders"}), "unknown_type", "'orders'"),
+        (json.dumps(account_state(account="acc-2")), "wrong_account", "acc-2"),
+        (json.dumps(position_event(5, account="acc-2")), "wrong_account", "acc-2"),
+    ],
+)
+async def test_bad_frames_get_a_named_error_and_the_session_carries_on(server, http, frame, code, needle):
+    ea = await connect(http, server)
+    await ea.send(frame)
+    err = await ea.expect("error")
+    assert err["code"] == code and needle in err["message"]
+    await still_works(ea, 1, server)
+    assert db_rows(server, "SELECT COUNT(*) FROM position_events WHERE account = 'acc-2'") == [(0,)]
+
+
+async def test_message_before_hello_is_refused_then_hello_works(server, http):
+    ea = await EA.connect(http, server, await issue_token(server, "acc-1"))
+    await ea.send(position_event(1))
+    err = await ea.expect("error")
+    assert err["code"] == "hello_required" and err["ref"] == "open-1001-1"
+    assert await stored_ids(server) == []
+    await ea.greet()
+    await still_works(ea, 1, server)
+
+
+async def test_duplicate_id_with_another_seq_is_refused_and_acked(server, http):
+    ea = await connect(http, server)
+    await ea.send(position_event(1, msg_id="dup"))
+    await ea.wait_ack(1)
+    await ea.send(position_event(2, "MODIFY", msg_id="dup"))
+    err = await ea.expect("error")
+    assert err["code"] == "duplicate_id" and err["ref"] == "dup" and "seq 1" in err["message"]
+    assert (await ea.wait_ack(2))["seq"] == 2  # done with: the EA must not resend it
+    assert db_rows(server, "SELECT COUNT(*) FROM position_events") == [(1,)]
+    await still_works(ea, 3, server)
+
+
+async def test_seq_going_backwards_is_refused(server, http):
+    ea = await connect(http, server)
+    await ea.send(position_event(5))
+    await ea.wait_ack(5)
+    await ea.send(position_event(3, pid=77))
+    err = await ea.expect("error")
+    assert err["code"] == "seq_not_increasing" and "seq 3" in err["message"] and "5" in err["message"]
+    assert db_rows(server, "SELECT COUNT(*) FROM position_events WHERE position_id = 77") == [(0,)]
+    await still_works(ea, 6, server)
+
+
+async def test_bad_message_inside_a_batch_loses_nothing_else(server, http):
+    ea = await connect(http, server)
+    await ea.send([position_event(1, pid=1), {"type": "position", "seq": 2}, position_event(3, pid=3)])
+    err = await ea.expect("error")
+    assert err["index"] == 1 and err["code"] == "invalid_message"
+    await ea.wait_ack(3)
+    assert await stored_ids(server) == ["open-1-1", "open-3-3"]
+
+
+async def test_oversize_frame_closes_with_1009(tmp_path, http):
+    srv = Server(make_settings(tmp_path, max_frame_bytes=4096))
+    await srv.start()
+    try:
+        ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+        await ea.greet()
+        await ea.send(json.dumps({"type": "heartbeat", "ts": 1, "pad": "x" * 5000}))
+        msg = await ea.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1009
+    finally:
+        await srv.stop()
+
+
+@pytest.mark.parametrize("token", [None, "twe_nope_nope", "revoked"])
+async def test_bad_missing_or_revoked_token_closes_with_1008(server, http, token):
+    if token == "revoked":
+        token, info = await server.store.add_token("acc-1")
+        await server.store.revoke_token(info.tokenId)
+    ea = await EA.connect(http, server, token)
+    msg = await ea.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
+    assert "token" in msg.extra
+
+
+async def test_a_new_session_for_the_same_account_replaces_the_old(server, http):
+    token = await issue_token(server, "acc-1")
+    old = await EA.connect(http, server, token)
+    await old.greet()
+    new = await EA.connect(http, server, token)
+    await new.greet()
+    msg = await old.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4000
+    await still_works(new, 1, server)
+
+
+async def test_store_failure_acks_nothing_and_closes_1011_then_resend_is_stored(tmp_path, http):
+    settings = make_settings(tmp_path)
+    settings.store.url += "?busy_timeout_ms=200"
+    srv = Server(settings)
+    await srv.start()
+    try:
+        token = await issue_token(srv, "acc-1")
+        ea = await EA.connect(http, srv, token)
+        await ea.greet()
+        blocker = sqlite3.connect(srv.store.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            await ea.send(position_event(1))
+            err = await ea.expect("error")
+            assert err["code"] == "store_unavailable" and err["ref"] == "open-1001-1"
+            msg = await ea.ws.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+            assert not [m for m in ea.inbox if m["type"] == "ack"]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        ea = await EA.connect(http, srv, token)
+        assert (await ea.greet())["ackedSeq"] == 0
+        await ea.send(position_event(1))
+        await ea.wait_ack(1)
+        assert db_rows(srv, "SELECT msg_id FROM ea_inbox") == [("open-1001-1",)]
+    finally:
+        await srv.stop()
+
+
+async def test_welcome_reports_the_highest_durable_seq(server, http):
+    ea = await connect(http, server)
+    await ea.send([position_event(s, pid=s) for s in (1, 2, 7)])
+    await ea.wait_ack(7)
+    await ea.close()
+    ea = await EA.connect(http, server, await issue_token(server, "acc-1"))
+    welcome = await ea.greet(lastSeq=7)
+    assert welcome["ackedSeq"] == 7 and welcome["heartbeatSec"] == 1 and welcome["sessionId"]
+
+
+async def test_hello_for_another_account_is_refused(server, http):
+    ea = await EA.connect(http, server, await issue_token(server, "acc-1"))
+    await ea.send(hello(account="acc-2"))
+    err = await ea.expect("error")
+    assert err["code"] == "wrong_account"
