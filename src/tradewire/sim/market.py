@@ -6,6 +6,7 @@ quote the same market under different names, and the hub must treat them as dist
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, replace
@@ -56,6 +57,7 @@ def canonical(symbol: str) -> str:
     return symbol.split(".", 1)[0]
 
 
+@functools.lru_cache(maxsize=1024)
 def spec_for(symbol: str) -> SymbolSpec:
     base = SYMBOLS.get(canonical(symbol))
     if base is None:
@@ -112,7 +114,8 @@ class Market:
 
     # --- reading it ---------------------------------------------------------------------------
     def mid(self, symbol: str) -> float:
-        return self._mid[spec_for(symbol).name if symbol in SYMBOLS else canonical(symbol)]
+        spec_for(symbol)  # unknown symbols fail with a clear message, not a bare KeyError
+        return self._mid[canonical(symbol)]
 
     def quote(self, symbol: str) -> Quote:
         spec = spec_for(symbol)
