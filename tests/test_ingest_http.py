@@ -2,9 +2,10 @@
 
 import sqlite3
 
+from tradewire.app import Server
+
 from conftest import make_settings
 from helpers import account_state, db_rows, hello, issue_token, position_event
-from tradewire.app import Server
 
 
 async def batch(http, server, token, body=None, raw=None):

@@ -7,9 +7,10 @@ import sqlite3
 import aiohttp
 import pytest
 
+from tradewire.app import Server
+
 from conftest import make_settings
 from helpers import EA, account_state, db_rows, hello, issue_token, position, position_event
-from tradewire.app import Server
 
 
 async def stored_ids(server, account="acc-1"):

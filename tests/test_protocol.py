@@ -5,8 +5,9 @@ import json
 import msgspec
 import pytest
 
-from helpers import account_state, hello, position, position_event
 from tradewire.ingest import protocol as p
+
+from helpers import account_state, hello, position, position_event
 
 GOLDEN = {
     "hello": hello(lastSeq=12),

@@ -2,10 +2,11 @@
 
 import json
 
-from helpers import account_state, hello, position_event
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
 from tradewire.store.base import WriteResult
+
+from helpers import account_state, hello, position_event
 
 
 def feed(core, *msgs):

@@ -1,0 +1,107 @@
+"""Settings precedence and validation; the CLI's credential commands."""
+
+import pytest
+
+from tradewire.cli import main
+from tradewire.config import ConfigError, load_settings
+
+
+def test_defaults():
+    s = load_settings(env={})
+    assert s.server.host == "127.0.0.1" and s.server.port == 8080
+    assert s.store.url == "sqlite:///./tradewire.db" and s.system.magic_numbers == []
+
+
+def test_file_then_env_then_flags(tmp_path):
+    cfg = tmp_path / "tw.toml"
+    cfg.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n[system]\nmagic_numbers = [1, 2]\n')
+    s = load_settings(str(cfg), env={})
+    assert s.server.port == 9000 and s.system.magic_numbers == [1, 2]
+    env = {
+        "TRADEWIRE_SERVER_PORT": "9100",
+        "TRADEWIRE_SYSTEM_MAGIC_NUMBERS": "7, 8",
+        "TRADEWIRE_STORE": "sqlite:///e.db",
+    }
+    s = load_settings(str(cfg), env=env)
+    assert s.server.port == 9100 and s.system.magic_numbers == [7, 8] and s.store.url == "sqlite:///e.db"
+    assert s.server.host == "0.0.0.0"
+    s = load_settings(str(cfg), env=env, overrides={"server": {"port": 9200, "host": None}})
+    assert s.server.port == 9200 and s.server.host == "0.0.0.0"
+
+
+def test_unrelated_tradewire_variables_are_not_settings():
+    assert load_settings(env={"TRADEWIRE_REQUIRE_SERVICES": "1"}).server.port == 8080
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "needle"),
+    [
+        ("[server]\nport = 70000\n", {}, "server.port"),
+        ("[server]\nprot = 1\n", {}, "prot"),
+        ("[sever]\n", {}, "unknown section [sever]"),
+        ("[server\n", {}, "not valid TOML"),
+        ("", {"TRADEWIRE_SERVER_PORT": "eighty"}, "server.port"),
+        ("", {"TRADEWIRE_SERVER_PROT": "1"}, "TRADEWIRE_SERVER_PROT"),
+        ("", {"TRADEWIRE_SYSTEM_MAGIC_NUMBERS": "1,x"}, "magic_numbers"),
+        ("[server]\ntls_cert = 'a.pem'\n", {}, "together"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path, toml, env, needle):
+    cfg = tmp_path / "tw.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError, match=None) as info:
+        load_settings(str(cfg), env=env)
+    assert needle in str(info.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings("/nonexistent/tw.toml", env={})
+
+
+def test_token_issue_prints_only_the_token_then_list_and_revoke(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path}/cli.db"
+    assert main(["token", "issue", "--account", "icm-live01-5123456", "--store", store]) == 0
+    token = capsys.readouterr().out
+    assert token.count("\n") == 1 and token.startswith("twe_")
+    assert main(["token", "list", "--store", store]) == 0
+    listing = capsys.readouterr().out
+    token_id = listing.split("\t")[0]
+    assert "icm-live01-5123456" in listing and "active" in listing and token.strip() not in listing
+    assert main(["token", "revoke", token_id, "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["token", "list", "--store", store]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["token", "revoke", token_id, "--store", store]) == 2
+    assert "no active token" in capsys.readouterr().err
+
+
+def test_key_issue_list_revoke(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path}/cli.db"
+    assert main(["key", "issue", "--role", "admin", "--store", store]) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("twk_")
+    assert main(["key", "list", "--store", store]) == 0
+    listing = capsys.readouterr().out
+    assert "admin" in listing and key not in listing
+    assert main(["key", "revoke", listing.split("\t")[0], "--store", store]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["token", "issue", "--account", "bad id"], "account id"),
+        (["key", "issue", "--role", "root"], "invalid choice"),
+        (["serve", "--port", "99999"], "outside"),
+        (["simulate", "--url", "http://x", "--accounts", "0"], "above 0"),
+    ],
+)
+def test_bad_flags_are_named(argv, needle, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_bad_store_url_is_a_clear_error(capsys):
+    assert main(["token", "list", "--store", "mysql://x"]) == 2
+    assert "unknown scheme" in capsys.readouterr().err

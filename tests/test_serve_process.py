@@ -1,0 +1,169 @@
+"""`tradewire serve` as a real process: TLS for wss:// EAs, and a SIGTERM drain that loses nothing."""
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import ssl
+import sys
+
+import aiohttp
+import trustme
+
+from tradewire.store.sqlite import SQLiteStore
+
+from helpers import hello, position_event
+
+
+async def issue(db: str, account: str) -> str:
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        token, _ = await store.add_token(account)
+        return token
+    finally:
+        await store.close()
+
+
+class Proc:
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    @classmethod
+    async def start(cls, db: str, *extra: str) -> "Proc":
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tradewire.cli",
+            "serve",
+            "--port",
+            "0",
+            "--store",
+            f"sqlite:///{db}",
+            *extra,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "TRADEWIRE_SERVER_HEARTBEAT_SEC": "1"},
+        )
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+            assert line, "server exited before listening"
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                return cls(proc, found.group(1))
+
+    async def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), 20)
+
+
+async def test_tls_serves_wss_to_an_ea(tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    db = str(tmp_path / "tls.db")
+    token = await issue(db, "acc-1")
+    server = await Proc.start(db, "--tls-cert", str(cert_file), "--tls-key", str(key_file))
+    try:
+        assert server.url.startswith("https://")
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(
+                server.url.replace("https", "wss") + "/ea/v1",
+                headers={"Authorization": f"Bearer {token}"},
+                ssl=client_ctx,
+            )
+            await ws.send_json(hello())
+            assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+            await ws.send_json(position_event(1))
+            assert await ws.receive_json(timeout=5) == {"type": "ack", "seq": 1}
+            await ws.close()
+            # and a client that does not trust the certificate is refused
+            try:
+                await http.ws_connect(server.url.replace("https", "wss") + "/ea/v1")
+                raise AssertionError("untrusted certificate accepted")
+            except aiohttp.ClientConnectorCertificateError:
+                pass
+    finally:
+        assert await server.stop() == 0
+
+
+async def test_sigterm_drains_then_a_restart_loses_nothing(tmp_path):
+    db = str(tmp_path / "drain.db")
+    token = await issue(db, "acc-1")
+    total = 400
+    server = await Proc.start(db)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.url.replace("http", "ws") + "/ea/v1", headers=headers)
+        await ws.send_json(hello())
+        assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+        for start in range(1, total + 1, 50):  # in flight when the signal lands
+            await ws.send_json([position_event(s, pid=s) for s in range(start, start + 50)])
+        server.proc.send_signal(signal.SIGTERM)
+        acked, close_code = 0, None
+        while True:
+            msg = await ws.receive(timeout=20)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                data = msg.json()
+                if data["type"] == "ack":
+                    acked = max(acked, data["seq"])
+            else:
+                close_code = msg.data
+                break
+        assert close_code == 1001
+        assert await server.stop() == 0
+
+        # Everything acked is committed, and nothing was committed without its ack being sent.
+        conn = sqlite3.connect(db)
+        stored = sorted(r[0] for r in conn.execute("SELECT seq FROM ea_inbox"))
+        conn.close()
+        assert stored == list(range(1, acked + 1))
+
+        # The rolling restart: the EA reconnects, learns ackedSeq and resends the rest.
+        server = await Proc.start(db)
+        try:
+            ws = await http.ws_connect(server.url.replace("http", "ws") + "/ea/v1", headers=headers)
+            await ws.send_json(hello())
+            welcome = await ws.receive_json(timeout=5)
+            assert welcome["ackedSeq"] == acked
+            await ws.send_json([position_event(s, pid=s) for s in range(1, total + 1)])  # resend all, to be sure
+            last = 0
+            while last < total:
+                data = await ws.receive_json(timeout=10)
+                assert data["type"] == "ack", data
+                last = data["seq"]
+            await ws.close()
+        finally:
+            assert await server.stop() == 0
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT COUNT(*), COUNT(DISTINCT msg_id) FROM ea_inbox").fetchone()
+    events = conn.execute("SELECT COUNT(*) FROM position_events").fetchone()[0]
+    conn.close()
+    assert rows == (total, total) and events == total
+
+
+async def test_port_in_use_is_a_clear_error(tmp_path):
+    db = str(tmp_path / "p.db")
+    first = await Proc.start(db)
+    port = first.url.rsplit(":", 1)[1]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tradewire.cli",
+            "serve",
+            "--port",
+            port,
+            "--store",
+            f"sqlite:///{db}",
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in err.decode()
+    finally:
+        await first.stop()
