@@ -56,6 +56,9 @@ async def test_auth_and_body_errors(server, http):
     assert (await batch(http, server, None, {"messages": []}))[0] == 401
     status, body = await batch(http, server, "twe_bad", {"messages": []})
     assert status == 401 and "invalid" in body["error"]["message"]
+    revoked, info = await server.store.add_token("mt4-2")
+    await server.store.revoke_token(info.tokenId)
+    assert (await batch(http, server, revoked, {"hello": hello(platform="MT4"), "messages": []}))[0] == 401
     status, body = await batch(http, server, token, raw=b"{not json")
     assert status == 400 and body["error"]["code"] == "bad_json"
     status, body = await batch(http, server, token, {"messages": 5})

@@ -1,6 +1,7 @@
 """`tradewire serve` as a real process: TLS for wss:// EAs, and a SIGTERM drain that loses nothing."""
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -167,3 +168,25 @@ async def test_port_in_use_is_a_clear_error(tmp_path):
         assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in err.decode()
     finally:
         await first.stop()
+
+
+async def test_json_logs_never_contain_secrets(tmp_path):
+    db = str(tmp_path / "log.db")
+    token = await issue(db, "acc-1")
+    server = await Proc.start(db, "--log-format", "json")
+    async with aiohttp.ClientSession() as http:
+        for bearer in (token, token + "-wrong"):
+            ws = await http.ws_connect(
+                server.url.replace("http", "ws") + "/ea/v1", headers={"Authorization": f"Bearer {bearer}"}
+            )
+            await ws.send_json(hello())
+            await ws.receive(timeout=5)
+            await ws.close()
+    assert await server.stop() == 0
+    rest = (await server.proc.stderr.read()).decode()
+    lines = [line for line in rest.splitlines() if line.strip()]
+    assert lines, "expected shutdown log lines"
+    for line in lines:
+        entry = json.loads(line)
+        assert {"ts", "level", "logger", "msg"} <= set(entry)
+    assert token not in rest and token.split("_")[2] not in rest
