@@ -10,7 +10,7 @@ from aiohttp import web
 
 from tradewire.appkeys import HUB
 from tradewire.hub import Hub
-from tradewire.model import is_account_id
+from tradewire.model import ACCOUNT_ID_RULE, is_account_id
 from tradewire.store.base import EventQuery, StoreError
 
 _encoder = msgspec.json.Encoder()
@@ -68,7 +68,7 @@ def _int_param(request: web.Request, name: str, *, lo: int = 0, hi: int | None =
 def _account_param(request: web.Request) -> str | None:
     account = request.query.get("account") or None
     if account is not None and not is_account_id(account):
-        raise BadParam("account", "must be 1-50 characters of A-Z, a-z, 0-9 and '-'")
+        raise BadParam("account", f"must be {ACCOUNT_ID_RULE}")
     return account
 
 
@@ -108,7 +108,7 @@ async def get_account(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
     account = request.match_info["id"]
     if not is_account_id(account):
-        return error_response(400, "bad_request", "account id must be 1-50 characters of A-Z, a-z, 0-9 and '-'")
+        return error_response(400, "bad_request", f"account id must be {ACCOUNT_ID_RULE}")
     if account not in hub.state.accounts and account not in await hub.store.known_accounts():
         return error_response(404, "not_found", f"no account {account!r}")
     summary = hub.state.summary(account, hub.clock())

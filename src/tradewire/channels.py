@@ -1,11 +1,62 @@
-"""Channel names of the `trading` namespace (DESIGN.md §6)."""
+"""Channel paths: names of the `trading` namespace (DESIGN.md §6), validation and wildcard matching.
+
+A path is 1-5 segments of `[A-Za-z0-9-]` (each 1-50 characters, not starting or ending with '-'),
+with or without a leading or trailing '/'. A subscription may end in `/*`, which matches every
+deeper level below its prefix (`/trading/*` matches `/trading/prices/EURUSD`), as AppSync Events does.
+Paths are normalised to a leading '/' and no trailing '/'.
+"""
 
 from __future__ import annotations
 
 import re
 
 NAMESPACE = "trading"
+MAX_SEGMENTS = 5
+_SEGMENT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$")
 _NOT_SLUG = re.compile(r"[^A-Za-z0-9]+")
+
+
+class ChannelError(ValueError):
+    pass
+
+
+def normalise(path: str, *, wildcard: bool = False) -> str:
+    """A valid channel path in canonical form, or ChannelError saying what is wrong."""
+    if not isinstance(path, str) or not path.strip("/"):
+        raise ChannelError("channel path is empty")
+    segments = path.strip("/").split("/")
+    is_wild = segments[-1] == "*"
+    if is_wild:
+        if not wildcard:
+            raise ChannelError(f"channel {path!r}: a wildcard is only allowed when subscribing")
+        segments = segments[:-1]
+        if not segments:
+            raise ChannelError(f"channel {path!r}: a wildcard needs a namespace before it")
+    if len(segments) > MAX_SEGMENTS:
+        raise ChannelError(f"channel {path!r}: at most {MAX_SEGMENTS} segments")
+    for seg in segments:
+        if not _SEGMENT.match(seg):
+            raise ChannelError(
+                f"channel {path!r}: segment {seg!r} must be 1-50 characters of A-Z, a-z, 0-9 and '-' "
+                "(not starting or ending with '-')"
+            )
+    return "/" + "/".join(segments) + ("/*" if is_wild else "")
+
+
+def namespace(path: str) -> str:
+    return path.strip("/").split("/", 1)[0]
+
+
+def prefixes(channel: str) -> list[str]:
+    """The wildcard patterns that match a channel: /a/b/c -> ['/a/*', '/a/b/*']."""
+    segments = channel.strip("/").split("/")
+    return ["/" + "/".join(segments[:k]) + "/*" for k in range(1, len(segments))]
+
+
+def matches(pattern: str, channel: str) -> bool:
+    if pattern.endswith("/*"):
+        return channel.startswith(pattern[:-1])
+    return pattern == channel
 
 
 def symbol_slug(symbol: str) -> str:
@@ -35,3 +86,11 @@ def events(account: str) -> str:
 
 def alerts(account: str) -> str:
     return f"/{NAMESPACE}/alerts/{account}"
+
+
+DURABLE_KINDS = ("events", "alerts")
+
+
+def is_durable(channel: str) -> bool:
+    parts = channel.strip("/").split("/")
+    return len(parts) >= 2 and parts[0] == NAMESPACE and parts[1] in DURABLE_KINDS

@@ -11,7 +11,7 @@ from typing import Any
 
 from tradewire.config import ConfigError, Settings, load_settings
 from tradewire.logs import setup_logging
-from tradewire.model import is_account_id
+from tradewire.model import ACCOUNT_ID_RULE, is_account_id
 from tradewire.store import make_store
 
 log = logging.getLogger("tradewire")
@@ -51,7 +51,7 @@ def _positive(kind: type) -> Any:
 
 def _account_id(value: str) -> str:
     if not is_account_id(value):
-        raise argparse.ArgumentTypeError(f"{value!r}: an account id is 1-50 characters of A-Z, a-z, 0-9 and '-'")
+        raise argparse.ArgumentTypeError(f"{value!r}: an account id is {ACCOUNT_ID_RULE}")
     return value
 
 

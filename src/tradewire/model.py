@@ -11,8 +11,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,50}$")
-AccountId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9-]{1,50}$")]
+# An account id is used as a channel segment as-is, so it follows the AppSync segment rule:
+# 1-50 of [A-Za-z0-9-], not starting or ending with '-'.
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$"
+ACCOUNT_ID_RE = re.compile(ACCOUNT_ID_PATTERN)
+AccountId = Annotated[str, msgspec.Meta(pattern=ACCOUNT_ID_PATTERN)]
+ACCOUNT_ID_RULE = "1-50 characters of A-Z, a-z, 0-9 and '-', not starting or ending with '-'"
 Millis = Annotated[int, msgspec.Meta(ge=0)]
 Side = Literal["buy", "sell"]
 PositionEventType = Literal["OPEN", "CLOSE", "MODIFY"]
