@@ -142,3 +142,70 @@ def db_rows(server: Server, sql: str, *args: Any) -> list[tuple]:
         return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
+
+
+def auth_subprotocol(key: str, host: str = "127.0.0.1") -> str:
+    """The `header-<base64url(JSON)>` subprotocol an AppSync Events client sends."""
+    import base64
+
+    raw = json.dumps({"host": host, "x-api-key": key}).encode()
+    return "header-" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+class Subscriber:
+    """A raw AppSync Events client: frames exactly as AWS documents them."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.inbox: list[dict] = []
+        self.taken: set[int] = set()  # inbox indices already returned by event()
+
+    @classmethod
+    async def connect(
+        cls, session: aiohttp.ClientSession, server: Server, key: str | None, *, init: dict | None = None, **kw: Any
+    ) -> Subscriber:
+        protocols = ["aws-appsync-event-ws"] + ([auth_subprotocol(key)] if key else [])
+        url = server.url.replace("http", "ws", 1) + "/event/realtime"
+        sub = cls(await session.ws_connect(url, protocols=protocols, **kw))
+        await sub.send({"type": "connection_init", **({"payload": init} if init else {})})
+        return sub
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send_str(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> dict:
+        msg = await self.ws.receive(timeout=timeout)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"expected a text frame, got {msg.type} {msg.data!r} {msg.extra!r}")
+        data = json.loads(msg.data)
+        items = data["items"] if data.get("type") == "batch" else [data]
+        self.inbox.extend(items)
+        return data
+
+    async def expect(self, type_: str, timeout: float = 5.0, **match: Any) -> dict:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = len(self.inbox)
+        while True:
+            for item in self.inbox[seen:]:
+                seen += 1
+                if item["type"] == type_ and all(item.get(k) == v for k, v in match.items()):
+                    return item
+            await self.recv(max(0.01, deadline - loop.time()))
+
+    async def subscribe(self, sub_id: str, channel: str, **extra: Any) -> dict:
+        await self.send({"type": "subscribe", "id": sub_id, "channel": channel, **extra})
+        return await self.expect("subscribe_success", id=sub_id)
+
+    async def event(self, channel_part: str = "", timeout: float = 5.0, **where: Any) -> dict:
+        """The first data frame not yet returned whose event matches, decoded, with the frame's extras."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for index, item in enumerate(self.inbox):
+                if item["type"] == "data" and index not in self.taken:
+                    event = json.loads(item["event"])
+                    if isinstance(event, dict) and all(event.get(k) == v for k, v in where.items()):
+                        self.taken.add(index)
+                        return {**event, "_sub": item["id"], "_offset": item.get("offset")}
+            await self.recv(max(0.01, deadline - loop.time()))

@@ -11,26 +11,35 @@ import ssl
 from aiohttp import web
 
 from tradewire import api
-from tradewire.appkeys import HUB
+from tradewire.appkeys import GATEWAY, HUB
+from tradewire.broker import Broker, MemoryBroker
 from tradewire.config import Settings
-from tradewire.hub import Fanout, Hub
+from tradewire.hub import BrokerFanout, Hub
 from tradewire.ingest.http import ea_batch
 from tradewire.ingest.ws import ea_websocket
+from tradewire.realtime.gateway import Gateway
+from tradewire.realtime.http import cors, post_event
+from tradewire.realtime.ws import realtime_websocket
 from tradewire.store import Store, make_store
 
 log = logging.getLogger(__name__)
 
 
-def build_app(hub: Hub) -> web.Application:
+def build_app(hub: Hub, gateway: Gateway) -> web.Application:
     # The body limit is the frame limit: an MT4 batch is the HTTP twin of a WebSocket frame.
-    app = web.Application(middlewares=[api.api_auth], client_max_size=hub.settings.server.max_frame_bytes)
+    app = web.Application(middlewares=[cors, api.api_auth], client_max_size=hub.settings.server.max_frame_bytes)
     app[HUB] = hub
+    app[GATEWAY] = gateway
     app.router.add_get("/ea/v1", ea_websocket)
     app.router.add_post("/ea/v1/batch", ea_batch)
+    app.router.add_get("/event/realtime", realtime_websocket)
+    app.router.add_post("/event", post_event)
     api.add_routes(app)
 
     async def on_shutdown(app: web.Application) -> None:
+        # EAs first, so that what they had in flight is committed and published, then subscribers.
         await hub.drain(hub.settings.server.drain_timeout_s)
+        await gateway.stop()
 
     app.on_shutdown.append(on_shutdown)
     return app
@@ -50,11 +59,12 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 class Server:
     """One tradewire process: store + hub + HTTP/WebSocket listener."""
 
-    def __init__(self, settings: Settings, *, store: Store | None = None, fanout: Fanout | None = None) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None, broker: Broker | None = None) -> None:
         self.settings = settings
         self.store = store or make_store(settings.store.url)
-        self.fanout = fanout
+        self.broker = broker or MemoryBroker()
         self.hub: Hub | None = None
+        self.gateway: Gateway | None = None
         self.runner: web.AppRunner | None = None
         self.port: int = 0
         self._stopped = asyncio.Event()
@@ -71,9 +81,12 @@ class Server:
     async def start(self) -> None:
         ssl_ctx = tls_context(self.settings)
         await self.store.open()
-        self.hub = Hub(self.settings, self.store, self.fanout)
+        self.hub = Hub(self.settings, self.store, BrokerFanout(self.broker))
+        self.gateway = Gateway(self.settings.realtime, self.broker, self.store, self.hub.api_role)
+        await self.gateway.start()
+        self.hub.start()
         self.runner = web.AppRunner(
-            build_app(self.hub),
+            build_app(self.hub, self.gateway),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.server.drain_timeout_s,

@@ -3,5 +3,7 @@
 from aiohttp import web
 
 from tradewire.hub import Hub
+from tradewire.realtime.gateway import Gateway
 
 HUB = web.AppKey("hub", Hub)
+GATEWAY = web.AppKey("gateway", Gateway)

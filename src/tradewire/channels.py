@@ -94,3 +94,15 @@ DURABLE_KINDS = ("events", "alerts")
 def is_durable(channel: str) -> bool:
     parts = channel.strip("/").split("/")
     return len(parts) >= 2 and parts[0] == NAMESPACE and parts[1] in DURABLE_KINDS
+
+
+def durable_scope(pattern: str) -> list[tuple[str, str | None]]:
+    """Which durable histories a subscription covers: [(kind, account or None for all)]."""
+    parts = pattern.strip("/").split("/")
+    if parts[0] != NAMESPACE:
+        return []
+    if parts[1:] == ["*"]:
+        return [(kind, None) for kind in DURABLE_KINDS]
+    if len(parts) == 3 and parts[1] in DURABLE_KINDS:
+        return [(parts[1], None if parts[2] == "*" else parts[2])]
+    return []

@@ -15,6 +15,7 @@ import msgspec
 DEFAULT_STORE = "sqlite:///./tradewire.db"
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
+Namespace = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$")]
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -38,18 +39,30 @@ class SystemSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     magic_numbers: list[int] = []
 
 
+class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    publish_namespaces: list[Namespace] = msgspec.field(default_factory=lambda: ["custom"])
+    ka_interval_s: Positive = 60.0
+    connection_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] = 300_000
+    flush_interval_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 0.0
+    max_backlog_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 4 * 1024 * 1024
+    max_subscriptions: Annotated[int, msgspec.Meta(ge=1)] = 200
+    history_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     system: SystemSettings = msgspec.field(default_factory=SystemSettings)
+    realtime: RealtimeSettings = msgspec.field(default_factory=RealtimeSettings)
 
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerSettings,
     "store": StoreSettings,
     "system": SystemSettings,
+    "realtime": RealtimeSettings,
 }
-LIST_KEYS = {("system", "magic_numbers")}
+LIST_KEYS = {("system", "magic_numbers"), ("realtime", "publish_namespaces")}
 
 
 class ConfigError(ValueError):

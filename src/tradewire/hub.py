@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from tradewire import channels
+from tradewire.broker.base import Broker, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
 from tradewire.model import AccountInfo, AccountState, Role
@@ -39,6 +40,17 @@ class Fanout(Protocol):
 class NullFanout:
     def publish(self, channel: str, payload: Any, *, durable: bool = False, offset: int | None = None) -> None:
         pass
+
+
+class BrokerFanout:
+    """Publish through a Broker: the payload is encoded to JSON once, here, whatever the subscriber count."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def publish(self, channel: str, payload: Any, *, durable: bool = False, offset: int | None = None) -> None:
+        data = payload if isinstance(payload, bytes) else _encode(payload)
+        self.broker.publish(Publication(channel, data, latest=not durable, offset=offset))
 
 
 class Drainable(Protocol):
@@ -87,6 +99,8 @@ class Hub:
         self.sessions: dict[str, Drainable] = {}
         self._background: set[asyncio.Future] = set()
         self.draining = False
+        self._exposure_dirty = False
+        self._ticker: asyncio.Task | None = None
         self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0}
 
     # --- credentials ------------------------------------------------------------------------
@@ -208,18 +222,15 @@ class Hub:
         result = fut.result()
         for event in result.events:
             self.fanout.publish(channels.events(event.account), event, durable=True, offset=event.offset)
-        for trade in result.system_trades:
-            self.fanout.publish(
-                channels.events(trade.account), {"type": "SYSTEM_TRADE", **_asdict(trade)}, durable=True
-            )
         for alert in result.alerts:
-            self.fanout.publish(channels.alerts(alert.account), alert, durable=True)
+            self.fanout.publish(channels.alerts(alert.account), alert, durable=True, offset=alert.offset)
 
     # --- publications -------------------------------------------------------------------------
     def _publish_account(self, account: str) -> None:
         self.fanout.publish(channels.accounts(account), self.state.summary(account, self.clock()))
 
     def _publish_positions(self, account: str) -> None:
+        self._exposure_dirty = True
         view = self.state.account(account)
         self.fanout.publish(
             channels.positions(account),
@@ -227,6 +238,17 @@ class Hub:
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._ticker = asyncio.create_task(self._exposure_loop())
+
+    async def _exposure_loop(self) -> None:
+        """Exposure sums every open position: publish it at most once a second, not per update."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self._exposure_dirty:
+                self._exposure_dirty = False
+                self.fanout.publish(channels.exposure(), {"ts": self.clock(), "symbols": self.state.exposure()})
+
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
@@ -245,7 +267,8 @@ class Hub:
                 log.warning("%d session(s) did not drain within %.1fs", len(pending), timeout)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
+        if self._ticker is not None:
+            self._ticker.cancel()
 
 
-def _asdict(struct: msgspec.Struct) -> dict:
-    return msgspec.structs.asdict(struct)
+_encode = msgspec.json.Encoder().encode

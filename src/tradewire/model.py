@@ -126,6 +126,7 @@ class Alert(msgspec.Struct, omit_defaults=True):
     ackedAt: int | None = None
     ackedBy: str | None = None
     data: dict | None = None
+    offset: int = 0  # store-assigned, as for position events: history on the alerts channel
 
 
 class TokenInfo(msgspec.Struct, omit_defaults=True):

@@ -61,6 +61,7 @@ MIGRATIONS: dict[int, str] = {
         id TEXT PRIMARY KEY, "offset" INTEGER NOT NULL, account TEXT NOT NULL, type TEXT NOT NULL,
         raised_at INTEGER NOT NULL, resolved_at INTEGER, body BLOB NOT NULL);
     CREATE INDEX alerts_account ON alerts (account, raised_at);
+    CREATE INDEX alerts_offset ON alerts ("offset");
     CREATE TABLE ea_tokens (
         token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, account TEXT NOT NULL,
         label TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);
@@ -318,18 +319,11 @@ class SQLiteStore:
         return seq
 
     def _insert_alert(self, conn: sqlite3.Connection, alert: Alert) -> None:
+        alert.offset = self._take_offset()
         conn.execute(
             'INSERT INTO alerts (id, "offset", account, type, raised_at, resolved_at, body)'
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                alert.id,
-                self._take_offset(),
-                alert.account,
-                alert.type,
-                alert.raisedAt,
-                alert.resolvedAt,
-                _encode(alert),
-            ),
+            (alert.id, alert.offset, alert.account, alert.type, alert.raisedAt, alert.resolvedAt, _encode(alert)),
         )
 
     # --- reads --------------------------------------------------------------------------------
@@ -363,6 +357,20 @@ class SQLiteStore:
                 (account,),
             ).fetchall()
             return [_event_decoder.decode(r[0]).position for r in rows]
+
+        return await self._read(q)
+
+    async def history(self, kind: str, account: str | None, since: int, limit: int) -> list[tuple[str, int, bytes]]:
+        """Durable publications after `since`, oldest first: (channel, offset, payload as published)."""
+        table = {"events": "position_events", "alerts": "alerts"}[kind]
+        where = '"offset" > ?' + (" AND account = ?" if account else "")
+        args = [since, account] if account else [since]
+
+        def q(conn: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
+            rows = conn.execute(
+                f'SELECT account, "offset", body FROM {table} WHERE {where} ORDER BY "offset" LIMIT ?', [*args, limit]
+            ).fetchall()
+            return [(f"/trading/{kind}/{acc}", off, bytes(body)) for acc, off, body in rows]
 
         return await self._read(q)
 

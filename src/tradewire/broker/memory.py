@@ -1,0 +1,32 @@
+"""In-process broker: the embedded default. Delivery is a direct call; latest values live in a dict."""
+
+from __future__ import annotations
+
+from tradewire.broker.base import Deliver, Publication
+from tradewire.channels import matches
+
+
+class MemoryBroker:
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+        self._latest: dict[str, Publication] = {}
+        self.published = 0
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def stop(self) -> None:
+        self._deliver = None
+
+    def publish(self, pub: Publication) -> None:
+        self.published += 1
+        if pub.latest:
+            self._latest[pub.channel] = pub
+        if self._deliver is not None:
+            self._deliver(pub)
+
+    async def snapshot(self, pattern: str) -> list[Publication]:
+        if not pattern.endswith("/*"):
+            pub = self._latest.get(pattern)
+            return [pub] if pub is not None else []
+        return [pub for channel, pub in self._latest.items() if matches(pattern, channel)]

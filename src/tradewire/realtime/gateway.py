@@ -1,0 +1,364 @@
+"""The realtime gateway: subscriptions, fan-out to connections, snapshot and history on subscribe.
+
+Per publication the work that does not depend on the subscriber (JSON string literal of the event)
+is done once; per subscriber only the small `data` frame envelope is concatenated. Each connection
+has its own outbox and writer task, so a slow subscriber only ever delays itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tradewire import channels
+from tradewire.broker.base import Broker, Publication
+from tradewire.config import RealtimeSettings
+from tradewire.model import Role
+from tradewire.realtime import protocol as rp
+from tradewire.realtime.outbox import Outbox
+from tradewire.store.base import Store
+
+log = logging.getLogger(__name__)
+
+CLOSE_SLOW = 4008  # durable backlog over its bound: reconnect and catch up with `since`
+CLOSE_UNAUTHORIZED = 4401
+
+RoleOf = Callable[[str], Awaitable[Role | None]]
+
+
+class Subscription:
+    __slots__ = ("buffer", "conn", "id", "id_bytes", "pattern", "ready")
+
+    def __init__(self, conn: Connection, sub_id: str, pattern: str) -> None:
+        self.conn = conn
+        self.id = sub_id
+        self.id_bytes = sub_id.encode()
+        self.pattern = pattern
+        self.ready = False  # until its snapshot/history is queued, live publications wait in `buffer`
+        self.buffer: list[tuple[Publication, bytes]] = []
+
+
+class SubscriptionIndex:
+    """Exact channels and `/prefix/*` patterns, each looked up by dict: O(depth) per publication."""
+
+    def __init__(self) -> None:
+        self._by_pattern: dict[str, dict[Subscription, None]] = {}
+
+    def add(self, sub: Subscription) -> None:
+        self._by_pattern.setdefault(sub.pattern, {})[sub] = None
+
+    def remove(self, sub: Subscription) -> None:
+        subs = self._by_pattern.get(sub.pattern)
+        if subs is not None:
+            subs.pop(sub, None)
+            if not subs:
+                del self._by_pattern[sub.pattern]
+
+    def match(self, channel: str) -> Iterator[Subscription]:
+        table = self._by_pattern
+        subs = table.get(channel)
+        if subs:
+            yield from subs
+        for pattern in channels.prefixes(channel):
+            subs = table.get(pattern)
+            if subs:
+                yield from subs
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_pattern.values())
+
+
+class Gateway:
+    def __init__(self, settings: RealtimeSettings, broker: Broker, store: Store, role_of: RoleOf) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self.role_of = role_of
+        self.index = SubscriptionIndex()
+        self.connections: set[Connection] = set()
+        self.stats = {
+            "connections_total": 0,
+            "deliveries": 0,
+            "frames_out": 0,
+            "writes": 0,
+            "messages_in": 0,
+            "conflated": 0,
+            "closed_slow": 0,
+        }
+        self._ka_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.broker.start(self.deliver)
+        self._ka_task = asyncio.create_task(self._keepalive())
+
+    async def stop(self) -> None:
+        if self._ka_task is not None:
+            self._ka_task.cancel()
+        for conn in list(self.connections):
+            await conn.close(1001, "server shutting down")
+        await self.broker.stop()
+
+    @property
+    def publish_namespaces(self) -> set[str]:
+        return set(self.settings.publish_namespaces)
+
+    def deliver(self, pub: Publication) -> None:
+        """Called by the broker for every publication: route it to matching subscriptions."""
+        literal: bytes | None = None
+        for sub in self.index.match(pub.channel):
+            if literal is None:
+                literal = rp.event_literal(pub.data)
+            if sub.ready:
+                sub.conn.push(sub, pub, literal)
+            else:
+                sub.buffer.append((pub, literal))
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ka_interval_s)
+            for conn in list(self.connections):
+                conn.reply(rp.KA)
+
+    def known_namespace(self, ns: str) -> bool:
+        return ns == channels.NAMESPACE or ns in self.publish_namespaces
+
+    async def publish_events(self, channel: str, events: list[str]) -> list[dict]:
+        """Client publications (admin keys, custom namespaces): never stored, never conflated."""
+        successful = []
+        for index, event in enumerate(events):
+            self.broker.publish(Publication(channel, event.encode(), latest=False))
+            successful.append({"identifier": str(uuid.uuid4()), "index": index})
+        return successful
+
+    def check_publish(self, channel: str, role: Role | None) -> tuple[str, str] | None:
+        """(errorType, message) if this publish is not allowed, else None."""
+        if role is None:
+            return rp.UNAUTHORIZED, "missing or invalid API key"
+        if role != "admin":
+            return rp.UNAUTHORIZED, "publishing needs an admin API key"
+        ns = channels.namespace(channel)
+        if ns == channels.NAMESPACE:
+            return rp.UNAUTHORIZED, f"the {ns} namespace is written by the server only"
+        if ns not in self.publish_namespaces:
+            return rp.BAD_REQUEST, f"namespace {ns!r} does not exist; publishable: {sorted(self.publish_namespaces)}"
+        return None
+
+
+class Connection:
+    def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, key: str | None) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.key = key  # the API key given at connect, used where a message carries none
+        self.batch = False
+        self.subs: dict[str, Subscription] = {}
+        self.outbox = Outbox(gateway.settings.max_backlog_bytes)
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self._closing = False
+        self._closer: asyncio.Future | None = None
+
+    # --- outbound -----------------------------------------------------------------------------
+    def reply(self, frame: bytes) -> None:
+        if not self._closing:
+            self.outbox.reply(frame)
+            self._wake.set()
+
+    def push(self, sub: Subscription, pub: Publication, literal: bytes) -> None:
+        if self._closing:
+            return
+        frame = rp.data_frame(sub.id_bytes, literal, pub.offset)
+        self.gateway.stats["deliveries"] += 1
+        if pub.latest:
+            self.outbox.put_latest(sub.id, pub.channel, frame)
+        elif not self.outbox.put_stream(sub.id, frame):
+            self.gateway.stats["closed_slow"] += 1
+            limit = self.gateway.settings.max_backlog_bytes
+            log.warning("closing a slow subscriber: backlog over %d bytes", limit)
+            self._closer = asyncio.ensure_future(
+                self.close(CLOSE_SLOW, f"slow consumer: backlog over {limit} bytes; resubscribe with since")
+            )
+            return
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        stats = self.gateway.stats
+        flush_s = self.gateway.settings.flush_interval_ms / 1000
+        while True:
+            await self._wake.wait()
+            if flush_s:
+                await asyncio.sleep(flush_s)
+            self._wake.clear()
+            conflated = self.outbox.conflated
+            frames = self.outbox.take()
+            stats["conflated"] += conflated
+            self.outbox.conflated = 0
+            if not frames:
+                continue
+            stats["frames_out"] += len(frames)
+            if self.batch and len(frames) > 1:
+                stats["writes"] += 1
+                await self.ws.send_frame(rp.batch_frame(frames), WSMsgType.TEXT)
+            else:
+                for frame in frames:
+                    stats["writes"] += 1
+                    await self.ws.send_frame(frame, WSMsgType.TEXT)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._writer is not None:
+            self._writer.cancel()
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 2)
+        except (TimeoutError, ConnectionError):
+            # The peer is not reading: it will never see a close frame. Drop the TCP connection.
+            transport = self.ws._req.transport if self.ws._req is not None else None
+            if transport is not None:
+                transport.abort()
+
+    # --- inbound ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        gw = self.gateway
+        gw.connections.add(self)
+        gw.stats["connections_total"] += 1
+        self._writer = asyncio.create_task(self._write_loop())
+        try:
+            async for msg in self.ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
+                gw.stats["messages_in"] += 1
+                await self.handle(msg.data)
+                if self._closing:
+                    break
+        finally:
+            self._closing = True
+            for sub in self.subs.values():
+                gw.index.remove(sub)
+            self.subs.clear()
+            gw.connections.discard(self)
+            if self._writer is not None:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await self._writer
+
+    async def handle(self, data: str | bytes) -> None:
+        msg = rp.decode(data)
+        if isinstance(msg, rp.ProtocolError):
+            self.reply(msg.encode())
+        elif isinstance(msg, rp.ConnectionInit):
+            await self._connection_init(msg)
+        elif isinstance(msg, rp.Subscribe):
+            await self._subscribe(msg)
+        elif isinstance(msg, rp.Unsubscribe):
+            self._unsubscribe(msg)
+        elif isinstance(msg, rp.Publish):
+            await self._publish(msg)
+
+    async def _connection_init(self, msg: rp.ConnectionInit) -> None:
+        if self.key is not None and await self.gateway.role_of(self.key) is None:
+            self.reply(rp.connection_error(rp.UNAUTHORIZED, 401, "invalid API key"))
+            await asyncio.sleep(0)  # let the writer send it
+            await self.close(CLOSE_UNAUTHORIZED, "invalid API key")
+            return
+        if isinstance(msg.payload, dict) and msg.payload.get("batch") is True:
+            self.batch = True
+        self.reply(rp.connection_ack(self.gateway.settings.connection_timeout_ms))
+
+    async def _role(self, authorization: dict[str, Any] | None) -> Role | None:
+        key = rp.api_key_of(authorization) or self.key
+        return await self.gateway.role_of(key) if key else None
+
+    async def _subscribe(self, msg: rp.Subscribe) -> None:
+        gw = self.gateway
+
+        def refuse(error_type: str, message: str) -> None:
+            self.reply(rp.error_frame("subscribe_error", msg.id, error_type, message))
+
+        if await self._role(msg.authorization) is None:
+            return refuse(rp.UNAUTHORIZED, "subscribing needs a valid API key (x-api-key)")
+        try:
+            pattern = channels.normalise(msg.channel, wildcard=True)
+        except channels.ChannelError as exc:
+            return refuse(rp.BAD_REQUEST, str(exc))
+        if not gw.known_namespace(channels.namespace(pattern)):
+            return refuse(rp.BAD_REQUEST, f"namespace {channels.namespace(pattern)!r} does not exist")
+        if msg.id in self.subs:
+            return refuse(rp.BAD_REQUEST, f"subscription id {msg.id!r} is already in use on this connection")
+        if len(self.subs) >= gw.settings.max_subscriptions:
+            return refuse(rp.LIMIT_EXCEEDED, f"at most {gw.settings.max_subscriptions} subscriptions per connection")
+        sub = Subscription(self, msg.id, pattern)
+        self.subs[msg.id] = sub
+        gw.index.add(sub)  # live publications are buffered from now on: nothing falls in a gap
+        try:
+            snapshot = await gw.broker.snapshot(pattern)
+            recovered, history = await self._history(pattern, msg.since)
+        except Exception as exc:
+            log.exception("subscribe %s failed", pattern)
+            gw.index.remove(sub)
+            del self.subs[msg.id]
+            return refuse("SubscriptionProcessingError", f"could not load the current state: {exc}")
+        if self.subs.get(msg.id) is not sub:  # unsubscribed while we were loading
+            return None
+        self.reply(rp.subscribe_success(msg.id, recovered))
+        for pub in snapshot:
+            self.push(sub, pub, rp.event_literal(pub.data))
+        top = 0
+        for pub in history:
+            self.push(sub, pub, rp.event_literal(pub.data))
+            top = max(top, pub.offset or 0)
+        for pub, literal in sub.buffer:
+            if pub.offset is not None and pub.offset <= top:
+                continue  # already sent from history
+            self.push(sub, pub, literal)
+        sub.buffer = []
+        sub.ready = True
+        return None
+
+    async def _history(self, pattern: str, since: int | None) -> tuple[bool | None, list[Publication]]:
+        if since is None:
+            return None, []
+        limit = self.gateway.settings.history_limit
+        items: list[Publication] = []
+        for kind, account in channels.durable_scope(pattern):
+            rows = await self.gateway.store.history(kind, account, since, limit + 1)
+            items.extend(Publication(ch, data, latest=False, offset=off) for ch, off, data in rows)
+        if len(items) > limit:
+            return False, []
+        items.sort(key=lambda p: p.offset or 0)
+        return True, items
+
+    def _unsubscribe(self, msg: rp.Unsubscribe) -> None:
+        sub = self.subs.pop(msg.id, None)
+        if sub is None:
+            self.reply(
+                rp.error_frame("unsubscribe_error", msg.id, rp.UNKNOWN_OPERATION, f"Unknown operation id {msg.id}")
+            )
+            return
+        self.gateway.index.remove(sub)
+        self.outbox.forget(msg.id)
+        self.reply(rp.unsubscribe_success(msg.id))
+
+    async def _publish(self, msg: rp.Publish) -> None:
+        def refuse(error_type: str, message: str) -> None:
+            self.reply(rp.error_frame("publish_error", msg.id, error_type, message))
+
+        try:
+            channel = channels.normalise(msg.channel)
+        except channels.ChannelError as exc:
+            return refuse(rp.BAD_REQUEST, str(exc))
+        denied = self.gateway.check_publish(channel, await self._role(msg.authorization))
+        if denied is not None:
+            return refuse(*denied)
+        problem = rp.validate_events(msg.events)
+        if problem is not None:
+            return refuse(rp.BAD_REQUEST, problem)
+        successful = await self.gateway.publish_events(channel, msg.events)
+        self.reply(rp.publish_success(msg.id, successful, []))
+        return None

@@ -1,0 +1,30 @@
+"""`GET /event/realtime`: the AppSync Events WebSocket endpoint."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tradewire.appkeys import GATEWAY
+from tradewire.realtime import protocol as rp
+from tradewire.realtime.gateway import Connection
+
+MAX_FRAME = 2 * 1024 * 1024  # a publish may carry 5 events of 240 KB, JSON-escaped
+
+
+def _offered_subprotocols(request: web.Request) -> list[str]:
+    offered: list[str] = []
+    for header in request.headers.getall("Sec-WebSocket-Protocol", []):
+        offered.extend(p.strip() for p in header.split(",") if p.strip())
+    return offered
+
+
+async def realtime_websocket(request: web.Request) -> web.WebSocketResponse:
+    gateway = request.app[GATEWAY]
+    # Auth arrives base64url-encoded in a `header-…` subprotocol (browsers, Amplify JS) or as plain
+    # headers on the upgrade (the Swift SDK, scripts).
+    auth = rp.auth_from_subprotocols(_offered_subprotocols(request)) or {}
+    key = rp.api_key_of(auth) or request.headers.get("x-api-key")
+    ws = web.WebSocketResponse(protocols=[rp.SUBPROTOCOL], max_msg_size=MAX_FRAME, autoping=True)
+    await ws.prepare(request)
+    await Connection(gateway, ws, key).run()
+    return ws

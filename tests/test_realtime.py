@@ -1,0 +1,264 @@
+"""The AppSync-Events-compatible gateway over real sockets: subscribe, snapshot, fan-out, publish, errors."""
+
+import asyncio
+import json
+
+import pytest
+
+from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event
+
+
+@pytest.fixture
+async def keys(server):
+    return {"read": await issue_key(server, "read"), "admin": await issue_key(server, "admin")}
+
+
+async def live_ea(http, server, account="acc-1"):
+    ea = await EA.connect(http, server, await issue_token(server, account))
+    await ea.greet()
+    return ea
+
+
+async def test_handshake_selects_the_subprotocol_and_acks(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    assert sub.ws.protocol == "aws-appsync-event-ws"
+    ack = await sub.expect("connection_ack")
+    assert ack["connectionTimeoutMs"] == 300000 and ack["payload"]["connectionTimeoutMs"] == 300000
+
+
+async def test_wildcard_subscriber_receives_an_eas_account_update(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("s1", "/trading/*")
+    ea = await live_ea(http, server)
+    await ea.send(account_state(equity=12_345.0))
+    event = await sub.event(id="acc-1", status="live")
+    while (event.get("state") or {}).get("equity") != 12_345.0:
+        event = await sub.event(id="acc-1")
+    assert event["_sub"] == "s1" and event["state"]["marginLevel"] == 6172.5
+
+
+async def test_data_event_is_a_json_string_one_frame_per_event(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("p", "/trading/prices/*")
+    ea = await live_ea(http, server)
+    ticks = [{"symbol": s, "bid": 1.0 + i, "ask": 1.0001 + i, "ts": 1} for i, s in enumerate(["EURUSD", "XAUUSD.r"])]
+    await ea.send({"type": "ticks", "ticks": ticks})
+    frames = [await sub.expect("data"), await sub.expect("data")]
+    assert all(isinstance(f["event"], str) for f in frames)
+    assert sorted(json.loads(f["event"])["symbol"] for f in frames) == ["EURUSD", "XAUUSD.r"]
+
+
+async def test_snapshot_on_subscribe_then_live(server, http, keys):
+    ea = await live_ea(http, server)
+    await ea.send(account_state(equity=9_999.0))
+    await ea.send({"type": "ticks", "ticks": [{"symbol": "GBPUSD", "bid": 1.27, "ask": 1.2702, "ts": 1}]})
+    await ea.send({"type": "heartbeat", "ts": 1})
+    await asyncio.sleep(0.1)
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("all", "/trading/*")
+    price = await sub.event(symbol="GBPUSD")
+    assert price["bid"] == 1.27
+    account = await sub.event(id="acc-1")
+    assert account["state"]["equity"] == 9_999.0
+    # and the exact-channel form gets just its channel's state
+    await sub.subscribe("one", "/trading/accounts/acc-1")
+    assert (await sub.event(id="acc-1"))["_sub"] == "one"
+
+
+async def test_durable_events_carry_offsets_and_since_replays_them(server, http, keys):
+    ea = await live_ea(http, server)
+    await ea.send([position_event(s, pid=s) for s in (1, 2, 3)])
+    await ea.wait_ack(3)
+    await asyncio.sleep(0.1)
+    sub = await Subscriber.connect(http, server, keys["read"])
+    ok = await sub.subscribe("ev", "/trading/events/acc-1", since=0)
+    assert ok["recovered"] is True
+    got = [await sub.event(event="OPEN") for _ in range(3)]
+    assert [e["positionId"] for e in got] == [1, 2, 3]
+    offsets = [e["_offset"] for e in got]
+    assert offsets == sorted(offsets) and all(o > 0 for o in offsets)
+    # resubscribe from the second offset: only what came after it
+    sub2 = await Subscriber.connect(http, server, keys["read"])
+    await sub2.subscribe("ev", "/trading/events/*", since=offsets[1])
+    assert (await sub2.event(event="OPEN"))["positionId"] == 3
+    # live events keep coming after the replay
+    await ea.send(position_event(4, pid=4))
+    assert (await sub2.event(event="OPEN"))["positionId"] == 4
+
+
+async def test_since_too_far_back_is_not_recoverable(tmp_path, http):
+    from tradewire.app import Server
+
+    from conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    settings.realtime.history_limit = 2
+    srv = Server(settings)
+    await srv.start()
+    try:
+        ea = await live_ea(http, srv)
+        await ea.send([position_event(s, pid=s) for s in (1, 2, 3)])
+        await ea.wait_ack(3)
+        sub = await Subscriber.connect(http, srv, await issue_key(srv))
+        ok = await sub.subscribe("ev", "/trading/events/*", since=0)
+        assert ok["recovered"] is False
+    finally:
+        await srv.stop()
+
+
+async def test_admin_publish_reaches_subscribers_read_key_cannot(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("c", "/custom/*")
+    admin = await Subscriber.connect(http, server, keys["admin"])
+    await admin.send({"type": "publish", "id": "p1", "channel": "custom/ops/notes", "events": ['{"msg":"hi"}', "42"]})
+    ok = await admin.expect("publish_success", id="p1")
+    assert [s["index"] for s in ok["successful"]] == [0, 1] and ok["failed"] == []
+    assert (await sub.event(msg="hi"))["_sub"] == "c"
+    assert json.loads((await sub.expect("data"))["event"]) in ({"msg": "hi"}, 42)
+    reader = await Subscriber.connect(http, server, keys["read"])
+    await reader.send({"type": "publish", "id": "p2", "channel": "/custom/x", "events": ["1"]})
+    err = await reader.expect("publish_error", id="p2")
+    assert err["errors"][0]["errorType"] == "UnauthorizedException"
+
+
+async def test_http_publish(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("c", "/custom/*")
+    body = {"channel": "/custom/alerts", "events": ['{"a":1}', '{"a":2}', '{"a":3}']}
+    async with http.post(server.url + "/event", json=body, headers={"x-api-key": keys["admin"]}) as r:
+        assert r.status == 200 and len((await r.json())["successful"]) == 3
+    assert [(await sub.event())["a"] for _ in range(3)] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "status", "error_type"),
+    [
+        (None, {"channel": "/custom/a", "events": ["1"]}, 401, "UnauthorizedException"),
+        ("wrong", {"channel": "/custom/a", "events": ["1"]}, 401, "UnauthorizedException"),
+        ("read", {"channel": "/custom/a", "events": ["1"]}, 403, "UnauthorizedException"),
+        ("admin", {"channel": "/trading/accounts/x", "events": ["1"]}, 403, "UnauthorizedException"),
+        ("admin", {"channel": "/custom/a", "events": ["1"] * 6}, 400, "BadRequestException"),
+        ("admin", {"channel": "/custom/a", "events": ["x" * (240 * 1024 + 1)]}, 400, "BadRequestException"),
+        ("admin", {"channel": "/custom/a", "events": ["{not json"]}, 400, "BadRequestException"),
+        ("admin", {"channel": "/custom/a/*", "events": ["1"]}, 400, "BadRequestException"),
+        ("admin", {"channel": "/nope/a", "events": ["1"]}, 400, "BadRequestException"),
+        ("admin", {"channel": "/custom/a"}, 400, "BadRequestException"),
+    ],
+)
+async def test_http_publish_errors_are_aws_shaped(server, http, keys, key, body, status, error_type):
+    headers = {"x-api-key": keys.get(key, key)} if key else {}
+    async with http.post(server.url + "/event", json=body, headers=headers) as r:
+        data = await r.json()
+        assert r.status == status and r.headers["x-amzn-ErrorType"] == error_type
+        assert data["errors"][0]["errorType"] == error_type and data["errors"][0]["message"]
+
+
+async def test_cors_preflight(server, http):
+    headers = {"Origin": "http://dash.example", "Access-Control-Request-Method": "POST"}
+    async with http.options(server.url + "/event", headers=headers) as r:
+        assert r.status == 204
+        allowed = r.headers["Access-Control-Allow-Headers"]
+        assert all(h in allowed for h in ("x-api-key", "authorization", "x-amz-user-agent", "content-type"))
+
+
+@pytest.mark.parametrize(
+    ("frame", "reply", "error_type"),
+    [
+        ("{nope", "error", "BadRequestException"),
+        ({"type": "subscribe_all"}, "error", "UnsupportedOperation"),
+        ({"type": "subscribe", "id": "bad id!", "channel": "/trading/*"}, "subscribe_error", "BadRequestException"),
+        ({"type": "subscribe", "id": "x" * 129, "channel": "/trading/*"}, "subscribe_error", "BadRequestException"),
+        ({"type": "subscribe", "id": "s1", "channel": "/trading/a_b"}, "subscribe_error", "BadRequestException"),
+        ({"type": "subscribe", "id": "s1", "channel": "/1/2/3/4/5/6"}, "subscribe_error", "BadRequestException"),
+        ({"type": "subscribe", "id": "s1", "channel": "/*"}, "subscribe_error", "BadRequestException"),
+        ({"type": "subscribe", "id": "s1", "channel": "/nowhere/*"}, "subscribe_error", "BadRequestException"),
+        ({"type": "subscribe", "id": "s1"}, "subscribe_error", "BadRequestException"),
+        ({"type": "unsubscribe", "id": "never"}, "unsubscribe_error", "UnknownOperationError"),
+        (
+            {"type": "publish", "id": "p", "channel": "/custom/a", "events": ["1"] * 6},
+            "publish_error",
+            "BadRequestException",
+        ),
+        (
+            {"type": "publish", "id": "p", "channel": "/custom/a", "events": ["x" * 245_761]},
+            "publish_error",
+            "BadRequestException",
+        ),
+        (
+            {"type": "publish", "id": "p", "channel": "/trading/x", "events": ["1"]},
+            "publish_error",
+            "UnauthorizedException",
+        ),
+    ],
+)
+async def test_bad_frames_get_appsync_errors_and_the_connection_carries_on(
+    server, http, keys, frame, reply, error_type
+):
+    sub = await Subscriber.connect(http, server, keys["admin"])
+    await sub.expect("connection_ack")
+    await sub.send(frame)
+    err = await sub.expect(reply)
+    assert err["errors"][0]["errorType"] == error_type and err["errors"][0]["message"]
+    await sub.subscribe("after", "/trading/*")  # still usable
+
+
+async def test_duplicate_subscription_id_is_refused(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("s1", "/trading/*")
+    await sub.send({"type": "subscribe", "id": "s1", "channel": "/trading/prices/*"})
+    err = await sub.expect("subscribe_error", id="s1")
+    assert "already in use" in err["errors"][0]["message"]
+
+
+async def test_subscribe_without_auth_is_unauthorized(server, http):
+    sub = await Subscriber.connect(http, server, None)
+    await sub.expect("connection_ack")
+    await sub.send({"type": "subscribe", "id": "s1", "channel": "/trading/*"})
+    err = await sub.expect("subscribe_error", id="s1")
+    assert err["errors"][0]["errorType"] == "UnauthorizedException"
+    # auth may also come with the subscribe message itself
+    key = await issue_key(server)
+    await sub.subscribe("s2", "/trading/*", authorization={"x-api-key": key})
+
+
+async def test_wrong_key_at_connect_is_a_connection_error(server, http):
+    sub = await Subscriber.connect(http, server, "twk_wrong")
+    err = await sub.expect("connection_error")
+    assert err["errors"][0]["errorType"] == "UnauthorizedException" and err["errors"][0]["errorCode"] == 401
+
+
+async def test_unsubscribe_stops_delivery(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("p", "/trading/prices/*")
+    await sub.send({"type": "unsubscribe", "id": "p"})
+    await sub.expect("unsubscribe_success", id="p")
+    ea = await live_ea(http, server)
+    await ea.send({"type": "ticks", "ticks": [{"symbol": "EURUSD", "bid": 1.1, "ask": 1.1001, "ts": 1}]})
+    with pytest.raises(asyncio.TimeoutError):
+        await sub.expect("data", timeout=0.5)
+
+
+async def test_batching_extension_groups_frames(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"], init={"batch": True})
+    await sub.expect("connection_ack")
+    await sub.subscribe("p", "/trading/prices/*")
+    ea = await live_ea(http, server)
+    ticks = [{"symbol": f"SYM{i}", "bid": 1.0, "ask": 1.1, "ts": 1} for i in range(50)]
+    await ea.send({"type": "ticks", "ticks": ticks})
+    frames = []
+    while sum(len(f.get("items", [f])) for f in frames) < 50:
+        frames.append(await sub.recv())
+    assert any(f["type"] == "batch" and len(f["items"]) > 1 for f in frames)
+    assert len(frames) < 50
+
+
+async def test_position_lists_and_events_flow_to_their_channels(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("pos", "/trading/positions/acc-1")
+    await sub.subscribe("ev", "/trading/events/acc-1")
+    ea = await live_ea(http, server)
+    await ea.send(position_event(1, pid=5, position=position(5, magic=7001)))
+    event = await sub.event(event="OPEN")
+    assert event["_sub"] == "ev" and event["system"] is True and event["_offset"] > 0
+    positions = await sub.event(account="acc-1")
+    assert [p["id"] for p in positions["positions"]] == [5]
