@@ -110,3 +110,27 @@ async def test_bad_query_parameters_are_named(server, http, query, param):
     key = await issue_key(server)
     status, body = await get(http, server, f"/events?{query}", key)
     assert status == 400 and f"'{param}'" in body["error"]["message"]
+
+
+async def test_openapi_document_is_public_and_lists_the_endpoints(server, http):
+    status, doc = await get(http, server, "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert {"/accounts", "/events", "/system-trades", "/alerts", "/metrics"} <= set(doc["paths"])
+    assert "PositionEvent" in doc["components"]["schemas"]
+
+
+async def test_metrics_need_a_key_and_count_what_happened(server, http, fleet):
+    async with http.get(server.url + "/api/v1/metrics") as r:
+        assert r.status == 401
+    key = await issue_key(server)
+    async with http.get(server.url + "/api/v1/metrics", headers={"Authorization": f"Bearer {key}"}) as r:
+        assert r.status == 200 and r.content_type == "text/plain"
+        text = await r.text()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
+    }
+    assert values["tradewire_ea_sessions"] == 2
+    assert values['tradewire_accounts{status="live"}'] == 2
+    assert values["tradewire_ea_durable_total"] == 2
+    assert values["tradewire_store_commit_seconds_count"] >= 1
+    assert values["tradewire_store_operations_total"] >= 2

@@ -8,15 +8,17 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from tradewire.appkeys import HUB
+from tradewire import openapi
+from tradewire.appkeys import HUB, METRICS
 from tradewire.hub import Hub
+from tradewire.metrics import CONTENT_TYPE
 from tradewire.model import ACCOUNT_ID_RULE, is_account_id
 from tradewire.store.base import EventQuery, StoreError
 
 _encoder = msgspec.json.Encoder()
 PREFIX = "/api/v1"
 ROLE = web.RequestKey("role", str)  # the caller's API-key role, for handlers that need admin
-PUBLIC = {f"{PREFIX}/healthz"}
+PUBLIC = {f"{PREFIX}/healthz", f"{PREFIX}/openapi.json"}
 MAX_LIMIT = 1000
 
 
@@ -38,7 +40,7 @@ async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaita
     if not request.path.startswith(PREFIX + "/") or request.path in PUBLIC or request.method == "OPTIONS":
         return await handler(request)
     hub: Hub = request.app[HUB]
-    key = request.headers.get("x-api-key")
+    key = request.headers.get("x-api-key") or _bearer(request)  # Bearer: what Prometheus can send
     role = await hub.api_role(key) if key else None
     if role is None:
         return error_response(401, "unauthorized", "missing API key (x-api-key)" if not key else "invalid API key")
@@ -49,6 +51,11 @@ async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaita
         return error_response(400, "bad_request", str(exc))
     except StoreError as exc:
         return error_response(503, "store_unavailable", str(exc))
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
 
 
 # --- parameters ---------------------------------------------------------------------------------
@@ -151,7 +158,24 @@ async def list_alerts(request: web.Request) -> web.Response:
     return json_response({"items": await hub.store.alerts(_account_param(request), state, limit)})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+_openapi_doc: bytes | None = None
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    global _openapi_doc
+    if _openapi_doc is None:
+        _openapi_doc = _encoder.encode(openapi.build())
+    return web.Response(body=_openapi_doc, content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/openapi.json", openapi_json)
+    app.router.add_get(f"{PREFIX}/metrics", metrics)
     app.router.add_get(f"{PREFIX}/healthz", healthz)
     app.router.add_get(f"{PREFIX}/accounts", list_accounts)
     app.router.add_get(f"{PREFIX}/accounts/{{id}}", get_account)

@@ -11,12 +11,13 @@ import ssl
 from aiohttp import web
 
 from tradewire import api
-from tradewire.appkeys import GATEWAY, HUB
+from tradewire.appkeys import GATEWAY, HUB, METRICS
 from tradewire.broker import Broker, MemoryBroker
 from tradewire.config import Settings
 from tradewire.hub import BrokerFanout, Hub
 from tradewire.ingest.http import ea_batch
 from tradewire.ingest.ws import ea_websocket
+from tradewire.metrics import Metrics
 from tradewire.realtime.gateway import Gateway
 from tradewire.realtime.http import cors, post_event
 from tradewire.realtime.ws import realtime_websocket
@@ -25,11 +26,12 @@ from tradewire.store import Store, make_store
 log = logging.getLogger(__name__)
 
 
-def build_app(hub: Hub, gateway: Gateway) -> web.Application:
+def build_app(hub: Hub, gateway: Gateway, metrics: Metrics) -> web.Application:
     # The body limit is the frame limit: an MT4 batch is the HTTP twin of a WebSocket frame.
     app = web.Application(middlewares=[cors, api.api_auth], client_max_size=hub.settings.server.max_frame_bytes)
     app[HUB] = hub
     app[GATEWAY] = gateway
+    app[METRICS] = metrics
     app.router.add_get("/ea/v1", ea_websocket)
     app.router.add_post("/ea/v1/batch", ea_batch)
     app.router.add_get("/event/realtime", realtime_websocket)
@@ -86,7 +88,7 @@ class Server:
         await self.gateway.start()
         self.hub.start()
         self.runner = web.AppRunner(
-            build_app(self.hub, self.gateway),
+            build_app(self.hub, self.gateway, Metrics(self.hub, self.gateway, self.store)),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.server.drain_timeout_s,

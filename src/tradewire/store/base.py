@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
@@ -87,6 +88,10 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
+    commits: int
+    committed_ops: int
+    on_commit: Callable[[float, int], None] | None  # called after each commit with (seconds, operations)
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 

@@ -102,6 +102,7 @@ class SQLiteStore:
         self._max_seq: dict[str, int] = {}
         self.commits = 0
         self.committed_ops = 0
+        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations), from the writer thread
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -183,6 +184,7 @@ class SQLiteStore:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list) -> None:
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in batch:
@@ -208,6 +210,8 @@ class SQLiteStore:
         else:
             self.commits += 1
             self.committed_ops += len(batch)
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started, len(batch))
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)

@@ -1,0 +1,94 @@
+"""Prometheus metrics. Counters are read from the live counters at scrape time (no double bookkeeping);
+the two latency histograms are fed by the gateway's writer and the store's writer thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tradewire.hub import Hub
+from tradewire.realtime.gateway import Gateway
+from tradewire.store.base import Store
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HUB_COUNTERS = {
+    "frames": "EA frames received",
+    "messages": "EA messages received",
+    "durable": "durable EA messages queued to the store",
+    "errors": "EA messages refused with an error",
+    "reconciled": "position events inferred from snapshots",
+}
+GATEWAY_COUNTERS = {
+    "connections_total": "subscriber connections accepted",
+    "messages_in": "frames received from subscribers",
+    "deliveries": "data frames queued for subscribers",
+    "frames_out": "frames written to subscribers",
+    "writes": "WebSocket writes to subscribers (a batch is one)",
+    "conflated": "latest-wins frames replaced before they were written",
+    "closed_slow": "subscribers closed for a backlog over its bound",
+}
+
+
+class _LiveCollector(Collector):
+    def __init__(self, hub: Hub, gateway: Gateway, store: Store) -> None:
+        self.hub, self.gateway, self.store = hub, gateway, store
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.hub.clock()
+        statuses = {"live": 0, "lost": 0, "never": 0}
+        for view in self.hub.state.accounts.values():
+            statuses[view.status(now, self.hub.state.http_live_ms)] += 1
+        accounts = GaugeMetricFamily("tradewire_accounts", "accounts known to the live cache", labels=["status"])
+        for status, count in statuses.items():
+            accounts.add_metric([status], count)
+        yield accounts
+        yield GaugeMetricFamily("tradewire_ea_sessions", "open EA WebSocket sessions", value=len(self.hub.sessions))
+        yield GaugeMetricFamily(
+            "tradewire_subscriber_connections", "open subscriber connections", value=len(self.gateway.connections)
+        )
+        yield GaugeMetricFamily("tradewire_subscriptions", "active subscriptions", value=len(self.gateway.index))
+        for key, doc in HUB_COUNTERS.items():
+            yield CounterMetricFamily(f"tradewire_ea_{key}", doc, value=self.hub.counters[key])
+        for key, doc in GATEWAY_COUNTERS.items():
+            name = key.removesuffix("_total")
+            yield CounterMetricFamily(f"tradewire_realtime_{name}", doc, value=self.gateway.stats[key])
+        yield CounterMetricFamily("tradewire_store_commits", "store transactions committed", value=self.store.commits)
+        yield CounterMetricFamily(
+            "tradewire_store_operations", "store operations committed", value=self.store.committed_ops
+        )
+
+
+class Metrics:
+    def __init__(self, hub: Hub, gateway: Gateway, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.fanout_latency = Histogram(
+            "tradewire_fanout_latency_seconds",
+            "time from a frame being queued for a subscriber to its write",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.commit_latency = Histogram(
+            "tradewire_store_commit_seconds",
+            "duration of one group commit (transaction, fsync included)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.commit_size = Histogram(
+            "tradewire_store_commit_operations",
+            "operations per group commit",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(hub, gateway, store))
+        store.on_commit = self._on_commit
+        gateway.on_flush = self.fanout_latency.observe
+
+    def _on_commit(self, seconds: float, operations: int) -> None:
+        self.commit_latency.observe(seconds)
+        self.commit_size.observe(operations)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
