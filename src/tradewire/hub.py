@@ -100,6 +100,7 @@ class Hub:
         self._background: set[asyncio.Future] = set()
         self.draining = False
         self._exposure_dirty = False
+        self._positions_dirty: set[str] = set()
         self._ticker: asyncio.Task | None = None
         self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0}
 
@@ -230,12 +231,21 @@ class Hub:
         self.fanout.publish(channels.accounts(account), self.state.summary(account, self.clock()))
 
     def _publish_positions(self, account: str) -> None:
+        """Mark the account's position list changed. It is published once per event-loop turn, so a
+        frame of 200 position events costs one publication of the list, not 200."""
         self._exposure_dirty = True
-        view = self.state.account(account)
-        self.fanout.publish(
-            channels.positions(account),
-            {"account": account, "ts": view.updated_at, "positions": list(view.positions.values())},
-        )
+        if not self._positions_dirty:
+            asyncio.get_running_loop().call_soon(self._flush_positions)
+        self._positions_dirty.add(account)
+
+    def _flush_positions(self) -> None:
+        dirty, self._positions_dirty = self._positions_dirty, set()
+        for account in dirty:
+            view = self.state.account(account)
+            self.fanout.publish(
+                channels.positions(account),
+                {"account": account, "ts": view.updated_at, "positions": list(view.positions.values())},
+            )
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -92,6 +93,7 @@ class Gateway:
             "closed_slow": 0,
         }
         self._ka_task: asyncio.Task | None = None
+        self.on_flush: Callable[[float], None] | None = None  # seconds from first queued frame to its write
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -162,29 +164,37 @@ class Connection:
         self._writer: asyncio.Task | None = None
         self._closing = False
         self._closer: asyncio.Future | None = None
+        self._pending_since = 0.0
 
     # --- outbound -----------------------------------------------------------------------------
+    def _wake_writer(self) -> None:
+        if not self._wake.is_set():
+            self._pending_since = time.perf_counter()
+            self._wake.set()
+
     def reply(self, frame: bytes) -> None:
         if not self._closing:
             self.outbox.reply(frame)
-            self._wake.set()
+            self._wake_writer()
 
     def push(self, sub: Subscription, pub: Publication, literal: bytes) -> None:
-        if self._closing:
+        if self._closing or self._closer is not None:
             return
         frame = rp.data_frame(sub.id_bytes, literal, pub.offset)
         self.gateway.stats["deliveries"] += 1
         if pub.latest:
             self.outbox.put_latest(sub.id, pub.channel, frame)
         elif not self.outbox.put_stream(sub.id, frame):
-            self.gateway.stats["closed_slow"] += 1
-            limit = self.gateway.settings.max_backlog_bytes
-            log.warning("closing a slow subscriber: backlog over %d bytes", limit)
-            self._closer = asyncio.ensure_future(
-                self.close(CLOSE_SLOW, f"slow consumer: backlog over {limit} bytes; resubscribe with since")
-            )
+            self._close_slow()
             return
-        self._wake.set()
+        self._wake_writer()
+
+    def _close_slow(self) -> None:
+        self.gateway.stats["closed_slow"] += 1
+        limit = self.gateway.settings.max_backlog_bytes
+        log.warning("closing a slow subscriber: backlog over %d bytes", limit)
+        reason = f"slow consumer: backlog over {limit} bytes; resubscribe with since"
+        self._closer = asyncio.ensure_future(self.close(CLOSE_SLOW, reason, abort=True))
 
     async def _write_loop(self) -> None:
         stats = self.gateway.stats
@@ -194,6 +204,7 @@ class Connection:
             if flush_s:
                 await asyncio.sleep(flush_s)
             self._wake.clear()
+            queued_at = self._pending_since
             conflated = self.outbox.conflated
             frames = self.outbox.take()
             stats["conflated"] += conflated
@@ -208,20 +219,25 @@ class Connection:
                 for frame in frames:
                     stats["writes"] += 1
                     await self.ws.send_frame(frame, WSMsgType.TEXT)
+            if self.gateway.on_flush is not None:
+                self.gateway.on_flush(time.perf_counter() - queued_at)
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, code: int, reason: str, *, abort: bool = False) -> None:
+        """Close with a code. `abort`: the peer is not reading, so after a best-effort close frame the
+        TCP connection is dropped (a graceful close would wait forever to flush to it)."""
         if self._closing:
             return
         self._closing = True
         if self._writer is not None:
             self._writer.cancel()
         try:
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 2)
-        except (TimeoutError, ConnectionError):
-            # The peer is not reading: it will never see a close frame. Drop the TCP connection.
-            transport = self.ws._req.transport if self.ws._req is not None else None
-            if transport is not None:
-                transport.abort()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1 if abort else 5)
+        finally:  # also when the close is cancelled: aiohttp shares one drain waiter between writers
+            if abort:
+                transport = self.ws._req.transport if self.ws._req is not None else None
+                if transport is not None:
+                    transport.abort()
 
     # --- inbound ------------------------------------------------------------------------------
     async def run(self) -> None:

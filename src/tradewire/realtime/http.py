@@ -31,7 +31,9 @@ _encode = msgspec.json.encode
 
 
 def aws_error(status: int, error_type: str, message: str) -> web.Response:
-    body = _encode({"errors": [{"errorType": error_type, "message": message}]})
+    # `errors` as AppSync answers; top-level `code`/`message` because that is where the Amplify
+    # client reads an HTTP error's message from (else it reports "Unknown error").
+    body = _encode({"errors": [{"errorType": error_type, "message": message}], "code": error_type, "message": message})
     return web.Response(
         status=status, body=body, content_type="application/json", headers={"x-amzn-ErrorType": error_type}
     )

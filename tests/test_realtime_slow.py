@@ -1,0 +1,139 @@
+"""A subscriber that stops reading must not delay others nor grow the server's memory without bound."""
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+
+from tradewire.app import Server
+
+from conftest import make_settings
+from helpers import EA, Subscriber, auth_subprotocol, issue_key, issue_token, position, position_event
+
+
+async def start(tmp_path, **realtime):
+    settings = make_settings(tmp_path)
+    for key, value in realtime.items():
+        setattr(settings.realtime, key, value)
+    srv = Server(settings)
+    await srv.start()
+    return srv
+
+
+async def raw_stalled_subscriber(srv, key: str, channel: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A subscriber that subscribes and then never reads again, with a tiny receive buffer, so that
+    the kernel cannot soak up the backlog for it (loopback buffers are megabytes otherwise)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    ws_key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET /event/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {ws_key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: aws-appsync-event-ws, {auth_subprotocol(key)}\r\n\r\n"
+        ).encode()
+    )
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    for frame in ({"type": "connection_init"}, {"type": "subscribe", "id": "s", "channel": channel}):
+        writer.write(masked_text_frame(json.dumps(frame).encode()))
+    await writer.drain()
+    return reader, writer
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    header = (
+        bytes([0x81, 0x80 | len(payload)])
+        if len(payload) < 126
+        else bytes([0x81, 0xFE]) + struct.pack("!H", len(payload))
+    )
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_stalled_durable_subscriber_is_closed_and_others_get_everything(tmp_path, http):
+    srv = await start(tmp_path, max_backlog_bytes=256 * 1024)
+    try:
+        key = await issue_key(srv)
+        _, stalled = await raw_stalled_subscriber(srv, key, "/trading/events/*")
+        healthy = await Subscriber.connect(http, srv, key)
+        await healthy.subscribe("ev", "/trading/events/*")
+
+        ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+        await ea.greet()
+        total, peak = 8000, 0
+        fat = "x" * 250  # ~0.7 KB per event: 8000 events is ~5.6 MB, far past the 256 KiB bound and kernel buffers
+        received = 0
+
+        async def read_healthy():
+            nonlocal received
+            while received < total:
+                msg = await healthy.ws.receive(timeout=10)
+                received += msg.data.count('"type":"data"')
+
+        reader = asyncio.create_task(read_healthy())
+        for start_seq in range(1, total + 1, 100):
+            batch = [
+                position_event(s, pid=s, position=position(s, comment=fat)) for s in range(start_seq, start_seq + 100)
+            ]
+            await ea.send(batch)
+            await ea.wait_ack(start_seq + 99)
+            peak = max([peak, *(c.outbox.stream_bytes for c in srv.gateway.connections)])
+        await asyncio.wait_for(reader, 20)  # the healthy one got every event despite its stalled neighbour
+
+        assert received == total
+        assert peak <= 256 * 1024 + 4096  # bounded by the limit (plus at most one frame)
+        assert srv.gateway.stats["closed_slow"] == 1
+        for _ in range(100):
+            if len(srv.gateway.connections) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert len(srv.gateway.connections) == 1  # the stalled one is gone, its memory with it
+        stalled.close()
+    finally:
+        await srv.stop()
+
+
+async def test_stalled_latest_wins_subscriber_is_conflated_not_closed(tmp_path, http):
+    srv = await start(tmp_path)
+    try:
+        key = await issue_key(srv)
+        stalled = await Subscriber.connect(http, srv, key)
+        await stalled.subscribe("p", "/trading/prices/*")
+        healthy = await Subscriber.connect(http, srv, key)
+        await healthy.subscribe("p", "/trading/prices/*")
+        ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+        await ea.greet()
+        symbols = [f"SYM{i}" for i in range(20)]
+        last = {}
+        for n in range(1, 3001):
+            ticks = [
+                {"symbol": s, "bid": n + i / 100, "ask": n + i / 100 + 0.01, "ts": n} for i, s in enumerate(symbols)
+            ]
+            await ea.send({"type": "ticks", "ticks": ticks})
+            last = {t["symbol"]: t["bid"] for t in ticks}
+            if n % 500 == 0:
+                await ea.send({"type": "heartbeat", "ts": n})
+        await asyncio.sleep(0.5)
+        slow = max(srv.gateway.connections, key=lambda c: c.outbox.conflated + len(c.outbox.latest))
+        assert len(slow.outbox.latest) <= len(symbols)  # never more than one pending frame per channel
+        assert srv.gateway.stats["conflated"] + slow.outbox.conflated > 0
+        assert srv.gateway.stats["closed_slow"] == 0 and len(srv.gateway.connections) == 2
+        # the healthy subscriber's view converges on the newest prices
+        seen = {}
+        while seen != last:
+            frame = await healthy.expect("data")
+            event = json.loads(frame["event"])
+            seen[event["symbol"]] = event["bid"]
+        # and the stalled one, once it reads again, ends on the newest values too: conflation drops only stale ones
+        final = {}
+        while final != last:
+            frame = await stalled.expect("data", timeout=10)
+            event = json.loads(frame["event"])
+            final[event["symbol"]] = event["bid"]
+    finally:
+        await srv.stop()
