@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
+NODE_DEPS := tests/amplify/node_modules/.package-lock.json
+
 .PHONY: install demo serve test lint format clean
 
 $(STAMP): pyproject.toml
@@ -15,6 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The real Amplify JS client, for the AppSync Events compatibility tests (skipped without Node).
+$(NODE_DEPS): tests/amplify/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/amplify --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Amplify client tests will be skipped"; fi
+
 ## Run the hub on embedded defaults with a simulated fleet of 20 EAs (Ctrl-C stops it).
 demo: install
 	$(BIN)/tradewire demo
@@ -23,7 +30,7 @@ serve: install
 	$(BIN)/tradewire serve
 
 ## Run the test suite (real server on free ports, real sockets, real SQLite).
-test: install
+test: install $(NODE_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
@@ -35,4 +42,4 @@ format: install
 	$(BIN)/ruff format src tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info tradewire.db tradewire.db-wal tradewire.db-shm
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info tests/amplify/node_modules tradewire.db tradewire.db-wal tradewire.db-shm
