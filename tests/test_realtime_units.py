@@ -1,0 +1,136 @@
+"""Pure pieces of the realtime gateway: channel rules, the outbox, frame codec and auth parsing."""
+
+import base64
+import json
+
+import pytest
+
+from tradewire import channels
+from tradewire.realtime import protocol as rp
+from tradewire.realtime.outbox import Outbox
+
+
+@pytest.mark.parametrize(
+    ("raw", "wildcard", "expected"),
+    [
+        ("trading/accounts/acc-1", False, "/trading/accounts/acc-1"),
+        ("/trading/accounts/acc-1/", False, "/trading/accounts/acc-1"),
+        ("/trading/*", True, "/trading/*"),
+        ("default/x/*", True, "/default/x/*"),
+        ("/a/b/c/d/e", False, "/a/b/c/d/e"),
+    ],
+)
+def test_valid_channels_normalise(raw, wildcard, expected):
+    assert channels.normalise(raw, wildcard=wildcard) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "wildcard", "problem"),
+    [
+        ("", False, "empty"),
+        ("/", False, "empty"),
+        ("/trading/*", False, "only allowed when subscribing"),
+        ("/*", True, "needs a namespace"),
+        ("/a/b/c/d/e/f", False, "at most 5"),
+        ("/trading/EURUSD.m", False, "segment 'EURUSD.m'"),
+        ("/trading/-x", False, "segment '-x'"),
+        ("/trading/" + "x" * 51, False, "1-50"),
+        ("/trading/a*/b", True, "segment 'a*'"),
+    ],
+)
+def test_invalid_channels_say_why(raw, wildcard, problem):
+    with pytest.raises(channels.ChannelError, match=None) as info:
+        channels.normalise(raw, wildcard=wildcard)
+    assert problem in str(info.value)
+
+
+def test_wildcards_match_every_deeper_level_only():
+    assert channels.prefixes("/trading/prices/EURUSD") == ["/trading/*", "/trading/prices/*"]
+    assert channels.matches("/trading/*", "/trading/prices/EURUSD")
+    assert channels.matches("/trading/prices/*", "/trading/prices/EURUSD")
+    assert not channels.matches("/trading/prices/*", "/trading/pricesX/EURUSD")
+    assert not channels.matches("/trading/prices/*", "/trading/prices")
+    assert channels.matches("/trading/exposure", "/trading/exposure")
+
+
+def test_symbol_slugs_are_valid_segments():
+    for symbol, slug in [("EURUSD.m", "EURUSD-m"), ("XAU_USD", "XAU-USD"), ("#US30", "US30"), ("...", "unknown")]:
+        assert channels.symbol_slug(symbol) == slug
+        channels.normalise(f"/trading/prices/{slug}")
+
+
+def test_durable_scope_of_patterns():
+    assert channels.durable_scope("/trading/*") == [("events", None), ("alerts", None)]
+    assert channels.durable_scope("/trading/events/*") == [("events", None)]
+    assert channels.durable_scope("/trading/alerts/acc-1") == [("alerts", "acc-1")]
+    assert channels.durable_scope("/trading/prices/*") == []
+    assert channels.durable_scope("/custom/*") == []
+    assert channels.is_durable("/trading/events/a") and not channels.is_durable("/trading/accounts/a")
+
+
+def test_outbox_conflates_latest_and_keeps_streams():
+    box = Outbox(max_stream_bytes=1000)
+    box.reply(b"ack")
+    for n in range(5):
+        box.put_latest("s", "/trading/prices/EURUSD", f"p{n}".encode())
+    box.put_latest("s", "/trading/prices/GBPUSD", b"g")
+    assert box.put_stream("s", b"e1") and box.put_stream("s", b"e2")
+    assert box.conflated == 4
+    assert box.take() == [b"ack", b"p4", b"g", b"e1", b"e2"]
+    assert not box and box.stream_bytes == 0
+
+
+def test_outbox_stream_bound():
+    box = Outbox(max_stream_bytes=10)
+    assert box.put_stream("s", b"12345")
+    assert not box.put_stream("s", b"123456")  # over the bound: the connection is to be closed
+    assert box.overflowed and not box.put_stream("s", b"1")
+
+
+def test_outbox_forget_drops_a_subscriptions_pending_frames():
+    box = Outbox(max_stream_bytes=100)
+    box.put_latest("a", "/x/1", b"a1")
+    box.put_latest("b", "/x/1", b"b1")
+    box.put_stream("a", b"a2")
+    box.put_stream("b", b"b2")
+    box.forget("a")
+    assert box.take() == [b"b1", b"b2"]
+
+
+def test_decode_client_frames():
+    assert isinstance(rp.decode('{"type":"connection_init"}'), rp.ConnectionInit)
+    sub = rp.decode('{"type":"subscribe","id":"a-1_+","channel":"/trading/*","since":5,"extra":1}')
+    assert isinstance(sub, rp.Subscribe) and sub.since == 5
+    err = rp.decode('{"type":"subscribe","id":"x y","channel":"/t/*"}')
+    assert isinstance(err, rp.ProtocolError) and err.reply == "subscribe_error" and err.id == "x y"
+    err = rp.decode('{"type":"publish","id":"p","channel":"/c/a","events":"nope"}')
+    assert err.reply == "publish_error" and "events" in err.message
+    err = rp.decode("[1,2]")
+    assert err.reply == "error" and err.error_type == rp.BAD_REQUEST
+
+
+def test_event_validation():
+    assert rp.validate_events(['{"a":1}', "42", '"s"', "null"]) is None
+    assert "1 to 5" in rp.validate_events([])
+    assert "not valid JSON" in rp.validate_events(["{"])
+    assert "240 KB" in rp.validate_events(['"' + "x" * 245_760 + '"'])
+
+
+def test_data_frames_carry_the_event_as_a_json_string():
+    literal = rp.event_literal(b'{"a":"\\u00e9","b":[1]}')
+    frame = json.loads(rp.data_frame(b"sub-1", literal, None))
+    assert frame == {"type": "data", "id": "sub-1", "event": '{"a":"\\u00e9","b":[1]}'}
+    assert json.loads(frame["event"]) == {"a": "é", "b": [1]}
+    assert json.loads(rp.data_frame(b"s", literal, 42))["offset"] == 42
+    batch = json.loads(rp.batch_frame([rp.KA, rp.data_frame(b"s", literal, None)]))
+    assert [i["type"] for i in batch["items"]] == ["ka", "data"]
+
+
+def test_auth_from_the_header_subprotocol():
+    raw = json.dumps({"host": "h:1", "X-Api-Key": "k1"}).encode()
+    proto = "header-" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    auth = rp.auth_from_subprotocols(["aws-appsync-event-ws", proto])
+    assert rp.api_key_of(auth) == "k1"
+    assert rp.auth_from_subprotocols(["header-%%%"]) is None
+    assert rp.auth_from_subprotocols(["aws-appsync-event-ws"]) is None
+    assert rp.api_key_of({"Authorization": "x"}) is None
