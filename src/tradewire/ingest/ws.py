@@ -56,6 +56,9 @@ class EAWebSocketSession:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     if self._accepting:
                         await self._on_frame(msg.data)
+                    # Reading a buffered socket never suspends: yield, or one fast EA starves the
+                    # subscribers' writers and every other session on this loop.
+                    await asyncio.sleep(0)
                 elif msg.type == WSMsgType.ERROR:
                     log.info("account %s: websocket error: %s", self.account, self.ws.exception())
                     break
