@@ -199,10 +199,12 @@ class Connection:
     async def _write_loop(self) -> None:
         stats = self.gateway.stats
         flush_s = self.gateway.settings.flush_interval_ms / 1000
-        while True:
+        while not self._closing:
             await self._wake.wait()
             if flush_s:
                 await asyncio.sleep(flush_s)
+            if self._closing:
+                return
             self._wake.clear()
             queued_at = self._pending_since
             conflated = self.outbox.conflated
@@ -223,18 +225,29 @@ class Connection:
                 self.gateway.on_flush(time.perf_counter() - queued_at)
 
     async def close(self, code: int, reason: str, *, abort: bool = False) -> None:
-        """Close with a code. `abort`: the peer is not reading, so after a best-effort close frame the
-        TCP connection is dropped (a graceful close would wait forever to flush to it)."""
+        """Close with a code. `abort`: the peer is known not to be reading, so wait only briefly.
+
+        A peer that does not take the close frame in time has its TCP connection dropped: a graceful
+        close would wait forever to flush to it. The writer is stopped by flag, not cancelled: it may
+        be waiting on aiohttp's drain future, which `ws.close()` shares, and cancelling one waiter
+        cancels both.
+        """
         if self._closing:
             return
         self._closing = True
-        if self._writer is not None:
-            self._writer.cancel()
+        self._wake.set()
+        closed = False
         try:
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1 if abort else 5)
-        finally:  # also when the close is cancelled: aiohttp shares one drain waiter between writers
-            if abort:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1 if abort else 5)
+            closed = True
+        except (TimeoutError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we were cancelled, not just the shared drain future
+        finally:
+            if not closed:
                 transport = self.ws._req.transport if self.ws._req is not None else None
                 if transport is not None:
                     transport.abort()
