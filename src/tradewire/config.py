@@ -49,11 +49,73 @@ class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     history_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
+AlertType = Literal["MARGIN_CALL", "STOP_OUT", "CONNECTION_LOST", "SYSTEM_ERROR", "STALE_DATA"]
+Severity = Literal["HIGH", "CRITICAL"]
+
+
+class AlertLevels(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Thresholds that may be set per account under [alerts.accounts.ID]; unset means the global value."""
+
+    margin_call_level: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    stop_out_level: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    hysteresis_pct: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    connection_lost_after_s: Positive | None = None
+    stale_after_s: Positive | None = None
+
+
+class MarketHours(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """When a symbol class trades, in UTC: open from `open` on `open_day` to `close` on `close_day`
+    (days 0=Monday..6=Sunday), with an optional daily break."""
+
+    open_day: Annotated[int, msgspec.Meta(ge=0, le=6)] = 6
+    open: Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}$")] = "22:00"
+    close_day: Annotated[int, msgspec.Meta(ge=0, le=6)] = 4
+    close: Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}$")] = "22:00"
+    daily_break: list[Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}$")]] = []  # ["21:00", "22:00"]
+
+
+class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    margin_call_level: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    stop_out_level: Annotated[float, msgspec.Meta(gt=0)] = 50.0
+    hysteresis_pct: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    connection_lost_after_s: Positive = 15.0
+    stale_after_s: Positive = 120.0
+    check_interval_s: Positive = 1.0
+    # symbol classes by regular expression on the symbol, first match wins; "fx" is the fallback
+    symbol_classes: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"index": r"^(US30|US500|NAS100|SPX|GER40|DE40|UK100|JP225)", "metal": r"^(XAU|XAG)"}
+    )
+    market_hours: dict[str, MarketHours] = msgspec.field(
+        default_factory=lambda: {
+            "fx": MarketHours(),
+            "metal": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
+            "index": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
+        }
+    )
+    accounts: dict[str, AlertLevels] = {}
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    secret: str | None = None  # signs the body: X-Tradewire-Signature: sha256=HMAC(secret, timestamp.body)
+    types: list[AlertType] = []  # empty: every type
+    severities: list[Severity] = []  # empty: every severity
+    timeout_s: Positive = 5.0
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 6
+
+
+class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    webhook: list[WebhookSettings] = []
+    queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     system: SystemSettings = msgspec.field(default_factory=SystemSettings)
     realtime: RealtimeSettings = msgspec.field(default_factory=RealtimeSettings)
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
+    notify: NotifySettings = msgspec.field(default_factory=NotifySettings)
 
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {
@@ -61,6 +123,8 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "store": StoreSettings,
     "system": SystemSettings,
     "realtime": RealtimeSettings,
+    "alerts": AlertSettings,
+    "notify": NotifySettings,
 }
 LIST_KEYS = {("system", "magic_numbers"), ("realtime", "publish_namespaces")}
 
