@@ -9,17 +9,19 @@ import msgspec
 from aiohttp import web
 
 from tradewire import openapi
+from tradewire.alerts import CONNECTION_LOST, MARGIN_CALL, STALE_DATA, STOP_OUT, SYSTEM_ERROR
 from tradewire.appkeys import HUB, METRICS
 from tradewire.hub import Hub
 from tradewire.metrics import CONTENT_TYPE
 from tradewire.model import ACCOUNT_ID_RULE, is_account_id
-from tradewire.store.base import EventQuery, StoreError
+from tradewire.store.base import AlertQuery, EventQuery, StoreError
 
 _encoder = msgspec.json.Encoder()
 PREFIX = "/api/v1"
 ROLE = web.RequestKey("role", str)  # the caller's API-key role, for handlers that need admin
 PUBLIC = {f"{PREFIX}/healthz", f"{PREFIX}/openapi.json"}
 MAX_LIMIT = 1000
+ALERT_TYPES = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, SYSTEM_ERROR, STALE_DATA)
 
 
 class BadParam(Exception):
@@ -154,8 +156,39 @@ async def list_alerts(request: web.Request) -> web.Response:
     state = request.query.get("state") or None
     if state is not None and state not in ("open", "resolved"):
         raise BadParam("state", f"{state!r} is not one of open, resolved")
-    limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT) or 100
-    return json_response({"items": await hub.store.alerts(_account_param(request), state, limit)})
+    type_ = request.query.get("type") or None
+    if type_ is not None and type_ not in ALERT_TYPES:
+        raise BadParam("type", f"{type_!r} is not one of {', '.join(ALERT_TYPES)}")
+    limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT)
+    query = AlertQuery(
+        account=_account_param(request),
+        type=type_,
+        state=state,
+        since=_int_param(request, "from"),
+        until=_int_param(request, "to"),
+        limit=limit if limit is not None else 100,
+    )
+    return json_response({"items": await hub.store.alerts(query)})
+
+
+async def ack_alert(request: web.Request) -> web.Response:
+    hub: Hub = request.app[HUB]
+    if request[ROLE] != "admin":
+        return error_response(403, "forbidden", "acknowledging an alert needs an admin API key")
+    alert_id = request.match_info["id"]
+    if len(alert_id) > 64:
+        return error_response(400, "bad_request", "alert id is at most 64 characters")
+    key = request.headers.get("x-api-key") or _bearer(request) or ""
+    alert = await hub.acknowledge(alert_id, by=key_id(key))
+    if alert is None:
+        return error_response(404, "not_found", f"no alert {alert_id!r}")
+    return json_response(alert)
+
+
+def key_id(key: str) -> str:
+    """The public id inside an API key (twk_<id>_<secret>): who acknowledged, without the secret."""
+    parts = key.split("_")
+    return f"key:{parts[1]}" if len(parts) >= 3 and parts[0] == "twk" else "key:unknown"
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -185,3 +218,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/events", list_events)
     app.router.add_get(f"{PREFIX}/system-trades", list_system_trades)
     app.router.add_get(f"{PREFIX}/alerts", list_alerts)
+    app.router.add_post(f"{PREFIX}/alerts/{{id}}/ack", ack_alert)

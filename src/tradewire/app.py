@@ -86,7 +86,7 @@ class Server:
         self.hub = Hub(self.settings, self.store, BrokerFanout(self.broker))
         self.gateway = Gateway(self.settings.realtime, self.broker, self.store, self.hub.api_role)
         await self.gateway.start()
-        self.hub.start()
+        await self.hub.start()
         self.runner = web.AppRunner(
             build_app(self.hub, self.gateway, Metrics(self.hub, self.gateway, self.store)),
             handle_signals=False,

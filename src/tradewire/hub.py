@@ -17,12 +17,23 @@ from typing import Any, Protocol
 import msgspec
 
 from tradewire import channels
+from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transition
 from tradewire.broker.base import Broker, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
-from tradewire.model import AccountInfo, AccountState, Role
+from tradewire.model import AccountInfo, AccountState, Alert, Role
 from tradewire.state import LiveState
-from tradewire.store.base import EAErrorOp, EAPositionOp, ReconcileOp, Store, WriteResult
+from tradewire.store.base import (
+    AlertAckOp,
+    AlertRaiseOp,
+    AlertResolveOp,
+    EAErrorOp,
+    EAPositionOp,
+    PresenceOp,
+    ReconcileOp,
+    Store,
+    WriteResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,12 @@ class BrokerFanout:
     def publish(self, channel: str, payload: Any, *, durable: bool = False, offset: int | None = None) -> None:
         data = payload if isinstance(payload, bytes) else _encode(payload)
         self.broker.publish(Publication(channel, data, latest=not durable, offset=offset))
+
+
+class Notifier(Protocol):
+    """Where alert transitions go besides the store and the channels (webhooks)."""
+
+    def notify(self, alert: Alert, transition: str) -> None: ...
 
 
 class Drainable(Protocol):
@@ -87,6 +104,7 @@ class Hub:
         store: Store,
         fanout: Fanout | None = None,
         clock: Callable[[], int] = now_ms,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -103,6 +121,10 @@ class Hub:
         self._positions_dirty: set[str] = set()
         self._ticker: asyncio.Task | None = None
         self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0}
+        self.rules = AlertRules(settings.alerts, settings.server.heartbeat_sec)
+        self.notifier = notifier
+        self._checker: asyncio.Task | None = None
+        self._store_failure_alerted: dict[str, int] = {}
 
     # --- credentials ------------------------------------------------------------------------
     async def ea_account(self, token: str) -> str | None:
@@ -132,7 +154,9 @@ class Hub:
         if self.sessions.get(session.account) is session:
             del self.sessions[session.account]
         if greeted:
-            self.state.on_session_end(session.account, self.clock())
+            view = self.state.on_session_end(session.account, self.clock())
+            if view.sessions == 0:
+                self.rules.session_ended(session.account, self.clock())
             self._publish_account(session.account)
 
     async def greet(self, account: str, hello: p.Hello, transport: str) -> p.Welcome:
@@ -153,6 +177,8 @@ class Hub:
         )
         self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now)
         self._publish_account(account)
+        self.apply_transitions(self.rules.session_started(account, now))
+        self._track(self.store.submit(PresenceOp(account, now)))
         return p.Welcome(
             sessionId=str(uuid.uuid4()),
             ackedSeq=acked,
@@ -161,12 +187,15 @@ class Hub:
         )
 
     def touch(self, account: str) -> None:
-        self.state.touch(account, self.clock())
+        now = self.clock()
+        self.state.touch(account, now)
+        if (account, CONNECTION_LOST) in self.rules.open:
+            self.apply_transitions(self.rules.seen(account, now))
 
     # --- volatile -----------------------------------------------------------------------------
     def apply_volatile(self, account: str, msg: p.AccountMsg | p.PositionsMsg | p.TicksMsg | p.HeartbeatMsg) -> None:
         now = self.clock()
-        self.state.touch(account, now)
+        self.touch(account)
         if isinstance(msg, p.AccountMsg):
             state = AccountState(
                 ts=msg.ts,
@@ -180,8 +209,10 @@ class Hub:
                 stopOutLevel=msg.stopOutLevel,
                 marginMode=msg.marginMode,
             )
-            self.state.apply_account(account, state, now)
+            view = self.state.apply_account(account, state, now)
             self._publish_account(account)
+            platform = view.info.platform if view.info else None
+            self.apply_transitions(self.rules.margin(account, state, platform, now))
         elif isinstance(msg, p.PositionsMsg):
             rec = self.state.apply_snapshot(account, msg.positions, now)
             for position in rec.opened:
@@ -190,7 +221,7 @@ class Hub:
                 self._reconcile(ReconcileOp(account, "CLOSE", position, msg.ts, position.magic in self.system_magics))
             self._publish_positions(account)
         elif isinstance(msg, p.TicksMsg):
-            for tick in self.state.apply_ticks(msg.ticks):
+            for tick in self.state.apply_ticks(msg.ticks, now):
                 self.fanout.publish(channels.prices(tick.symbol), tick)
 
     def _reconcile(self, op: ReconcileOp) -> None:
@@ -202,29 +233,101 @@ class Hub:
     def submit_durable(self, account: str, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
         """Queue a durable EA message; the future resolves after commit (or fails with StoreError)."""
         self.counters["durable"] += 1
-        self.state.touch(account, self.clock())
+        self.touch(account)
         if isinstance(msg, p.PositionMsg):
             self.state.apply_position_event(account, msg.event, msg.position, self.clock())
+            if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
+                self.apply_transitions(self.rules.stop_out_close(account, msg.position.id, msg.position.symbol, msg.ts))
             self._publish_positions(account)
             op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics)
         else:
             op = EAErrorOp(account, msg)
         fut = self.store.submit(op)
-        fut.add_done_callback(self._after_commit)
+        fut.add_done_callback(lambda f: self._after_commit(f, account))
         return fut
 
-    def _after_commit(self, fut: asyncio.Future[WriteResult]) -> None:
+    def _after_commit(self, fut: asyncio.Future[WriteResult], account: str | None = None) -> None:
         if fut.cancelled():
             return
         exc = fut.exception()
         if exc is not None:
             log.error("durable write failed: %s", exc)
+            if account is not None:
+                self._store_failed(account, exc)
             return
         result = fut.result()
         for event in result.events:
             self.fanout.publish(channels.events(event.account), event, durable=True, offset=event.offset)
         for alert in result.alerts:
-            self.fanout.publish(channels.alerts(alert.account), alert, durable=True, offset=alert.offset)
+            self._announce(alert, "raised")
+
+    def _store_failed(self, account: str, exc: BaseException) -> None:
+        """A server-side failure that touches an account: raised live even though the store is failing."""
+        now = self.clock()
+        if now - self._store_failure_alerted.get(account, -STORE_FAILURE_ALERT_EVERY_MS) < STORE_FAILURE_ALERT_EVERY_MS:
+            return  # one per outage-minute, not one per refused message
+        self._store_failure_alerted[account] = now
+        alert = Alert(
+            id=str(uuid.uuid4()),
+            type="SYSTEM_ERROR",
+            severity="CRITICAL",
+            account=account,
+            message=f"the store refused a write for this account: {exc}",
+            raisedAt=self.clock(),
+            data={"source": "server"},
+        )
+        self._announce(alert, "raised")
+        self._track(self.store.submit(AlertRaiseOp(alert)))  # kept if the store recovers
+
+    # --- alerts -------------------------------------------------------------------------------
+    def apply_transitions(self, transitions: list[Transition]) -> None:
+        """Persist each alert transition; publish and notify it once it is committed."""
+        for t in transitions:
+            if isinstance(t, Raise):
+                alert = Alert(
+                    id=str(uuid.uuid4()),
+                    type=t.type,
+                    severity=t.severity,
+                    account=t.account,  # type: ignore[arg-type]
+                    message=t.message,
+                    raisedAt=t.at,
+                    data=t.data or None,
+                )
+                fut = self.store.submit(AlertRaiseOp(alert))
+            elif isinstance(t, Resolve):
+                fut = self.store.submit(AlertResolveOp(t.account, t.type, t.at, t.message))
+            else:
+                continue
+            fut.add_done_callback(self._alert_committed)
+            self._track(fut)
+
+    def _alert_committed(self, fut: asyncio.Future[WriteResult]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            log.error("alert write failed: %s", None if fut.cancelled() else fut.exception())
+            return
+        for alert in fut.result().alerts:
+            self._announce(alert, "resolved" if alert.resolvedAt is not None else "raised")
+
+    def _announce(self, alert: Alert, transition: str) -> None:
+        log.info("alert %s %s for %s: %s", transition, alert.type, alert.account, alert.message)
+        self.fanout.publish(channels.alerts(alert.account), alert, durable=True, offset=alert.offset or None)
+        if self.notifier is not None:
+            self.notifier.notify(alert, transition)
+
+    async def acknowledge(self, alert_id: str, by: str) -> Alert | None:
+        result = await self.store.submit(AlertAckOp(alert_id, by, self.clock()))
+        if result.status == "not_found":
+            return None
+        alert = result.alerts[0]
+        if result.status == "stored":
+            self._announce(alert, "acknowledged")
+        return alert
+
+    def _track(self, fut: asyncio.Future) -> None:
+        """Keep a background write referenced, and never let its failure go unseen."""
+        self._background.add(fut)
+        fut.add_done_callback(self._background.discard)
+        fut.add_done_callback(_log_failure)
 
     # --- publications -------------------------------------------------------------------------
     def _publish_account(self, account: str) -> None:
@@ -248,8 +351,23 @@ class Hub:
             )
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Adopt what was open before a restart, restart lost-connection timers, start the periodic checks."""
+        self.rules.load(await self.store.open_alerts())
+        now = self.clock()
+        for account in await self.store.present_accounts():
+            if self.state.account(account).sessions == 0:
+                self.rules.session_ended(account, now)  # it had a session: it must come back in time
         self._ticker = asyncio.create_task(self._exposure_loop())
+        self._checker = asyncio.create_task(self._check_loop())
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.alerts.check_interval_s)
+            try:
+                self.apply_transitions(self.rules.check(self.clock(), self.state.accounts, self.state.price_changed))
+            except Exception:
+                log.exception("alert check failed")
 
     async def _exposure_loop(self) -> None:
         """Exposure sums every open position: publish it at most once a second, not per update."""
@@ -277,8 +395,15 @@ class Hub:
                 log.warning("%d session(s) did not drain within %.1fs", len(pending), timeout)
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
-        if self._ticker is not None:
-            self._ticker.cancel()
+        for task in (self._ticker, self._checker):
+            if task is not None:
+                task.cancel()
 
 
 _encode = msgspec.json.Encoder().encode
+STORE_FAILURE_ALERT_EVERY_MS = 60_000  # one server-side SYSTEM_ERROR per account per minute of outage
+
+
+def _log_failure(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("background store write failed: %s", fut.exception())

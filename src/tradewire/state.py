@@ -74,6 +74,7 @@ class LiveState:
     def __init__(self, http_live_ms: int = 30_000) -> None:
         self.accounts: dict[str, AccountView] = {}
         self.prices: dict[str, Tick] = {}
+        self.price_changed: dict[str, int] = {}  # symbol -> server time (ms) its bid or ask last moved
         self.http_live_ms = http_live_ms
 
     def account(self, account_id: str) -> AccountView:
@@ -140,7 +141,7 @@ class LiveState:
             view.positions[position.id] = position
         view.updated_at = now
 
-    def apply_ticks(self, ticks: list[Tick]) -> list[Tick]:
+    def apply_ticks(self, ticks: list[Tick], now: int = 0) -> list[Tick]:
         """Keep the newest valid price per symbol; return the ticks that changed something.
 
         Terminals send bid/ask 0 while disconnected from their broker: those are not prices.
@@ -152,6 +153,8 @@ class LiveState:
             current = self.prices.get(tick.symbol)
             if current is not None and tick.ts < current.ts:
                 continue
+            if current is None or current.bid != tick.bid or current.ask != tick.ask:
+                self.price_changed[tick.symbol] = now
             self.prices[tick.symbol] = tick
             accepted.append(tick)
         return accepted

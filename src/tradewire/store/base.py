@@ -47,9 +47,39 @@ class ReconcileOp:
     system: bool
 
 
-WriteOp = EAPositionOp | EAErrorOp | ReconcileOp
+@dataclass(slots=True)
+class AlertRaiseOp:
+    """Open an alert. An episodic type already open for the account stores nothing (status ignored)."""
 
-WriteStatus = Literal["stored", "duplicate", "conflict", "seq_not_increasing", "ignored"]
+    alert: Alert
+
+
+@dataclass(slots=True)
+class AlertResolveOp:
+    account: str
+    type: str
+    at: int
+    message: str = ""
+
+
+@dataclass(slots=True)
+class AlertAckOp:
+    alert_id: str
+    by: str
+    at: int
+
+
+@dataclass(slots=True)
+class PresenceOp:
+    """An EA said hello: remembered so that lost-connection timers survive a restart."""
+
+    account: str
+    at: int
+
+
+WriteOp = EAPositionOp | EAErrorOp | ReconcileOp | AlertRaiseOp | AlertResolveOp | AlertAckOp | PresenceOp
+
+WriteStatus = Literal["stored", "duplicate", "conflict", "seq_not_increasing", "ignored", "not_found"]
 
 
 @dataclass(slots=True)
@@ -72,6 +102,16 @@ class EventQuery:
     until: int | None = None  # ts < until (ms)
     limit: int = 100
     cursor: int | None = None  # return events with offset < cursor (newest first)
+
+
+@dataclass(slots=True)
+class AlertQuery:
+    account: str | None = None
+    type: str | None = None
+    state: str | None = None  # open | resolved
+    since: int | None = None  # raisedAt >= since
+    until: int | None = None  # raisedAt < until
+    limit: int = 100
 
 
 T = TypeVar("T")
@@ -107,7 +147,9 @@ class Store(Protocol):
     async def history(self, kind: str, account: str | None, since: int, limit: int) -> list[tuple[str, int, bytes]]: ...
     async def events(self, query: EventQuery) -> Page[PositionEvent]: ...
     async def system_trades(self, query: EventQuery) -> Page[SystemTrade]: ...
-    async def alerts(self, account: str | None = None, state: str | None = None, limit: int = 100) -> list[Alert]: ...
+    async def alerts(self, query: AlertQuery) -> list[Alert]: ...
+    async def open_alerts(self) -> list[Alert]: ...
+    async def present_accounts(self) -> list[str]: ...
 
     # credentials (stored hashed)
     async def add_token(self, account: str, label: str = "") -> tuple[str, TokenInfo]: ...

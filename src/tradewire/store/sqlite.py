@@ -27,10 +27,15 @@ from tradewire.store import plan as planner
 from tradewire.store.base import (
     KEY_PREFIX,
     TOKEN_PREFIX,
+    AlertAckOp,
+    AlertQuery,
+    AlertRaiseOp,
+    AlertResolveOp,
     EAErrorOp,
     EAPositionOp,
     EventQuery,
     Page,
+    PresenceOp,
     StoreError,
     WriteOp,
     WriteResult,
@@ -40,7 +45,7 @@ from tradewire.store.base import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE ea_inbox (
@@ -68,6 +73,12 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE api_keys (
         key_id TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
         label TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);
+    """,
+    2: """
+    CREATE UNIQUE INDEX alerts_open_episode ON alerts (account, type)
+        WHERE resolved_at IS NULL AND type != 'SYSTEM_ERROR';
+    CREATE INDEX alerts_raised ON alerts (raised_at);
+    CREATE TABLE ea_presence (account TEXT PRIMARY KEY, last_hello_at INTEGER NOT NULL);
     """,
 }
 
@@ -247,6 +258,8 @@ class SQLiteStore:
         return list(await asyncio.gather(*(self.submit(op) for op in ops)))
 
     def _apply(self, conn: sqlite3.Connection, op: WriteOp) -> WriteResult:
+        if isinstance(op, AlertRaiseOp | AlertResolveOp | AlertAckOp | PresenceOp):
+            return self._apply_alert(conn, op)
         now = now_ms()
         facts = planner.Facts()
         if isinstance(op, EAPositionOp | EAErrorOp):
@@ -315,6 +328,46 @@ class SQLiteStore:
             self._max_seq[op.account] = max(self._max_seq.get(op.account, 0), p.inbox[1])
         return result
 
+    def _apply_alert(self, conn: sqlite3.Connection, op: AlertRaiseOp | AlertResolveOp | AlertAckOp | PresenceOp):
+        if isinstance(op, PresenceOp):
+            conn.execute(
+                "INSERT INTO ea_presence (account, last_hello_at) VALUES (?, ?) "
+                "ON CONFLICT (account) DO UPDATE SET last_hello_at = excluded.last_hello_at",
+                (op.account, op.at),
+            )
+            return WriteResult("stored")
+        if isinstance(op, AlertRaiseOp):
+            try:
+                self._insert_alert(conn, op.alert)
+            except sqlite3.IntegrityError:  # an episode of this type is already open for the account
+                return WriteResult("ignored", f"{op.alert.type} already open for {op.alert.account}")
+            return WriteResult("stored", alerts=[op.alert])
+        if isinstance(op, AlertResolveOp):
+            row = conn.execute(
+                "SELECT body FROM alerts WHERE account = ? AND type = ? AND resolved_at IS NULL", (op.account, op.type)
+            ).fetchone()
+            if row is None:
+                return WriteResult("not_found", f"no open {op.type} for {op.account}")
+            alert = _alert_decoder.decode(row[0])
+            alert.resolvedAt = op.at
+            alert.data = {**(alert.data or {}), "resolution": op.message}
+        else:
+            row = conn.execute("SELECT body FROM alerts WHERE id = ?", (op.alert_id,)).fetchone()
+            if row is None:
+                return WriteResult("not_found", f"no alert {op.alert_id!r}")
+            alert = _alert_decoder.decode(row[0])
+            if alert.ackedAt is not None:
+                return WriteResult("ignored", "already acknowledged", alerts=[alert])
+            alert.ackedAt, alert.ackedBy = op.at, op.by
+            if alert.type == "SYSTEM_ERROR" and alert.resolvedAt is None:
+                alert.resolvedAt = op.at  # an EA error has no recovery to wait for: acknowledging ends it
+        alert.offset = self._take_offset()
+        conn.execute(
+            'UPDATE alerts SET "offset" = ?, resolved_at = ?, body = ? WHERE id = ?',
+            (alert.offset, alert.resolvedAt, _encode(alert), alert.id),
+        )
+        return WriteResult("stored", alerts=[alert])
+
     def _account_max_seq(self, conn: sqlite3.Connection, account: str) -> int:
         seq = self._max_seq.get(account)
         if seq is None:
@@ -323,12 +376,14 @@ class SQLiteStore:
         return seq
 
     def _insert_alert(self, conn: sqlite3.Connection, alert: Alert) -> None:
-        alert.offset = self._take_offset()
+        offset = self._next_offset
+        alert.offset = offset
         conn.execute(
             'INSERT INTO alerts (id, "offset", account, type, raised_at, resolved_at, body)'
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (alert.id, alert.offset, alert.account, alert.type, alert.raisedAt, alert.resolvedAt, _encode(alert)),
         )
+        self._next_offset = offset + 1  # taken only once the row is in
 
     # --- reads --------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:
@@ -400,21 +455,37 @@ class SQLiteStore:
 
         return await self._read(q)
 
-    async def alerts(self, account: str | None = None, state: str | None = None, limit: int = 100) -> list[Alert]:
+    async def alerts(self, query: AlertQuery) -> list[Alert]:
         where, args = [], []
-        if account:
-            where.append("account = ?")
-            args.append(account)
-        if state == "open":
+        for clause, value in (
+            ("account = ?", query.account),
+            ("type = ?", query.type),
+            ("raised_at >= ?", query.since),
+            ("raised_at < ?", query.until),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if query.state == "open":
             where.append("resolved_at IS NULL")
-        elif state == "resolved":
+        elif query.state == "resolved":
             where.append("resolved_at IS NOT NULL")
 
         def q(conn: sqlite3.Connection) -> list[Alert]:
             rows = conn.execute(
-                f"SELECT body FROM alerts {_where(where)} ORDER BY raised_at DESC LIMIT ?", [*args, limit]
+                f'SELECT body FROM alerts {_where(where)} ORDER BY raised_at DESC, "offset" DESC LIMIT ?',
+                [*args, query.limit],
             ).fetchall()
             return [_alert_decoder.decode(r[0]) for r in rows]
+
+        return await self._read(q)
+
+    async def open_alerts(self) -> list[Alert]:
+        return await self.alerts(AlertQuery(state="open", limit=1_000_000))
+
+    async def present_accounts(self) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute("SELECT account FROM ea_presence ORDER BY account")]
 
         return await self._read(q)
 

@@ -1,0 +1,280 @@
+"""Alert rules (DESIGN.md §7) as pure logic over observations. No I/O and no clock of its own.
+
+The hub feeds observations in (an account update, a session starting or ending, a stop-out close,
+a periodic check) and gets `Raise` / `Resolve` transitions back, which it persists, publishes and
+notifies. Each (account, type) has at most one open episode: a transition is produced only when an
+episode starts or ends, so flapping around a threshold cannot produce a stream of alerts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from tradewire.config import AlertSettings, MarketHours
+from tradewire.model import AccountState, Alert
+from tradewire.state import AccountView
+
+MARGIN_CALL = "MARGIN_CALL"
+STOP_OUT = "STOP_OUT"
+CONNECTION_LOST = "CONNECTION_LOST"
+SYSTEM_ERROR = "SYSTEM_ERROR"
+STALE_DATA = "STALE_DATA"
+EPISODIC = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, STALE_DATA)  # SYSTEM_ERROR: one alert per error
+
+
+@dataclass(frozen=True, slots=True)
+class Levels:
+    margin_call_level: float
+    stop_out_level: float
+    hysteresis_pct: float
+    connection_lost_after_s: float
+    stale_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    type: str
+    severity: str
+    account: str
+    message: str
+    at: int
+    data: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    type: str
+    account: str
+    message: str
+    at: int
+
+
+Transition = Raise | Resolve
+
+
+def levels_for(settings: AlertSettings, account: str) -> Levels:
+    override = settings.accounts.get(account)
+
+    def pick(name: str) -> float:
+        value = getattr(override, name, None) if override is not None else None
+        return value if value is not None else getattr(settings, name)
+
+    return Levels(*(pick(name) for name in Levels.__slots__))  # type: ignore[arg-type]
+
+
+# --- market hours -------------------------------------------------------------------------------
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def market_open(hours: MarketHours, now_ms: int) -> bool:
+    """Whether a symbol class trades at `now_ms` (UTC): a weekly window plus an optional daily break."""
+    t = time.gmtime(now_ms / 1000)
+    minute_of_day = t.tm_hour * 60 + t.tm_min
+    week_minute = t.tm_wday * 1440 + minute_of_day
+    start = hours.open_day * 1440 + _minutes(hours.open)
+    end = hours.close_day * 1440 + _minutes(hours.close)
+    in_week = start <= week_minute < end if start < end else (week_minute >= start or week_minute < end)
+    if in_week and len(hours.daily_break) == 2:
+        b0, b1 = (_minutes(x) for x in hours.daily_break)
+        if b0 <= minute_of_day < b1:
+            return False
+    return in_week
+
+
+@lru_cache(maxsize=4096)
+def _symbol_class(symbol: str, patterns: tuple[tuple[str, str], ...]) -> str:
+    for name, pattern in patterns:
+        if re.search(pattern, symbol):
+            return name
+    return "fx"
+
+
+class AlertRules:
+    def __init__(self, settings: AlertSettings, heartbeat_s: float) -> None:
+        self.settings = settings
+        self.heartbeat_s = heartbeat_s
+        self.open: set[tuple[str, str]] = set()  # (account, type) of open episodes
+        self.ended: dict[str, int] = {}  # account -> when its last session ended (ms), while none is open
+        self._patterns = tuple(settings.symbol_classes.items())
+
+    def levels(self, account: str) -> Levels:
+        return levels_for(self.settings, account)
+
+    def load(self, open_alerts: Iterable[Alert]) -> None:
+        """Adopt the episodes that were open before a restart: they stay open, they are not raised again."""
+        for alert in open_alerts:
+            if alert.type in EPISODIC and alert.resolvedAt is None:
+                self.open.add((alert.account, alert.type))
+
+    def _raise(
+        self, out: list[Transition], account: str, type_: str, severity: str, message: str, at: int, **data: object
+    ) -> None:
+        if (account, type_) not in self.open:
+            self.open.add((account, type_))
+            out.append(Raise(type_, severity, account, message, at, dict(data)))
+
+    def _resolve(self, out: list[Transition], account: str, type_: str, message: str, at: int) -> None:
+        if (account, type_) in self.open:
+            self.open.discard((account, type_))
+            out.append(Resolve(type_, account, message, at))
+
+    # --- margin ---------------------------------------------------------------------------------
+    def margin(self, account: str, state: AccountState, platform: str | None, now: int) -> list[Transition]:
+        """MARGIN_CALL and STOP_OUT from an account update.
+
+        Percent mode compares the margin level (equity / margin * 100) with the levels in percent;
+        hysteresis is in percentage points. Money mode compares money as the broker does: equity on
+        MT5, free margin on MT4 (AccountStopoutMode 1); hysteresis is a percentage of the level.
+        A level of None (no margin used) is no risk: it never alerts, and it ends open episodes.
+        """
+        out: list[Transition] = []
+        lv = self.levels(account)
+        override = self.settings.accounts.get(account)
+        money = state.marginMode == "money"
+        if money:
+            value: float | None = state.freeMargin if platform == "MT4" else state.equity
+            if state.margin <= 0:
+                value = None
+        else:
+            value = state.marginLevel
+        checks = (
+            (
+                MARGIN_CALL,
+                "HIGH",
+                _threshold(override, "margin_call_level", state.marginCallLevel, lv.margin_call_level),
+            ),
+            (STOP_OUT, "CRITICAL", _threshold(override, "stop_out_level", state.stopOutLevel, lv.stop_out_level)),
+        )
+        for type_, severity, threshold in checks:
+            if value is None:
+                self._resolve(out, account, type_, "no margin in use", now)
+                continue
+            unit = "" if money else "%"
+            shown = f"{'free margin' if money and platform == 'MT4' else 'equity' if money else 'margin level'}"
+            if value <= threshold:
+                self._raise(
+                    out,
+                    account,
+                    type_,
+                    severity,
+                    f"{shown} {value:.2f}{unit} at or below {threshold:g}{unit}",
+                    now,
+                    value=value,
+                    threshold=threshold,
+                    mode=state.marginMode,
+                )
+            else:
+                clear = threshold * (1 + lv.hysteresis_pct / 100) if money else threshold + lv.hysteresis_pct
+                if value > clear:
+                    self._resolve(out, account, type_, f"{shown} {value:.2f}{unit} back above {clear:g}{unit}", now)
+        return out
+
+    def stop_out_close(self, account: str, position_id: int, symbol: str, now: int) -> list[Transition]:
+        """A CLOSE with reason stopout: the broker is already liquidating."""
+        out: list[Transition] = []
+        self._raise(
+            out,
+            account,
+            STOP_OUT,
+            "CRITICAL",
+            f"position {position_id} ({symbol}) closed by stop-out",
+            now,
+            positionId=position_id,
+            symbol=symbol,
+        )
+        return out
+
+    # --- connection -----------------------------------------------------------------------------
+    def session_started(self, account: str, now: int) -> list[Transition]:
+        self.ended.pop(account, None)
+        out: list[Transition] = []
+        self._resolve(out, account, CONNECTION_LOST, "EA connected again", now)
+        return out
+
+    def session_ended(self, account: str, now: int) -> None:
+        self.ended[account] = now
+
+    def seen(self, account: str, now: int) -> list[Transition]:
+        """Any message from the account ends a silence episode."""
+        if (account, CONNECTION_LOST) not in self.open or account in self.ended:
+            return []
+        out: list[Transition] = []
+        self._resolve(out, account, CONNECTION_LOST, "EA messages arriving again", now)
+        return out
+
+    # --- periodic -------------------------------------------------------------------------------
+    def check(
+        self, now: int, accounts: Mapping[str, AccountView], price_changed: Mapping[str, int]
+    ) -> list[Transition]:
+        out: list[Transition] = []
+        for account, ended_at in self.ended.items():
+            grace = self.levels(account).connection_lost_after_s * 1000
+            if now - ended_at >= grace:
+                self._raise(
+                    out,
+                    account,
+                    CONNECTION_LOST,
+                    "HIGH",
+                    f"no EA connection for {(now - ended_at) / 1000:.0f} s",
+                    now,
+                    since=ended_at,
+                )
+        silence = 3 * self.heartbeat_s * 1000
+        for account, view in accounts.items():
+            if account in self.ended or not view.ever_connected:
+                continue
+            if view.sessions == 0 and view.transport != "http":
+                continue
+            if now - view.last_seen > silence:
+                self._raise(
+                    out,
+                    account,
+                    CONNECTION_LOST,
+                    "HIGH",
+                    f"no message from the EA for {(now - view.last_seen) / 1000:.0f} s (3 heartbeats)",
+                    now,
+                    since=view.last_seen,
+                )
+            else:
+                self._check_stale(out, account, view, now, price_changed)
+        return out
+
+    def _check_stale(
+        self, out: list[Transition], account: str, view: AccountView, now: int, price_changed: Mapping[str, int]
+    ) -> None:
+        limit = self.levels(account).stale_after_s * 1000
+        since_connect = view.connected_at or view.last_seen
+        stale = []
+        for symbol in sorted({p.symbol for p in view.positions.values()}):
+            hours = self.settings.market_hours.get(_symbol_class(symbol, self._patterns))
+            if hours is not None and not market_open(hours, now):
+                continue
+            changed = max(price_changed.get(symbol, 0), since_connect)
+            if now - changed > limit:
+                stale.append(symbol)
+        if stale:
+            self._raise(
+                out,
+                account,
+                STALE_DATA,
+                "HIGH",
+                f"no price change for {', '.join(stale)} in {limit / 1000:.0f} s while the market is open",
+                now,
+                symbols=stale,
+            )
+        else:
+            self._resolve(out, account, STALE_DATA, "prices moving again", now)
+
+
+def _threshold(override: object, name: str, from_ea: float | None, default: float) -> float:
+    """Per-account configuration wins, then what the EA reports (0 means the broker sets none), then the default."""
+    configured = getattr(override, name, None) if override is not None else None
+    if configured is not None:
+        return configured
+    return from_ea if from_ea else default
