@@ -18,6 +18,7 @@ from tradewire.hub import BrokerFanout, Hub
 from tradewire.ingest.http import ea_batch
 from tradewire.ingest.ws import ea_websocket
 from tradewire.metrics import Metrics
+from tradewire.notify import WebhookNotifier
 from tradewire.realtime.gateway import Gateway
 from tradewire.realtime.http import cors, post_event
 from tradewire.realtime.ws import realtime_websocket
@@ -67,6 +68,7 @@ class Server:
         self.broker = broker or MemoryBroker()
         self.hub: Hub | None = None
         self.gateway: Gateway | None = None
+        self.notifier: WebhookNotifier | None = None
         self.runner: web.AppRunner | None = None
         self.port: int = 0
         self._stopped = asyncio.Event()
@@ -83,7 +85,9 @@ class Server:
     async def start(self) -> None:
         ssl_ctx = tls_context(self.settings)
         await self.store.open()
-        self.hub = Hub(self.settings, self.store, BrokerFanout(self.broker))
+        self.notifier = WebhookNotifier(self.settings.notify)
+        await self.notifier.start()
+        self.hub = Hub(self.settings, self.store, BrokerFanout(self.broker), notifier=self.notifier)
         self.gateway = Gateway(self.settings.realtime, self.broker, self.store, self.hub.api_role)
         await self.gateway.start()
         await self.hub.start()
@@ -109,6 +113,8 @@ class Server:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+            if self.notifier is not None:
+                await self.notifier.stop()  # after the drain: what the drain raised still goes out
             await self.store.close()
             log.info("tradewire stopped")
         self._stopped.set()

@@ -1,0 +1,196 @@
+"""Alert rules, pure: thresholds, hysteresis, null margin, money mode, grace period, flapping, stale data."""
+
+import calendar
+import time
+
+import pytest
+
+from tradewire.alerts import (
+    CONNECTION_LOST,
+    MARGIN_CALL,
+    STALE_DATA,
+    STOP_OUT,
+    AlertRules,
+    Raise,
+    Resolve,
+    levels_for,
+    market_open,
+)
+from tradewire.config import AlertLevels, AlertSettings, MarketHours
+from tradewire.model import AccountState, Alert, Position
+from tradewire.state import AccountView
+
+
+def state(level=None, *, equity=1000.0, margin=None, free=None, mode="percent", mc=None, so=None):
+    margin = margin if margin is not None else (equity / level * 100 if level else 0.0)
+    return AccountState(
+        ts=0,
+        balance=1000.0,
+        equity=equity,
+        margin=margin,
+        freeMargin=free if free is not None else equity - margin,
+        marginLevel=level,
+        marginCallLevel=mc,
+        stopOutLevel=so,
+        marginMode=mode,
+    )
+
+
+def types(transitions, kind=Raise):
+    return [t.type for t in transitions if isinstance(t, kind)]
+
+
+def test_margin_call_then_stop_out_then_recovery_with_hysteresis():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    assert rules.margin("a", state(150), "MT5", 1) == []
+    assert types(rules.margin("a", state(100), "MT5", 2)) == [MARGIN_CALL]  # at the level counts
+    assert types(rules.margin("a", state(49), "MT5", 3)) == [STOP_OUT]  # margin call already open: not again
+    assert rules.margin("a", state(55), "MT5", 4) == []  # above 50 but not above 50 + 10
+    assert types(rules.margin("a", state(61), "MT5", 5), Resolve) == [STOP_OUT]
+    assert rules.margin("a", state(105), "MT5", 6) == []  # inside the hysteresis band of the margin call
+    assert types(rules.margin("a", state(111), "MT5", 7), Resolve) == [MARGIN_CALL]
+
+
+def test_flapping_around_the_threshold_raises_once():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    raised = []
+    for n, level in enumerate([99, 101, 99.5, 100.5, 98, 109, 100, 102]):
+        raised += types(rules.margin("a", state(level), "MT5", n))
+    assert raised == [MARGIN_CALL]
+
+
+def test_null_margin_level_never_alerts_and_ends_an_episode():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    assert rules.margin("a", state(None), "MT5", 1) == []
+    rules.margin("a", state(80), "MT5", 2)
+    assert types(rules.margin("a", state(None), "MT5", 3), Resolve) == [MARGIN_CALL]
+
+
+def test_levels_from_the_ea_then_per_account_overrides():
+    rules = AlertRules(AlertSettings(accounts={"b": AlertLevels(margin_call_level=200)}), heartbeat_s=10)
+    assert types(rules.margin("a", state(140, mc=150), "MT5", 1)) == [MARGIN_CALL]  # the broker's 150 %
+    assert rules.margin("c", state(140, mc=0), "MT5", 1) == []  # 0 from the EA: the default 100 %
+    assert types(rules.margin("b", state(190, mc=150), "MT5", 1)) == [MARGIN_CALL]  # configured 200 % wins
+    assert levels_for(rules.settings, "b").margin_call_level == 200
+    assert levels_for(rules.settings, "b").stop_out_level == 50
+
+
+def test_money_mode_compares_equity_on_mt5_and_free_margin_on_mt4():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    # MT5: equity 900 against a 1000 money margin-call level, 500 stop-out
+    assert types(rules.margin("a", state(equity=900, margin=300, mode="money", mc=1000, so=500), "MT5", 1)) == [
+        MARGIN_CALL
+    ]
+    # resolves only above 1000 * 1.10
+    assert rules.margin("a", state(equity=1050, margin=300, mode="money", mc=1000, so=500), "MT5", 2) == []
+    assert types(rules.margin("a", state(equity=1101, margin=300, mode="money", mc=1000, so=500), "MT5", 3), Resolve)
+    # MT4: free margin 400 is below the 500 stop-out level even though equity is 2000
+    got = rules.margin("m4", state(equity=2000, margin=1600, free=400, mode="money", mc=1000, so=500), "MT4", 1)
+    assert set(types(got)) == {MARGIN_CALL, STOP_OUT}
+    assert "free margin" in got[0].message
+
+
+def test_stop_out_close_raises_once():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    [t] = rules.stop_out_close("a", 7, "EURUSD", 1)
+    assert t.type == STOP_OUT and t.severity == "CRITICAL" and "7" in t.message
+    assert rules.stop_out_close("a", 8, "EURUSD", 2) == []
+
+
+def view(**kw):
+    v = AccountView("a", ever_connected=True)
+    for k, value in kw.items():
+        setattr(v, k, value)
+    return v
+
+
+def test_connection_lost_only_after_the_grace_period():
+    rules = AlertRules(AlertSettings(connection_lost_after_s=15), heartbeat_s=10)
+    rules.session_ended("a", 1_000)
+    accounts = {"a": view(sessions=0, last_seen=1_000)}
+    assert rules.check(15_999, accounts, {}) == []
+    [t] = rules.check(16_000, accounts, {})
+    assert t.type == CONNECTION_LOST and t.severity == "HIGH"
+    assert rules.check(20_000, accounts, {}) == []  # once per episode
+    assert types(rules.session_started("a", 21_000), Resolve) == [CONNECTION_LOST]
+
+
+def test_quick_reconnect_inside_the_grace_period_raises_nothing():
+    rules = AlertRules(AlertSettings(connection_lost_after_s=15), heartbeat_s=10)
+    rules.session_ended("a", 1_000)
+    assert rules.session_started("a", 5_000) == []
+    assert rules.check(60_000, {"a": view(sessions=1, last_seen=59_000)}, {}) == []
+
+
+def test_silence_for_three_heartbeats_while_connected():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    accounts = {"a": view(sessions=1, last_seen=0, connected_at=0)}
+    assert rules.check(30_000, accounts, {}) == []
+    assert types(rules.check(30_001, accounts, {})) == [CONNECTION_LOST]
+    assert types(rules.seen("a", 31_000), Resolve) == [CONNECTION_LOST]
+
+
+def test_per_account_grace_override():
+    rules = AlertRules(AlertSettings(accounts={"a": AlertLevels(connection_lost_after_s=60)}), heartbeat_s=10)
+    rules.session_ended("a", 0)
+    assert rules.check(59_000, {}, {}) == []
+    assert types(rules.check(60_000, {}, {})) == [CONNECTION_LOST]
+
+
+def test_open_episodes_survive_a_restart():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    rules.load([Alert(id="x", type=MARGIN_CALL, severity="HIGH", account="a", message="", raisedAt=1)])
+    assert rules.margin("a", state(90), "MT5", 2) == []  # already open: not raised again
+    assert types(rules.margin("a", state(200), "MT5", 3), Resolve) == [MARGIN_CALL]
+
+
+def utc(y, mo, d, h, mi=0):
+    return calendar.timegm((y, mo, d, h, mi, 0)) * 1000
+
+
+def test_market_hours_weekly_window_and_daily_break():
+    fx = MarketHours()  # Sunday 22:00 to Friday 22:00 UTC
+    assert not market_open(fx, utc(2026, 11, 22, 21, 59))  # Sunday before the open
+    assert market_open(fx, utc(2026, 11, 22, 22, 0))
+    assert market_open(fx, utc(2026, 11, 25, 12))  # Wednesday
+    assert not market_open(fx, utc(2026, 11, 27, 22, 0))  # Friday close
+    assert not market_open(fx, utc(2026, 11, 28, 12))  # Saturday
+    index = MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"])
+    assert not market_open(index, utc(2026, 11, 25, 21, 30))  # daily break
+    assert market_open(index, utc(2026, 11, 25, 22, 30))
+
+
+def pos(symbol):
+    return Position(id=hash(symbol) & 0xFFFF, symbol=symbol, side="buy", volume=1, openPrice=1, openTime=0)
+
+
+def test_stale_prices_for_traded_symbols_while_the_market_is_open():
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    wednesday = utc(2026, 11, 25, 12)
+    positions = {1: pos("EURUSD"), 2: pos("US30.cash")}
+    accounts = {"a": view(sessions=1, connected_at=wednesday - 600_000, last_seen=wednesday, positions=positions)}
+    fresh = {"EURUSD": wednesday - 1_000, "US30.cash": wednesday - 1_000}
+    assert rules.check(wednesday, accounts, fresh) == []
+    stale = {"EURUSD": wednesday - 121_000, "US30.cash": wednesday - 1_000}
+    [t] = rules.check(wednesday, accounts, stale)
+    assert t.type == STALE_DATA and t.data["symbols"] == ["EURUSD"]
+    assert types(rules.check(wednesday + 1, accounts, fresh), Resolve) == [STALE_DATA]
+
+
+def test_no_stale_alert_when_the_market_is_closed_or_no_positions():
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    saturday = utc(2026, 11, 28, 12)
+    accounts = {"a": view(sessions=1, connected_at=0, last_seen=saturday, positions={1: pos("EURUSD")})}
+    assert rules.check(saturday, accounts, {"EURUSD": 0}) == []
+    wednesday = utc(2026, 11, 25, 12)
+    idle = {"a": view(sessions=1, connected_at=0, last_seen=wednesday, positions={})}
+    assert rules.check(wednesday, idle, {}) == []
+
+
+@pytest.mark.parametrize("symbol", ["XAUUSD", "XAUUSD.r"])
+def test_metals_follow_their_own_hours(symbol):
+    rules = AlertRules(AlertSettings(stale_after_s=1), heartbeat_s=10)
+    in_break = utc(2026, 11, 25, 21, 30)
+    accounts = {"a": view(sessions=1, connected_at=0, last_seen=in_break, positions={1: pos(symbol)})}
+    assert rules.check(in_break, accounts, {symbol: 0}) == []
+    assert time.gmtime(in_break / 1000).tm_wday == 2

@@ -1,0 +1,374 @@
+"""Webhook notifier against real local HTTP receivers (aiohttp servers on free ports)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from tradewire.config import NotifySettings, WebhookSettings
+from tradewire.model import Alert
+from tradewire.notify import USER_AGENT, WebhookNotifier, matches, sign
+
+SECRET = "s3cr3t-do-not-log"
+NOW = 1_700_000_000.25
+
+
+def alert(n: int = 1, type: str = "MARGIN_CALL", severity: str = "HIGH", **extra) -> Alert:
+    return Alert(
+        id=f"alert-{n}",
+        type=type,
+        severity=severity,  # type: ignore[arg-type]
+        account="acc-1",
+        message=f"margin level 95% (#{n})",
+        raisedAt=1_700_000_000_000 + n,
+        data={"marginLevel": 95.0},
+        **extra,
+    )
+
+
+class Receiver:
+    """A real HTTP server that records every request; `behaviour` decides each answer."""
+
+    def __init__(self, behaviour: Callable[[int, web.Request], Awaitable[web.StreamResponse]] | None = None):
+        self.requests: list[tuple[dict[str, str], bytes, float]] = []
+        self.behaviour = behaviour
+        self.arrived = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body, time.monotonic()))
+        self.arrived.set()
+        if self.behaviour is None:
+            return web.Response(status=204)
+        return await self.behaviour(len(self.requests), request)
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook/{token}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/hook/private-token"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(body) for _, body, _ in self.requests]
+
+    def delivery_ids(self) -> list[str]:
+        return [headers["X-Tradewire-Delivery"] for headers, _, _ in self.requests]
+
+
+@pytest.fixture
+async def receivers():
+    started: list[Receiver] = []
+
+    async def make(behaviour=None) -> Receiver:
+        r = await Receiver(behaviour).start()
+        started.append(r)
+        return r
+
+    yield make
+    for r in started:
+        await r.stop()
+
+
+@pytest.fixture
+async def notifiers():
+    started: list[WebhookNotifier] = []
+
+    async def make(*hooks: WebhookSettings, queue_size: int = 100, **kwargs) -> WebhookNotifier:
+        kwargs.setdefault("backoff_base_s", 0.01)
+        n = WebhookNotifier(NotifySettings(webhook=list(hooks), queue_size=queue_size), **kwargs)
+        await n.start()
+        started.append(n)
+        return n
+
+    yield make
+    for n in started:
+        await n.stop(timeout=0.1)
+
+
+def hook(url: str, **kw) -> WebhookSettings:
+    kw.setdefault("timeout_s", 2.0)
+    kw.setdefault("max_attempts", 3)
+    return WebhookSettings(url=url, **kw)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status(*codes: int, headers: dict[str, str] | None = None):
+    """Answer the n-th request with codes[n-1] (the last code repeats)."""
+
+    async def behaviour(n: int, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=codes[min(n, len(codes)) - 1], text="nope", headers=headers)
+
+    return behaviour
+
+
+def hang(seconds: float = 5.0):
+    async def behaviour(n: int, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return web.Response(status=200)
+
+    return behaviour
+
+
+# ---------------------------------------------------------------------------- pure helpers
+
+
+def test_sign_matches_hmac_sha256_over_timestamp_dot_body():
+    body = b'{"x":1}'
+    expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign("k", 1_700_000_000, body) == "sha256=" + expected
+
+
+def test_matches_filters_with_empty_meaning_all():
+    a = alert(type="STOP_OUT", severity="CRITICAL")
+    assert matches(hook("http://x/"), a)
+    assert matches(hook("http://x/", types=["STOP_OUT", "MARGIN_CALL"]), a)
+    assert not matches(hook("http://x/", types=["MARGIN_CALL"]), a)
+    assert matches(hook("http://x/", severities=["CRITICAL"]), a)
+    assert not matches(hook("http://x/", severities=["HIGH"]), a)
+    assert not matches(hook("http://x/", types=["STOP_OUT"], severities=["HIGH"]), a)
+
+
+# ---------------------------------------------------------------------------- delivery
+
+
+async def test_raised_alert_is_delivered_signed(receivers, notifiers, caplog):
+    caplog.set_level(logging.DEBUG, logger="tradewire.notify")
+    rx = await receivers()
+    notifier = await notifiers(hook(rx.url, secret=SECRET), clock=lambda: NOW)
+    a = alert(7)
+
+    notifier.notify(a, "raised")
+    await until(lambda: notifier.stats["sent"] == 1)
+
+    [(headers, body, _)] = rx.requests
+    assert json.loads(body) == {
+        "event": "raised",
+        "alert": {
+            "id": "alert-7",
+            "type": "MARGIN_CALL",
+            "severity": "HIGH",
+            "account": "acc-1",
+            "message": "margin level 95% (#7)",
+            "raisedAt": 1_700_000_000_007,
+            "data": {"marginLevel": 95.0},
+        },
+        "sentAt": 1_700_000_000_250,
+    }
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == USER_AGENT and USER_AGENT.startswith("tradewire/")
+    assert headers["X-Tradewire-Event"] == "raised"
+    assert len(headers["X-Tradewire-Delivery"]) == 36
+    # verify as a receiver would: raw body bytes, timestamp header, constant-time comparison
+    timestamp = headers["X-Tradewire-Timestamp"]
+    assert timestamp == "1700000000"
+    expected = "sha256=" + hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Tradewire-Signature"], expected)
+    assert notifier.stats == {"sent": 1, "retried": 0, "failed": 0, "dropped": 0}
+    assert SECRET not in caplog.text and "private-token" not in caplog.text
+
+
+async def test_no_secret_no_signature_and_all_transitions(receivers, notifiers):
+    rx = await receivers()
+    notifier = await notifiers(hook(rx.url))
+    a = alert(1)
+    notifier.notify(a, "raised")
+    a.ackedAt, a.ackedBy = 1_700_000_001_000, "key-1"
+    notifier.notify(a, "acknowledged")
+    a.resolvedAt = 1_700_000_002_000
+    notifier.notify(a, "resolved")
+    notifier.notify(a, "bogus")  # ignored, never raises
+    await until(lambda: notifier.stats["sent"] == 3)
+
+    assert [b["event"] for b in rx.bodies()] == ["raised", "acknowledged", "resolved"]
+    assert [h["X-Tradewire-Event"] for h, _, _ in rx.requests] == ["raised", "acknowledged", "resolved"]
+    # each transition is a snapshot of the alert at notify() time
+    assert "ackedBy" not in rx.bodies()[0]["alert"]
+    assert rx.bodies()[1]["alert"]["ackedBy"] == "key-1" and "resolvedAt" not in rx.bodies()[1]["alert"]
+    assert rx.bodies()[2]["alert"]["resolvedAt"] == 1_700_000_002_000
+    assert all("X-Tradewire-Signature" not in h and "X-Tradewire-Timestamp" not in h for h, _, _ in rx.requests)
+    assert len(set(rx.delivery_ids())) == 3
+
+
+async def test_filters_by_type_and_severity(receivers, notifiers):
+    by_type, by_severity, both, every = [await receivers() for _ in range(4)]
+    notifier = await notifiers(
+        hook(by_type.url, types=["STOP_OUT"]),
+        hook(by_severity.url, severities=["HIGH"]),
+        hook(both.url, types=["CONNECTION_LOST"], severities=["CRITICAL"]),
+        hook(every.url),
+    )
+    notifier.notify(alert(1, "STOP_OUT", "CRITICAL"), "raised")
+    notifier.notify(alert(2, "MARGIN_CALL", "HIGH"), "raised")
+    notifier.notify(alert(3, "CONNECTION_LOST", "HIGH"), "raised")
+    await until(lambda: notifier.stats["sent"] == 6)
+    await asyncio.sleep(0.05)  # nothing more arrives
+
+    def ids(rx: Receiver) -> list[str]:
+        return [b["alert"]["id"] for b in rx.bodies()]
+
+    assert ids(by_type) == ["alert-1"]
+    assert ids(by_severity) == ["alert-2", "alert-3"]
+    assert ids(both) == []
+    assert ids(every) == ["alert-1", "alert-2", "alert-3"]
+    assert notifier.stats["sent"] == 6
+
+
+async def test_5xx_is_retried_with_the_same_delivery_id(receivers, notifiers):
+    rx = await receivers(status(500, 500, 200))
+    notifier = await notifiers(hook(rx.url, secret=SECRET, max_attempts=5))
+    notifier.notify(alert(1), "raised")
+    await until(lambda: notifier.stats["sent"] == 1)
+
+    assert len(rx.requests) == 3
+    assert len(set(rx.delivery_ids())) == 1
+    assert notifier.stats == {"sent": 1, "retried": 2, "failed": 0, "dropped": 0}
+    for headers, body, _ in rx.requests:  # every attempt is signed afresh and verifies
+        expected = sign(SECRET, int(headers["X-Tradewire-Timestamp"]), body)
+        assert hmac.compare_digest(headers["X-Tradewire-Signature"], expected)
+
+
+async def test_4xx_is_not_retried(receivers, notifiers, caplog):
+    rx = await receivers(status(400))
+    notifier = await notifiers(hook(rx.url, max_attempts=5))
+    notifier.notify(alert(1), "raised")
+    await until(lambda: notifier.stats["failed"] == 1)
+    await asyncio.sleep(0.1)
+
+    assert len(rx.requests) == 1
+    assert notifier.stats == {"sent": 0, "retried": 0, "failed": 1, "dropped": 0}
+    assert "HTTP 400" in caplog.text and "not retried" in caplog.text
+
+
+async def test_408_and_429_are_retried_and_retry_after_is_honoured(receivers, notifiers):
+    rx = await receivers(status(408, 429, 200, headers={"Retry-After": "0.3"}))
+    notifier = await notifiers(hook(rx.url, max_attempts=3))
+    notifier.notify(alert(1), "raised")
+    await until(lambda: notifier.stats["sent"] == 1)
+
+    assert len(rx.requests) == 3
+    assert rx.requests[2][2] - rx.requests[1][2] >= 0.29  # waited for Retry-After, not the 10 ms back-off
+    assert notifier.stats["retried"] == 2
+
+
+async def test_hanging_receiver_is_retried_until_max_attempts_then_failed(receivers, notifiers, caplog):
+    rx = await receivers(hang(5.0))
+    notifier = await notifiers(hook(rx.url, timeout_s=0.15, max_attempts=3, secret=SECRET))
+    started = time.monotonic()
+    notifier.notify(alert(1), "raised")
+    await until(lambda: notifier.stats["failed"] == 1)
+
+    assert len(rx.requests) == 3
+    assert len(set(rx.delivery_ids())) == 1
+    assert notifier.stats == {"sent": 0, "retried": 2, "failed": 1, "dropped": 0}
+    assert time.monotonic() - started < 2.0
+    assert "failed after 3 attempt(s)" in caplog.text
+    assert SECRET not in caplog.text and "private-token" not in caplog.text
+
+
+async def test_dead_webhooks_do_not_delay_a_healthy_one(receivers, notifiers):
+    hanging = await receivers(hang(5.0))
+    healthy = await receivers()
+    refused = f"http://127.0.0.1:{free_port()}/hook"
+    notifier = await notifiers(
+        hook(hanging.url, timeout_s=3.0, max_attempts=5),
+        hook(refused, timeout_s=3.0, max_attempts=20),
+        hook(healthy.url),
+    )
+    notifier.notify(alert(1), "raised")
+    await hanging.arrived.wait()  # the hanging webhook is now stuck on its first attempt
+
+    started = time.monotonic()
+    for n in range(2, 6):
+        notifier.notify(alert(n), "raised")
+    await until(lambda: len(healthy.requests) == 5, timeout=2.0)
+    assert time.monotonic() - started < 0.5
+    assert [b["alert"]["id"] for b in healthy.bodies()] == [f"alert-{n}" for n in range(1, 6)]
+    assert len(hanging.requests) == 1  # still stuck on alert-1
+
+
+async def test_notify_returns_immediately_with_a_hanging_receiver(receivers, notifiers):
+    rx = await receivers(hang(5.0))
+    notifier = await notifiers(hook(rx.url, timeout_s=3.0, secret=SECRET))
+    notifier.notify(alert(0), "raised")
+    await rx.arrived.wait()
+
+    for n in range(1, 50):
+        started = time.perf_counter()
+        notifier.notify(alert(n), "raised")
+        assert time.perf_counter() - started < 0.010
+    assert len(rx.requests) == 1
+
+
+async def test_full_queue_drops_the_oldest(receivers, notifiers, caplog):
+    gate = asyncio.Event()
+
+    async def gated(n: int, request: web.Request) -> web.StreamResponse:
+        await gate.wait()
+        return web.Response(status=200)
+
+    rx = await receivers(gated)
+    notifier = await notifiers(hook(rx.url), queue_size=2)
+    notifier.notify(alert(1), "raised")
+    await rx.arrived.wait()  # alert-1 is in flight, the queue is empty
+
+    for n in range(2, 6):  # 2 and 3 are queued, then pushed out by 4 and 5
+        notifier.notify(alert(n), "raised")
+    assert notifier.stats["dropped"] == 2
+    assert caplog.text.count("dropped the oldest") == 2
+
+    gate.set()
+    await until(lambda: notifier.stats["sent"] == 3)
+    await asyncio.sleep(0.05)
+    assert [b["alert"]["id"] for b in rx.bodies()] == ["alert-1", "alert-4", "alert-5"]
+    assert notifier.stats == {"sent": 3, "retried": 0, "failed": 0, "dropped": 2}
+
+
+async def test_stop_flushes_queued_deliveries_then_gives_up(receivers):
+    rx = await receivers()
+    stuck = await receivers(hang(5.0))
+    notifier = WebhookNotifier(
+        NotifySettings(webhook=[hook(rx.url), hook(stuck.url, timeout_s=3.0)]), backoff_base_s=0.01
+    )
+    for n in range(3):  # queued before start: sent once started
+        notifier.notify(alert(n), "raised")
+    await notifier.start()
+
+    started = time.monotonic()
+    await notifier.stop(timeout=0.3)
+    assert time.monotonic() - started < 1.0
+    assert len(rx.requests) == 3
+    assert notifier.stats["sent"] == 3
+    notifier.notify(alert(9), "raised")  # after stop: ignored, never raises
