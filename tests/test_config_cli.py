@@ -44,6 +44,9 @@ def test_unrelated_tradewire_variables_are_not_settings():
         ("", {"TRADEWIRE_SERVER_PROT": "1"}, "TRADEWIRE_SERVER_PROT"),
         ("", {"TRADEWIRE_SYSTEM_MAGIC_NUMBERS": "1,x"}, "magic_numbers"),
         ("[server]\ntls_cert = 'a.pem'\n", {}, "together"),
+        ("[realtime]\nconnection_timeout_ms = 30000\n", {}, "ka_interval_s"),
+        ("[alerts.accounts.a]\nstop_out_levl = 1\n", {}, "stop_out_levl"),
+        ("[[notify.webhook]]\nurl = 'ftp://x'\n", {}, "notify.webhook[0].url"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, toml, env, needle):

@@ -183,7 +183,11 @@ async def test_raised_alert_is_delivered_signed(receivers, notifiers, caplog):
             "account": "acc-1",
             "message": "margin level 95% (#7)",
             "raisedAt": 1_700_000_000_007,
+            "resolvedAt": None,
+            "ackedAt": None,
+            "ackedBy": None,
             "data": {"marginLevel": 95.0},
+            "offset": 0,
         },
         "sentAt": 1_700_000_000_250,
     }
@@ -215,8 +219,8 @@ async def test_no_secret_no_signature_and_all_transitions(receivers, notifiers):
     assert [b["event"] for b in rx.bodies()] == ["raised", "acknowledged", "resolved"]
     assert [h["X-Tradewire-Event"] for h, _, _ in rx.requests] == ["raised", "acknowledged", "resolved"]
     # each transition is a snapshot of the alert at notify() time
-    assert "ackedBy" not in rx.bodies()[0]["alert"]
-    assert rx.bodies()[1]["alert"]["ackedBy"] == "key-1" and "resolvedAt" not in rx.bodies()[1]["alert"]
+    assert rx.bodies()[0]["alert"]["ackedBy"] is None  # the snapshot taken when notify() was called
+    assert rx.bodies()[1]["alert"]["ackedBy"] == "key-1" and rx.bodies()[1]["alert"]["resolvedAt"] is None
     assert rx.bodies()[2]["alert"]["resolvedAt"] == 1_700_000_002_000
     assert all("X-Tradewire-Signature" not in h and "X-Tradewire-Timestamp" not in h for h, _, _ in rx.requests)
     assert len(set(rx.delivery_ids())) == 3

@@ -79,7 +79,12 @@ def market_open(hours: MarketHours, now_ms: int) -> bool:
     week_minute = t.tm_wday * 1440 + minute_of_day
     start = hours.open_day * 1440 + _minutes(hours.open)
     end = hours.close_day * 1440 + _minutes(hours.close)
-    in_week = start <= week_minute < end if start < end else (week_minute >= start or week_minute < end)
+    if start == end:
+        in_week = True  # open == close: trades around the clock (e.g. crypto)
+    elif start < end:
+        in_week = start <= week_minute < end
+    else:  # the window wraps over the week's end (Sunday evening to Friday evening)
+        in_week = week_minute >= start or week_minute < end
     if in_week and len(hours.daily_break) == 2:
         b0, b1 = (_minutes(x) for x in hours.daily_break)
         if b0 <= minute_of_day < b1:

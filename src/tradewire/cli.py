@@ -1,10 +1,11 @@
-"""Command line: serve | token | key | simulate | demo."""
+"""Command line: serve | token | key | simulate | demo | watch."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=_positive(int), default=20)
     demo.add_argument("--rate", type=_positive(float), default=2.0)
     demo.add_argument("--duration", type=_positive(float), help="seconds to run (default: until Ctrl-C)")
+
+    watch = sub.add_parser("watch", help="print a channel's realtime events, one line each")
+    watch.add_argument("channel", help="channel path, e.g. /trading/events/acc-1 or /trading/*")
+    watch.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL (default http://127.0.0.1:8080)")
+    watch.add_argument("--key", help="API key, read or admin (default: env TRADEWIRE_API_KEY)")
+    watch.add_argument("--since", type=int, metavar="N", help="durable channels: first replay what came after offset N")
     return parser
 
 
@@ -158,7 +165,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradewire.sim.cli import demo
 
         return _run(demo(args, settings))
+    if args.command == "watch":
+        return _watch(args)
     raise CliError(f"unknown command {args.command}")
+
+
+def _watch(args: argparse.Namespace) -> int:
+    key = args.key or os.environ.get("TRADEWIRE_API_KEY")
+    if not key:
+        raise CliError("watch needs an API key: --key KEY or the TRADEWIRE_API_KEY environment variable")
+    from tradewire.watch import watch
+
+    try:
+        return _run(watch(args.url, args.channel, key, since=args.since))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -65,7 +65,7 @@ class AlertLevels(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class MarketHours(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """When a symbol class trades, in UTC: open from `open` on `open_day` to `close` on `close_day`
-    (days 0=Monday..6=Sunday), with an optional daily break."""
+    (days 0=Monday..6=Sunday), with an optional daily break. The same open and close: all week."""
 
     open_day: Annotated[int, msgspec.Meta(ge=0, le=6)] = 6
     open: Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}$")] = "22:00"
@@ -153,6 +153,11 @@ def load_settings(
         raise ConfigError(f"invalid setting{where}: {exc}") from None
     if bool(settings.server.tls_cert) != bool(settings.server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
+    if settings.realtime.connection_timeout_ms <= settings.realtime.ka_interval_s * 1000:
+        raise ConfigError(
+            "realtime.connection_timeout_ms must be longer than realtime.ka_interval_s, "
+            "or clients give up on connections between two keep-alives"
+        )
     return settings
 
 

@@ -115,7 +115,7 @@ class SystemTrade(msgspec.Struct, omit_defaults=True):
     executedAt: int
 
 
-class Alert(msgspec.Struct, omit_defaults=True):
+class Alert(msgspec.Struct):
     id: str
     type: str
     severity: Literal["HIGH", "CRITICAL"]

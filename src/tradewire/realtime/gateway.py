@@ -292,8 +292,9 @@ class Connection:
 
     async def _connection_init(self, msg: rp.ConnectionInit) -> None:
         if self.key is not None and await self.gateway.role_of(self.key) is None:
-            self.reply(rp.connection_error(rp.UNAUTHORIZED, 401, "invalid API key"))
-            await asyncio.sleep(0)  # let the writer send it
+            # Written directly, not queued: it must reach the client before the close, whatever the flush tick.
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_frame(rp.connection_error(rp.UNAUTHORIZED, 401, "invalid API key"), WSMsgType.TEXT)
             await self.close(CLOSE_UNAUTHORIZED, "invalid API key")
             return
         if isinstance(msg.payload, dict) and msg.payload.get("batch") is True:
@@ -328,6 +329,7 @@ class Connection:
         try:
             snapshot = await gw.broker.snapshot(pattern)
             recovered, history = await self._history(pattern, msg.since)
+            head = await gw.store.head_offset() if channels.durable_scope(pattern) else None
         except Exception as exc:
             log.exception("subscribe %s failed", pattern)
             gw.index.remove(sub)
@@ -335,7 +337,7 @@ class Connection:
             return refuse("SubscriptionProcessingError", f"could not load the current state: {exc}")
         if self.subs.get(msg.id) is not sub:  # unsubscribed while we were loading
             return None
-        self.reply(rp.subscribe_success(msg.id, recovered))
+        self.reply(rp.subscribe_success(msg.id, recovered, head))
         for pub in snapshot:
             self.push(sub, pub, rp.event_literal(pub.data))
         top = 0

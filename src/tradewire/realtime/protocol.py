@@ -154,10 +154,13 @@ def connection_error(error_type: str, code: int, message: str) -> bytes:
     )
 
 
-def subscribe_success(ident: str, recovered: bool | None = None) -> bytes:
+def subscribe_success(ident: str, recovered: bool | None = None, offset: int | None = None) -> bytes:
+    """`offset` (durable scopes): the head at subscribe time, where a client without one resumes."""
     frame: dict[str, Any] = {"type": "subscribe_success", "id": ident}
     if recovered is not None:
         frame["recovered"] = recovered
+    if offset is not None:
+        frame["offset"] = offset
     return _encode(frame)
 
 

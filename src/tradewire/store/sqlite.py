@@ -419,6 +419,18 @@ class SQLiteStore:
 
         return await self._read(q)
 
+    async def head_offset(self) -> int:
+        """The newest offset committed: where a subscriber that wants everything from now on resumes."""
+
+        def q(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                'SELECT MAX(m) FROM (SELECT MAX("offset") AS m FROM position_events '
+                'UNION ALL SELECT MAX("offset") FROM alerts)'
+            ).fetchone()
+            return row[0] or 0
+
+        return await self._read(q)
+
     async def history(self, kind: str, account: str | None, since: int, limit: int) -> list[tuple[str, int, bytes]]:
         """Durable publications after `since`, oldest first: (channel, offset, payload as published)."""
         table = {"events": "position_events", "alerts": "alerts"}[kind]

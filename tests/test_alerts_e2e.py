@@ -1,0 +1,238 @@
+"""Alerts end to end over real sockets: EA frames in -> stored, pushed, listed, acknowledged, resolved."""
+
+import asyncio
+import hashlib
+import hmac
+
+import pytest
+from aiohttp import web
+
+from tradewire.app import Server
+from tradewire.config import MarketHours, WebhookSettings
+
+from conftest import make_settings
+from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event
+
+
+def fast_settings(tmp_path):
+    s = make_settings(tmp_path)
+    s.alerts.connection_lost_after_s = 1.0
+    s.alerts.stale_after_s = 1.0
+    s.alerts.check_interval_s = 0.1
+    always = MarketHours(open_day=0, open="00:00", close_day=0, close="00:00")
+    s.alerts.market_hours = {"fx": always, "metal": always, "index": always}
+    return s
+
+
+@pytest.fixture
+async def hub(tmp_path):
+    srv = Server(fast_settings(tmp_path))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def keys(hub):
+    return {"read": await issue_key(hub, "read"), "admin": await issue_key(hub, "admin")}
+
+
+async def watcher(http, hub, keys, account="acc-1"):
+    sub = await Subscriber.connect(http, hub, keys["read"])
+    await sub.subscribe("al", f"/trading/alerts/{account}")
+    return sub
+
+
+async def alerts(http, hub, key, **query):
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    async with http.get(f"{hub.url}/api/v1/alerts?{qs}", headers={"x-api-key": key}) as r:
+        assert r.status == 200
+        return (await r.json())["items"]
+
+
+async def ack(http, hub, key, alert_id):
+    async with http.post(f"{hub.url}/api/v1/alerts/{alert_id}/ack", headers={"x-api-key": key}) as r:
+        return r.status, await r.json()
+
+
+async def ea(http, hub, account="acc-1"):
+    client = await EA.connect(http, hub, await issue_token(hub, account))
+    await client.greet()
+    return client
+
+
+async def test_margin_call_raised_pushed_listed_acked_resolved(hub, http, keys):
+    sub = await watcher(http, hub, keys)
+    client = await ea(http, hub)
+    await client.send(account_state(equity=900.0, margin=1000.0))  # 90 %
+    raised = await sub.event(type="MARGIN_CALL")
+    assert raised["severity"] == "HIGH" and raised["resolvedAt"] is None and "90.00%" in raised["message"]
+    assert raised["_offset"] > 0
+    [listed] = await alerts(http, hub, keys["read"], account="acc-1", state="open", type="MARGIN_CALL")
+    assert listed["id"] == raised["id"]
+
+    assert (await ack(http, hub, keys["read"], raised["id"]))[0] == 403
+    status, acked = await ack(http, hub, keys["admin"], raised["id"])
+    assert status == 200 and acked["ackedAt"] and acked["ackedBy"].startswith("key:")
+    pushed = await sub.event(type="MARGIN_CALL", ackedBy=acked["ackedBy"])
+    assert pushed["resolvedAt"] is None  # acknowledged, still open: the level is still low
+    assert (await ack(http, hub, keys["admin"], "no-such-id"))[0] == 404
+
+    await client.send(account_state(equity=1_050.0, margin=1000.0))  # 105 %: inside the hysteresis band
+    await client.send(account_state(equity=1_200.0, margin=1000.0))  # 120 %: resolved
+    resolved = None
+    while resolved is None or resolved["resolvedAt"] is None:
+        resolved = await sub.event(type="MARGIN_CALL")
+    assert resolved["id"] == raised["id"]
+    assert await alerts(http, hub, keys["read"], state="open") == []
+    [done] = await alerts(http, hub, keys["read"], state="resolved")
+    assert done["resolvedAt"] and done["ackedAt"]
+
+
+async def test_stop_out_by_level_and_by_close_reason(hub, http, keys):
+    sub = await watcher(http, hub, keys)
+    client = await ea(http, hub)
+    await client.send(account_state(equity=400.0, margin=1000.0))  # 40 %
+    stop = await sub.event(type="STOP_OUT")
+    assert stop["severity"] == "CRITICAL"
+    assert {a["type"] for a in await alerts(http, hub, keys["read"], state="open")} == {"MARGIN_CALL", "STOP_OUT"}
+
+    other = await ea(http, hub, "acc-2")
+    sub2 = await watcher(http, hub, keys, "acc-2")
+    await other.send(position_event(1, "CLOSE", pid=5, position=position(5), reason="stopout", profit=-900.0))
+    await other.wait_ack(1)
+    by_close = await sub2.event(type="STOP_OUT")
+    assert "closed by stop-out" in by_close["message"]
+
+
+async def test_connection_lost_after_grace_and_resolved_on_reconnect(hub, http, keys):
+    sub = await watcher(http, hub, keys)
+    client = await ea(http, hub)
+    await client.close()
+    lost = await sub.event(type="CONNECTION_LOST", timeout=5)
+    assert lost["resolvedAt"] is None
+    assert [a["type"] for a in await alerts(http, hub, keys["read"], state="open")] == ["CONNECTION_LOST"]
+    await ea(http, hub)
+    back = await sub.event(type="CONNECTION_LOST", timeout=5)
+    assert back["id"] == lost["id"] and back["resolvedAt"]
+
+
+async def test_quick_reconnect_raises_nothing(hub, http, keys):
+    token = await issue_token(hub, "acc-1")
+    client = await EA.connect(http, hub, token)
+    await client.greet()
+    await client.close()
+    client = await EA.connect(http, hub, token)
+    await client.greet()
+    await asyncio.sleep(1.5)
+    assert await alerts(http, hub, keys["read"], type="CONNECTION_LOST") == []
+
+
+async def test_ea_error_is_a_system_error_that_ack_resolves(hub, http, keys):
+    sub = await watcher(http, hub, keys)
+    client = await ea(http, hub)
+    err = {
+        "type": "error",
+        "seq": 1,
+        "id": "e-1",
+        "code": "TRADE_DISABLED",
+        "message": "AutoTrading off",
+        "severity": "CRITICAL",
+    }
+    await client.send(err)
+    await client.wait_ack(1)
+    alert = await sub.event(type="SYSTEM_ERROR")
+    assert alert["severity"] == "CRITICAL" and "TRADE_DISABLED" in alert["message"]
+    status, acked = await ack(http, hub, keys["admin"], alert["id"])
+    assert status == 200 and acked["resolvedAt"]
+    await client.send(err)  # resent: stored once
+    await client.wait_ack(1)
+    assert len(await alerts(http, hub, keys["read"], type="SYSTEM_ERROR")) == 1
+
+
+async def test_stale_prices_while_connected(hub, http, keys):
+    sub = await watcher(http, hub, keys)
+    client = await ea(http, hub)
+    await client.send({"type": "positions", "ts": 1, "positions": [position(1, symbol="EURUSD")]})
+    await client.send({"type": "ticks", "ticks": [{"symbol": "EURUSD", "bid": 1.1, "ask": 1.1001, "ts": 1}]})
+    for _ in range(12):  # heartbeats keep the session live; the price never moves
+        await client.send({"type": "heartbeat", "ts": 2})
+        await client.send({"type": "ticks", "ticks": [{"symbol": "EURUSD", "bid": 1.1, "ask": 1.1001, "ts": 3}]})
+        await asyncio.sleep(0.15)
+    stale = await sub.event(type="STALE_DATA", timeout=5)
+    assert stale["data"]["symbols"] == ["EURUSD"]
+    await client.send({"type": "ticks", "ticks": [{"symbol": "EURUSD", "bid": 1.1002, "ask": 1.1003, "ts": 4}]})
+    fresh = await sub.event(type="STALE_DATA", timeout=5)
+    assert fresh["resolvedAt"]
+
+
+async def test_after_a_restart_open_alerts_stay_open_and_timers_restart(tmp_path, http):
+    settings = fast_settings(tmp_path)
+    srv = Server(settings)
+    await srv.start()
+    key = await issue_key(srv, "read")
+    client = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+    await client.greet()
+    await client.send(account_state(equity=900.0, margin=1000.0))
+    for _ in range(50):
+        if await alerts(http, srv, key, state="open"):
+            break
+        await asyncio.sleep(0.05)
+    await client.close()
+    await srv.stop()
+
+    srv = Server(settings)
+    await srv.start()
+    try:
+        [still] = await alerts(http, srv, key, state="open", type="MARGIN_CALL")
+        assert still["resolvedAt"] is None
+        # the EA that had a session does not come back: CONNECTION_LOST once the grace period is over
+        for _ in range(60):
+            lost = await alerts(http, srv, key, type="CONNECTION_LOST")
+            if lost:
+                break
+            await asyncio.sleep(0.05)
+        assert len(lost) == 1
+        assert len(await alerts(http, srv, key, type="MARGIN_CALL")) == 1  # not raised a second time
+    finally:
+        await srv.stop()
+
+
+async def test_webhook_receives_raised_and_resolved(tmp_path, http):
+    got: list[tuple[dict, dict]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append((dict(request.headers), await request.json()))
+        body = await request.read()
+        ts = request.headers["X-Tradewire-Timestamp"]
+        expected = hmac.new(b"s3cret", f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(request.headers["X-Tradewire-Signature"], f"sha256={expected}")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    settings = fast_settings(tmp_path)
+    settings.notify.webhook = [
+        WebhookSettings(url=f"http://127.0.0.1:{port}/hook", secret="s3cret", types=["MARGIN_CALL"])
+    ]
+    srv = Server(settings)
+    await srv.start()
+    try:
+        client = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+        await client.greet()
+        await client.send(account_state(equity=900.0, margin=1000.0))
+        await client.send(account_state(equity=1_500.0, margin=1000.0))
+        for _ in range(100):
+            if len(got) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [body["event"] for _, body in got] == ["raised", "resolved"]
+        assert got[0][1]["alert"]["type"] == "MARGIN_CALL"
+    finally:
+        await srv.stop()
+        await runner.cleanup()
