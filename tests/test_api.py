@@ -134,3 +134,12 @@ async def test_metrics_need_a_key_and_count_what_happened(server, http, fleet):
     assert values["tradewire_ea_durable_total"] == 2
     assert values["tradewire_store_commit_seconds_count"] >= 1
     assert values["tradewire_store_operations_total"] >= 2
+
+
+async def test_equity_series_is_bucketed_per_minute(server, http, fleet):
+    key = await issue_key(server)
+    status, body = await get(http, server, "/accounts/acc-1/equity", key)
+    assert status == 200 and body["bucketMs"] == 60_000
+    [point] = body["items"]
+    assert point["equity"] == 10_000.0 and point["ts"] % 60_000 == 0
+    assert (await get(http, server, "/accounts/nobody/equity", key))[0] == 404

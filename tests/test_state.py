@@ -92,3 +92,21 @@ def test_exposure_nets_volume_and_sums_profit_across_accounts():
         "accounts": 2,
     }
     assert rows["XAUUSD"]["netVolume"] == 0.5
+
+
+def test_equity_series_keeps_one_point_per_minute_bounded():
+    from tradewire.model import AccountState
+    from tradewire.state import SERIES_POINTS
+
+    s = LiveState()
+
+    def st(equity):
+        return AccountState(ts=0, balance=100.0, equity=equity, margin=0, freeMargin=equity, marginLevel=None)
+
+    s.apply_account("a", st(1), 60_000)
+    s.apply_account("a", st(2), 119_999)  # same minute: replaces
+    s.apply_account("a", st(3), 120_000)
+    assert list(s.account("a").equity_series) == [(60_000, 2, 100.0), (120_000, 3, 100.0)]
+    for minute in range(SERIES_POINTS + 10):
+        s.apply_account("a", st(minute), 180_000 + minute * 60_000)
+    assert len(s.account("a").equity_series) == SERIES_POINTS

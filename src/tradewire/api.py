@@ -14,6 +14,7 @@ from tradewire.appkeys import HUB, METRICS
 from tradewire.hub import Hub
 from tradewire.metrics import CONTENT_TYPE
 from tradewire.model import ACCOUNT_ID_RULE, is_account_id
+from tradewire.state import SERIES_BUCKET_MS
 from tradewire.store.base import AlertQuery, EventQuery, StoreError
 
 _encoder = msgspec.json.Encoder()
@@ -125,6 +126,24 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response({**msgspec.structs.asdict(summary), "openPositions": list(view.positions.values())})
 
 
+async def get_equity(request: web.Request) -> web.Response:
+    """The recent past of an account's equity and balance: one point a minute, up to 24 h, newest last."""
+    hub: Hub = request.app[HUB]
+    account = request.match_info["id"]
+    if not is_account_id(account):
+        return error_response(400, "bad_request", f"account id must be {ACCOUNT_ID_RULE}")
+    view = hub.state.accounts.get(account)
+    if view is None:
+        return error_response(404, "not_found", f"no account {account!r} is live or was seen since the hub started")
+    since = _int_param(request, "from")
+    points = [
+        {"ts": ts, "equity": equity, "balance": balance}
+        for ts, equity, balance in view.equity_series
+        if since is None or ts >= since
+    ]
+    return json_response({"account": account, "bucketMs": SERIES_BUCKET_MS, "items": points})
+
+
 async def list_positions(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
     symbol = request.query.get("symbol") or None
@@ -212,6 +231,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/healthz", healthz)
     app.router.add_get(f"{PREFIX}/accounts", list_accounts)
     app.router.add_get(f"{PREFIX}/accounts/{{id}}", get_account)
+    app.router.add_get(f"{PREFIX}/accounts/{{id}}/equity", get_equity)
     app.router.add_get(f"{PREFIX}/positions", list_positions)
     app.router.add_get(f"{PREFIX}/prices", list_prices)
     app.router.add_get(f"{PREFIX}/exposure", get_exposure)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -38,6 +39,7 @@ def build_app(hub: Hub, gateway: Gateway, metrics: Metrics) -> web.Application:
     app.router.add_get("/event/realtime", realtime_websocket)
     app.router.add_post("/event", post_event)
     api.add_routes(app)
+    add_dashboard(app)
 
     async def on_shutdown(app: web.Application) -> None:
         # EAs first, so that what they had in flight is committed and published, then subscribers.
@@ -46,6 +48,23 @@ def build_app(hub: Hub, gateway: Gateway, metrics: Metrics) -> web.Application:
 
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def add_dashboard(app: web.Application) -> None:
+    """The admin dashboard: static ES modules, no build step. `/` serves its page, `/web/` its files."""
+    index = WEB_DIR / "index.html"
+
+    async def dashboard(request: web.Request) -> web.StreamResponse:
+        if not index.exists():
+            return web.Response(text="the dashboard is not installed in this build", status=404)
+        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/", dashboard)
+    if WEB_DIR.is_dir():
+        app.router.add_static("/web/", WEB_DIR, append_version=False)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

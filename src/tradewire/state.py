@@ -6,6 +6,7 @@ position OPEN / CLOSE events a snapshot implies, so that the caller can record t
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +15,8 @@ import msgspec
 from tradewire.model import AccountInfo, AccountState, ConnectionStatus, Position, Tick
 
 Transport = Literal["ws", "http"]
+SERIES_BUCKET_MS = 60_000  # one equity/balance point a minute ...
+SERIES_POINTS = 24 * 60  # ... for 24 hours: ~35 KB per account at most
 
 
 @dataclass(slots=True)
@@ -29,6 +32,8 @@ class AccountView:
     last_seen: int = 0  # server clock, ms: any message
     updated_at: int = 0  # server clock, ms: account or positions changed
     ever_connected: bool = False
+    # Recent past for charts, volatile as the brief wants: one (ts, equity, balance) point per bucket.
+    equity_series: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
 
     def status(self, now: int, http_live_ms: int) -> ConnectionStatus:
         if self.sessions > 0:
@@ -111,6 +116,12 @@ class LiveState:
         view = self.account(account_id)
         view.state = state
         view.updated_at = now
+        point = (now - now % SERIES_BUCKET_MS, state.equity, state.balance)
+        series = view.equity_series
+        if series and series[-1][0] == point[0]:
+            series[-1] = point  # the bucket keeps its latest value
+        else:
+            series.append(point)
         return view
 
     def seed_positions(self, account_id: str, positions: list[Position]) -> None:
