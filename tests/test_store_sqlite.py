@@ -9,7 +9,7 @@ import pytest
 from tradewire.ingest.protocol import PositionMsg
 from tradewire.model import Position
 from tradewire.store import make_store, parse_store_url
-from tradewire.store.base import EAPositionOp, EventQuery, ReconcileOp, StoreError
+from tradewire.store.base import EAPositionOp, EventQuery, StoreError
 from tradewire.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
@@ -29,43 +29,6 @@ async def store(tmp_path):
     await s.open()
     yield s
     await s.close()
-
-
-async def test_each_message_id_is_stored_once(store):
-    results = await store.write([op(1), op(1), op(2)])
-    assert [r.status for r in results] == ["stored", "duplicate", "stored"]
-    page = await store.events(EventQuery())
-    assert sorted(e.msgId for e in page.items) == ["m1", "m2"]
-    assert await store.acked_seq("a") == 2
-
-
-async def test_idempotency_survives_a_restart(tmp_path):
-    path = str(tmp_path / "r.db")
-    s = SQLiteStore(path)
-    await s.open()
-    await s.write([op(1), op(2)])
-    await s.close()
-    s = SQLiteStore(path)
-    await s.open()
-    try:
-        assert [r.status for r in await s.write([op(2), op(3)])] == ["duplicate", "stored"]
-        assert [r.status for r in await s.write([op(2, msg_id="fresh")])] == ["seq_not_increasing"]
-        assert await s.acked_seq("a") == 3
-    finally:
-        await s.close()
-
-
-async def test_accounts_are_independent(store):
-    results = await store.write([op(5, account="a"), op(1, account="b", pid=99)])
-    assert [r.status for r in results] == ["stored", "stored"]
-
-
-async def test_group_commit_puts_many_concurrent_operations_in_few_transactions(store):
-    commits_before = store.commits
-    results = await asyncio.gather(*(store.submit(op(i, account=f"acc-{i % 7}")) for i in range(1, 401)))
-    assert all(r.status == "stored" for r in results)
-    assert store.commits - commits_before < 400 / 4  # batched, not one fsync per message
-    assert len((await store.events(EventQuery(limit=1000))).items) == 400
 
 
 async def test_one_failing_operation_does_not_spoil_its_batch(store, monkeypatch):
@@ -102,51 +65,12 @@ async def test_failed_commit_fails_every_operation_and_forgets_its_counters(tmp_
         await store.close()
 
 
-async def test_reconcile_then_ea_report_is_one_record(store):
-    await store.write([ReconcileOp("a", "OPEN", pos(5), 10, False)])
-    [r] = await store.write([op(1, pid=5)])
-    assert r.status == "stored" and r.events[0].source == "ea"
-    opens = [e for e in (await store.events(EventQuery(type="OPEN"))).items if e.positionId == 5]
-    assert len(opens) == 1 and opens[0].msgId == "m1"
-
-
-async def test_open_positions_are_those_without_close(store):
-    await store.write([op(1, pid=1), op(2, pid=2), op(3, "CLOSE", pid=1)])
-    assert [p.id for p in await store.open_positions("a")] == [2]
-
-
-async def test_event_paging_with_cursor_and_filters(store):
-    await store.write([op(i) for i in range(1, 8)])
-    first = await store.events(EventQuery(limit=3))
-    assert [e.seq for e in first.items] == [7, 6, 5] and first.next_cursor is not None
-    second = await store.events(EventQuery(limit=3, cursor=first.next_cursor))
-    assert [e.seq for e in second.items] == [4, 3, 2]
-    last = await store.events(EventQuery(limit=3, cursor=second.next_cursor))
-    assert [e.seq for e in last.items] == [1] and last.next_cursor is None
-    window = await store.events(EventQuery(since=1003, until=1005))
-    assert sorted(e.seq for e in window.items) == [3, 4]
-
-
-async def test_system_trades_recorded_once(store):
-    await store.write([op(1, pid=5, system=True), op(2, "MODIFY", pid=5, system=True)])
-    await store.write([ReconcileOp("a", "OPEN", pos(5, 7001), 1, True)])
-    trades = (await store.system_trades(EventQuery())).items
-    assert [(t.account, t.positionId) for t in trades] == [("a", 5)]
-
-
-async def test_credentials_are_stored_hashed_and_revocable(store):
-    token, info = await store.add_token("acc-1", label="vps-3")
-    key, kinfo = await store.add_api_key("admin")
+async def test_credentials_never_reach_the_file_in_clear(store):
+    token, _ = await store.add_token("acc-1", label="vps-3")
+    key, _ = await store.add_api_key("admin")
     assert await store.token_account(token) == "acc-1"
-    assert await store.api_key_role(key) == "admin"
-    assert await store.token_account(token + "x") is None
     raw = Path(store.path).read_bytes() + Path(store.path + "-wal").read_bytes()
     assert token.encode() not in raw and key.encode() not in raw
-    assert await store.revoke_token(info.tokenId)
-    assert not await store.revoke_token(info.tokenId)  # already revoked
-    assert await store.token_account(token) is None
-    assert [t.revokedAt is not None for t in await store.list_tokens()] == [True]
-    assert await store.revoke_api_key(kinfo.keyId) and await store.api_key_role(key) is None
 
 
 async def test_schema_version_is_recorded_and_a_newer_database_is_refused(tmp_path):
@@ -175,7 +99,8 @@ async def test_synchronous_full_by_default(store):
         ("sqlite:///:memory:", "file path"),
         ("mysql://x", "unknown scheme"),
         ("sqlite:///x.db?fsync=1", "unknown option"),
-        ("postgresql://localhost/test", "not available"),
+        ("dynamodb://x", "not available"),
+        ("postgresql:///test", "USER@HOST"),
     ],
 )
 def test_bad_store_urls_say_what_is_wrong(url, problem):

@@ -24,13 +24,26 @@ def parse_store_url(url: str) -> tuple[str, str, dict[str, str]]:
         if unknown:
             raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
         return "sqlite", path, options
-    if parts.scheme in ("postgresql", "postgres", "dynamodb"):
-        raise ValueError(f"store URL {url!r}: the {parts.scheme} store is not available in this version yet")
-    raise ValueError(f"store URL {url!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH")
+    if parts.scheme in ("postgresql", "postgres"):
+        if not parts.hostname and not options.get("host"):
+            raise ValueError(f"store URL {url!r}: write postgresql://USER@HOST:PORT/DATABASE")
+        return "postgresql", url, options
+    if parts.scheme == "dynamodb":
+        raise ValueError(f"store URL {url!r}: the dynamodb store is not available in this version yet")
+    raise ValueError(
+        f"store URL {url!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH or postgresql://USER@HOST/DB"
+    )
 
 
 def make_store(url: str) -> Store:
-    _engine, location, options = parse_store_url(url)
+    engine, location, options = parse_store_url(url)
+    if engine == "postgresql":
+        try:
+            from tradewire.store.postgres import PostgresStore
+        except ImportError:
+            raise ValueError("the PostgreSQL store needs asyncpg: pip install 'tradewire[postgres]'") from None
+
+        return PostgresStore(location)
     from tradewire.store.sqlite import SQLiteStore
 
     try:

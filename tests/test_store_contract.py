@@ -1,0 +1,167 @@
+"""The Store contract, run against every engine (SQLite, PostgreSQL): the same tests, as centrifuge does."""
+
+import asyncio
+
+import pytest
+
+from tradewire.ingest.protocol import ErrorMsg, PositionMsg
+from tradewire.model import Alert, Position
+from tradewire.store.base import (
+    AlertAckOp,
+    AlertQuery,
+    AlertRaiseOp,
+    AlertResolveOp,
+    EAErrorOp,
+    EAPositionOp,
+    EventQuery,
+    PresenceOp,
+    ReconcileOp,
+)
+
+from stores import ENGINES, factory_for
+
+
+def pos(pid, magic=0):
+    return Position(id=pid, symbol="EURUSD", side="buy", volume=0.1, openPrice=1.1, openTime=pid, magic=magic)
+
+
+def op(seq, event="OPEN", pid=None, account="a", msg_id=None, system=False):
+    pid = pid if pid is not None else seq
+    msg = PositionMsg(seq=seq, id=msg_id or f"m{seq}", event=event, ts=1000 + seq, position=pos(pid))
+    return EAPositionOp(account, msg, system)
+
+
+@pytest.fixture(params=ENGINES)
+async def factory(request, tmp_path):
+    async for f in factory_for(request.param, tmp_path):
+        yield f
+
+
+@pytest.fixture
+async def store(factory):
+    return await factory.open()
+
+
+async def test_each_message_id_is_stored_once(store):
+    results = await store.write([op(1), op(1), op(2)])
+    assert [r.status for r in results] == ["stored", "duplicate", "stored"]
+    page = await store.events(EventQuery())
+    assert sorted(e.msgId for e in page.items) == ["m1", "m2"]
+    assert await store.acked_seq("a") == 2
+
+
+async def test_idempotency_survives_a_restart(factory):
+    s = await factory.open()
+    await s.write([op(1), op(2)])
+    await s.close()
+    factory.opened.remove(s)
+    s = await factory.open()
+    assert [r.status for r in await s.write([op(2), op(3)])] == ["duplicate", "stored"]
+    assert [r.status for r in await s.write([op(2, msg_id="fresh")])] == ["seq_not_increasing"]
+    assert [r.status for r in await s.write([op(9, msg_id="m2")])] == ["conflict"]
+    assert await s.acked_seq("a") == 3
+
+
+async def test_accounts_are_independent(store):
+    results = await store.write([op(5, account="a"), op(1, account="b", pid=99)])
+    assert [r.status for r in results] == ["stored", "stored"]
+
+
+async def test_group_commit_puts_many_concurrent_operations_in_few_transactions(store):
+    commits_before = store.commits
+    results = await asyncio.gather(*(store.submit(op(i, account=f"acc-{i % 7}")) for i in range(1, 401)))
+    assert all(r.status == "stored" for r in results)
+    assert store.commits - commits_before < 400 / 4  # batched, not one commit per message
+    assert len((await store.events(EventQuery(limit=1000))).items) == 400
+
+
+async def test_reconcile_then_ea_report_is_one_record(store):
+    await store.write([ReconcileOp("a", "OPEN", pos(5), 10, False)])
+    [r] = await store.write([op(1, pid=5)])
+    assert r.status == "stored" and r.events[0].source == "ea"
+    opens = [e for e in (await store.events(EventQuery(type="OPEN"))).items if e.positionId == 5]
+    assert len(opens) == 1 and opens[0].msgId == "m1"
+    assert (await store.write([ReconcileOp("a", "OPEN", pos(5), 11, False)]))[0].status == "ignored"
+
+
+async def test_close_without_open_implies_it(store):
+    [r] = await store.write([op(1, "CLOSE", pid=8)])
+    assert [(e.event, e.source) for e in r.events] == [("OPEN", "reconcile"), ("CLOSE", "ea")]
+
+
+async def test_open_positions_are_those_without_close(store):
+    await store.write([op(1, pid=1), op(2, pid=2), op(3, "CLOSE", pid=1)])
+    assert [p.id for p in await store.open_positions("a")] == [2]
+
+
+async def test_event_paging_with_cursor_and_filters(store):
+    await store.write([op(i) for i in range(1, 8)])
+    first = await store.events(EventQuery(limit=3))
+    assert [e.seq for e in first.items] == [7, 6, 5] and first.next_cursor is not None
+    second = await store.events(EventQuery(limit=3, cursor=first.next_cursor))
+    assert [e.seq for e in second.items] == [4, 3, 2]
+    last = await store.events(EventQuery(limit=3, cursor=second.next_cursor))
+    assert [e.seq for e in last.items] == [1] and last.next_cursor is None
+    window = await store.events(EventQuery(since=1003, until=1005))
+    assert sorted(e.seq for e in window.items) == [3, 4]
+    assert (await store.events(EventQuery(account="nobody"))).items == []
+
+
+async def test_system_trades_recorded_once(store):
+    await store.write([op(1, pid=5, system=True), op(2, "MODIFY", pid=5, system=True)])
+    await store.write([ReconcileOp("a", "OPEN", pos(5, 7001), 1, True)])
+    trades = (await store.system_trades(EventQuery())).items
+    assert [(t.account, t.positionId) for t in trades] == [("a", 5)]
+
+
+async def test_offsets_increase_and_history_replays_after_one(store):
+    results = await store.write([op(1), op(2), op(3)])
+    offsets = [r.events[0].offset for r in results]
+    assert offsets == sorted(offsets) and len(set(offsets)) == 3
+    assert await store.head_offset() == offsets[-1]
+    rows = await store.history("events", "a", offsets[0], 100)
+    assert [off for _, off, _ in rows] == offsets[1:]
+    assert all(channel == "/trading/events/a" for channel, _, _ in rows)
+    assert await store.history("events", "b", 0, 100) == []
+
+
+async def test_alert_episode_raised_once_resolved_acknowledged(store):
+    def alert(n):
+        return Alert(id=f"al-{n}", type="MARGIN_CALL", severity="HIGH", account="a", message="m", raisedAt=n)
+
+    assert (await store.write([AlertRaiseOp(alert(1))]))[0].status == "stored"
+    assert (await store.write([AlertRaiseOp(alert(2))]))[0].status == "ignored"  # one open episode
+    assert [a.id for a in await store.open_alerts()] == ["al-1"]
+    [ack] = await store.write([AlertAckOp("al-1", "key:x", 5)])
+    assert ack.alerts[0].ackedBy == "key:x" and ack.alerts[0].resolvedAt is None
+    assert (await store.write([AlertAckOp("al-1", "key:y", 6)]))[0].status == "ignored"
+    [res] = await store.write([AlertResolveOp("a", "MARGIN_CALL", 9, "back up")])
+    assert res.alerts[0].resolvedAt == 9 and res.alerts[0].data["resolution"] == "back up"
+    assert (await store.write([AlertResolveOp("a", "MARGIN_CALL", 10)]))[0].status == "not_found"
+    assert (await store.write([AlertRaiseOp(alert(3))]))[0].status == "stored"  # a new episode
+    assert [a.id for a in await store.alerts(AlertQuery(state="resolved"))] == ["al-1"]
+    assert (await store.write([AlertAckOp("nope", "k", 1)]))[0].status == "not_found"
+
+
+async def test_ea_errors_are_system_errors_each_stored_once(store):
+    msg = ErrorMsg(seq=1, id="e1", code="X", message="boom")
+    first, again = await store.write([EAErrorOp("a", msg), EAErrorOp("a", msg)])
+    assert first.status == "stored" and again.status == "duplicate"
+    [alert] = await store.alerts(AlertQuery(type="SYSTEM_ERROR"))
+    [acked] = (await store.write([AlertAckOp(alert.id, "key:k", 3)]))[0].alerts
+    assert acked.resolvedAt == 3  # acknowledging an EA error ends it
+
+
+async def test_presence_and_credentials(store):
+    await store.write([PresenceOp("a", 1), PresenceOp("a", 2), PresenceOp("b", 3)])
+    assert await store.present_accounts() == ["a", "b"]
+    token, info = await store.add_token("acc-1", label="vps-3")
+    key, kinfo = await store.add_api_key("admin")
+    assert await store.token_account(token) == "acc-1" and await store.token_account(token + "x") is None
+    assert await store.api_key_role(key) == "admin"
+    assert await store.known_accounts() == ["acc-1"]
+    assert await store.revoke_token(info.tokenId) and not await store.revoke_token(info.tokenId)
+    assert await store.token_account(token) is None
+    assert [t.revokedAt is not None for t in await store.list_tokens("acc-1")] == [True]
+    assert await store.revoke_api_key(kinfo.keyId) and await store.api_key_role(key) is None
+    assert [k.keyId for k in await store.list_api_keys()] == [kinfo.keyId]
