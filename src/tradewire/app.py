@@ -13,7 +13,7 @@ from aiohttp import web
 
 from tradewire import api
 from tradewire.appkeys import GATEWAY, HUB, METRICS
-from tradewire.broker import Broker, MemoryBroker
+from tradewire.broker import Broker, make_broker
 from tradewire.config import Settings
 from tradewire.hub import BrokerFanout, Hub
 from tradewire.ingest.http import ea_batch
@@ -84,7 +84,7 @@ class Server:
     def __init__(self, settings: Settings, *, store: Store | None = None, broker: Broker | None = None) -> None:
         self.settings = settings
         self.store = store or make_store(settings.store.url)
-        self.broker = broker or MemoryBroker()
+        self.broker = broker or make_broker(settings.broker.url)
         self.hub: Hub | None = None
         self.gateway: Gateway | None = None
         self.notifier: WebhookNotifier | None = None
@@ -106,7 +106,9 @@ class Server:
         await self.store.open()
         self.notifier = WebhookNotifier(self.settings.notify)
         await self.notifier.start()
-        self.hub = Hub(self.settings, self.store, BrokerFanout(self.broker), notifier=self.notifier)
+        self.hub = Hub(
+            self.settings, self.store, BrokerFanout(self.broker), notifier=self.notifier, presence=self.broker
+        )
         self.gateway = Gateway(self.settings.realtime, self.broker, self.store, self.hub.api_role)
         await self.gateway.start()
         await self.hub.start()

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve https/wss directly")
     serve.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
     serve.add_argument("--log-format", choices=["text", "json"])
+    serve.add_argument("--broker", metavar="URL", help="memory:// (default) or redis://HOST:PORT/DB for several nodes")
 
     token = sub.add_parser("token", help="EA tokens: one per account, stored hashed")
     tsub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -121,6 +122,8 @@ def _settings(args: argparse.Namespace, **server: Any) -> Settings:
     overrides: dict[str, dict[str, Any]] = {"server": server}
     if getattr(args, "store", None):
         overrides["store"] = {"url": args.store}
+    if getattr(args, "broker", None):
+        overrides["broker"] = {"url": args.broker}
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 

@@ -35,6 +35,10 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = DEFAULT_STORE
 
 
+class BrokerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    url: Annotated[str, msgspec.Meta(pattern=r"^(memory|rediss?)://")] = "memory://"
+
+
 class SystemSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     magic_numbers: list[int] = []
 
@@ -112,6 +116,7 @@ class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     system: SystemSettings = msgspec.field(default_factory=SystemSettings)
     realtime: RealtimeSettings = msgspec.field(default_factory=RealtimeSettings)
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
@@ -121,6 +126,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerSettings,
     "store": StoreSettings,
+    "broker": BrokerSettings,
     "system": SystemSettings,
     "realtime": RealtimeSettings,
     "alerts": AlertSettings,
@@ -181,6 +187,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if env.get("TRADEWIRE_STORE"):
         out.setdefault("store", {})["url"] = env["TRADEWIRE_STORE"]
+    if env.get("TRADEWIRE_BROKER"):
+        out.setdefault("broker", {})["url"] = env["TRADEWIRE_BROKER"]
     for name, value in env.items():
         if not name.startswith("TRADEWIRE_"):
             continue
@@ -188,6 +196,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         struct = SECTIONS.get(section)
         if struct is None or not key:
             continue  # not a setting (e.g. TRADEWIRE_STORE, TRADEWIRE_REQUIRE_SERVICES)
+        if section in ("store", "broker") and key == "":
+            continue
         if key not in struct.__struct_fields__:
             raise ConfigError(
                 f"environment variable {name}: {section} has no setting {key!r}; "

@@ -70,6 +70,31 @@ class Notifier(Protocol):
     def notify(self, alert: Alert, transition: str) -> None: ...
 
 
+class Presence(Protocol):
+    """EA sessions across nodes (the broker provides it)."""
+
+    def session_started(self, account: str) -> None: ...
+    def session_ended(self, account: str) -> None: ...
+    async def live_accounts(self) -> set[str]: ...
+    async def last_seen(self) -> dict[str, int]: ...
+
+
+class LocalPresence:
+    """One node: nothing beyond what the hub itself sees."""
+
+    def session_started(self, account: str) -> None:
+        pass
+
+    def session_ended(self, account: str) -> None:
+        pass
+
+    async def live_accounts(self) -> set[str]:
+        return set()
+
+    async def last_seen(self) -> dict[str, int]:
+        return {}
+
+
 class Drainable(Protocol):
     """An open EA session, as the hub sees it: something it can replace or drain."""
 
@@ -105,10 +130,12 @@ class Hub:
         fanout: Fanout | None = None,
         clock: Callable[[], int] = now_ms,
         notifier: Notifier | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.fanout: Fanout = fanout or NullFanout()
+        self.presence: Presence = presence or LocalPresence()
         self.clock = clock
         heartbeat_ms = settings.server.heartbeat_sec * 1000
         self.state = LiveState(http_live_ms=3 * heartbeat_ms)
@@ -146,11 +173,13 @@ class Hub:
         """Register a WebSocket session; an older one for the same account is replaced."""
         old = self.sessions.get(session.account)
         self.sessions[session.account] = session
+        self.presence.session_started(session.account)
         if old is not None and old is not session:
             log.info("account %s: new session replaces the previous one", session.account)
             self.spawn(old.drain(4000, "replaced by a newer session for this account"))
 
     def session_ended(self, session: Drainable, greeted: bool) -> None:
+        self.presence.session_ended(session.account)
         if self.sessions.get(session.account) is session:
             del self.sessions[session.account]
         if greeted:
@@ -177,7 +206,9 @@ class Hub:
         )
         self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now)
         self._publish_account(account)
-        self.apply_transitions(self.rules.session_started(account, now))
+        self.rules.session_started(account, now)
+        # Resolved through the store, not only the local rules: another node may have raised it.
+        self.apply_transitions([Resolve(CONNECTION_LOST, account, "EA connected again", now)])
         self._track(self.store.submit(PresenceOp(account, now)))
         return p.Welcome(
             sessionId=str(uuid.uuid4()),
@@ -365,9 +396,38 @@ class Hub:
         while True:
             await asyncio.sleep(self.settings.alerts.check_interval_s)
             try:
-                self.apply_transitions(self.rules.check(self.clock(), self.state.accounts, self.state.price_changed))
+                await self._adopt_orphans()
+                transitions = self.rules.check(self.clock(), self.state.accounts, self.state.price_changed)
+                self.apply_transitions(await self._not_live_elsewhere(transitions))
             except Exception:
                 log.exception("alert check failed")
+
+    async def _not_live_elsewhere(self, transitions: list[Transition]) -> list[Transition]:
+        """Drop a CONNECTION_LOST for an EA that simply reconnected to another node."""
+        lost = [t for t in transitions if isinstance(t, Raise) and t.type == CONNECTION_LOST]
+        if not lost:
+            return transitions
+        live = await self.presence.live_accounts()
+        keep = []
+        for t in transitions:
+            if isinstance(t, Raise) and t.type == CONNECTION_LOST and t.account in live:
+                self.rules.session_started(t.account, t.at)  # alive elsewhere: no episode here
+                continue
+            keep.append(t)
+        return keep
+
+    async def _adopt_orphans(self) -> None:
+        """Accounts whose EA was live on a node that has gone (stopped refreshing its presence): start
+        their grace period here. Every node does this; the store keeps one open episode per account."""
+        seen = await self.presence.last_seen()
+        if not seen:
+            return
+        live = await self.presence.live_accounts()
+        for account, at in seen.items():
+            if account in live or account in self.sessions or account in self.rules.ended:
+                continue
+            if (account, CONNECTION_LOST) not in self.rules.open:
+                self.rules.session_ended(account, at)
 
     async def _exposure_loop(self) -> None:
         """Exposure sums every open position: publish it at most once a second, not per update."""

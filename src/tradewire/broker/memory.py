@@ -25,6 +25,19 @@ class MemoryBroker:
         if self._deliver is not None:
             self._deliver(pub)
 
+    # presence: one node, so the hub's own view is the whole truth
+    def session_started(self, account: str) -> None:
+        pass
+
+    def session_ended(self, account: str) -> None:
+        pass
+
+    async def live_accounts(self) -> set[str]:
+        return set()
+
+    async def last_seen(self) -> dict[str, int]:
+        return {}
+
     async def snapshot(self, pattern: str) -> list[Publication]:
         if not pattern.endswith("/*"):
             pub = self._latest.get(pattern)

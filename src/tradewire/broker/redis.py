@@ -1,0 +1,211 @@
+"""Redis broker: the scale-out backplane. Every node publishes here and every node delivers from here.
+
+- Publications go out on one Redis channel, `{prefix}:pub`, as compact msgpack; a node's own
+  publications come back to it the same way, so every node sees one order.
+- Latest-wins values are kept in the hash `{prefix}:latest` (field = channel), so a node can serve the
+  snapshot of an account whose EA is connected to another node.
+- Publishing is non-blocking for the caller: publications queued in one event-loop turn are sent in
+  one pipeline (HSET + PUBLISH each), in order, by a single flusher.
+- Presence: each node keeps the set of accounts whose EA sessions it holds in `{prefix}:node:{id}`
+  with a short TTL it keeps refreshing, and the time each account was last live in `{prefix}:seen`.
+  A node that dies stops refreshing, so its accounts stop counting as live everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import msgspec
+import redis.asyncio as aioredis
+
+from tradewire.broker.base import Deliver, Publication
+
+log = logging.getLogger(__name__)
+
+PRESENCE_TTL_S = 10
+PRESENCE_REFRESH_S = 3
+_wire = msgspec.msgpack.Encoder()
+_unwire = msgspec.msgpack.Decoder(tuple[str, bytes, bool, int | None])
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """The redis-py URL and the key prefix (`?prefix=`, default `tw`), so several hubs can share a Redis."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    prefix = query.pop("prefix", ["tw"])[-1]
+    rest = "&".join(f"{k}={v[-1]}" for k, v in query.items())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, "")), prefix
+
+
+class RedisBroker:
+    def __init__(self, url: str, *, node_id: str | None = None) -> None:
+        self.url, self.prefix = split_url(url)
+        self.node_id = node_id or uuid.uuid4().hex[:12]
+        self._redis: aioredis.Redis | None = None
+        self._pubsub = None
+        self._deliver: Deliver | None = None
+        self._pending: list[Publication] = []
+        self._flushing: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None
+        self._presence: asyncio.Task | None = None
+        self._sessions: dict[str, int] = {}  # accounts whose EA sessions this node holds
+        self._ended: set[str] = set()  # accounts whose last session here ended since the last sync
+        self._presence_dirty = False
+        self._syncing: asyncio.Future | None = None
+        self.published = 0
+        self.delivered = 0
+
+    @property
+    def _pub_channel(self) -> str:
+        return f"{self.prefix}:pub"
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        self._redis = aioredis.from_url(self.url)
+        try:
+            await self._redis.ping()
+        except (OSError, aioredis.RedisError) as exc:
+            raise ConnectionError(f"cannot reach Redis at {self.url}: {exc}") from None
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.subscribe(self._pub_channel)
+        self._reader = asyncio.create_task(self._read_loop(), name="tradewire-redis-reader")
+        self._presence = asyncio.create_task(self._presence_loop(), name="tradewire-redis-presence")
+
+    async def stop(self) -> None:
+        for pending in (self._flushing, self._syncing):
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+        for task in (self._reader, self._presence):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.delete(self._node_key)  # a clean stop: our sessions are gone now
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()
+            await self._redis.aclose()
+            self._redis = None
+
+    # --- publishing -----------------------------------------------------------------------------
+    def publish(self, pub: Publication) -> None:
+        self.published += 1
+        self._pending.append(pub)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # gather what the rest of this loop turn publishes
+        while self._pending and self._redis is not None:
+            batch, self._pending = self._pending, []
+            pipe = self._redis.pipeline(transaction=False)
+            for pub in batch:
+                payload = _wire.encode((pub.channel, pub.data, pub.latest, pub.offset))
+                if pub.latest:
+                    pipe.hset(f"{self.prefix}:latest", pub.channel, payload)
+                pipe.publish(self._pub_channel, payload)
+            try:
+                await pipe.execute()
+            except (OSError, aioredis.RedisError) as exc:
+                log.error("redis publish failed, %d publication(s) lost: %s", len(batch), exc)
+
+    async def _read_loop(self) -> None:
+        assert self._pubsub is not None
+        while True:
+            try:
+                async for message in self._pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    channel, data, latest, offset = _unwire.decode(message["data"])
+                    self.delivered += 1
+                    if self._deliver is not None:
+                        self._deliver(Publication(channel, data, latest, offset))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection dropped: resubscribe and carry on
+                log.warning("redis subscription lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    await self._pubsub.subscribe(self._pub_channel)
+
+    async def snapshot(self, pattern: str) -> list[Publication]:
+        assert self._redis is not None
+        key = f"{self.prefix}:latest"
+        if pattern.endswith("/*"):
+            values = [v async for _, v in self._redis.hscan_iter(key, match=pattern[:-1] + "*", count=1000)]
+        else:
+            value = await self._redis.hget(key, pattern)
+            values = [value] if value is not None else []
+        return [Publication(*_unwire.decode(v)) for v in values]
+
+    # --- presence ---------------------------------------------------------------------------------
+    @property
+    def _node_key(self) -> str:
+        return f"{self.prefix}:node:{self.node_id}"
+
+    def session_started(self, account: str) -> None:
+        self._sessions[account] = self._sessions.get(account, 0) + 1
+        self._schedule_sync()
+
+    def session_ended(self, account: str) -> None:
+        count = self._sessions.get(account, 0) - 1
+        if count > 0:
+            self._sessions[account] = count
+        else:
+            self._sessions.pop(account, None)
+            self._ended.add(account)
+        self._schedule_sync()
+
+    def _schedule_sync(self) -> None:
+        """One sync task at a time, re-run while there are changes: writes to Redis stay in order."""
+        self._presence_dirty = True
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.ensure_future(self._sync_until_clean())
+
+    async def _sync_until_clean(self) -> None:
+        while self._presence_dirty:
+            self._presence_dirty = False
+            await self._sync_presence()
+
+    async def _sync_presence(self) -> None:
+        if self._redis is None:
+            return
+        now = int(time.time() * 1000)
+        ended, self._ended = self._ended, set()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._node_key)
+        if self._sessions:
+            pipe.sadd(self._node_key, *self._sessions)
+            pipe.expire(self._node_key, PRESENCE_TTL_S)
+        seen = dict.fromkeys([*self._sessions, *ended], now)
+        if seen:
+            pipe.hset(f"{self.prefix}:seen", mapping=seen)
+        with contextlib.suppress(OSError, aioredis.RedisError):
+            await pipe.execute()
+
+    async def _presence_loop(self) -> None:
+        while True:
+            self._schedule_sync()  # refresh the TTL: a node that dies stops doing this
+            await asyncio.sleep(PRESENCE_REFRESH_S)
+
+    async def live_accounts(self) -> set[str]:
+        """Accounts with an EA session on any node that is alive."""
+        assert self._redis is not None
+        live: set[str] = set()
+        async for key in self._redis.scan_iter(match=f"{self.prefix}:node:*", count=100):
+            live.update(m.decode() for m in await self._redis.smembers(key))
+        return live
+
+    async def last_seen(self) -> dict[str, int]:
+        """When each account last had a session anywhere (ms)."""
+        assert self._redis is not None
+        raw = await self._redis.hgetall(f"{self.prefix}:seen")
+        return {k.decode(): int(v) for k, v in raw.items()}

@@ -1,0 +1,166 @@
+"""Several hub nodes sharing Redis (backplane) and PostgreSQL (store), over real sockets."""
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import uuid
+
+import asyncpg
+import pytest
+
+from tradewire.app import Server
+
+from conftest import make_settings
+from helpers import EA, Subscriber, account_state, issue_key, issue_token, position_event
+from stores import PG_URL, REDIS_URL, need_service
+
+
+@pytest.fixture
+async def shared(tmp_path):
+    """A fresh PostgreSQL schema and Redis prefix that several nodes share."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    need_service("Redis", "127.0.0.1", 6379)
+    tag = uuid.uuid4().hex[:10]
+    store_url, broker_url = f"{PG_URL}?schema=mn_{tag}", f"{REDIS_URL}?prefix=mn{tag}"
+    nodes: list[Server] = []
+
+    async def node(**alerts) -> Server:
+        settings = make_settings(tmp_path)
+        settings.store.url, settings.broker.url = store_url, broker_url
+        settings.alerts.connection_lost_after_s = 1.0
+        settings.alerts.check_interval_s = 0.1
+        for key, value in alerts.items():
+            setattr(settings.alerts, key, value)
+        srv = Server(settings)
+        await srv.start()
+        nodes.append(srv)
+        return srv
+
+    node.store_url, node.broker_url = store_url, broker_url  # type: ignore[attr-defined]
+    yield node
+    for srv in nodes:
+        await srv.stop()
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "mn_{tag}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def alerts(http, node, key, **query):
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    async with http.get(f"{node.url}/api/v1/alerts?{qs}", headers={"x-api-key": key}) as r:
+        return (await r.json())["items"]
+
+
+async def test_subscriber_on_b_sees_everything_from_an_ea_on_a_with_snapshot(shared, http):
+    a, b = await shared(), await shared()
+    token, key = await issue_token(a, "acc-1"), await issue_key(b)
+    ea = await EA.connect(http, a, token)
+    await ea.greet()
+    await ea.send(account_state(equity=7_777.0))
+    await ea.send({"type": "ticks", "ticks": [{"symbol": "EURUSD", "bid": 1.1, "ask": 1.1001, "ts": 1}]})
+    await asyncio.sleep(0.3)
+    sub = await Subscriber.connect(http, b, key)
+    await sub.subscribe("all", "/trading/*")
+    # snapshot on B of an account whose EA is on A
+    snap = await sub.event(id="acc-1")
+    while (snap.get("state") or {}).get("equity") != 7_777.0:
+        snap = await sub.event(id="acc-1")
+    assert (await sub.event(symbol="EURUSD"))["bid"] == 1.1
+    # and live: state, durable events with offsets
+    await ea.send(position_event(1, pid=11))
+    await ea.wait_ack(1)
+    event = await sub.event(event="OPEN")
+    assert event["positionId"] == 11 and event["_offset"] > 0
+
+
+async def test_ea_moves_to_another_node_mid_stream_nothing_lost_nothing_twice(shared, http):
+    a, b = await shared(), await shared()
+    token, key = await issue_token(a, "acc-1"), await issue_key(a)
+    ea = await EA.connect(http, a, token)
+    await ea.greet()
+    await ea.send([position_event(s, pid=s) for s in range(1, 51)])
+    await ea.wait_ack(50)
+    await ea.send([position_event(s, pid=s) for s in range(51, 101)])
+    await ea.ws.close()  # gone with some of 51..100 unacked
+    ea = await EA.connect(http, b, token)
+    welcome = await ea.greet()
+    assert 50 <= welcome["ackedSeq"] <= 100
+    await ea.send([position_event(s, pid=s) for s in range(welcome["ackedSeq"] + 1, 121)])
+    await ea.send([position_event(s, pid=s) for s in range(51, 61)])  # an over-eager resend: duplicates
+    await ea.wait_ack(120)
+    await asyncio.sleep(1.5)  # past the 1 s grace period on A
+    conn = await asyncpg.connect(PG_URL, server_settings={"search_path": shared.store_url.split("schema=")[1]})
+    try:
+        ids = [r["msg_id"] for r in await conn.fetch("SELECT msg_id FROM ea_inbox WHERE account = 'acc-1'")]
+        opens = await conn.fetchval("SELECT count(*) FROM position_events WHERE account = 'acc-1'")
+    finally:
+        await conn.close()
+    assert len(ids) == len(set(ids)) == 120 and opens == 120
+    assert await alerts(http, a, key, type="CONNECTION_LOST") == []  # it only moved: no false alert
+
+
+async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path):
+    b = await shared()
+    key = await issue_key(b)
+    token = await issue_token(b, "acc-9")
+    env = {
+        **os.environ,
+        "TRADEWIRE_ALERTS_CONNECTION_LOST_AFTER_S": "1",
+        "TRADEWIRE_ALERTS_CHECK_INTERVAL_S": "0.2",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tradewire.cli",
+        "serve",
+        "--port",
+        "0",
+        "--store",
+        shared.store_url,
+        "--broker",
+        shared.broker_url,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+            assert line, "node A exited before listening"
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                break
+
+        class A:
+            url = found.group(1)
+
+        ea = await EA.connect(http, A, token)
+        await ea.greet()
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)  # no drain, no goodbye: its presence simply stops being refreshed
+        await proc.wait()
+        lost = []
+        for _ in range(150):  # presence TTL (10 s) + grace (1 s)
+            lost = await alerts(http, b, key, type="CONNECTION_LOST", account="acc-9")
+            if lost:
+                break
+            await asyncio.sleep(0.1)
+        assert len(lost) == 1 and lost[0]["resolvedAt"] is None
+        await asyncio.sleep(1.0)
+        assert len(await alerts(http, b, key, type="CONNECTION_LOST", account="acc-9")) == 1  # once
+        # the EA comes back on B: resolved
+        ea = await EA.connect(http, b, token)
+        await ea.greet()
+        for _ in range(50):
+            [now] = await alerts(http, b, key, type="CONNECTION_LOST", account="acc-9")
+            if now["resolvedAt"]:
+                break
+            await asyncio.sleep(0.1)
+        assert now["resolvedAt"]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
