@@ -209,3 +209,40 @@ class Subscriber:
                         self.taken.add(index)
                         return {**event, "_sub": item["id"], "_offset": item.get("offset")}
             await self.recv(max(0.01, deadline - loop.time()))
+
+
+class ServeProcess:
+    """`tradewire serve` as a real process on a free port: `url` once it logs that it listens."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    @classmethod
+    async def start(cls, *args: str, env: dict | None = None) -> ServeProcess:
+        import os
+        import re
+        import sys
+
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tradewire.cli",
+            "serve",
+            "--port",
+            "0",
+            *args,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "TRADEWIRE_SERVER_HEARTBEAT_SEC": "1", **(env or {})},
+        )
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+            if not line:
+                raise RuntimeError("tradewire serve exited before listening")
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                return cls(proc, found.group(1))
+
+    async def stop(self, sig: int = 15) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await asyncio.wait_for(self.proc.wait(), 20)

@@ -1,10 +1,7 @@
 """Several hub nodes sharing Redis (backplane) and PostgreSQL (store), over real sockets."""
 
 import asyncio
-import os
-import re
 import signal
-import sys
 import uuid
 
 import asyncpg
@@ -13,7 +10,7 @@ import pytest
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, Subscriber, account_state, issue_key, issue_token, position_event
+from helpers import EA, ServeProcess, Subscriber, account_state, issue_key, issue_token, position_event
 from stores import PG_URL, REDIS_URL, need_service
 
 
@@ -107,37 +104,11 @@ async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path
     b = await shared()
     key = await issue_key(b)
     token = await issue_token(b, "acc-9")
-    env = {
-        **os.environ,
-        "TRADEWIRE_ALERTS_CONNECTION_LOST_AFTER_S": "1",
-        "TRADEWIRE_ALERTS_CHECK_INTERVAL_S": "0.2",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tradewire.cli",
-        "serve",
-        "--port",
-        "0",
-        "--store",
-        shared.store_url,
-        "--broker",
-        shared.broker_url,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    env = {"TRADEWIRE_ALERTS_CONNECTION_LOST_AFTER_S": "1", "TRADEWIRE_ALERTS_CHECK_INTERVAL_S": "0.2"}
+    node_a = await ServeProcess.start("--store", shared.store_url, "--broker", shared.broker_url, env=env)
+    proc = node_a.proc
     try:
-        while True:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
-            assert line, "node A exited before listening"
-            found = re.search(r"listening on (\S+)", line)
-            if found:
-                break
-
-        class A:
-            url = found.group(1)
-
-        ea = await EA.connect(http, A, token)
+        ea = await EA.connect(http, node_a, token)
         await ea.greet()
         await asyncio.sleep(0.5)
         proc.send_signal(signal.SIGKILL)  # no drain, no goodbye: its presence simply stops being refreshed

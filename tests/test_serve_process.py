@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import os
-import re
 import signal
 import sqlite3
 import ssl
@@ -14,7 +12,7 @@ import trustme
 
 from tradewire.store.sqlite import SQLiteStore
 
-from helpers import hello, position_event
+from helpers import ServeProcess, hello, position_event
 
 
 async def issue(db: str, account: str) -> str:
@@ -27,36 +25,8 @@ async def issue(db: str, account: str) -> str:
         await store.close()
 
 
-class Proc:
-    def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
-        self.proc, self.url = proc, url
-
-    @classmethod
-    async def start(cls, db: str, *extra: str) -> "Proc":
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tradewire.cli",
-            "serve",
-            "--port",
-            "0",
-            "--store",
-            f"sqlite:///{db}",
-            *extra,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "TRADEWIRE_SERVER_HEARTBEAT_SEC": "1"},
-        )
-        while True:
-            line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
-            assert line, "server exited before listening"
-            found = re.search(r"listening on (\S+)", line)
-            if found:
-                return cls(proc, found.group(1))
-
-    async def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        return await asyncio.wait_for(self.proc.wait(), 20)
+async def serve(db: str, *extra: str) -> ServeProcess:
+    return await ServeProcess.start("--store", f"sqlite:///{db}", *extra)
 
 
 async def test_tls_serves_wss_to_an_ea(tmp_path):
@@ -67,7 +37,7 @@ async def test_tls_serves_wss_to_an_ea(tmp_path):
     cert.private_key_pem.write_to_path(key_file)
     db = str(tmp_path / "tls.db")
     token = await issue(db, "acc-1")
-    server = await Proc.start(db, "--tls-cert", str(cert_file), "--tls-key", str(key_file))
+    server = await serve(db, "--tls-cert", str(cert_file), "--tls-key", str(key_file))
     try:
         assert server.url.startswith("https://")
         client_ctx = ssl.create_default_context()
@@ -97,7 +67,7 @@ async def test_sigterm_drains_then_a_restart_loses_nothing(tmp_path):
     db = str(tmp_path / "drain.db")
     token = await issue(db, "acc-1")
     total = 400
-    server = await Proc.start(db)
+    server = await serve(db)
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(server.url.replace("http", "ws") + "/ea/v1", headers=headers)
@@ -126,7 +96,7 @@ async def test_sigterm_drains_then_a_restart_loses_nothing(tmp_path):
         assert stored == list(range(1, acked + 1))
 
         # The rolling restart: the EA reconnects, learns ackedSeq and resends the rest.
-        server = await Proc.start(db)
+        server = await serve(db)
         try:
             ws = await http.ws_connect(server.url.replace("http", "ws") + "/ea/v1", headers=headers)
             await ws.send_json(hello())
@@ -150,7 +120,7 @@ async def test_sigterm_drains_then_a_restart_loses_nothing(tmp_path):
 
 async def test_port_in_use_is_a_clear_error(tmp_path):
     db = str(tmp_path / "p.db")
-    first = await Proc.start(db)
+    first = await serve(db)
     port = first.url.rsplit(":", 1)[1]
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -173,7 +143,7 @@ async def test_port_in_use_is_a_clear_error(tmp_path):
 async def test_json_logs_never_contain_secrets(tmp_path):
     db = str(tmp_path / "log.db")
     token = await issue(db, "acc-1")
-    server = await Proc.start(db, "--log-format", "json")
+    server = await serve(db, "--log-format", "json")
     async with aiohttp.ClientSession() as http:
         for bearer in (token, token + "-wrong"):
             ws = await http.ws_connect(

@@ -18,10 +18,10 @@ import msgspec
 
 from tradewire import channels
 from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transition
-from tradewire.broker.base import Broker, Publication
+from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
-from tradewire.model import AccountInfo, AccountState, Alert, Role
+from tradewire.model import AccountInfo, AccountState, Alert, Role, new_alert
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
@@ -79,22 +79,6 @@ class Presence(Protocol):
     async def last_seen(self) -> dict[str, int]: ...
 
 
-class LocalPresence:
-    """One node: nothing beyond what the hub itself sees."""
-
-    def session_started(self, account: str) -> None:
-        pass
-
-    def session_ended(self, account: str) -> None:
-        pass
-
-    async def live_accounts(self) -> set[str]:
-        return set()
-
-    async def last_seen(self) -> dict[str, int]:
-        return {}
-
-
 class Drainable(Protocol):
     """An open EA session, as the hub sees it: something it can replace or drain."""
 
@@ -135,7 +119,7 @@ class Hub:
         self.settings = settings
         self.store = store
         self.fanout: Fanout = fanout or NullFanout()
-        self.presence: Presence = presence or LocalPresence()
+        self.presence: Presence = presence or NoPresence()
         self.clock = clock
         heartbeat_ms = settings.server.heartbeat_sec * 1000
         self.state = LiveState(http_live_ms=3 * heartbeat_ms)
@@ -298,14 +282,13 @@ class Hub:
         if now - self._store_failure_alerted.get(account, -STORE_FAILURE_ALERT_EVERY_MS) < STORE_FAILURE_ALERT_EVERY_MS:
             return  # one per outage-minute, not one per refused message
         self._store_failure_alerted[account] = now
-        alert = Alert(
-            id=str(uuid.uuid4()),
-            type="SYSTEM_ERROR",
-            severity="CRITICAL",
-            account=account,
-            message=f"the store refused a write for this account: {exc}",
-            raisedAt=self.clock(),
-            data={"source": "server"},
+        alert = new_alert(
+            "SYSTEM_ERROR",
+            "CRITICAL",
+            account,
+            f"the store refused a write for this account: {exc}",
+            now,
+            {"source": "server"},
         )
         self._announce(alert, "raised")
         self._track(self.store.submit(AlertRaiseOp(alert)))  # kept if the store recovers
@@ -315,15 +298,7 @@ class Hub:
         """Persist each alert transition; publish and notify it once it is committed."""
         for t in transitions:
             if isinstance(t, Raise):
-                alert = Alert(
-                    id=str(uuid.uuid4()),
-                    type=t.type,
-                    severity=t.severity,
-                    account=t.account,  # type: ignore[arg-type]
-                    message=t.message,
-                    raisedAt=t.at,
-                    data=t.data or None,
-                )
+                alert = new_alert(t.type, t.severity, t.account, t.message, t.at, t.data)
                 fut = self.store.submit(AlertRaiseOp(alert))
             elif isinstance(t, Resolve):
                 fut = self.store.submit(AlertResolveOp(t.account, t.type, t.at, t.message))

@@ -7,6 +7,7 @@ describes it, with no mapping layer in between. Timestamps are UTC milliseconds 
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Annotated, Literal
 
 import msgspec
@@ -127,6 +128,19 @@ class Alert(msgspec.Struct):
     ackedBy: str | None = None
     data: dict | None = None
     offset: int = 0  # store-assigned, as for position events: history on the alerts channel
+
+
+def new_alert(type_: str, severity: str, account: str, message: str, at: int, data: dict | None = None) -> Alert:
+    """A freshly raised alert with its own id."""
+    return Alert(
+        id=str(uuid.uuid4()),
+        type=type_,
+        severity=severity,  # type: ignore[arg-type]
+        account=account,
+        message=message,
+        raisedAt=at,
+        data=data or None,
+    )
 
 
 class TokenInfo(msgspec.Struct, omit_defaults=True):

@@ -36,3 +36,19 @@ class Broker(Protocol):
     def session_ended(self, account: str) -> None: ...
     async def live_accounts(self) -> set[str]: ...
     async def last_seen(self) -> dict[str, int]: ...
+
+
+class NoPresence:
+    """One node: nothing beyond what that node's hub sees itself."""
+
+    def session_started(self, account: str) -> None:
+        pass
+
+    def session_ended(self, account: str) -> None:
+        pass
+
+    async def live_accounts(self) -> set[str]:
+        return set()
+
+    async def last_seen(self) -> dict[str, int]:
+        return {}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tradewire.broker.base import Deliver, Publication
+from tradewire.broker.base import Deliver, NoPresence, Publication
 from tradewire.channels import matches
 
 
-class MemoryBroker:
+class MemoryBroker(NoPresence):  # one node: the hub's own view of sessions is the whole truth
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
         self._latest: dict[str, Publication] = {}
@@ -24,19 +24,6 @@ class MemoryBroker:
             self._latest[pub.channel] = pub
         if self._deliver is not None:
             self._deliver(pub)
-
-    # presence: one node, so the hub's own view is the whole truth
-    def session_started(self, account: str) -> None:
-        pass
-
-    def session_ended(self, account: str) -> None:
-        pass
-
-    async def live_accounts(self) -> set[str]:
-        return set()
-
-    async def last_seen(self) -> dict[str, int]:
-        return {}
 
     async def snapshot(self, pattern: str) -> list[Publication]:
         if not pattern.endswith("/*"):

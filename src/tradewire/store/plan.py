@@ -11,11 +11,12 @@ write, and executes the `Plan`. Every engine therefore shares one definition of:
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 
-from tradewire.model import Alert, Position, PositionEvent, SystemTrade
-from tradewire.store.base import EAErrorOp, EAPositionOp, ReconcileOp, WriteOp, WriteStatus
+import msgspec
+
+from tradewire.model import Alert, Position, PositionEvent, SystemTrade, new_alert
+from tradewire.store.base import AlertAckOp, AlertResolveOp, EAErrorOp, EAPositionOp, ReconcileOp, WriteOp, WriteStatus
 
 
 @dataclass(slots=True)
@@ -74,14 +75,13 @@ def _check_ea_message(op: EAPositionOp | EAErrorOp, facts: Facts) -> Plan | None
 
 def _plan_error(op: EAErrorOp, now: int) -> Plan:
     msg = op.msg
-    alert = Alert(
-        id=str(uuid.uuid4()),
-        type="SYSTEM_ERROR",
-        severity=msg.severity,
-        account=op.account,
-        message=f"EA error {msg.code}: {msg.message}",
-        raisedAt=msg.ts or now,
-        data={"code": msg.code, "eaMessageId": msg.id, "seq": msg.seq},
+    alert = new_alert(
+        "SYSTEM_ERROR",
+        msg.severity,
+        op.account,
+        f"EA error {msg.code}: {msg.message}",
+        msg.ts or now,
+        {"code": msg.code, "eaMessageId": msg.id, "seq": msg.seq},
     )
     return Plan("stored", inbox=(msg.id, msg.seq, "error"), alert=alert)
 
@@ -169,3 +169,27 @@ def _system_trade(account: str, position: Position) -> SystemTrade:
         magic=position.magic,
         executedAt=position.openTime,
     )
+
+
+def change_alert(op: AlertResolveOp | AlertAckOp, current: Alert | None) -> tuple[WriteStatus, str, Alert | None]:
+    """What resolving or acknowledging does: (status, detail, the alert to store or to report).
+
+    `current` is the open alert of that (account, type) for a resolve, the alert with that id for an
+    acknowledgement. Acknowledging a SYSTEM_ERROR also resolves it: an error has no recovery to wait for.
+    """
+    if current is None:
+        missing = (
+            f"no open {op.type} for {op.account}" if isinstance(op, AlertResolveOp) else f"no alert {op.alert_id!r}"
+        )
+        return "not_found", missing, None
+    alert = msgspec.structs.replace(current)
+    if isinstance(op, AlertResolveOp):
+        alert.resolvedAt = op.at
+        alert.data = {**(alert.data or {}), "resolution": op.message}
+        return "stored", "", alert
+    if current.ackedAt is not None:
+        return "ignored", "already acknowledged", current
+    alert.ackedAt, alert.ackedBy = op.at, op.by
+    if alert.type == "SYSTEM_ERROR" and alert.resolvedAt is None:
+        alert.resolvedAt = op.at
+    return "stored", "", alert

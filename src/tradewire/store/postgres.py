@@ -345,21 +345,11 @@ class PostgresStore:
                 op.account,
                 op.type,
             )
-            if body is None:
-                return WriteResult("not_found", f"no open {op.type} for {op.account}")
-            alert = _alert_decoder.decode(body)
-            alert.resolvedAt = op.at
-            alert.data = {**(alert.data or {}), "resolution": op.message}
         else:
             body = await conn.fetchval("SELECT body FROM alerts WHERE id = $1 FOR UPDATE", op.alert_id)
-            if body is None:
-                return WriteResult("not_found", f"no alert {op.alert_id!r}")
-            alert = _alert_decoder.decode(body)
-            if alert.ackedAt is not None:
-                return WriteResult("ignored", "already acknowledged", alerts=[alert])
-            alert.ackedAt, alert.ackedBy = op.at, op.by
-            if alert.type == "SYSTEM_ERROR" and alert.resolvedAt is None:
-                alert.resolvedAt = op.at
+        status, detail, alert = planner.change_alert(op, _alert_decoder.decode(body) if body is not None else None)
+        if status != "stored" or alert is None:
+            return WriteResult(status, detail, alerts=[alert] if alert else [])
         alert.offset = await conn.fetchval("SELECT nextval('tw_offset')")
         await conn.execute(
             'UPDATE alerts SET "offset" = $1, resolved_at = $2, body = $3 WHERE id = $4',

@@ -346,21 +346,11 @@ class SQLiteStore:
             row = conn.execute(
                 "SELECT body FROM alerts WHERE account = ? AND type = ? AND resolved_at IS NULL", (op.account, op.type)
             ).fetchone()
-            if row is None:
-                return WriteResult("not_found", f"no open {op.type} for {op.account}")
-            alert = _alert_decoder.decode(row[0])
-            alert.resolvedAt = op.at
-            alert.data = {**(alert.data or {}), "resolution": op.message}
         else:
             row = conn.execute("SELECT body FROM alerts WHERE id = ?", (op.alert_id,)).fetchone()
-            if row is None:
-                return WriteResult("not_found", f"no alert {op.alert_id!r}")
-            alert = _alert_decoder.decode(row[0])
-            if alert.ackedAt is not None:
-                return WriteResult("ignored", "already acknowledged", alerts=[alert])
-            alert.ackedAt, alert.ackedBy = op.at, op.by
-            if alert.type == "SYSTEM_ERROR" and alert.resolvedAt is None:
-                alert.resolvedAt = op.at  # an EA error has no recovery to wait for: acknowledging ends it
+        status, detail, alert = planner.change_alert(op, _alert_decoder.decode(row[0]) if row else None)
+        if status != "stored" or alert is None:
+            return WriteResult(status, detail, alerts=[alert] if alert else [])
         alert.offset = self._take_offset()
         conn.execute(
             'UPDATE alerts SET "offset" = ?, resolved_at = ?, body = ? WHERE id = ?',
