@@ -31,6 +31,13 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     auth_cache_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
 
 
+class LimitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 50_000  # WebSocket connections, EAs and subscribers
+    max_connections_per_ip: Annotated[int, msgspec.Meta(ge=1)] = 1_000
+    ea_messages_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2_000.0  # per account: reading slows down past it
+    ea_burst: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+
+
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str = DEFAULT_STORE
 
@@ -116,6 +123,7 @@ class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     system: SystemSettings = msgspec.field(default_factory=SystemSettings)
     realtime: RealtimeSettings = msgspec.field(default_factory=RealtimeSettings)
@@ -126,6 +134,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "server": ServerSettings,
     "store": StoreSettings,
+    "limits": LimitSettings,
     "broker": BrokerSettings,
     "system": SystemSettings,
     "realtime": RealtimeSettings,

@@ -21,6 +21,7 @@ from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transi
 from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
+from tradewire.limits import ConnectionCaps, TokenBucket
 from tradewire.model import AccountInfo, AccountState, Alert, Role, new_alert
 from tradewire.state import LiveState
 from tradewire.store.base import (
@@ -131,7 +132,10 @@ class Hub:
         self._exposure_dirty = False
         self._positions_dirty: set[str] = set()
         self._ticker: asyncio.Task | None = None
-        self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0}
+        self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0, "throttled": 0}
+        limits = settings.limits
+        self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip)
+        self._buckets: dict[str, TokenBucket] = {}
         self.rules = AlertRules(settings.alerts, settings.server.heartbeat_sec)
         self.notifier = notifier
         self._checker: asyncio.Task | None = None
@@ -151,6 +155,23 @@ class Hub:
             role = await self.store.api_key_role(key)
             self._auth.put("k:" + key, role, self._auth.ttl if role else min(1.0, self._auth.ttl))
         return role
+
+    def throttle(self, account: str, messages: int) -> float:
+        """Seconds this account's EA should wait before more messages: its rate is over the limit."""
+        bucket = self._buckets.get(account)
+        if bucket is None:
+            limits = self.settings.limits
+            bucket = self._buckets[account] = TokenBucket(limits.ea_messages_per_s, limits.ea_burst)
+        delay = bucket.take(messages)
+        if delay:
+            self.counters["throttled"] += 1
+        return delay
+
+    def refund(self, account: str, messages: int) -> None:
+        """Give back what a refused HTTP batch took: it was not processed."""
+        bucket = self._buckets.get(account)
+        if bucket is not None:
+            bucket.tokens += messages
 
     # --- sessions -----------------------------------------------------------------------------
     async def session_started(self, session: Drainable) -> None:

@@ -20,6 +20,7 @@ HUB_COUNTERS = {
     "durable": "durable EA messages queued to the store",
     "errors": "EA messages refused with an error",
     "reconciled": "position events inferred from snapshots",
+    "throttled": "times an EA was slowed down (or a batch refused with 429) for its message rate",
 }
 GATEWAY_COUNTERS = {
     "connections_total": "subscriber connections accepted",
@@ -55,6 +56,12 @@ class _LiveCollector(Collector):
         for key, doc in GATEWAY_COUNTERS.items():
             name = key.removesuffix("_total")
             yield CounterMetricFamily(f"tradewire_realtime_{name}", doc, value=self.gateway.stats[key])
+        yield CounterMetricFamily(
+            "tradewire_connections_refused", "WebSocket connections refused by the caps", value=self.hub.caps.refused
+        )
+        yield GaugeMetricFamily(
+            "tradewire_websocket_connections", "open WebSocket connections", value=self.hub.caps.total
+        )
         yield CounterMetricFamily("tradewire_store_commits", "store transactions committed", value=self.store.commits)
         yield CounterMetricFamily(
             "tradewire_store_operations", "store operations committed", value=self.store.committed_ops

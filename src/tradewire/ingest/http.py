@@ -69,6 +69,12 @@ async def ea_batch(request: web.Request) -> web.Response:
         except msgspec.ValidationError as exc:
             return json_error(400, p.INVALID_MESSAGE, f"hello: {exc}")
     items = p.decode_items(body.messages)
+    delay = hub.throttle(account, len(items) + (hello is not None))
+    if delay:
+        hub.refund(account, len(items) + (hello is not None))
+        refused = json_error(429, p.RATE_LIMITED, f"over {hub.settings.limits.ea_messages_per_s:g} messages/s; retry")
+        refused.headers["Retry-After"] = str(max(1, round(delay)))
+        return refused
     # An account greeted by an earlier POST within the liveness window need not repeat hello.
     view = hub.state.accounts.get(account)
     core = SessionCore(account, greeted=view is not None and view.transport == "http" and _live(hub, view))

@@ -47,6 +47,7 @@ class EAWebSocketSession:
         self._accepting = True
         self._acked = 0
         self._close: tuple[int, str] | None = None
+        self._last_count = 0
 
     async def run(self) -> None:
         await self.hub.session_started(self)
@@ -56,6 +57,11 @@ class EAWebSocketSession:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     if self._accepting:
                         await self._on_frame(msg.data)
+                        # Over its rate the EA is slowed down, not refused: refusing a durable message
+                        # would let a later cumulative ack cover it. TCP back-pressure does the rest.
+                        delay = self.hub.throttle(self.account, self._last_count)
+                        if delay:
+                            await asyncio.sleep(min(delay, 5.0))
                     # Reading a buffered socket never suspends: yield, or one fast EA starves the
                     # subscribers' writers and every other session on this loop.
                     await asyncio.sleep(0)
@@ -76,7 +82,9 @@ class EAWebSocketSession:
 
     async def _on_frame(self, data: str | bytes) -> None:
         self.hub.counters["frames"] += 1
-        for step in self.core.receive(data):
+        steps = self.core.receive(data)
+        self._last_count = len(steps)
+        for step in steps:
             self.hub.counters["messages"] += 1
             if isinstance(step, Volatile):
                 self.hub.apply_volatile(self.account, step.msg)
@@ -148,8 +156,27 @@ class EAWebSocketSession:
         await self.ws.close(code=code, message=reason.encode())
 
 
-async def ea_websocket(request: web.Request) -> web.WebSocketResponse:
+def admit(hub: Hub, request: web.Request) -> web.Response | None:
+    """A WebSocket slot for this client, or the 503 that says why there is none."""
+    refusal = hub.caps.admit(request.remote or "?")
+    if refusal is None:
+        return None
+    body = p.encode(p.ErrorReply(code="too_many_connections", message=refusal))
+    return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": "5"})
+
+
+async def ea_websocket(request: web.Request) -> web.StreamResponse:
     hub: Hub = request.app[HUB]
+    refused = admit(hub, request)
+    if refused is not None:
+        return refused
+    try:
+        return await _ea_websocket(hub, request)
+    finally:
+        hub.caps.release(request.remote or "?")
+
+
+async def _ea_websocket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=hub.settings.server.max_frame_bytes, autoping=True)
     token = bearer_token(request)
     account = await hub.ea_account(token) if token else None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tradewire.appkeys import GATEWAY
+from tradewire.appkeys import GATEWAY, HUB
+from tradewire.ingest.ws import admit
 from tradewire.realtime import protocol as rp
 from tradewire.realtime.gateway import Connection
 
@@ -18,7 +19,18 @@ def _offered_subprotocols(request: web.Request) -> list[str]:
     return offered
 
 
-async def realtime_websocket(request: web.Request) -> web.WebSocketResponse:
+async def realtime_websocket(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    refused = admit(hub, request)
+    if refused is not None:
+        return refused
+    try:
+        return await _realtime_websocket(request)
+    finally:
+        hub.caps.release(request.remote or "?")
+
+
+async def _realtime_websocket(request: web.Request) -> web.WebSocketResponse:
     gateway = request.app[GATEWAY]
     # Auth arrives base64url-encoded in a `header-…` subprotocol (browsers, Amplify JS) or as plain
     # headers on the upgrade (the Swift SDK, scripts).

@@ -1,0 +1,52 @@
+"""Limits that keep one client from hurting the others: connection caps and per-account rates. Pure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """`rate` tokens a second, up to `burst`. `take(n)` says how long to wait (0 when within the rate)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = float(burst)
+        self.at = clock()
+
+    def take(self, n: int = 1) -> float:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= n
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class ConnectionCaps:
+    """Open WebSocket connections, overall and per client address."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total, self.max_per_ip = max_total, max_per_ip
+        self.total = 0
+        self.by_ip: dict[str, int] = {}
+        self.refused = 0
+
+    def admit(self, ip: str) -> str | None:
+        """Take a slot, or say why not."""
+        if self.total >= self.max_total:
+            self.refused += 1
+            return f"the hub is at its connection limit ({self.max_total})"
+        if self.by_ip.get(ip, 0) >= self.max_per_ip:
+            self.refused += 1
+            return f"too many connections from {ip} (limit {self.max_per_ip})"
+        self.total += 1
+        self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        left = self.by_ip.get(ip, 1) - 1
+        if left > 0:
+            self.by_ip[ip] = left
+        else:
+            self.by_ip.pop(ip, None)
