@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 NODE_DEPS := tests/amplify/node_modules/.package-lock.json
 
-.PHONY: install demo serve test lint format clean
+.PHONY: install demo serve test test-reliability lint format clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ serve: install
 ## Run the test suite (real server on free ports, real sockets, real SQLite).
 test: install $(NODE_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The reliability suite at full size (the bounded form of each runs in `make test`).
+FUZZ_SCALE ?= 100
+test-reliability: install
+	TRADEWIRE_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests

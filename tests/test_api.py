@@ -143,3 +143,9 @@ async def test_equity_series_is_bucketed_per_minute(server, http, fleet):
     [point] = body["items"]
     assert point["equity"] == 10_000.0 and point["ts"] % 60_000 == 0
     assert (await get(http, server, "/accounts/nobody/equity", key))[0] == 404
+
+
+async def test_huge_integers_in_queries_are_a_named_400_not_a_500(server, http):
+    key = await issue_key(server)
+    status, body = await get(http, server, "/events?from=18446744073709551616", key)
+    assert status == 400 and "'from'" in body["error"]["message"]

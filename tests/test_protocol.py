@@ -127,3 +127,14 @@ def test_unknown_fields_are_ignored_for_forward_compatibility():
 def test_json_schema_exists_for_docs():
     schema = msgspec.json.schema(p.ClientMsg)
     assert "$defs" in schema
+
+
+@pytest.mark.parametrize("field", ["seq", "id"])
+def test_integers_beyond_64_bits_are_refused_at_the_edge_not_in_the_store(field):
+    msg = position_event(1)
+    if field == "seq":
+        msg["seq"] = 2**63
+    else:
+        msg["position"]["id"] = 2**64
+    [err] = p.decode_frame(json.dumps(msg))
+    assert isinstance(err, p.ErrorReply) and err.code == p.INVALID_MESSAGE

@@ -13,7 +13,7 @@ from tradewire.alerts import CONNECTION_LOST, MARGIN_CALL, STALE_DATA, STOP_OUT,
 from tradewire.appkeys import HUB, METRICS
 from tradewire.hub import Hub
 from tradewire.metrics import CONTENT_TYPE
-from tradewire.model import ACCOUNT_ID_RULE, is_account_id
+from tradewire.model import ACCOUNT_ID_RULE, INT64_MAX, is_account_id
 from tradewire.state import SERIES_BUCKET_MS
 from tradewire.store.base import AlertQuery, EventQuery, StoreError
 
@@ -62,7 +62,7 @@ def _bearer(request: web.Request) -> str | None:
 
 
 # --- parameters ---------------------------------------------------------------------------------
-def _int_param(request: web.Request, name: str, *, lo: int = 0, hi: int | None = None) -> int | None:
+def _int_param(request: web.Request, name: str, *, lo: int = 0, hi: int = INT64_MAX) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
@@ -70,8 +70,8 @@ def _int_param(request: web.Request, name: str, *, lo: int = 0, hi: int | None =
         value = int(raw)
     except ValueError:
         raise BadParam(name, f"{raw!r} is not a whole number") from None
-    if value < lo or (hi is not None and value > hi):
-        raise BadParam(name, f"{value} is outside {lo}..{hi if hi is not None else 'inf'}")
+    if not lo <= value <= hi:
+        raise BadParam(name, f"{value} is outside {lo}..{hi}")
     return value
 
 

@@ -18,7 +18,9 @@ ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$"
 ACCOUNT_ID_RE = re.compile(ACCOUNT_ID_PATTERN)
 AccountId = Annotated[str, msgspec.Meta(pattern=ACCOUNT_ID_PATTERN)]
 ACCOUNT_ID_RULE = "1-50 characters of A-Z, a-z, 0-9 and '-', not starting or ending with '-'"
-Millis = Annotated[int, msgspec.Meta(ge=0)]
+INT64_MAX = 2**63 - 1  # every integer that reaches a store fits a signed 64-bit column
+Int64 = Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)]
+Millis = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 Side = Literal["buy", "sell"]
 PositionEventType = Literal["OPEN", "CLOSE", "MODIFY"]
 EventSource = Literal["ea", "reconcile"]
@@ -33,20 +35,20 @@ def is_account_id(value: str) -> bool:
 class Position(msgspec.Struct, forbid_unknown_fields=False):
     """An open position as the terminal reports it (MT5 position / MT4 market order)."""
 
-    id: Annotated[int, msgspec.Meta(ge=0)]  # MT5 POSITION_IDENTIFIER, MT4 ticket: stable for its life
+    id: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]  # MT5 POSITION_IDENTIFIER, MT4 ticket: stable for its life
     symbol: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     side: Side
     volume: Annotated[float, msgspec.Meta(gt=0)]
     openPrice: float
     openTime: Millis
-    ticket: int | None = None  # MT5 ticket can change (service operations); id cannot
+    ticket: Int64 | None = None  # MT5 ticket can change (service operations); id cannot
     price: float | None = None
     sl: float | None = None
     tp: float | None = None
     profit: float = 0.0
     swap: float = 0.0
     commission: float = 0.0
-    magic: int = 0
+    magic: Int64 = 0
     comment: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 

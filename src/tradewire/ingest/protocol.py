@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tradewire.model import AccountId, Millis, Position, Tick
+from tradewire.model import INT64_MAX, AccountId, Int64, Millis, Position, Tick
 
 MsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Seq = Annotated[int, msgspec.Meta(ge=1)]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 
 
 class _Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
@@ -28,14 +28,14 @@ class EAInfo(msgspec.Struct):
 
 class Hello(_Msg, tag="hello"):
     platform: Literal["MT4", "MT5", "agent"]
-    login: int
+    login: Int64
     server: Annotated[str, msgspec.Meta(max_length=128)]
     currency: Annotated[str, msgspec.Meta(max_length=16)]
-    leverage: Annotated[int, msgspec.Meta(ge=0)]
+    leverage: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
     broker: Annotated[str, msgspec.Meta(max_length=128)] = ""
     ea: EAInfo | None = None
     tzOffsetSec: Annotated[int, msgspec.Meta(ge=-86400, le=86400)] = 0
-    lastSeq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    lastSeq: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] = 0
     account: AccountId | None = None
 
 

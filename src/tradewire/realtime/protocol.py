@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -42,7 +42,7 @@ class Subscribe(_Client, tag="subscribe"):
     id: str
     channel: str
     authorization: dict[str, Any] | None = None
-    since: int | None = None  # extension: replay durable channels from this offset
+    since: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None  # extension: replay from this offset
 
 
 class Unsubscribe(_Client, tag="unsubscribe"):
