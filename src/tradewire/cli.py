@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--issue-tokens", action="store_true", help="issue the fleet's EA tokens in --store")
     sim.add_argument("--tokens", metavar="FILE", help="file of 'account token' lines to use instead")
     sim.add_argument("--quiet", action="store_true", help="no live status line")
+    sim.add_argument(
+        "--scenario",
+        choices=["margin-call", "stop-out", "disconnect", "error", "stale"],
+        help="a few seconds in, make one account raise that alert type: margin-call (margin level held at 80%%), "
+        "stop-out (level under 50%% and a stop-out CLOSE), disconnect (leaves for good), error (an EA error "
+        "message), stale (its prices freeze)",
+    )
+    sim.add_argument(
+        "--scenario-account",
+        type=_account_id,
+        metavar="ACCOUNT",
+        help="the account --scenario scripts (default: the first)",
+    )
 
     demo = sub.add_parser("demo", help="serve on embedded defaults with a simulated fleet")
     _add_common(demo)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tradewire.sim.market import MAJORS, SYMBOLS, Market, spec_for
+from tradewire.sim.market import MAJORS, SYMBOLS, Market, Quote, spec_for
 
 Side = Literal["buy", "sell"]
 CloseReason = Literal["client", "sl", "tp", "stopout"]
@@ -130,12 +130,21 @@ class SimAccount:
         self._next_ticket = first_ticket if first_ticket is not None else self.rng.randint(10**8, 9 * 10**8)
         self._last_ms: int | None = None
         self._stress: tuple[int, int] | None = None  # (position id, close at ms)
+        # Scenario hooks (sim/scenarios.py): a scripted account only follows the market (no trading, no stops,
+        # no broker stop-out: the script does those); a frozen symbol keeps its quote and sends no ticks.
+        self.scripted = False
+        self.frozen: dict[str, Quote] = {}
+
+    def quote(self, symbol: str) -> Quote:
+        """The price this account's terminal sees: the market's, unless the scenario froze its feed."""
+        frozen = self.frozen.get(symbol)
+        return frozen if frozen is not None else self.market.quote(symbol)
 
     # --- money --------------------------------------------------------------------------------
     def mark(self) -> None:
         """Revalue every position at the current price (buys close at bid, sells at ask)."""
         for pos in self.positions.values():
-            quote = self.market.quote(pos.symbol)
+            quote = self.quote(pos.symbol)
             pos.price = quote.bid if pos.side == "buy" else quote.ask
             pos.profit = round(self.market.profit_usd(pos.symbol, pos.side, pos.volume, pos.open_price, pos.price), 2)
 
@@ -149,7 +158,14 @@ class SimAccount:
 
     @property
     def margin(self) -> float:
-        return sum(self.market.margin_usd(p.symbol, p.volume, self.leverage) for p in self.positions.values())
+        return sum(
+            self.market.margin_usd(p.symbol, p.volume, self.leverage, self._frozen_mid(p.symbol))
+            for p in self.positions.values()
+        )
+
+    def _frozen_mid(self, symbol: str) -> float | None:
+        frozen = self.frozen.get(symbol)
+        return frozen.mid if frozen is not None else None
 
     @property
     def free_margin(self) -> float:
@@ -167,6 +183,8 @@ class SimAccount:
         self._last_ms = now_ms
         self.market.advance(now_ms)
         self.mark()
+        if self.scripted:
+            return []
         events = self._hit_stops(now_ms) + self._stop_out(now_ms)
         if dt > 0:
             events += self._trade(now_ms, dt)
@@ -235,7 +253,7 @@ class SimAccount:
             # Size by the margin it uses: a few percent of equity per trade.
             per_lot = self.market.margin_usd(symbol, 1.0, self.leverage)
             volume = min(50.0, lots(self.rng.uniform(0.003, 0.025) * max(self.equity, 0.0) / per_lot))
-        quote = self.market.quote(symbol)
+        quote = self.quote(symbol)
         spec = spec_for(symbol)
         price = quote.ask if side == "buy" else quote.bid
         pos = SimPosition(
@@ -268,7 +286,7 @@ class SimAccount:
 
     def close_position(self, position_id: int, now_ms: int, reason: CloseReason) -> dict[str, Any]:
         pos = self.positions.pop(position_id)
-        quote = self.market.quote(pos.symbol)
+        quote = self.quote(pos.symbol)
         pos.price = quote.bid if pos.side == "buy" else quote.ask
         pos.profit = round(self.market.profit_usd(pos.symbol, pos.side, pos.volume, pos.open_price, pos.price), 2)
         self.balance = round(self.balance + pos.profit + pos.swap + pos.commission, 2)  # realised
@@ -303,6 +321,24 @@ class SimAccount:
             "ts": now_ms,
             "position": pos.wire(),
             **extra,
+        }
+        self.outbox[self.seq] = frame
+        return frame
+
+    def error_event(
+        self, now_ms: int, code: str, message: str, severity: Literal["HIGH", "CRITICAL"] = "HIGH"
+    ) -> dict[str, Any]:
+        """A durable EA `error` message (the hub raises SYSTEM_ERROR); kept in the outbox until acked."""
+        self.seq += 1
+        frame = {
+            "type": "error",
+            "account": self.id,
+            "seq": self.seq,
+            "id": f"error-{self.seq}",
+            "code": code,
+            "message": message,
+            "severity": severity,
+            "ts": now_ms,
         }
         self.outbox[self.seq] = frame
         return frame
@@ -374,6 +410,8 @@ class SimAccount:
     def ticks_frame(self, now_ms: int) -> dict[str, Any]:
         ticks = []
         for symbol in self.symbols:
+            if symbol in self.frozen:
+                continue  # a frozen feed: no new tick, as an EA that sends ticks on change
             quote = self.market.quote(symbol)
             ticks.append({"symbol": symbol, "bid": quote.bid, "ask": quote.ask, "ts": now_ms})
         return {"type": "ticks", "account": self.id, "ticks": ticks}

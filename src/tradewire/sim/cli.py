@@ -143,8 +143,24 @@ async def check_hub(url: str) -> None:
         raise CliError(f"cannot reach the hub at {url}: {exc or type(exc).__name__}") from None
 
 
+def scenario_account(args: argparse.Namespace, tokens: list[tuple[str, str]]) -> str | None:
+    """The account `--scenario` scripts: `--scenario-account`, which must be in the fleet, or the first one."""
+    chosen = getattr(args, "scenario_account", None)
+    if not getattr(args, "scenario", None):
+        if chosen:
+            raise CliError("--scenario-account needs --scenario")
+        return None
+    fleet = [account for account, _ in tokens]
+    if chosen is None:
+        return fleet[0]
+    if chosen not in fleet:
+        raise CliError(f"--scenario-account {chosen} is not in the simulated fleet ({fleet[0]} .. {fleet[-1]})")
+    return chosen
+
+
 async def simulate(args: argparse.Namespace, settings: Settings) -> int:
     tokens = await fleet_tokens(args, settings)
+    target = scenario_account(args, tokens)
     await check_hub(args.url)
     stop = asyncio.Event()
     with stop_on_signals(stop), StatusLine(enabled=not args.quiet) as status:
@@ -157,6 +173,8 @@ async def simulate(args: argparse.Namespace, settings: Settings) -> int:
             stop=stop,
             system_magics=settings.system.magic_numbers,
             on_stats=status.update,
+            scenario=getattr(args, "scenario", None),
+            scenario_account=target,
         )
     print(f"simulate: {stats.summary()}", flush=True)
     if stats.refused == len(tokens):
@@ -215,6 +233,8 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
                 stop=stop,
                 system_magics=settings.system.magic_numbers,
                 on_stats=status.update,
+                scenario=getattr(args, "scenario", None),  # the demo parser has no --scenario (yet)
+                scenario_account=scenario_account(args, tokens),
             )
         print(f"demo: {stats.summary()}", flush=True)
     finally:

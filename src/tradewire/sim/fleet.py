@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import msgspec
 
 from tradewire.sim.account import SimAccount
 from tradewire.sim.market import Market
+from tradewire.sim.scenarios import FIRE_AFTER_S, Scenario, make_scenario
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +70,29 @@ class FleetStats:
         return text + (f", {self.refused} refused" if self.refused else "")
 
 
+def announce_scenario(line: str) -> None:
+    """Where the fleet says, once, what a `--scenario` did: stderr, above the live status line."""
+    print(line, file=sys.stderr, flush=True)
+
+
 class TokenRefused(Exception):
     """The hub refused the account's token: retrying cannot help."""
 
 
 class _Fleet:
-    def __init__(self, url: str, rate: float, stop: asyncio.Event, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        url: str,
+        rate: float,
+        stop: asyncio.Event,
+        session: aiohttp.ClientSession,
+        on_scenario: Callable[[str], None] = announce_scenario,
+    ) -> None:
         self.url = url.rstrip("/")
         self.interval = 1 / rate
         self.stop = stop
         self.session = session
+        self.on_scenario = on_scenario
         self.stats = FleetStats()
 
     async def wait_stop(self, delay: float) -> bool:
@@ -119,6 +134,7 @@ class _Link:
     token: str
     rng: random.Random
     failures: int = 0
+    scenario: Scenario | None = None  # `--scenario`: scripts this account to raise one alert type
 
 
 def backoff_delay(failures: int, rng: random.Random) -> float:
@@ -149,7 +165,8 @@ Send = Callable[[list[Frame], list[Frame]], Awaitable[None]]
 
 
 async def _pump(fleet: _Fleet, link: _Link, send: Send, alive: Callable[[], bool], heartbeat_s: float) -> str:
-    """Send updates at the fleet's rate until stopped ("stopped"), dropped on purpose ("dropped") or closed."""
+    """Send updates at the fleet's rate until stopped ("stopped"), dropped on purpose ("dropped"), closed, or
+    left for good by a disconnect scenario ("gone")."""
     loop = asyncio.get_running_loop()
     sim = link.sim
     last_snapshot = last_heartbeat = loop.time()
@@ -161,6 +178,14 @@ async def _pump(fleet: _Fleet, link: _Link, send: Send, alive: Callable[[], bool
             return "closed"
         now, t = now_ms(), loop.time()
         durable = sim.step(now)
+        if link.scenario is not None:
+            action = link.scenario.tick(sim, now)
+            durable += action.durable
+            if action.note:
+                fleet.on_scenario(f"simulate: scenario {link.scenario.name}: account {sim.id} {action.note}")
+            if action.leave:
+                fleet.stats.durable_sent += len(durable)  # stays in the outbox, unacked
+                return "gone"
         volatile = [sim.ticks_frame(now), sim.account_frame(now)]
         if t - last_snapshot >= SNAPSHOT_EVERY_S:
             volatile.append(sim.positions_frame(now))
@@ -318,7 +343,7 @@ async def _run_account(fleet: _Fleet, link: _Link) -> None:
             )
             delay = backoff_delay(link.failures, link.rng)
         else:
-            if outcome == "stopped":
+            if outcome in ("stopped", "gone"):
                 return
             delay = link.rng.uniform(*DROP_PAUSE_S)  # a deliberate drop, as a flaky client PC does
         if await fleet.wait_stop(delay):
@@ -349,9 +374,21 @@ async def run_fleet(
     stop: asyncio.Event | None,
     system_magics: Iterable[int],
     on_stats: Callable[[FleetStats], None] | None = None,
+    scenario: str | None = None,
+    scenario_account: str | None = None,
+    scenario_after_s: float = FIRE_AFTER_S,
+    on_scenario: Callable[[str], None] = announce_scenario,
 ) -> FleetStats:
-    """Run one coroutine per (account id, EA token) until `stop` is set or `duration` seconds pass."""
+    """Run one coroutine per (account id, EA token) until `stop` is set or `duration` seconds pass.
+
+    `scenario` (sim/scenarios.py) scripts `scenario_account` (default: the first account) to raise one alert
+    type, `scenario_after_s` seconds after the start; `on_scenario` gets the one line saying what it did.
+    """
     ws_url(url)  # a bad URL fails here, once, instead of in every account
+    if scenario is not None:
+        scenario_account = scenario_account or (accounts[0][0] if accounts else None)
+        if scenario_account not in {account for account, _ in accounts}:
+            raise ValueError(f"scenario account {scenario_account!r} is not in the simulated fleet")
     market = Market(seed)
     magics = tuple(system_magics)
     first_ticket = int(time.time() * 100)  # above any id a previous run stored for these accounts
@@ -359,7 +396,7 @@ async def run_fleet(
     started = time.monotonic()
     connector = aiohttp.TCPConnector(limit=0)  # each WebSocket holds a connection: no pool cap
     async with aiohttp.ClientSession(connector=connector) as session:
-        fleet = _Fleet(url, rate, internal, session)
+        fleet = _Fleet(url, rate, internal, session, on_scenario)
         fleet.stats.accounts = len(accounts)
         links = [
             _Link(
@@ -376,6 +413,11 @@ async def run_fleet(
             )
             for i, (account, token) in enumerate(accounts)
         ]
+        if scenario is not None:
+            target = next(link for link in links if link.sim.id == scenario_account)
+            others = {symbol for link in links if link is not target for symbol in link.sim.symbols}
+            fire_at = now_ms() + int(scenario_after_s * 1000)
+            target.scenario = make_scenario(scenario, target.sim.id, fire_at, avoid_symbols=others)
         stopper = asyncio.create_task(_stop_after(internal, stop, duration))
         reporter = asyncio.create_task(_report(fleet, started, on_stats)) if on_stats else None
         tasks = [asyncio.create_task(_run_account(fleet, link), name=f"sim-{link.sim.id}") for link in links]
