@@ -108,10 +108,10 @@ def test_connection_lost_only_after_the_grace_period():
     rules = AlertRules(AlertSettings(connection_lost_after_s=15), heartbeat_s=10)
     rules.session_ended("a", 1_000)
     accounts = {"a": view(sessions=0, last_seen=1_000)}
-    assert rules.check(15_999, accounts, {}) == []
-    [t] = rules.check(16_000, accounts, {})
+    assert rules.check(15_999, accounts) == []
+    [t] = rules.check(16_000, accounts)
     assert t.type == CONNECTION_LOST and t.severity == "HIGH"
-    assert rules.check(20_000, accounts, {}) == []  # once per episode
+    assert rules.check(20_000, accounts) == []  # once per episode
     assert types(rules.session_started("a", 21_000), Resolve) == [CONNECTION_LOST]
 
 
@@ -119,22 +119,22 @@ def test_quick_reconnect_inside_the_grace_period_raises_nothing():
     rules = AlertRules(AlertSettings(connection_lost_after_s=15), heartbeat_s=10)
     rules.session_ended("a", 1_000)
     assert rules.session_started("a", 5_000) == []
-    assert rules.check(60_000, {"a": view(sessions=1, last_seen=59_000)}, {}) == []
+    assert rules.check(60_000, {"a": view(sessions=1, last_seen=59_000)}) == []
 
 
 def test_silence_for_three_heartbeats_while_connected():
     rules = AlertRules(AlertSettings(), heartbeat_s=10)
     accounts = {"a": view(sessions=1, last_seen=0, connected_at=0)}
-    assert rules.check(30_000, accounts, {}) == []
-    assert types(rules.check(30_001, accounts, {})) == [CONNECTION_LOST]
+    assert rules.check(30_000, accounts) == []
+    assert types(rules.check(30_001, accounts)) == [CONNECTION_LOST]
     assert types(rules.seen("a", 31_000), Resolve) == [CONNECTION_LOST]
 
 
 def test_per_account_grace_override():
     rules = AlertRules(AlertSettings(accounts={"a": AlertLevels(connection_lost_after_s=60)}), heartbeat_s=10)
     rules.session_ended("a", 0)
-    assert rules.check(59_000, {}, {}) == []
-    assert types(rules.check(60_000, {}, {})) == [CONNECTION_LOST]
+    assert rules.check(59_000, {}) == []
+    assert types(rules.check(60_000, {})) == [CONNECTION_LOST]
 
 
 def test_open_episodes_survive_a_restart():
@@ -168,23 +168,25 @@ def test_stale_prices_for_traded_symbols_while_the_market_is_open():
     rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
     wednesday = utc(2026, 11, 25, 12)
     positions = {1: pos("EURUSD"), 2: pos("US30.cash")}
-    accounts = {"a": view(sessions=1, connected_at=wednesday - 600_000, last_seen=wednesday, positions=positions)}
-    fresh = {"EURUSD": wednesday - 1_000, "US30.cash": wednesday - 1_000}
-    assert rules.check(wednesday, accounts, fresh) == []
-    stale = {"EURUSD": wednesday - 121_000, "US30.cash": wednesday - 1_000}
-    [t] = rules.check(wednesday, accounts, stale)
+    a = view(sessions=1, connected_at=wednesday - 600_000, last_seen=wednesday, positions=positions)
+    accounts = {"a": a}
+    a.price_changed = {"EURUSD": wednesday - 1_000, "US30.cash": wednesday - 1_000}
+    assert rules.check(wednesday, accounts) == []
+    a.price_changed = {"EURUSD": wednesday - 121_000, "US30.cash": wednesday - 1_000}
+    [t] = rules.check(wednesday, accounts)
     assert t.type == STALE_DATA and t.data["symbols"] == ["EURUSD"]
-    assert types(rules.check(wednesday + 1, accounts, fresh), Resolve) == [STALE_DATA]
+    a.price_changed = {"EURUSD": wednesday - 1_000, "US30.cash": wednesday - 1_000}
+    assert types(rules.check(wednesday + 1, accounts), Resolve) == [STALE_DATA]
 
 
 def test_no_stale_alert_when_the_market_is_closed_or_no_positions():
     rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
     saturday = utc(2026, 11, 28, 12)
     accounts = {"a": view(sessions=1, connected_at=0, last_seen=saturday, positions={1: pos("EURUSD")})}
-    assert rules.check(saturday, accounts, {"EURUSD": 0}) == []
+    assert rules.check(saturday, accounts) == []
     wednesday = utc(2026, 11, 25, 12)
     idle = {"a": view(sessions=1, connected_at=0, last_seen=wednesday, positions={})}
-    assert rules.check(wednesday, idle, {}) == []
+    assert rules.check(wednesday, idle) == []
 
 
 @pytest.mark.parametrize("symbol", ["XAUUSD", "XAUUSD.r"])
@@ -192,5 +194,18 @@ def test_metals_follow_their_own_hours(symbol):
     rules = AlertRules(AlertSettings(stale_after_s=1), heartbeat_s=10)
     in_break = utc(2026, 11, 25, 21, 30)
     accounts = {"a": view(sessions=1, connected_at=0, last_seen=in_break, positions={1: pos(symbol)})}
-    assert rules.check(in_break, accounts, {symbol: 0}) == []
+    assert rules.check(in_break, accounts) == []
     assert time.gmtime(in_break / 1000).tm_wday == 2
+
+
+def test_staleness_is_judged_on_the_accounts_own_feed():
+    """Another broker's EURUSD moving says nothing about this terminal's prices."""
+    from tradewire.model import Tick
+    from tradewire.state import LiveState
+
+    state = LiveState()
+    state.apply_ticks([Tick(symbol="EURUSD", bid=1.1, ask=1.2, ts=1)], now=1_000, account="frozen")
+    state.apply_ticks([Tick(symbol="EURUSD", bid=1.1, ask=1.2, ts=2)], now=200_000, account="frozen")  # same quote
+    state.apply_ticks([Tick(symbol="EURUSD", bid=1.3, ask=1.4, ts=3)], now=200_000, account="lively")
+    assert state.account("frozen").price_changed == {"EURUSD": 1_000}
+    assert state.account("lively").price_changed == {"EURUSD": 200_000}

@@ -214,9 +214,7 @@ class AlertRules:
         return out
 
     # --- periodic -------------------------------------------------------------------------------
-    def check(
-        self, now: int, accounts: Mapping[str, AccountView], price_changed: Mapping[str, int]
-    ) -> list[Transition]:
+    def check(self, now: int, accounts: Mapping[str, AccountView]) -> list[Transition]:
         out: list[Transition] = []
         for account, ended_at in self.ended.items():
             grace = self.levels(account).connection_lost_after_s * 1000
@@ -247,12 +245,11 @@ class AlertRules:
                     since=view.last_seen,
                 )
             else:
-                self._check_stale(out, account, view, now, price_changed)
+                self._check_stale(out, account, view, now)
         return out
 
-    def _check_stale(
-        self, out: list[Transition], account: str, view: AccountView, now: int, price_changed: Mapping[str, int]
-    ) -> None:
+    def _check_stale(self, out: list[Transition], account: str, view: AccountView, now: int) -> None:
+        """Prices as this account's own terminal sends them: another broker's moving quote proves nothing."""
         limit = self.levels(account).stale_after_s * 1000
         since_connect = view.connected_at or view.last_seen
         stale = []
@@ -260,7 +257,7 @@ class AlertRules:
             hours = self.settings.market_hours.get(_symbol_class(symbol, self._patterns))
             if hours is not None and not market_open(hours, now):
                 continue
-            changed = max(price_changed.get(symbol, 0), since_connect)
+            changed = max(view.price_changed.get(symbol, 0), since_connect)
             if now - changed > limit:
                 stale.append(symbol)
         if stale:

@@ -257,7 +257,7 @@ class Hub:
                 self._reconcile(ReconcileOp(account, "CLOSE", position, msg.ts, position.magic in self.system_magics))
             self._publish_positions(account)
         elif isinstance(msg, p.TicksMsg):
-            for tick in self.state.apply_ticks(msg.ticks, now):
+            for tick in self.state.apply_ticks(msg.ticks, now, account):
                 self.fanout.publish(channels.prices(tick.symbol), tick)
 
     def _reconcile(self, op: ReconcileOp) -> None:
@@ -393,7 +393,7 @@ class Hub:
             await asyncio.sleep(self.settings.alerts.check_interval_s)
             try:
                 await self._adopt_orphans()
-                transitions = self.rules.check(self.clock(), self.state.accounts, self.state.price_changed)
+                transitions = self.rules.check(self.clock(), self.state.accounts)
                 self.apply_transitions(await self._not_live_elsewhere(transitions))
             except Exception:
                 log.exception("alert check failed")

@@ -34,6 +34,10 @@ class AccountView:
     ever_connected: bool = False
     # Recent past for charts, volatile as the brief wants: one (ts, equity, balance) point per bucket.
     equity_series: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
+    # This account's own feed: when each symbol's bid/ask last moved in ITS ticks. Another broker's
+    # EURUSD moving says nothing about whether this terminal still gets prices.
+    quotes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    price_changed: dict[str, int] = field(default_factory=dict)
 
     def status(self, now: int, http_live_ms: int) -> ConnectionStatus:
         if self.sessions > 0:
@@ -79,7 +83,6 @@ class LiveState:
     def __init__(self, http_live_ms: int = 30_000) -> None:
         self.accounts: dict[str, AccountView] = {}
         self.prices: dict[str, Tick] = {}
-        self.price_changed: dict[str, int] = {}  # symbol -> server time (ms) its bid or ask last moved
         self.http_live_ms = http_live_ms
 
     def account(self, account_id: str) -> AccountView:
@@ -152,20 +155,22 @@ class LiveState:
             view.positions[position.id] = position
         view.updated_at = now
 
-    def apply_ticks(self, ticks: list[Tick], now: int = 0) -> list[Tick]:
+    def apply_ticks(self, ticks: list[Tick], now: int = 0, account: str | None = None) -> list[Tick]:
         """Keep the newest valid price per symbol; return the ticks that changed something.
 
         Terminals send bid/ask 0 while disconnected from their broker: those are not prices.
         """
         accepted = []
+        view = self.account(account) if account is not None else None
         for tick in ticks:
             if tick.bid <= 0 or tick.ask <= 0:
                 continue
+            if view is not None and view.quotes.get(tick.symbol) != (tick.bid, tick.ask):
+                view.quotes[tick.symbol] = (tick.bid, tick.ask)
+                view.price_changed[tick.symbol] = now
             current = self.prices.get(tick.symbol)
             if current is not None and tick.ts < current.ts:
                 continue
-            if current is None or current.bid != tick.bid or current.ask != tick.ask:
-                self.price_changed[tick.symbol] = now
             self.prices[tick.symbol] = tick
             accepted.append(tick)
         return accepted
