@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 
 NODE_DEPS := tests/amplify/node_modules/.package-lock.json
 
-.PHONY: install demo serve test test-reliability lint format clean
+.PHONY: install demo serve test test-reliability soak lint format clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: install $(NODE_DEPS)
 FUZZ_SCALE ?= 100
 test-reliability: install
 	TRADEWIRE_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+
+## A long run under a simulated fleet: RSS, descriptors and latency over time (bench/results/soak.json).
+MINUTES ?= 60
+ACCOUNTS ?= 200
+soak: install
+	$(BIN)/python -m tests.reliability.soak --minutes $(MINUTES) --accounts $(ACCOUNTS)
 
 lint: install
 	$(BIN)/ruff check src tests
