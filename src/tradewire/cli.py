@@ -123,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=_positive(float), default=2.0)
     demo.add_argument("--duration", type=_positive(float), help="seconds to run (default: until Ctrl-C)")
 
+    cost = sub.add_parser("cost", help="monthly cost: AppSync Events, API Gateway+Lambda+DynamoDB, self-hosted")
+    cost.add_argument("--accounts", type=_positive(int), required=True)
+    cost.add_argument("--updates-per-sec", type=_positive(float), required=True, help="per account")
+    cost.add_argument("--dashboards", type=int, default=1, help="subscribers receiving everything")
+    cost.add_argument("--hours-per-day", type=_positive(float), default=24.0, help="hours dashboards are open")
+    cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for name in (
+        "appsync-per-million-operations",
+        "appsync-per-million-connection-minutes",
+        "apigw-per-million-messages",
+        "apigw-per-million-connection-minutes",
+        "lambda-per-million-requests",
+        "lambda-per-gb-second",
+        "dynamodb-per-million-writes",
+        "dynamodb-per-million-reads",
+        "instance-per-hour",
+    ):
+        cost.add_argument(f"--{name}", type=_positive(float), metavar="USD", help="override the listed price")
+
     watch = sub.add_parser("watch", help="print a channel's realtime events, one line each")
     watch.add_argument("channel", help="channel path, e.g. /trading/events/acc-1 or /trading/*")
     watch.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL (default http://127.0.0.1:8080)")
@@ -183,6 +202,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(demo(args, settings))
     if args.command == "watch":
         return _watch(args)
+    if args.command == "cost":
+        from tradewire.cost_report import report
+
+        return report(args)
     raise CliError(f"unknown command {args.command}")
 
 
