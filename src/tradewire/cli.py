@@ -1,4 +1,4 @@
-"""Command line: serve | token | key | simulate | demo | watch."""
+"""Command line: serve | token | key | simulate | demo | watch | cost | agent."""
 
 from __future__ import annotations
 
@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--url", default="http://127.0.0.1:8080", help="hub base URL (default http://127.0.0.1:8080)")
     watch.add_argument("--key", help="API key, read or admin (default: env TRADEWIRE_API_KEY)")
     watch.add_argument("--since", type=int, metavar="N", help="durable channels: first replay what came after offset N")
+
+    from tradewire.agent.cli import add_arguments as add_agent_arguments
+
+    agent = sub.add_parser("agent", help="stream an MT5 terminal to a hub with the MetaTrader5 package (Windows)")
+    add_agent_arguments(agent)
     return parser
 
 
@@ -202,6 +207,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(demo(args, settings))
     if args.command == "watch":
         return _watch(args)
+    if args.command == "agent":
+        from tradewire.agent.cli import run_from_args
+
+        return run_from_args(args)
     if args.command == "cost":
         from tradewire.cost_report import report
 

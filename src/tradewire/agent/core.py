@@ -1,0 +1,364 @@
+"""The agent's logic, sans-I/O: MetaTrader5 records in, protocol v1 messages out.
+
+Everything here is a pure function of its arguments (or of an `Outbox`'s own state): the runner in
+`runner.py` reads the terminal, the clock, the socket and the outbox file, and hands the values in.
+
+* `position_wire`, `account_message`, `hello_message`, `tick_entry`: the package's named tuples
+  (`TradePosition`, `AccountInfo`, `Tick`) as the protocol's objects. The package reports times in
+  the broker's server time; they are turned into UTC milliseconds with the broker's offset.
+* `diff_positions`: two snapshots (position id -> Position) into OPEN / MODIFY / CLOSE changes.
+* `close_details`: a closed position's close price, profit and reason from its deals.
+* `Outbox`: `seq`, every durable message not yet acked, and the last seen positions, with the
+  protocol's rules: cumulative acks, resend after `welcome`, seq kept above the hub's `ackedSeq`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Wire = dict[str, Any]
+Event = Literal["OPEN", "MODIFY", "CLOSE"]
+
+EA_NAME = "tradewire-agent"
+OUTBOX_VERSION = 1
+
+# Values of the MetaTrader5 package's constants (the MQL5 enums). `Constants.from_module` reads
+# them from the real module where it defines them; these are only the fallbacks.
+POSITION_TYPE_BUY = 0
+DEAL_ENTRY_IN, DEAL_ENTRY_OUT, DEAL_ENTRY_INOUT, DEAL_ENTRY_OUT_BY = 0, 1, 2, 3
+ACCOUNT_STOPOUT_MODE_PERCENT = 0
+_REASON_NAMES = {
+    "DEAL_REASON_CLIENT": ("client", 0),
+    "DEAL_REASON_MOBILE": ("mobile", 1),
+    "DEAL_REASON_WEB": ("web", 2),
+    "DEAL_REASON_EXPERT": ("expert", 3),
+    "DEAL_REASON_SL": ("sl", 4),
+    "DEAL_REASON_TP": ("tp", 5),
+    "DEAL_REASON_SO": ("stopout", 6),
+    "DEAL_REASON_ROLLOVER": ("rollover", 7),
+    "DEAL_REASON_VMARGIN": ("vmargin", 8),
+    "DEAL_REASON_SPLIT": ("split", 9),
+}
+
+# A change in any of these is a MODIFY; price, profit and swap move with every tick and are not.
+TRACKED = ("side", "volume", "openPrice", "sl", "tp")
+MAX_TZ_OFFSET_S = 14 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Constants:
+    position_type_buy: int = POSITION_TYPE_BUY
+    exit_entries: frozenset[int] = frozenset({DEAL_ENTRY_OUT, DEAL_ENTRY_INOUT, DEAL_ENTRY_OUT_BY})
+    stopout_mode_percent: int = ACCOUNT_STOPOUT_MODE_PERCENT
+    reasons: Mapping[int, str] = field(default_factory=lambda: {v: name for name, v in _REASON_NAMES.values()})
+
+    @classmethod
+    def from_module(cls, mt5: Any) -> Constants:
+        def get(name: str, default: int) -> int:
+            value = getattr(mt5, name, default)
+            return value if isinstance(value, int) else default
+
+        return cls(
+            position_type_buy=get("POSITION_TYPE_BUY", POSITION_TYPE_BUY),
+            exit_entries=frozenset(
+                {
+                    get("DEAL_ENTRY_OUT", DEAL_ENTRY_OUT),
+                    get("DEAL_ENTRY_INOUT", DEAL_ENTRY_INOUT),
+                    get("DEAL_ENTRY_OUT_BY", DEAL_ENTRY_OUT_BY),
+                }
+            ),
+            stopout_mode_percent=get("ACCOUNT_STOPOUT_MODE_PERCENT", ACCOUNT_STOPOUT_MODE_PERCENT),
+            reasons={get(const, value): name for const, (name, value) in _REASON_NAMES.items()},
+        )
+
+
+# --- time ---------------------------------------------------------------------------------------
+def broker_ms_to_utc(broker_ms: int | float, tz_offset_sec: int) -> int:
+    """A broker-time millisecond stamp (what the package reports) as UTC milliseconds."""
+    return max(0, int(broker_ms) - tz_offset_sec * 1000)
+
+
+def detect_tz_offset(broker_seconds: float, utc_seconds: float) -> int | None:
+    """The broker's offset from UTC, from a fresh quote's broker time and the UTC clock.
+
+    Offsets are whole quarter hours; a quote more than two minutes off a quarter hour is stale
+    (market closed, symbol not quoting) and tells nothing: None.
+    """
+    diff = broker_seconds - utc_seconds
+    offset = round(diff / 900) * 900
+    if abs(offset) > MAX_TZ_OFFSET_S or abs(diff - offset) > 120:
+        return None
+    return int(offset)
+
+
+# --- records -> protocol objects -----------------------------------------------------------------
+def _num(value: Any) -> float:
+    return float(value or 0.0)
+
+
+def position_wire(p: Any, tz_offset_sec: int, commission: float = 0.0, consts: Constants = Constants()) -> Wire:
+    """A `TradePosition` as the protocol's Position, keyed by its POSITION_IDENTIFIER."""
+    return {
+        "id": int(p.identifier),
+        "ticket": int(p.ticket),
+        "symbol": str(p.symbol),
+        "side": "buy" if int(p.type) == consts.position_type_buy else "sell",
+        "volume": _num(p.volume),
+        "openPrice": _num(p.price_open),
+        "price": _num(p.price_current),
+        "sl": _num(p.sl),
+        "tp": _num(p.tp),
+        "profit": _num(p.profit),
+        "swap": _num(p.swap),
+        "commission": round(commission, 8),
+        "magic": int(p.magic),
+        "comment": str(p.comment or "")[:256],
+        "openTime": broker_ms_to_utc(p.time_msc or int(p.time) * 1000, tz_offset_sec),
+    }
+
+
+def account_message(info: Any, ts: int, consts: Constants = Constants()) -> Wire:
+    """An `AccountInfo` as an `account` message; margin level is null while no margin is used."""
+    margin = _num(info.margin)
+    return {
+        "type": "account",
+        "ts": ts,
+        "balance": _num(info.balance),
+        "equity": _num(info.equity),
+        "margin": margin,
+        "freeMargin": _num(info.margin_free),
+        "marginLevel": _num(info.margin_level) if margin > 0 else None,
+        "marginCallLevel": _num(info.margin_so_call),
+        "stopOutLevel": _num(info.margin_so_so),
+        "marginMode": "percent" if int(info.margin_so_mode) == consts.stopout_mode_percent else "money",
+    }
+
+
+def hello_message(info: Any, tz_offset_sec: int, last_seq: int, version: str) -> Wire:
+    return {
+        "type": "hello",
+        "platform": "agent",
+        "login": int(info.login),
+        "server": str(info.server)[:128],
+        "broker": str(info.company or "")[:128],
+        "currency": str(info.currency)[:16],
+        "leverage": int(info.leverage),
+        "ea": {"name": EA_NAME, "version": version},
+        "tzOffsetSec": tz_offset_sec,
+        "lastSeq": last_seq,
+    }
+
+
+def tick_entry(symbol: str, tick: Any, tz_offset_sec: int) -> Wire | None:
+    """A `Tick` as a ticks entry; None for a missing quote or a 0 price (terminal offline)."""
+    if tick is None or _num(tick.bid) <= 0 or _num(tick.ask) <= 0:
+        return None
+    ts = broker_ms_to_utc(tick.time_msc or int(tick.time) * 1000, tz_offset_sec)
+    return {"symbol": symbol, "bid": _num(tick.bid), "ask": _num(tick.ask), "ts": ts}
+
+
+def positions_message(positions: Iterable[Wire], ts: int) -> Wire:
+    return {"type": "positions", "ts": ts, "positions": list(positions)}
+
+
+def ticks_message(ticks: list[Wire]) -> Wire:
+    return {"type": "ticks", "ticks": ticks}
+
+
+def heartbeat_message(ts: int) -> Wire:
+    return {"type": "heartbeat", "ts": ts}
+
+
+# --- snapshot diffing ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Change:
+    event: Event
+    position: Wire
+    reason: str | None = None
+
+
+def diff_positions(known: Mapping[int, Wire], current: Mapping[int, Wire]) -> list[Change]:
+    """What happened between two snapshots: OPEN for a new id, MODIFY for a tracked field that
+    changed (a smaller volume is a partial close), CLOSE for an id that is gone. CLOSEs carry the
+    last known state; the caller fills in the close details from the deals."""
+    changes: list[Change] = []
+    for pid, pos in current.items():
+        before = known.get(pid)
+        if before is None:
+            changes.append(Change("OPEN", pos))
+        elif any(before.get(k) != pos.get(k) for k in TRACKED):
+            changes.append(Change("MODIFY", pos, _modify_reason(before, pos)))
+    changes.extend(Change("CLOSE", pos) for pid, pos in known.items() if pid not in current)
+    return changes
+
+
+def _modify_reason(before: Wire, after: Wire) -> str | None:
+    if before.get("side") != after.get("side"):
+        return "reversal"  # netting account: an opposite deal larger than the position
+    if after.get("volume", 0) < before.get("volume", 0):
+        return "partial"
+    if after.get("volume", 0) > before.get("volume", 0):
+        return "add"
+    return None  # SL/TP edit
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDetails:
+    close_price: float
+    profit: float
+    reason: str
+    ts: int  # UTC ms of the last exit deal
+    commission: float
+    swap: float
+
+
+def close_details(
+    deals: Iterable[Any] | None, position_id: int, tz_offset_sec: int, consts: Constants = Constants()
+) -> CloseDetails | None:
+    """Close price, realised profit and reason of a closed position from its `TradeDeal`s.
+
+    Profit is the sum of every exit deal's profit (partial closes included), the close price and
+    reason are the last exit deal's. None while the history holds no exit deal for it yet.
+    """
+    mine = [d for d in deals or () if int(d.position_id) == position_id]
+    exits = [d for d in mine if int(d.entry) in consts.exit_entries]
+    if not exits:
+        return None
+    last = max(exits, key=lambda d: (int(d.time_msc or int(d.time) * 1000), int(d.ticket)))
+    return CloseDetails(
+        close_price=_num(last.price),
+        profit=round(sum(_num(d.profit) for d in exits), 8),
+        reason=consts.reasons.get(int(last.reason), "other"),
+        ts=broker_ms_to_utc(last.time_msc or int(last.time) * 1000, tz_offset_sec),
+        commission=round(sum(_num(d.commission) + _num(getattr(d, "fee", 0.0)) for d in mine), 8),
+        swap=round(sum(_num(d.swap) for d in mine), 8),
+    )
+
+
+def closed_position(last_seen: Wire, details: CloseDetails | None) -> Wire:
+    """The Position a CLOSE carries: its last seen state, valued at the close when the deals say how."""
+    if details is None:
+        return dict(last_seen)
+    return {
+        **last_seen,
+        "price": details.close_price,
+        "profit": details.profit,
+        "commission": details.commission,
+        "swap": details.swap,
+    }
+
+
+def commission_of(deals: Iterable[Any] | None, position_id: int) -> float:
+    """Commission and fees paid so far on a position (MT5 keeps them on deals, not positions)."""
+    total = sum(_num(d.commission) + _num(getattr(d, "fee", 0.0)) for d in deals or () if d.position_id == position_id)
+    return round(total, 8)
+
+
+# --- the outbox -----------------------------------------------------------------------------------
+def message_id(event: str, position_id: int, seq: int) -> str:
+    """Unique per account: the seq makes it so. Same rule as the MQL EAs."""
+    return f"{event.lower()}-{position_id}-{seq}"
+
+
+@dataclass
+class Outbox:
+    """Durable state the agent keeps across restarts: `seq`, every unacked durable message (by seq,
+    ascending) and the positions last seen (so that a restart diffs against what was reported).
+
+    `synced` turns true at the first welcome. Until then nothing was ever sent, so the seqs given
+    out are provisional: a fresh outbox (first run, or its file lost) cannot know the hub's seq.
+    """
+
+    seq: int = 0
+    pending: dict[int, Wire] = field(default_factory=dict)
+    known: dict[int, Wire] = field(default_factory=dict)
+    synced: bool = False
+
+    def add(self, change: Change, ts: int, details: CloseDetails | None = None) -> Wire:
+        """Turn a change into a durable `position` message with the next seq, kept until acked."""
+        self.seq += 1
+        msg: Wire = {
+            "type": "position",
+            "seq": self.seq,
+            "id": message_id(change.event, change.position["id"], self.seq),
+            "event": change.event,
+            "ts": ts,
+            "position": change.position,
+        }
+        if details is not None:
+            msg["ts"] = details.ts or ts
+            msg["closePrice"] = details.close_price
+            msg["profit"] = details.profit
+            msg["reason"] = details.reason
+        elif change.reason is not None:
+            msg["reason"] = change.reason
+        self.pending[self.seq] = msg
+        return msg
+
+    def ack(self, seq: int) -> int:
+        """Cumulative ack: drop every pending message with seq <= `seq`; how many were dropped."""
+        done = [s for s in self.pending if s <= seq]
+        for s in done:
+            del self.pending[s]
+        return len(done)
+
+    def on_welcome(self, acked_seq: int) -> list[Wire]:
+        """Apply the hub's `ackedSeq` and return what must be resent, in seq order.
+
+        Pending messages are renumbered above `ackedSeq` when they were never sent (a fresh outbox's
+        first welcome) or when the hub is ahead of us (it holds messages of an earlier life of this
+        account's outbox): numbered as they are, the hub would take them for acked ones, or refuse
+        them as `seq_not_increasing`, and they would be lost. Otherwise acks are cumulative.
+        """
+        renumber = acked_seq > self.seq or (not self.synced and acked_seq > 0)
+        self.synced = True
+        if renumber:
+            renumbered: dict[int, Wire] = {}
+            seq = acked_seq
+            for msg in self.pending.values():
+                seq += 1
+                msg = {**msg, "seq": seq, "id": message_id(msg["event"], msg["position"]["id"], seq)}
+                renumbered[seq] = msg
+            self.pending = renumbered
+            self.seq = seq
+        else:
+            self.ack(acked_seq)
+        return list(self.pending.values())
+
+    def after(self, seq: int) -> list[Wire]:
+        """Pending messages above `seq`, ascending: what a connection has not sent yet."""
+        return [msg for s, msg in self.pending.items() if s > seq]
+
+    # --- persistence format (the runner does the file I/O) ----------------------------------
+    def dumps(self) -> bytes:
+        data = {
+            "version": OUTBOX_VERSION,
+            "seq": self.seq,
+            "synced": self.synced,
+            "pending": list(self.pending.values()),
+            "known": list(self.known.values()),
+        }
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Outbox:
+        """Parse an outbox file; ValueError naming the problem when it is not one."""
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("version") != OUTBOX_VERSION:
+            raise ValueError(f"not a version {OUTBOX_VERSION} tradewire agent outbox")
+        try:
+            seq = int(data["seq"])
+            synced = bool(data.get("synced", False))
+            pending = {int(m["seq"]): m for m in data["pending"]}
+            known = {int(p["id"]): p for p in data["known"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed outbox: {exc!r}") from None
+        if pending and max(pending) > seq:
+            seq = max(pending)
+        return cls(seq=seq, pending=dict(sorted(pending.items())), known=known, synced=synced)

@@ -1,0 +1,589 @@
+"""The agent's I/O: poll the terminal through the MetaTrader5 package, stream protocol v1 over a WebSocket.
+
+Two loops share one `Outbox`:
+
+* the poller reads the terminal every `interval` seconds whether or not the hub is reachable, diffs
+  the positions into durable OPEN / MODIFY / CLOSE messages, writes the outbox file, and keeps the
+  latest account state, positions and ticks for the sender;
+* the connection loop dials the hub (`GET /ea/v1`, bearer token), says hello, applies the welcome's
+  `ackedSeq`, resends what is unacked, sends a full snapshot, then streams. It alone writes to the
+  socket, so durable messages go out in seq order. Acks trim the outbox file. A dropped connection
+  is redialled with jittered exponential back-off; a refused token (close 1008, HTTP 401/403)
+  stops the agent, since retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from tradewire.agent import core
+
+log = logging.getLogger("tradewire.agent")
+
+MISSING_PACKAGE = (
+    "the MetaTrader5 package is not installed. It is published for Windows only, where the MetaTrader 5 "
+    "terminal runs: on that PC run `pip install MetaTrader5` (or `pip install tradewire[agent]`) and start "
+    "the agent there"
+)
+CLOSE_POLICY = 1008
+WELCOME_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+SNAPSHOT_EVERY_S = 5.0
+CLOSE_GRACE_S = 3.0  # how long a vanished position waits for its exit deal to reach the history
+REINIT_AFTER = 10  # failed polls in a row before the terminal connection is initialised again
+MAX_BATCH = 100  # durable messages per frame: a long outage's backlog stays far below the hub's frame limit
+
+
+class AgentError(Exception):
+    """The agent cannot run; `exit_code` is what the command exits with."""
+
+    exit_code = 2
+
+
+class TokenRefused(AgentError):
+    exit_code = 3
+
+
+def load_mt5() -> Any:
+    """Import the MetaTrader5 package, or fail with what to do about it."""
+    try:
+        return importlib.import_module("MetaTrader5")
+    except ImportError:
+        raise AgentError(MISSING_PACKAGE) from None
+
+
+def ws_url(url: str) -> str:
+    """The hub's EA WebSocket endpoint from its base URL (http(s)://host[:port][/prefix] or ws(s)://...)."""
+    base = url.strip().rstrip("/")
+    for scheme, ws in (("https://", "wss://"), ("http://", "ws://"), ("wss://", "wss://"), ("ws://", "ws://")):
+        if base.startswith(scheme):
+            rest = base[len(scheme) :]
+            if not rest:
+                break
+            return ws + (rest if rest.endswith("/ea/v1") else rest + "/ea/v1")
+    raise AgentError(f"hub URL {url!r} must start with http://, https://, ws:// or wss://")
+
+
+def backoff_delay(failures: int, rng: random.Random, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
+    """1 s, 2 s, 4 s, ... capped at 60 s, each drawn from the upper half so that a fleet spreads out."""
+    ceiling = min(cap, base * 2 ** max(0, failures - 1))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tradewire")
+    except Exception:
+        return "0"
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    url: str
+    token: str
+    interval: float = 1.0
+    symbols: tuple[str, ...] = ()
+    outbox: Path | None = None
+    terminal_path: str | None = None
+    login: int | None = None
+    password: str | None = None
+    server: str | None = None
+    tz_offset_sec: int | None = None  # None: detect from quotes
+    snapshot_every: float = SNAPSHOT_EVERY_S
+    close_grace: float = CLOSE_GRACE_S
+    backoff_base: float = BACKOFF_BASE_S
+    backoff_cap: float = BACKOFF_CAP_S
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        mt5: Any,
+        *,
+        stop: asyncio.Event | None = None,
+        on_frame: Callable[[str], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.mt5 = mt5
+        self.consts = core.Constants.from_module(mt5)
+        self.url = ws_url(config.url)
+        self.stop = stop or asyncio.Event()
+        self.on_frame = on_frame
+        self.rng = rng or random.Random()
+        self.outbox = core.Outbox()
+        self.path: Path | None = None
+        self.tz = config.tz_offset_sec or 0
+        self._tz_known = config.tz_offset_sec is not None
+        self._tz_warned = False
+        self.info: Any = None
+        self.positions: dict[int, core.Wire] = {}  # the terminal's open set at the last poll
+        self.ticks: list[core.Wire] = []
+        self.account: core.Wire | None = None
+        self.connected = False
+        self._wake = asyncio.Event()
+        self._commission: dict[int, float] = {}
+        self._gone_since: dict[int, float] = {}
+        self._poll_failures = 0
+        self._failures = 0  # connection attempts since the last welcome
+        self._last_poll_error = ""
+        self.stats = {"polls": 0, "durable": 0, "acked": 0, "resent": 0, "connects": 0}
+
+    # --- terminal ---------------------------------------------------------------------------
+    def initialize(self) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.config.login is not None:
+            kwargs["login"] = self.config.login
+        if self.config.password:
+            kwargs["password"] = self.config.password
+        if self.config.server:
+            kwargs["server"] = self.config.server
+        ok = (
+            self.mt5.initialize(self.config.terminal_path, **kwargs)
+            if self.config.terminal_path
+            else self.mt5.initialize(**kwargs)
+        )
+        if not ok:
+            raise AgentError(
+                f"MetaTrader5.initialize failed: {self.mt5.last_error()}. Is the MT5 terminal installed, and are "
+                "--terminal-path / --login / --password / --server right?"
+            )
+        info = self.mt5.account_info()
+        if info is None:
+            raise AgentError(f"the terminal reports no account: {self.mt5.last_error()}. Log in to an account first")
+        self.info = info
+        for symbol in self.config.symbols:
+            if not self.mt5.symbol_select(symbol, True):
+                log.warning("symbol %s cannot be selected in Market Watch: no ticks for it", symbol)
+        log.info(
+            "terminal: account %s on %s (%s, %s, 1:%s)",
+            info.login,
+            info.server,
+            info.company,
+            info.currency,
+            info.leverage,
+        )
+
+    def load_outbox(self) -> None:
+        """Read the outbox file (or start one) and make sure it can be written: before anything is sent."""
+        login = int(self.info.login)
+        self.path = self.config.outbox or Path.home() / ".tradewire" / f"agent-{login}.json"
+        self._read_outbox()
+        try:
+            self.save_outbox()
+        except OSError as exc:
+            raise AgentError(f"cannot write the outbox file {self.path}: {exc}") from None
+
+    def _read_outbox(self) -> None:
+        assert self.path is not None
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            log.info("outbox %s: new", self.path)
+            return
+        except OSError as exc:
+            raise AgentError(f"cannot read the outbox file {self.path}: {exc}") from None
+        try:
+            self.outbox = core.Outbox.loads(raw)
+        except ValueError as exc:
+            broken = self.path.with_name(self.path.name + ".broken")
+            log.error("outbox %s is unreadable (%s): moved aside to %s, starting afresh", self.path, exc, broken)
+            with contextlib.suppress(OSError):
+                os.replace(self.path, broken)
+            return
+        self._log_outbox()
+
+    def _log_outbox(self) -> None:
+        log.info(
+            "outbox %s: seq %d, %d unacked, %d known positions",
+            self.path,
+            self.outbox.seq,
+            len(self.outbox.pending),
+            len(self.outbox.known),
+        )
+
+    def save_outbox(self) -> None:
+        """Write the outbox atomically: a crash leaves the old file or the new one, never half of one."""
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(self.outbox.dumps())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def _detect_tz(self, extra: list[str] | None = None) -> None:
+        """The broker's UTC offset from a fresh quote (unless --tz-offset-sec fixed it)."""
+        if self.config.tz_offset_sec is not None:
+            return
+        symbols = list(self.config.symbols) + sorted({p["symbol"] for p in self.positions.values()}) + (extra or [])
+        for symbol in dict.fromkeys(symbols):
+            tick = self.mt5.symbol_info_tick(symbol)
+            if tick is None:
+                continue
+            offset = core.detect_tz_offset((tick.time_msc or tick.time * 1000) / 1000, time.time())
+            if offset is not None:
+                if not self._tz_known or offset != self.tz:
+                    log.info("broker time is UTC%+g h (from %s quotes)", offset / 3600, symbol)
+                self.tz, self._tz_known = offset, True
+                return
+        if not self._tz_known and symbols and not self._tz_warned:
+            self._tz_warned = True
+            log.warning(
+                "broker time offset unknown (no fresh quote for %s): taking it as UTC until one comes; "
+                "--tz-offset-sec fixes it",
+                ", ".join(symbols),
+            )
+
+    def poll(self) -> list[core.Wire]:
+        """Read the terminal once: new durable messages go to the outbox (and its file); the latest
+        volatile state is kept for the sender. Returns the new durable messages."""
+        info = self.mt5.account_info()
+        raw_positions = self.mt5.positions_get()
+        if info is None or raw_positions is None:
+            # An error, not an empty account: never read it as "every position closed".
+            self._poll_failed(f"terminal did not answer: {self.mt5.last_error()}")
+            return []
+        self._poll_failures = 0
+        self.info = info
+        self.stats["polls"] += 1
+        now = now_ms()
+        if not self._tz_known:
+            self._detect_tz([str(p.symbol) for p in raw_positions])
+        current: dict[int, core.Wire] = {}
+        for p in raw_positions:
+            pid = int(p.identifier)
+            if pid not in self._commission:
+                self._commission[pid] = core.commission_of(self.mt5.history_deals_get(position=pid), pid)
+            current[pid] = core.position_wire(p, self.tz, self._commission[pid], self.consts)
+        self.positions = current
+
+        durable: list[core.Wire] = []
+        known = dict(self.outbox.known)
+        for change in core.diff_positions(self.outbox.known, current):
+            pid = change.position["id"]
+            if change.event == "CLOSE":
+                details = core.close_details(self.mt5.history_deals_get(position=pid), pid, self.tz, self.consts)
+                if details is None:
+                    first = self._gone_since.setdefault(pid, time.monotonic())
+                    if time.monotonic() - first < self.config.close_grace:
+                        continue  # the exit deal is not in the history yet: keep it known, look again
+                    log.warning("position %s closed but no exit deal found: CLOSE without details", pid)
+                self._gone_since.pop(pid, None)
+                self._commission.pop(pid, None)
+                known.pop(pid, None)
+                msg = self.outbox.add(
+                    core.Change("CLOSE", core.closed_position(change.position, details)), now, details
+                )
+            else:
+                known[pid] = change.position
+                # An OPEN happened when the position opened (maybe before the agent started).
+                ts = change.position["openTime"] if change.event == "OPEN" and change.position["openTime"] else now
+                msg = self.outbox.add(change, ts)
+            durable.append(msg)
+            log.info(
+                "%s position %s %s %s %s (seq %d)",
+                msg["event"],
+                pid,
+                change.position["symbol"],
+                change.position["side"],
+                change.position["volume"],
+                msg["seq"],
+            )
+        for pid, pos in current.items():
+            known[pid] = pos  # latest prices, so that a CLOSE without deals still carries them
+        structural = set(known) != set(self.outbox.known)
+        self.outbox.known = known
+        if durable or structural:
+            self.stats["durable"] += len(durable)
+            self.save_outbox()
+
+        self.account = core.account_message(info, now, self.consts)
+        ticks = []
+        for symbol in self.config.symbols:
+            entry = core.tick_entry(symbol, self.mt5.symbol_info_tick(symbol), self.tz)
+            if entry is not None:
+                ticks.append(entry)
+        self.ticks = ticks
+        self._wake.set()
+        return durable
+
+    def _poll_failed(self, why: str) -> None:
+        self._poll_failures += 1
+        if why != self._last_poll_error:
+            log.warning("%s", why)
+            self._last_poll_error = why
+        if self._poll_failures % REINIT_AFTER == 0:
+            log.warning("terminal silent for %d polls: initialising the connection again", self._poll_failures)
+            with contextlib.suppress(Exception):
+                self.mt5.shutdown()
+            with contextlib.suppress(AgentError):
+                self.initialize()
+
+    async def _poll_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.poll()
+            except OSError as exc:
+                log.error("cannot write the outbox file %s: %s", self.path, exc)
+            await self._sleep(self.config.interval)
+
+    async def _sleep(self, delay: float) -> bool:
+        """Sleep unless stopped first; True when stopped."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), delay)
+        return self.stop.is_set()
+
+    # --- hub ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.initialize()
+        try:
+            self.load_outbox()
+            self.poll()
+            poller = asyncio.create_task(self._poll_loop(), name="agent-poll")
+            try:
+                await self._connection_loop()
+            finally:
+                self.stop.set()
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+        finally:
+            with contextlib.suppress(Exception):
+                self.mt5.shutdown()
+
+    async def _connection_loop(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not self.stop.is_set():
+                try:
+                    await self._connection(session)
+                except TokenRefused:
+                    raise
+                except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError) as exc:
+                    self._failures += 1
+                    delay = backoff_delay(self._failures, self.rng, self.config.backoff_base, self.config.backoff_cap)
+                    log.warning("hub %s: %s; retrying in %.1f s", self.url, str(exc) or type(exc).__name__, delay)
+                    if await self._sleep(delay):
+                        return
+
+    async def _send(self, ws: aiohttp.ClientWebSocketResponse, messages: list[core.Wire]) -> None:
+        """Send messages in seq order, at most MAX_BATCH to a frame (one object alone, else an array)."""
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
+            text = msgspec.json.encode(chunk if len(chunk) > 1 else chunk[0]).decode()
+            if self.on_frame is not None:
+                self.on_frame(text)
+            await ws.send_str(text)
+
+    async def _connection(self, session: aiohttp.ClientSession) -> None:
+        """One connection: returns when stopped or when the hub closes it; raises on errors."""
+        headers = {"Authorization": f"Bearer {self.config.token}"}
+        try:
+            ws = await session.ws_connect(self.url, headers=headers, heartbeat=20.0, max_msg_size=4 * 1024 * 1024)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise TokenRefused(f"the hub refused the token (HTTP {exc.status})") from None
+            raise
+        async with ws:
+            await self._session(ws)
+
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._detect_tz()  # again on every connect: DST moves it twice a year
+        hello = core.hello_message(self.info, self.tz, self.outbox.seq, _version())
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await self._send(ws, [hello])  # if the hub already closed (bad token), its close code says why
+        welcome = await self._welcome(ws)
+        self._failures = 0
+        self.stats["connects"] += 1
+        # Apply the welcome and take the resend list in one step: whatever the poller adds from now
+        # on is above `sent` and goes out in the loop below, in seq order.
+        before = len(self.outbox.pending)
+        acked_seq = int(welcome["ackedSeq"])
+        if self.outbox.pending and (not self.outbox.synced or acked_seq > self.outbox.seq):
+            log.info("outbox: %d unsent message(s) renumbered above the hub's seq %d", before, acked_seq)
+        resend = self.outbox.on_welcome(acked_seq)
+        sent = resend[-1]["seq"] if resend else self.outbox.seq
+        self.save_outbox()
+        self.stats["resent"] += len(resend)
+        log.info(
+            "connected to %s: ackedSeq %s, %d acked while away, resending %d",
+            self.url,
+            welcome["ackedSeq"],
+            max(0, before - len(resend)),
+            len(resend),
+        )
+        heartbeat_s = max(1.0, float(welcome.get("heartbeatSec", 10)))
+        loop = asyncio.get_running_loop()
+        now = now_ms()
+        snapshot = [core.positions_message(self.positions.values(), now)]
+        await self._send(ws, [*resend, *self._volatile(), *snapshot])
+        last_snapshot = last_heartbeat = loop.time()
+        self.connected = True
+        reader = asyncio.create_task(self._reader(ws), name="agent-read")
+        try:
+            while not self.stop.is_set() and not reader.done():
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self.stop.wait())]
+                await asyncio.wait([*waiters, reader], timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+                if self.stop.is_set() or reader.done():
+                    break
+                messages = self.outbox.after(sent)
+                if messages:
+                    sent = messages[-1]["seq"]
+                messages += self._volatile()
+                t = loop.time()
+                if t - last_snapshot >= max(self.config.snapshot_every, self.config.interval):
+                    messages.append(core.positions_message(self.positions.values(), now_ms()))
+                    last_snapshot = t
+                if t - last_heartbeat >= heartbeat_s:
+                    messages.append(core.heartbeat_message(now_ms()))
+                    last_heartbeat = t
+                await self._send(ws, messages)
+        finally:
+            self.connected = False
+            if not reader.done():
+                reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        if self.stop.is_set():
+            await ws.close(code=1000, message=b"agent stopping")
+            return
+        self._raise_for_close(ws, "")
+
+    def _volatile(self) -> list[core.Wire]:
+        out: list[core.Wire] = []
+        if self.account is not None:
+            out.append(self.account)
+            self.account = None
+        if self.ticks:
+            out.append(core.ticks_message(self.ticks))
+            self.ticks = []
+        return out
+
+    async def _welcome(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+        async with asyncio.timeout(WELCOME_TIMEOUT_S):
+            while (msg := await self._next(ws)) is not None:
+                if msg.get("type") == "welcome":
+                    return msg
+                self._on_reply(msg)
+        self._raise_for_close(ws, " before welcome")
+        raise AssertionError("unreachable")
+
+    def _raise_for_close(self, ws: aiohttp.ClientWebSocketResponse, when: str) -> None:
+        code = ws.close_code
+        reason = ""
+        if code == CLOSE_POLICY:
+            raise TokenRefused(
+                "the hub refused the token (WebSocket close 1008: invalid or revoked token). Issue one with "
+                "`tradewire token issue --account ID` and pass it with --token"
+            )
+        if code == 4000:
+            reason = ": replaced by a newer session for the same account (is another EA or agent running?)"
+        raise ConnectionError(f"the hub closed the connection{when} (close code {code}){reason}")
+
+    async def _next(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None:
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    data = msgspec.json.decode(msg.data)
+                except msgspec.DecodeError:
+                    log.warning("hub sent a frame that is not JSON: %.200r", msg.data)
+                    continue
+                if isinstance(data, dict):
+                    return data
+                continue
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                return None
+            if msg.type == aiohttp.WSMsgType.ERROR:
+                raise ConnectionError(f"websocket error: {ws.exception()}")
+
+    async def _reader(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while (msg := await self._next(ws)) is not None:
+            self._on_reply(msg)
+
+    def _on_reply(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "ack":
+            dropped = self.outbox.ack(int(msg.get("seq", 0)))
+            if dropped:
+                self.stats["acked"] += dropped
+                try:
+                    self.save_outbox()
+                except OSError as exc:
+                    log.error("cannot write the outbox file %s: %s", self.path, exc)
+        elif kind == "error":
+            log.warning("hub refused %s: %s: %s", msg.get("ref") or "a message", msg.get("code"), msg.get("message"))
+
+
+async def run_agent(
+    url: str,
+    token: str,
+    *,
+    mt5: Any = None,
+    terminal_path: str | None = None,
+    login: int | None = None,
+    password: str | None = None,
+    server: str | None = None,
+    interval: float = 1.0,
+    symbols: tuple[str, ...] | list[str] = (),
+    outbox: str | Path | None = None,
+    tz_offset_sec: int | None = None,
+    stop: asyncio.Event | None = None,
+    on_frame: Callable[[str], None] | None = None,
+    snapshot_every: float = SNAPSHOT_EVERY_S,
+    backoff_base: float = BACKOFF_BASE_S,
+    backoff_cap: float = BACKOFF_CAP_S,
+    close_grace: float = CLOSE_GRACE_S,
+) -> Agent:
+    """Stream one MT5 terminal to a hub until `stop` is set. Raises AgentError (TokenRefused for a
+    refused token) when it cannot run. `mt5` is the MetaTrader5 module, or a stand-in for it."""
+    if not token:
+        raise AgentError("an EA token is needed: --token TOKEN (issue one with `tradewire token issue --account ID`)")
+    if interval <= 0:
+        raise AgentError("--interval must be above 0")
+    config = AgentConfig(
+        url=url,
+        token=token,
+        interval=interval,
+        symbols=tuple(symbols),
+        outbox=Path(outbox) if outbox is not None else None,
+        terminal_path=terminal_path,
+        login=login,
+        password=password,
+        server=server,
+        tz_offset_sec=tz_offset_sec,
+        snapshot_every=snapshot_every,
+        backoff_base=backoff_base,
+        backoff_cap=backoff_cap,
+        close_grace=close_grace,
+    )
+    agent = Agent(config, mt5 if mt5 is not None else load_mt5(), stop=stop, on_frame=on_frame)
+    await agent.run()
+    return agent

@@ -1,0 +1,416 @@
+"""`tradewire agent` over real sockets against a real hub, driven by a stand-in for the MetaTrader5 package.
+
+The stand-in (`tradewire.agent.fake.FakeMT5`) has the package's function names and named-tuple fields;
+each test changes its state as a trader or the broker would and checks what the hub's store holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tradewire.agent import AgentError, TokenRefused, core, run_agent
+from tradewire.agent.cli import main as agent_main
+from tradewire.agent.fake import DEAL_REASON_SL, DEAL_REASON_TP, FakeMT5
+from tradewire.app import Server
+from tradewire.store.base import EventQuery
+
+from conftest import make_settings
+from helpers import issue_token
+
+ACCOUNT = "acc-agent-1"
+FAST = {"interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.3, "close_grace": 0.5}
+
+
+# --- harness ------------------------------------------------------------------------------------
+class Running:
+    """An agent task with its stop switch, captured frames and outbox file."""
+
+    def __init__(self, task: asyncio.Task, stop: asyncio.Event, frames: list[str], outbox: Path) -> None:
+        self.task, self.stop, self.frames, self.outbox = task, stop, frames, outbox
+
+    def pending(self) -> list[dict]:
+        try:
+            return json.loads(self.outbox.read_bytes())["pending"]
+        except (FileNotFoundError, ValueError):
+            return []
+
+    async def halt(self) -> Any:
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 10)
+
+
+def start(url: str, token: str, fake: FakeMT5, outbox: Path, **kw: Any) -> Running:
+    stop = asyncio.Event()
+    frames: list[str] = []
+    options = {**FAST, **kw}
+    task = asyncio.create_task(
+        run_agent(url, token, mt5=fake, outbox=outbox, stop=stop, on_frame=frames.append, **options)
+    )
+    return Running(task, stop, frames, outbox)
+
+
+async def until(check, timeout: float = 8.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.03)
+
+
+async def events(store_server: Server, account: str = ACCOUNT) -> list:
+    page = await store_server.store.events(EventQuery(account=account, limit=1000))
+    return sorted(page.items, key=lambda e: e.offset)
+
+
+def kinds(evs: list, pid: int) -> list[tuple[str, str]]:
+    return [(e.event, e.source) for e in evs if e.positionId == pid]
+
+
+def terminal() -> FakeMT5:
+    fake = FakeMT5(tz_offset_sec=10800)
+    fake.quote("EURUSD", 1.08500, 1.08512)
+    fake.quote("XAUUSD", 2381.15, 2381.45)
+    return fake
+
+
+# --- open, modify, partial close, close ---------------------------------------------------------
+async def test_open_modify_partial_close_and_close_are_stored_with_details(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json", symbols=["EURUSD", "XAUUSD"])
+    try:
+        opened_at = int(time.time() * 1000)
+        pid = fake.open("EURUSD", "buy", 0.3, 1.08512, magic=7001, comment='hedge "A"', commission=-2.1)
+
+        async def opened():
+            return [e for e in await events(server) if e.positionId == pid and e.event == "OPEN"]
+
+        (open_event,) = await until(opened, what="OPEN")
+        assert open_event.source == "ea" and open_event.system  # 7001 is a system magic in conftest
+        pos = open_event.position
+        assert (pos.symbol, pos.side, pos.volume, pos.openPrice, pos.magic) == ("EURUSD", "buy", 0.3, 1.08512, 7001)
+        assert pos.comment == 'hedge "A"' and pos.commission == -2.1 and pos.ticket == pid
+        # The package reports broker time (UTC+3 here): the hub gets UTC.
+        assert abs(pos.openTime - opened_at) < 2000
+
+        fake.modify(pid, sl=1.08, tp=1.095)
+
+        async def modified():
+            return [e for e in await events(server) if e.positionId == pid and e.event == "MODIFY"]
+
+        (modify,) = await until(modified, what="MODIFY")
+        assert (modify.position.sl, modify.position.tp) == (1.08, 1.095)
+
+        fake.partial_close(pid, 0.1, 1.08601, 8.9)
+        partial = await until(
+            lambda: _where(server, pid, lambda e: e.event == "MODIFY" and e.position.volume == 0.2), what="partial"
+        )
+        assert partial[0].reason == "partial"
+
+        fake.close(pid, price=1.08650, profit=27.6, reason=DEAL_REASON_TP)
+        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        assert close.source == "ea"
+        assert close.closePrice == 1.0865 and close.reason == "tp"
+        assert close.profit == pytest.approx(36.5)  # both exit deals: 8.9 + 27.6
+        assert close.position.price == 1.0865
+
+        await until(lambda: _async(not agent.pending()), what="outbox drained by acks")
+        assert kinds(await events(server), pid) == [("OPEN", "ea"), ("MODIFY", "ea"), ("MODIFY", "ea"), ("CLOSE", "ea")]
+        view = server.hub.state.accounts[ACCOUNT]
+        assert view.info.platform == "agent" and view.info.login == fake.login and view.info.tzOffsetSec == 10800
+        assert view.state is not None and view.state.marginLevel is None  # margin 0: null, not the terminal's 0
+        assert server.hub.state.prices["XAUUSD"].bid == 2381.15
+    finally:
+        await agent.halt()
+
+
+def sent_events(agent: Running) -> set[tuple[str, int]]:
+    """(event, position id) of every durable message the agent has put on the wire."""
+    out = set()
+    for frame in agent.frames:
+        data = json.loads(frame)
+        for msg in data if isinstance(data, list) else [data]:
+            if msg["type"] == "position":
+                out.add((msg["event"], msg["position"]["id"]))
+    return out
+
+
+async def _where(server, pid, pred) -> list:
+    return [e for e in await events(server) if e.positionId == pid and pred(e)]
+
+
+async def _async(value):
+    return value
+
+
+# --- durability -----------------------------------------------------------------------------------
+async def test_hub_down_events_wait_in_the_outbox_file_and_are_stored_once_after_restart(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json")
+    restarted: Server | None = None
+    try:
+        a = fake.open("EURUSD", "sell", 1.0, 1.085, sl=1.09)
+        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a")
+        await until(lambda: _async(not agent.pending()), what="OPEN a acked")
+
+        port = server.port
+        await server.stop()  # the hub goes away with the agent connected
+
+        fake.modify(a, sl=1.088)
+        await until(lambda: _async(len(agent.pending()) == 1), what="MODIFY a in the outbox")
+        b = fake.open("XAUUSD", "buy", 0.05, 2381.45)
+        await until(lambda: _async(len(agent.pending()) == 2), what="OPEN b in the outbox")
+        fake.close(a, price=1.0842, profit=80.0, reason=DEAL_REASON_SL)
+        await until(lambda: _async(len(agent.pending()) == 3), what="CLOSE a in the outbox")
+        assert [m["event"] for m in agent.pending()] == ["MODIFY", "OPEN", "CLOSE"]
+
+        restarted = Server(make_settings(tmp_path, port=port))  # same database file, same port
+        await restarted.start()
+        await until(lambda: _async(not agent.pending()), what="outbox resent and acked")
+        evs = await events(restarted)
+        assert kinds(evs, a) == [("OPEN", "ea"), ("MODIFY", "ea"), ("CLOSE", "ea")]
+        assert kinds(evs, b) == [("OPEN", "ea")]
+        close = next(e for e in evs if e.positionId == a and e.event == "CLOSE")
+        assert (close.closePrice, close.profit, close.reason) == (1.0842, 80.0, "sl")
+    finally:
+        await agent.halt()
+        if restarted is not None:
+            await restarted.stop()
+
+
+class Proxy:
+    """A TCP proxy between agent and hub that can lose traffic either way and cut every connection."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.drop_down = False  # hub -> agent bytes are discarded (acks lost)
+        self.drop_up = False  # agent -> hub bytes are discarded (messages lost in flight)
+        self.writers: list[asyncio.StreamWriter] = []
+        self.accepted = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer, lambda: self.drop_up),
+            self._pipe(up_reader, writer, lambda: self.drop_down),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, dropping) -> None:
+        try:
+            while data := await src.read(65536):
+                if not dropping():
+                    dst.write(data)
+                    await dst.drain()
+        finally:
+            dst.close()
+
+    def cut(self) -> None:
+        for w in self.writers:
+            w.close()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_dropped_connection_lost_acks_and_lost_frames_nothing_lost_nothing_twice(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    proxy = Proxy(server.port)
+    url = await proxy.start()
+    fake = terminal()
+    agent = start(url, token, fake, tmp_path / "outbox.json")
+    try:
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a stored")
+        await until(lambda: _async(not agent.pending()), what="OPEN a acked")
+
+        # 1. The hub stores and acks, the acks never arrive; the connection then drops.
+        proxy.drop_down = True
+        b = fake.open("EURUSD", "sell", 0.2, 1.085)
+        await until(lambda: _where(server, b, lambda e: e.event == "OPEN"), what="OPEN b stored")
+        fake.modify(b, tp=1.07)
+        await until(lambda: _where(server, b, lambda e: e.event == "MODIFY"), what="MODIFY b stored")
+        assert [m["event"] for m in agent.pending()] == ["OPEN", "MODIFY"]  # unacked as far as the agent knows
+        proxy.cut()
+        proxy.drop_down = False
+        await until(lambda: _async(not agent.pending()), what="welcome's ackedSeq covers them")
+
+        # 2. Frames are lost in flight: the hub never sees them; the agent resends after reconnecting.
+        connections = proxy.accepted
+        proxy.drop_up = proxy.drop_down = True
+        fake.close(a, price=1.0861, profit=9.8)
+        c = fake.open("XAUUSD", "buy", 0.01, 2381.45)
+        await until(
+            lambda: _async({("CLOSE", a), ("OPEN", c)} <= sent_events(agent)), what="CLOSE a, OPEN c sent into the void"
+        )
+        assert sorted(m["event"] for m in agent.pending()) == ["CLOSE", "OPEN"]
+        assert not await _where(server, a, lambda e: e.event == "CLOSE" and e.source == "ea")
+        proxy.cut()
+        proxy.drop_up = proxy.drop_down = False
+        await until(lambda: _async(not agent.pending()), what="resent and acked")
+        assert proxy.accepted > connections
+
+        evs = await events(server)
+        assert kinds(evs, a) == [("OPEN", "ea"), ("CLOSE", "ea")]
+        assert kinds(evs, b) == [("OPEN", "ea"), ("MODIFY", "ea")]
+        assert kinds(evs, c) == [("OPEN", "ea")]
+        close = next(e for e in evs if e.positionId == a and e.event == "CLOSE")
+        assert (close.closePrice, close.profit) == (1.0861, 9.8)
+    finally:
+        await agent.halt()
+        await proxy.close()
+
+
+async def test_restart_with_a_lost_outbox_file_stores_nothing_twice_and_loses_nothing(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    outbox = tmp_path / "outbox.json"
+    agent = start(server.url, token, fake, outbox)
+    a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+    b = fake.open("XAUUSD", "sell", 0.02, 2381.15)
+    await until(lambda: _where(server, b, lambda e: e.event == "OPEN"), what="OPEN b")
+    fake.modify(a, sl=1.08)
+    await until(lambda: _where(server, a, lambda e: e.event == "MODIFY"), what="MODIFY a")
+    await until(lambda: _async(not agent.pending()), what="acked")
+    await agent.halt()
+    acked = await server.store.acked_seq(ACCOUNT)
+    assert acked == 3
+
+    outbox.unlink()  # the PC lost the file; meanwhile a trade happens
+    c = fake.open("EURUSD", "sell", 0.5, 1.085)
+    agent = start(server.url, token, fake, outbox)
+    try:
+        await until(lambda: _where(server, c, lambda e: e.event == "OPEN"), what="OPEN c")
+        await until(lambda: _async(not agent.pending()), what="acked")
+        evs = await events(server)
+        assert kinds(evs, a) == [("OPEN", "ea"), ("MODIFY", "ea")]
+        assert kinds(evs, b) == [("OPEN", "ea")]
+        assert kinds(evs, c) == [("OPEN", "ea")]
+        # The fresh outbox's provisional seqs were moved above the hub's: none was refused or dropped.
+        assert await server.store.acked_seq(ACCOUNT) == acked + 3
+        assert json.loads(outbox.read_bytes())["seq"] == acked + 3
+    finally:
+        await agent.halt()
+
+
+async def test_a_large_backlog_goes_out_in_bounded_frames(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    ids = [fake.open("EURUSD", "buy", 0.01, 1.085 + i / 100_000) for i in range(250)]
+    agent = start(server.url, token, fake, tmp_path / "outbox.json")
+    try:
+        await until(lambda: _async(len(sent_events(agent)) == 250 and not agent.pending()), what="250 OPENs acked")
+        assert max(len(json.loads(f)) if f.startswith("[") else 1 for f in agent.frames) <= 100
+        opened = {e.positionId for e in await events(server) if e.event == "OPEN" and e.source == "ea"}
+        assert opened == set(ids)
+    finally:
+        await agent.halt()
+
+
+# --- credentials and installation ---------------------------------------------------------------
+async def test_bad_token_fails_clearly(server, tmp_path):
+    with pytest.raises(TokenRefused, match=r"refused the token .*1008.*tradewire token issue"):
+        await asyncio.wait_for(run_agent(server.url, "twe_nope_nope", mt5=terminal(), outbox=tmp_path / "o.json"), 10)
+
+
+async def test_bad_token_exits_3_with_a_message(server, tmp_path, capsys):
+    argv = ["--url", server.url, "--token", "twe_wrong", "--outbox", str(tmp_path / "o.json"), "--log-level", "error"]
+    code = await asyncio.to_thread(agent_main, argv, mt5=terminal())
+    assert code == 3
+    assert "refused the token" in capsys.readouterr().err
+
+
+def test_missing_metatrader5_package_exits_2_with_what_to_do(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "MetaTrader5", None)  # import fails as on Linux
+    code = agent_main(["--url", "http://127.0.0.1:1", "--token", "twe_x", "--outbox", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "MetaTrader5 package is not installed" in err and "pip install MetaTrader5" in err and "Windows" in err
+
+
+async def test_terminal_that_cannot_initialize_exits_2(tmp_path):
+    fake = terminal()
+    fake.fail_initialize = (-6, "Terminal: Authorization failed")
+    with pytest.raises(AgentError, match="Authorization failed") as info:
+        await run_agent("http://127.0.0.1:1", "twe_x", mt5=fake, outbox=tmp_path / "o.json", login=1, server="S")
+    assert info.value.exit_code == 2 and fake.initialize_args == {"path": None, "login": 1, "server": "S"}
+
+
+def test_bad_url_is_refused_before_anything_runs(capsys):
+    assert agent_main(["--url", "ftp://hub", "--token", "t"], mt5=terminal()) == 2
+    assert "must start with http://" in capsys.readouterr().err
+
+
+# --- the pure core ------------------------------------------------------------------------------
+def _pos(pid: int = 1, **kw: Any) -> dict:
+    base = {"id": pid, "symbol": "EURUSD", "side": "buy", "volume": 0.3, "openPrice": 1.1, "sl": 0.0, "tp": 0.0}
+    return {**base, "price": 1.1, "profit": 0.0, **kw}
+
+
+def test_diff_positions_classifies_changes():
+    known = {1: _pos(1), 2: _pos(2), 3: _pos(3), 4: _pos(4)}
+    current = {1: _pos(1, price=1.2, profit=5.0), 2: _pos(2, sl=1.0), 3: _pos(3, volume=0.1), 5: _pos(5)}
+    changes = {(c.event, c.position["id"], c.reason) for c in core.diff_positions(known, current)}
+    assert changes == {("MODIFY", 2, None), ("MODIFY", 3, "partial"), ("CLOSE", 4, None), ("OPEN", 5, None)}
+    assert core.diff_positions({1: _pos(1)}, {1: _pos(1, side="sell")})[0].reason == "reversal"
+
+
+def test_outbox_acks_renumbers_and_round_trips():
+    box = core.Outbox()
+    for pid in (10, 11, 12):
+        box.add(core.Change("OPEN", _pos(pid)), 1000)
+    assert [m["id"] for m in box.pending.values()] == ["open-10-1", "open-11-2", "open-12-3"]
+    # A fresh outbox's first welcome: the hub already holds seq 40 from an earlier life.
+    resend = box.on_welcome(40)
+    assert [m["seq"] for m in resend] == [41, 42, 43] and resend[0]["id"] == "open-10-41" and box.seq == 43
+    assert box.ack(42) == 2 and list(box.pending) == [43]
+    again = core.Outbox.loads(box.dumps())
+    assert (again.seq, list(again.pending), again.synced) == (43, [43], True)
+    assert again.on_welcome(43) == [] and again.seq == 43  # synced: a cumulative ack, no renumbering
+    with pytest.raises(ValueError, match="outbox"):
+        core.Outbox.loads(b'{"version": 99}')
+
+
+def test_close_details_sum_partial_exits_and_map_the_reason():
+    fake = FakeMT5(tz_offset_sec=0)
+    pid = fake.open("EURUSD", "buy", 1.0, 1.1, commission=-7.0)
+    fake.partial_close(pid, 0.4, 1.11, 40.0)
+    fake.close(pid, 1.12, 120.0, reason=6)  # DEAL_REASON_SO
+    details = core.close_details(fake.deals, pid, 0, core.Constants.from_module(fake))
+    assert details is not None
+    assert (details.close_price, details.profit, details.reason, details.commission) == (1.12, 160.0, "stopout", -7.0)
+    assert core.close_details(fake.deals, 999, 0) is None
+
+
+def test_tz_offset_detection_needs_a_fresh_quote():
+    now = 1_700_000_000.0
+    assert core.detect_tz_offset(now + 10800 + 1.5, now) == 10800
+    assert core.detect_tz_offset(now - 3600 * 5.5, now) == -19800
+    assert core.detect_tz_offset(now - 2 * 86400, now) is None  # weekend: the last quote is days old
+    assert core.detect_tz_offset(now + 10800 + 400, now) is None
+
+
+@pytest.fixture(autouse=True)
+def _keep_test_logging(monkeypatch):
+    """The command configures the root logger; under pytest that would outlive the test."""
+    monkeypatch.setattr("tradewire.agent.cli.setup_logging", lambda *a, **k: None)
