@@ -99,7 +99,8 @@ async def test_synchronous_full_by_default(store):
         ("sqlite:///:memory:", "file path"),
         ("mysql://x", "unknown scheme"),
         ("sqlite:///x.db?fsync=1", "unknown option"),
-        ("dynamodb://x", "not available"),
+        ("dynamodb://bad/prefix", "TABLE_PREFIX"),
+        ("dynamodb://tw?regoin=us-east-1", "unknown option"),
         ("postgresql:///test", "USER@HOST"),
     ],
 )

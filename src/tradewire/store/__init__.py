@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 from tradewire.store.base import Store, StoreError
@@ -29,9 +30,20 @@ def parse_store_url(url: str) -> tuple[str, str, dict[str, str]]:
             raise ValueError(f"store URL {url!r}: write postgresql://USER@HOST:PORT/DATABASE")
         return "postgresql", url, options
     if parts.scheme == "dynamodb":
-        raise ValueError(f"store URL {url!r}: the dynamodb store is not available in this version yet")
+        # dynamodb://TABLE_PREFIX?region=REGION&endpoint=URL (tables PREFIX-state, -events, -alerts, -trades)
+        prefix = parts.netloc or parts.path.strip("/")
+        if (parts.netloc and parts.path.strip("/")) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", prefix):
+            raise ValueError(
+                f"store URL {url!r}: write dynamodb://TABLE_PREFIX?region=REGION[&endpoint=URL], the prefix "
+                "1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
+            )
+        unknown = set(options) - {"region", "endpoint"}
+        if unknown:
+            raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+        return "dynamodb", url, options
     raise ValueError(
-        f"store URL {url!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH or postgresql://USER@HOST/DB"
+        f"store URL {url!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH, postgresql://USER@HOST/DB"
+        " or dynamodb://TABLE_PREFIX?region=REGION"
     )
 
 
@@ -44,6 +56,13 @@ def make_store(url: str) -> Store:
             raise ValueError("the PostgreSQL store needs asyncpg: pip install 'tradewire[postgres]'") from None
 
         return PostgresStore(location)
+    if engine == "dynamodb":
+        try:
+            from tradewire.store.dynamodb import DynamoStore
+        except ImportError:
+            raise ValueError("the DynamoDB store needs aiobotocore: pip install 'tradewire[dynamodb]'") from None
+
+        return DynamoStore(location)
     from tradewire.store.sqlite import SQLiteStore
 
     try:
