@@ -1,0 +1,560 @@
+"""Lambda entry points: API Gateway WebSocket routes for EAs, the HTTP API for REST, the schedule.
+
+- `connect` (`$connect`): the EA token from `Authorization: Bearer ...`, checked against the store's
+  tokens; refused with 401 (API Gateway then refuses the upgrade). The connection -> account binding is
+  remembered in the live table.
+- `default` (`$default`): one protocol v1 frame through the same core as the server: `SessionCore`
+  (validation, hello first, one account per token), `LiveState`'s diff logic on the account view loaded
+  from the live table, `AlertRules`, and the DynamoDB store (the shared exactly-once planner, conditional
+  writes). Replies (welcome, error, one cumulative ack per frame) go back through `@connections`;
+  publications go to AppSync Events on DESIGN §6's channels after commit.
+- `disconnect` (`$disconnect`): the session ended; CONNECTION_LOST follows if no new one comes in time.
+- `schedule` (EventBridge, every minute): CONNECTION_LOST / STALE_DATA for silent accounts, exposure.
+- `rest` (HTTP API, payload format 2.0): the `/api/v1` queries, from DynamoDB.
+
+Process model: Lambda calls a handler synchronously. Each handler runs its async body with
+`run_until_complete` on ONE event loop per process (created on first use), so the store (its
+aiobotocore client and writer task), the live table and the HTTP session to AppSync are opened once per
+Lambda container and reused by later invocations (a cold start pays for opening them; a warm call does
+not). Nothing else is kept between calls: state comes from DynamoDB every time. `reset()` closes all of
+it (tests; `asyncio.run` semantics per call are available by calling `reset()` after each).
+
+Environment: `TRADEWIRE_STORE` (dynamodb://PREFIX?region=...), `TRADEWIRE_LIVE_TABLE` (default
+PREFIX-live), `TRADEWIRE_APPSYNC_HTTP_URL` (https://.../event), `TRADEWIRE_APPSYNC_API_KEY`,
+`TRADEWIRE_APPSYNC_NAMESPACE` (default `trading`), and the usual TRADEWIRE_* settings (system magic
+numbers, alert levels, heartbeat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+import msgspec
+
+from tradewire import api, channels
+from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transition
+from tradewire.aws.connections import ApiGatewayConnections, Connections, management_endpoint
+from tradewire.aws.publisher import EventPublisher, PublishError
+from tradewire.aws.state import Connection, LiveTable
+from tradewire.config import Settings, load_settings
+from tradewire.ingest import protocol as p
+from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
+from tradewire.model import AccountInfo, AccountState, Alert, is_account_id, new_alert
+from tradewire.state import LiveState
+from tradewire.store.base import (
+    AlertAckOp,
+    AlertQuery,
+    AlertRaiseOp,
+    AlertResolveOp,
+    EAErrorOp,
+    EAPositionOp,
+    PresenceOp,
+    ReconcileOp,
+    StoreError,
+    WriteResult,
+)
+from tradewire.store.dynamodb import DynamoStore
+
+log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- per-process runtime ------------------------------------------------------------------------
+class Runtime:
+    def __init__(self, env: Mapping[str, str], connections: Callable[[dict], Connections] | None = None) -> None:
+        self.env = dict(env)
+        self.settings: Settings = load_settings(env=self.env)
+        self.store_url = self.settings.store.url
+        if not self.store_url.startswith("dynamodb://"):
+            raise ValueError(f"TRADEWIRE_STORE must be a dynamodb:// URL on AWS, not {self.store_url!r}")
+        self.loop = asyncio.new_event_loop()
+        self.store: DynamoStore | None = None
+        self.live = LiveTable(self.store_url, self.env.get("TRADEWIRE_LIVE_TABLE") or None)
+        url = self.env.get("TRADEWIRE_APPSYNC_HTTP_URL", "")
+        self.publisher = (
+            EventPublisher(
+                url,
+                self.env.get("TRADEWIRE_APPSYNC_API_KEY", ""),
+                self.env.get("TRADEWIRE_APPSYNC_NAMESPACE") or channels.NAMESPACE,
+            )
+            if url
+            else None
+        )
+        self._connections_factory = connections
+        self._connections: dict[str, Connections] = {}
+        self.system_magics = set(self.settings.system.magic_numbers)
+        self.clock: Callable[[], int] = now_ms
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    async def open(self) -> DynamoStore:
+        if self.store is None:
+            store = DynamoStore(self.store_url)
+            await store.open()  # creates missing tables (the template creates them on AWS)
+            await self.live.open(create=True)
+            self.store = store
+        return self.store
+
+    def connections(self, request_context: dict) -> Connections:
+        endpoint = management_endpoint(request_context)
+        client = self._connections.get(endpoint)
+        if client is None:
+            factory = self._connections_factory or (lambda rc: ApiGatewayConnections(management_endpoint(rc)))
+            client = self._connections[endpoint] = factory(request_context)
+        return client
+
+    def publish(self, channel: str, payload: Any) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(channel, payload)
+
+    async def flush(self) -> None:
+        if self.publisher is None:
+            return
+        try:
+            await self.publisher.flush()
+        except PublishError as exc:  # AppSync keeps no history: say so loudly, the data is in DynamoDB
+            log.error("publish to AppSync Events failed: %s", exc)
+
+    async def aclose(self) -> None:
+        for client in self._connections.values():
+            await client.close()
+        if self.publisher is not None:
+            await self.publisher.close()
+        await self.live.close()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+
+_runtime: Runtime | None = None
+
+
+def runtime(env: Mapping[str, str] | None = None, connections: Callable[[dict], Connections] | None = None) -> Runtime:
+    """The process's runtime, created from the environment on first use (or from `env` given by a test)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(os.environ if env is None else env, connections)
+    return _runtime
+
+
+def reset() -> None:
+    """Close the cached store, clients and loop: the next call starts from scratch."""
+    global _runtime
+    rt, _runtime = _runtime, None
+    if rt is not None:
+        rt.run(rt.aclose())
+        rt.loop.close()
+
+
+def _header(event: dict, name: str) -> str | None:
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name:
+            return value
+    for key, values in (event.get("multiValueHeaders") or {}).items():
+        if key.lower() == name and values:
+            return values[0]
+    return None
+
+
+def _bearer(event: dict) -> str | None:
+    scheme, _, token = (_header(event, "authorization") or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+# --- WebSocket routes ---------------------------------------------------------------------------
+def connect(event: dict, context: Any) -> dict:
+    rt = runtime()
+    return rt.run(_connect(rt, event))
+
+
+async def _connect(rt: Runtime, event: dict) -> dict:
+    store = await rt.open()
+    token = _bearer(event)
+    account = await store.token_account(token) if token else None
+    if account is None:
+        reason = "missing bearer token" if token is None else "invalid or revoked token"
+        return {"statusCode": 401, "body": reason}
+    cid = event["requestContext"]["connectionId"]
+    await rt.live.put_connection(Connection(id=cid, account=account, connectedAt=rt.clock()))
+    return {"statusCode": 200}
+
+
+def disconnect(event: dict, context: Any) -> dict:
+    rt = runtime()
+    return rt.run(_disconnect(rt, event))
+
+
+async def _disconnect(rt: Runtime, event: dict) -> dict:
+    await rt.open()
+    conn = await rt.live.delete_connection(event["requestContext"]["connectionId"])
+    if conn is not None and conn.greeted:
+        now = rt.clock()
+        state = LiveState()
+        ended = await rt.live.load(state, conn.account)
+        view = state.on_session_end(conn.account, now)
+        if view.sessions == 0:
+            ended = now  # CONNECTION_LOST after the grace period unless a new session says hello
+        await rt.live.save(view, ended)
+        rt.publish(channels.accounts(conn.account), state.summary(conn.account, now))
+        await rt.flush()
+    return {"statusCode": 200}
+
+
+def default(event: dict, context: Any) -> dict:
+    rt = runtime()
+    return rt.run(_default(rt, event))
+
+
+async def _default(rt: Runtime, event: dict) -> dict:
+    store = await rt.open()
+    ctx = event["requestContext"]
+    cid = ctx["connectionId"]
+    conns = rt.connections(ctx)
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        body = base64.b64decode(body)
+    conn = await rt.live.get_connection(cid)
+    if conn is None:  # $connect's item expired or was never written: the EA must reconnect
+        await conns.post(cid, p.encode(p.ErrorReply(code="unknown_connection", message="reconnect")))
+        await conns.delete(cid)
+        return {"statusCode": 200}
+    frame = _Frame(rt, store, conns, conn)
+    await frame.run(body)
+    return {"statusCode": 200}
+
+
+class _Frame:
+    """One `$default` invocation: the hub's work for one frame, with state loaded and saved around it."""
+
+    def __init__(self, rt: Runtime, store: DynamoStore, conns: Connections, conn: Connection) -> None:
+        self.rt, self.store, self.conns, self.conn = rt, store, conns, conn
+        self.account = conn.account
+        self.now = rt.clock()
+        self.state = LiveState()
+        self.rules = AlertRules(rt.settings.alerts, rt.settings.server.heartbeat_sec)
+        self.ended_at: int | None = None
+        self.alert_futures: list[asyncio.Future[WriteResult]] = []
+        self.other_futures: list[asyncio.Future[WriteResult]] = []
+        self.positions_changed = False
+
+    async def send(self, msg: msgspec.Struct) -> None:
+        await self.conns.post(self.conn.id, p.encode(msg))
+
+    async def run(self, body: str | bytes) -> None:
+        core = SessionCore(self.account, greeted=self.conn.greeted)
+        steps = core.receive(body)
+        self.ended_at = await self.rt.live.load(self.state, self.account)
+        self.rules.load(await self.store.alerts(AlertQuery(account=self.account, state="open", limit=100)))
+        if self.ended_at is not None:
+            self.rules.session_ended(self.account, self.ended_at)
+        durable: list[tuple[p.DurableMsg, asyncio.Future[WriteResult]]] = []
+        for step in steps:
+            if isinstance(step, Greet):
+                await self.send(await self.greet(step.hello))
+            elif isinstance(step, Volatile):
+                await self.volatile(step.msg)
+            elif isinstance(step, Durable):
+                durable.append((step.msg, self.submit_durable(step.msg)))
+            elif isinstance(step, Reply):
+                await self.send(step.msg)
+        acked = 0
+        for msg, fut in durable:
+            try:
+                result = await fut
+            except StoreError as exc:
+                # Ack nothing more; the EA resends after it reconnects (as the server closes with 1011).
+                log.error("account %s: store failed for %s: %s", self.account, msg.id, exc)
+                await self.send(p.ErrorReply(code=p.STORE_UNAVAILABLE, message="store unavailable; resend later"))
+                await self.conns.delete(self.conn.id)
+                break
+            acked = max(acked, msg.seq)
+            for ev in result.events:
+                self.rt.publish(channels.events(ev.account), ev)
+            for alert in result.alerts:
+                self.rt.publish(channels.alerts(alert.account), alert)
+            error = SessionCore.outcome(msg, result)
+            if error is not None:
+                await self.send(error)
+        if acked:
+            await self.send(p.Ack(seq=acked))
+        await self.settle_background()
+        view = self.state.account(self.account)
+        if self.positions_changed:
+            self.rt.publish(
+                channels.positions(self.account),
+                {"account": self.account, "ts": view.updated_at, "positions": list(view.positions.values())},
+            )
+        await self.rt.live.save(view, self.ended_at)
+        await self.rt.flush()
+
+    async def settle_background(self) -> None:
+        for fut in self.other_futures:
+            try:
+                result = await fut
+            except StoreError as exc:
+                log.error("account %s: background write failed: %s", self.account, exc)
+                continue
+            for ev in result.events:
+                self.rt.publish(channels.events(ev.account), ev)
+        for alert in await settle_alerts(self.alert_futures):
+            self.rt.publish(channels.alerts(alert.account), alert)
+
+    # --- the hub's steps, on the loaded view --------------------------------------------------
+    async def greet(self, hello: p.Hello) -> p.Welcome:
+        account, now = self.account, self.now
+        view = self.state.account(account)
+        if not view.positions_known:
+            self.state.seed_positions(account, await self.store.open_positions(account))
+        acked = await self.store.acked_seq(account)
+        info = AccountInfo(
+            platform=hello.platform,
+            login=hello.login,
+            server=hello.server,
+            currency=hello.currency,
+            leverage=hello.leverage,
+            broker=hello.broker,
+            ea=f"{hello.ea.name} {hello.ea.version}".strip() if hello.ea else "",
+            tzOffsetSec=hello.tzOffsetSec,
+        )
+        self.state.on_hello(account, info, "ws", now)
+        if self.conn.greeted:
+            view.sessions -= 1  # a second hello on the same connection is not a second session
+        else:
+            self.conn.greeted = True
+            await self.rt.live.put_connection(self.conn)
+        self.ended_at = None
+        self.rt.publish(channels.accounts(account), self.state.summary(account, now))
+        self.rules.session_started(account, now)
+        self.transitions([Resolve(CONNECTION_LOST, account, "EA connected again", now)])
+        self.other_futures.append(self.store.submit(PresenceOp(account, now)))
+        return p.Welcome(
+            sessionId=str(uuid.uuid4()),
+            ackedSeq=acked,
+            heartbeatSec=self.rt.settings.server.heartbeat_sec,
+            serverTime=now,
+        )
+
+    def touch(self) -> None:
+        self.state.touch(self.account, self.now)
+        if (self.account, CONNECTION_LOST) in self.rules.open:
+            self.transitions(self.rules.seen(self.account, self.now))
+
+    async def volatile(self, msg: p.AccountMsg | p.PositionsMsg | p.TicksMsg | p.HeartbeatMsg) -> None:
+        account, now = self.account, self.now
+        self.touch()
+        if isinstance(msg, p.AccountMsg):
+            state = AccountState(
+                ts=msg.ts,
+                balance=msg.balance,
+                equity=msg.equity,
+                margin=msg.margin,
+                freeMargin=msg.freeMargin,
+                marginLevel=round(msg.equity / msg.margin * 100, 2) if msg.margin > 0 else None,
+                marginCallLevel=msg.marginCallLevel,
+                stopOutLevel=msg.stopOutLevel,
+                marginMode=msg.marginMode,
+            )
+            view = self.state.apply_account(account, state, now)
+            self.rt.publish(channels.accounts(account), self.state.summary(account, now))
+            platform = view.info.platform if view.info else None
+            self.transitions(self.rules.margin(account, state, platform, now))
+        elif isinstance(msg, p.PositionsMsg):
+            rec = self.state.apply_snapshot(account, msg.positions, now)
+            magics = self.rt.system_magics
+            for pos in rec.opened:
+                self.other_futures.append(
+                    self.store.submit(ReconcileOp(account, "OPEN", pos, msg.ts, pos.magic in magics))
+                )
+            for pos in rec.closed:
+                self.other_futures.append(
+                    self.store.submit(ReconcileOp(account, "CLOSE", pos, msg.ts, pos.magic in magics))
+                )
+            self.positions_changed = True
+        elif isinstance(msg, p.TicksMsg):
+            for tick in self.state.apply_ticks(msg.ticks, now, account):
+                if await self.rt.live.put_tick(tick):
+                    self.rt.publish(channels.prices(tick.symbol), tick)
+
+    def submit_durable(self, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
+        self.touch()
+        if isinstance(msg, p.PositionMsg):
+            self.state.apply_position_event(self.account, msg.event, msg.position, self.now)
+            if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
+                self.transitions(self.rules.stop_out_close(self.account, msg.position.id, msg.position.symbol, msg.ts))
+            self.positions_changed = True
+            op: EAPositionOp | EAErrorOp = EAPositionOp(self.account, msg, msg.position.magic in self.rt.system_magics)
+        else:
+            op = EAErrorOp(self.account, msg)
+        return self.store.submit(op)
+
+    def transitions(self, transitions: list[Transition]) -> None:
+        self.alert_futures.extend(submit_transitions(self.store, transitions))
+
+
+def submit_transitions(store: DynamoStore, transitions: list[Transition]) -> list[asyncio.Future[WriteResult]]:
+    futures = []
+    for t in transitions:
+        if isinstance(t, Raise):
+            futures.append(
+                store.submit(AlertRaiseOp(new_alert(t.type, t.severity, t.account, t.message, t.at, t.data)))
+            )
+        elif isinstance(t, Resolve):
+            futures.append(store.submit(AlertResolveOp(t.account, t.type, t.at, t.message)))
+    return futures
+
+
+async def settle_alerts(futures: list[asyncio.Future[WriteResult]]) -> list[Alert]:
+    """The alerts that committed writes raised or resolved (to publish)."""
+    out: list[Alert] = []
+    for fut in futures:
+        try:
+            out.extend((await fut).alerts)
+        except StoreError as exc:
+            log.error("alert write failed: %s", exc)
+    return out
+
+
+# --- schedule -----------------------------------------------------------------------------------
+def schedule(event: dict, context: Any) -> dict:
+    rt = runtime()
+    return rt.run(_schedule(rt))
+
+
+async def _schedule(rt: Runtime) -> dict:
+    """The hub's periodic check over every account in the live table, plus the exposure channel."""
+    store = await rt.open()
+    now = rt.clock()
+    state = LiveState()
+    ended = await rt.live.load_all(state)
+    rules = AlertRules(rt.settings.alerts, rt.settings.server.heartbeat_sec)
+    rules.load(await store.open_alerts())
+    for account, at in ended.items():
+        if state.accounts[account].sessions == 0:
+            rules.session_ended(account, at)
+    transitions = rules.check(now, state.accounts)
+    alerts = await settle_alerts(submit_transitions(store, transitions))
+    for alert in alerts:
+        rt.publish(channels.alerts(alert.account), alert)
+    rt.publish(channels.exposure(), {"ts": now, "symbols": state.exposure()})
+    await rt.flush()
+    return {
+        "accounts": len(state.accounts),
+        "raised": sum(isinstance(t, Raise) for t in transitions),
+        "resolved": sum(isinstance(t, Resolve) for t in transitions),
+    }
+
+
+# --- REST (HTTP API, payload format 2.0) --------------------------------------------------------
+class _Query:
+    """Enough of an aiohttp request for api.py's parameter parsers: `.query`."""
+
+    def __init__(self, params: dict[str, str] | None) -> None:
+        self.query = params or {}
+
+
+def _json(status: int, data: Any) -> dict:
+    return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": _encode(data).decode()}
+
+
+def _error(status: int, code: str, message: str) -> dict:
+    return _json(status, {"error": {"code": code, "message": message}})
+
+
+def rest(event: dict, context: Any) -> dict:
+    rt = runtime()
+    return rt.run(_rest(rt, event))
+
+
+async def _rest(rt: Runtime, event: dict) -> dict:
+    path = event.get("rawPath") or event.get("path") or ""
+    method = (event.get("requestContext", {}).get("http", {}).get("method") or event.get("httpMethod") or "GET").upper()
+    if path == f"{api.PREFIX}/healthz":
+        return _json(200, {"status": "ok", "time": rt.clock()})
+    store = await rt.open()
+    key = _header(event, "x-api-key") or _bearer(event)
+    role = await store.api_key_role(key) if key else None
+    if role is None:
+        return _error(401, "unauthorized", "missing API key (x-api-key)" if not key else "invalid API key")
+    request = _Query(event.get("queryStringParameters"))
+    parts = path.removeprefix(api.PREFIX + "/").split("/")
+    try:
+        if method == "POST" and len(parts) == 3 and parts[0] == "alerts" and parts[2] == "ack":
+            if role != "admin":
+                return _error(403, "forbidden", "acknowledging an alert needs an admin API key")
+            result = await store.submit(AlertAckOp(parts[1], api.key_id(key or ""), rt.clock()))
+            if result.status == "not_found":
+                return _error(404, "not_found", f"no alert {parts[1]!r}")
+            alert = result.alerts[0]
+            if result.status == "stored":
+                rt.publish(channels.alerts(alert.account), alert)
+                await rt.flush()
+            return _json(200, alert)
+        if method != "GET":
+            return _error(405, "method_not_allowed", f"{method} {path}")
+        return await _rest_get(rt, store, parts, request)
+    except api.BadParam as exc:
+        return _error(400, "bad_request", str(exc))
+    except StoreError as exc:
+        return _error(503, "store_unavailable", str(exc))
+
+
+async def _rest_get(rt: Runtime, store: DynamoStore, parts: list[str], request: Any) -> dict:
+    now = rt.clock()
+    route = parts[0] if len(parts) == 1 else None
+    if route in ("accounts", "positions", "exposure") or (len(parts) == 2 and parts[0] == "accounts"):
+        state = LiveState()
+        await rt.live.load_all(state)
+        if route == "accounts":
+            ids = set(state.accounts) | set(await store.known_accounts())
+            return _json(200, {"items": [state.summary(a, now) for a in sorted(ids)]})
+        if route == "positions":
+            symbol = request.query.get("symbol") or None
+            return _json(200, {"items": state.open_positions(api._account_param(request), symbol)})
+        if route == "exposure":
+            return _json(200, {"items": state.exposure()})
+        account = parts[1]
+        if not is_account_id(account):
+            return _error(400, "bad_request", "account id is not valid")
+        if account not in state.accounts and account not in await store.known_accounts():
+            return _error(404, "not_found", f"no account {account!r}")
+        summary = state.summary(account, now)
+        view = state.account(account)
+        return _json(200, {**msgspec.structs.asdict(summary), "openPositions": list(view.positions.values())})
+    if route == "prices":
+        state = LiveState()
+        await rt.live.load_prices(state)
+        return _json(200, {"items": sorted(state.prices.values(), key=lambda t: t.symbol)})
+    if route == "events":
+        return _json(200, api._page(await store.events(api._event_query(request))))
+    if route == "system-trades":
+        return _json(200, api._page(await store.system_trades(api._event_query(request))))
+    if route == "alerts":
+        state_param = request.query.get("state") or None
+        if state_param is not None and state_param not in ("open", "resolved"):
+            raise api.BadParam("state", f"{state_param!r} is not one of open, resolved")
+        type_ = request.query.get("type") or None
+        if type_ is not None and type_ not in api.ALERT_TYPES:
+            raise api.BadParam("type", f"{type_!r} is not one of {', '.join(api.ALERT_TYPES)}")
+        limit = api._int_param(request, "limit", lo=1, hi=api.MAX_LIMIT)
+        query = AlertQuery(
+            account=api._account_param(request),
+            type=type_,
+            state=state_param,
+            since=api._int_param(request, "from"),
+            until=api._int_param(request, "to"),
+            limit=limit if limit is not None else 100,
+        )
+        return _json(200, {"items": await store.alerts(query)})
+    return _error(404, "not_found", f"no route /{'/'.join(parts)}")

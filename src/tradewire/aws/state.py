@@ -1,0 +1,263 @@
+"""Latest-wins state in a DynamoDB live table: Lambda keeps no memory between calls.
+
+Each invocation loads the account's `AccountView` (tradewire.state, the same pure diff logic as the
+server's LiveState), applies the frame to it, and writes it back. Table ``PREFIX-live`` (pk S, sk S):
+
+=====================  ============  ==================================================================
+pk                     sk            what
+=====================  ============  ==================================================================
+``ACCOUNT``            account id    the account view as JSON (info, state, positions, connection
+                                     status, last_seen, quotes) and `lastSeen` as a number
+``CONN#<connection>``  ``#``         the WebSocket connection's account and whether it said hello;
+                                     `expiresAt` (TTL) because `$disconnect` is best-effort
+``PRICE``              symbol        the newest tick (written only if its ts is not older)
+=====================  ============  ==================================================================
+
+One partition for every account keeps "list all accounts" (REST, the schedule) a single Query; a
+fleet of a few thousand accounts fits. The account item is written last-writer-wins: two frames of
+one EA handled at once by two Lambdas may interleave, which is what latest-wins means; the durable
+OPEN/CLOSE records they imply are still written once each (the store's conditional writes decide).
+The equity series the server keeps in memory for charts is not kept here (one write per update would
+rewrite ~35 KB); `/accounts/{id}/equity` is not served on AWS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import msgspec
+from aiobotocore.config import AioConfig
+from botocore.exceptions import ClientError
+
+from tradewire.model import AccountInfo, AccountState, Position, Tick
+from tradewire.state import AccountView, LiveState, Transport
+from tradewire.store.dynamodb import _session, split_url
+
+CONNECTION_TTL_S = 3 * 3600  # API Gateway closes a WebSocket after 2 h at most
+ACCOUNTS_PK = "ACCOUNT"
+PRICES_PK = "PRICE"
+
+
+class StoredView(msgspec.Struct, omit_defaults=True):
+    id: str
+    info: AccountInfo | None = None
+    state: AccountState | None = None
+    positions: list[Position] = []
+    positionsKnown: bool = False
+    sessions: int = 0
+    transport: str | None = None
+    connectedAt: int | None = None
+    lastSeen: int = 0
+    updatedAt: int = 0
+    everConnected: bool = False
+    endedAt: int | None = None  # when its last session ended, while none is open (CONNECTION_LOST grace)
+    quotes: dict[str, tuple[float, float]] = {}
+    priceChanged: dict[str, int] = {}
+
+
+_view_decoder = msgspec.json.Decoder(StoredView)
+_tick_decoder = msgspec.json.Decoder(Tick)
+_encode = msgspec.json.encode
+
+
+def to_stored(view: AccountView, ended_at: int | None) -> StoredView:
+    return StoredView(
+        id=view.id,
+        info=view.info,
+        state=view.state,
+        positions=list(view.positions.values()),
+        positionsKnown=view.positions_known,
+        sessions=view.sessions,
+        transport=view.transport,
+        connectedAt=view.connected_at,
+        lastSeen=view.last_seen,
+        updatedAt=view.updated_at,
+        everConnected=view.ever_connected,
+        endedAt=ended_at,
+        quotes=dict(view.quotes),
+        priceChanged=dict(view.price_changed),
+    )
+
+
+def from_stored(s: StoredView) -> AccountView:
+    transport: Transport | None = s.transport if s.transport in ("ws", "http") else None  # type: ignore[assignment]
+    return AccountView(
+        id=s.id,
+        info=s.info,
+        state=s.state,
+        positions={p.id: p for p in s.positions},
+        positions_known=s.positionsKnown,
+        sessions=s.sessions,
+        transport=transport,
+        connected_at=s.connectedAt,
+        last_seen=s.lastSeen,
+        updated_at=s.updatedAt,
+        ever_connected=s.everConnected,
+        quotes={k: (v[0], v[1]) for k, v in s.quotes.items()},
+        price_changed=dict(s.priceChanged),
+    )
+
+
+class Connection(msgspec.Struct):
+    id: str
+    account: str
+    greeted: bool = False
+    connectedAt: int = 0
+
+
+class LiveTable:
+    """The live table's items, over one aiobotocore client."""
+
+    def __init__(self, url: str, table: str | None = None) -> None:
+        prefix, self.region, self.endpoint = split_url(url)
+        self.table = table or f"{prefix}-live"
+        self._client: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def open(self, create: bool = False) -> None:
+        import os
+
+        kwargs: dict[str, Any] = {"region_name": self.region}
+        if self.endpoint:
+            kwargs["endpoint_url"] = self.endpoint
+            if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+                kwargs.update(aws_access_key_id="local", aws_secret_access_key="local")
+        config = AioConfig(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=20)
+        self._stack = contextlib.AsyncExitStack()
+        self._client = await self._stack.enter_async_context(
+            _session().create_client("dynamodb", config=config, **kwargs)
+        )
+        if create:
+            await self._ensure_table()
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = self._client = None
+
+    async def _ensure_table(self) -> None:
+        try:
+            await self._client.describe_table(TableName=self.table)
+            return
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+        with contextlib.suppress(ClientError):  # ResourceInUse: another process creates it
+            await self._client.create_table(
+                TableName=self.table,
+                BillingMode="PAY_PER_REQUEST",
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+            )
+        waiter = self._client.get_waiter("table_exists")
+        await waiter.wait(TableName=self.table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+
+    # --- connections ----------------------------------------------------------------------------
+    async def put_connection(self, conn: Connection) -> None:
+        await self._client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"CONN#{conn.id}"},
+                "sk": {"S": "#"},
+                "body": {"B": _encode(conn)},
+                "expiresAt": {"N": str(int(time.time()) + CONNECTION_TTL_S)},
+            },
+        )
+
+    async def get_connection(self, connection_id: str) -> Connection | None:
+        resp = await self._client.get_item(
+            TableName=self.table, Key={"pk": {"S": f"CONN#{connection_id}"}, "sk": {"S": "#"}}, ConsistentRead=True
+        )
+        item = resp.get("Item")
+        return msgspec.json.decode(item["body"]["B"], type=Connection) if item else None
+
+    async def delete_connection(self, connection_id: str) -> Connection | None:
+        resp = await self._client.delete_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"CONN#{connection_id}"}, "sk": {"S": "#"}},
+            ReturnValues="ALL_OLD",
+        )
+        item = resp.get("Attributes")
+        return msgspec.json.decode(item["body"]["B"], type=Connection) if item else None
+
+    # --- accounts -------------------------------------------------------------------------------
+    async def load(self, state: LiveState, account: str) -> int | None:
+        """Put the stored view of `account` into `state`; return its endedAt."""
+        resp = await self._client.get_item(
+            TableName=self.table, Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}}, ConsistentRead=True
+        )
+        item = resp.get("Item")
+        if item is None:
+            state.account(account)
+            return None
+        stored = _view_decoder.decode(item["body"]["B"])
+        state.accounts[account] = from_stored(stored)
+        return stored.endedAt
+
+    async def save(self, view: AccountView, ended_at: int | None) -> None:
+        await self._client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": ACCOUNTS_PK},
+                "sk": {"S": view.id},
+                "body": {"B": _encode(to_stored(view, ended_at))},
+                "lastSeen": {"N": str(view.last_seen)},
+            },
+        )
+
+    async def load_all(self, state: LiveState) -> dict[str, int]:
+        """Every account into `state`; return {account: endedAt} of those whose session ended."""
+        ended: dict[str, int] = {}
+        for item in await self._partition(ACCOUNTS_PK):
+            stored = _view_decoder.decode(item["body"]["B"])
+            state.accounts[stored.id] = from_stored(stored)
+            if stored.endedAt is not None:
+                ended[stored.id] = stored.endedAt
+        return ended
+
+    # --- prices ---------------------------------------------------------------------------------
+    async def put_tick(self, tick: Tick) -> bool:
+        """Store a tick unless a newer one is stored; False when it was older (nothing to publish)."""
+        try:
+            await self._client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": PRICES_PK},
+                    "sk": {"S": tick.symbol},
+                    "body": {"B": _encode(tick)},
+                    "ts": {"N": str(tick.ts)},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR #ts <= :ts",
+                ExpressionAttributeNames={"#ts": "ts"},
+                ExpressionAttributeValues={":ts": {"N": str(tick.ts)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def load_prices(self, state: LiveState) -> None:
+        for item in await self._partition(PRICES_PK):
+            tick = _tick_decoder.decode(item["body"]["B"])
+            state.prices[tick.symbol] = tick
+
+    async def _partition(self, pk: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}},
+            "ConsistentRead": True,
+        }
+        while True:
+            resp = await self._client.query(**params)
+            items.extend(resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return items
+            params["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

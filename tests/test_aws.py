@@ -1,0 +1,283 @@
+"""The AWS deployment (tradewire.aws): Lambda handlers driven with API Gateway event shapes as AWS sends
+them, a DynamoDB-compatible server as a real process, a recorder standing in for `@connections`, and a
+real tradewire hub standing in for AppSync Events (same HTTP publish and WebSocket protocol).
+
+The hub refuses client publishes into `trading`, so the handlers publish into the `fleet` namespace
+(TRADEWIRE_APPSYNC_NAMESPACE) and the stand-in hub lets admin keys publish there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tradewire.app import Server
+from tradewire.aws import handlers
+from tradewire.aws.connections import RecordingConnections
+from tradewire.config import load_settings
+from tradewire.store.base import EventQuery
+
+from helpers import Subscriber, account_state, hello, issue_key, position, position_event
+from stores import drop_dynamodb_tables, need_dynamodb
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "aws" / "template.yaml"
+DOMAIN = "abc123def4.execute-api.us-east-1.amazonaws.com"
+
+
+# --- API Gateway events, as AWS sends them ------------------------------------------------------
+def _ws_context(route: str, event_type: str, connection_id: str, **extra) -> dict:
+    return {
+        "routeKey": route,
+        "eventType": event_type,
+        "extendedRequestId": "L3GxtHs5IAMFhRg=",
+        "requestTime": "21/Nov/2024:10:15:00 +0000",
+        "messageDirection": "IN",
+        "stage": "prod",
+        "connectedAt": 1732184100000,
+        "requestTimeEpoch": 1732184100123,
+        "identity": {"sourceIp": "203.0.113.7", "userAgent": "MetaTrader 5 Terminal/5.0.4620"},
+        "requestId": "L3GxtHs5IAMFhRg=",
+        "domainName": DOMAIN,
+        "connectionId": connection_id,
+        "apiId": "abc123def4",
+        **extra,
+    }
+
+
+def connect_event(connection_id: str, token: str | None) -> dict:
+    headers = {
+        "Host": DOMAIN,
+        "Sec-WebSocket-Extensions": "permessage-deflate; client_max_window_bits",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        "X-Amzn-Trace-Id": "Root=1-673f0a24-0d8e2c6b5f1a3c7e9b2d4f60",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+    }
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return {
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "requestContext": _ws_context("$connect", "CONNECT", connection_id),
+        "isBase64Encoded": False,
+    }
+
+
+def message_event(connection_id: str, frame) -> dict:
+    return {
+        "requestContext": _ws_context("$default", "MESSAGE", connection_id, messageId="L3G0ZeqOIAMCJfg="),
+        "body": frame if isinstance(frame, str) else json.dumps(frame),
+        "isBase64Encoded": False,
+    }
+
+
+def disconnect_event(connection_id: str) -> dict:
+    headers = {"Host": DOMAIN, "x-api-key": "", "X-Forwarded-For": "", "x-restapi": ""}
+    return {
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "requestContext": _ws_context(
+            "$disconnect",
+            "DISCONNECT",
+            connection_id,
+            disconnectStatusCode=1001,
+            disconnectReason="Going away",
+        ),
+        "isBase64Encoded": False,
+    }
+
+
+def http_api_event(method: str, path: str, query: dict | None = None, key: str | None = None) -> dict:
+    headers = {"accept": "application/json", "host": "q1w2e3r4t5.execute-api.us-east-1.amazonaws.com"}
+    if key:
+        headers["x-api-key"] = key
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
+        "headers": headers,
+        **({"queryStringParameters": query} if query else {}),
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "q1w2e3r4t5",
+            "domainName": "q1w2e3r4t5.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "q1w2e3r4t5",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "198.51.100.4",
+                "userAgent": "curl/8.5.0",
+            },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "21/Nov/2024:10:16:00 +0000",
+            "timeEpoch": 1732184160000,
+        },
+        "isBase64Encoded": False,
+    }
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture
+async def appsync(tmp_path):
+    """A real tradewire hub standing in for AppSync Events; admin keys may publish into `fleet`."""
+    settings = load_settings(
+        env={},
+        overrides={
+            "server": {"port": 0, "heartbeat_sec": 1, "auth_cache_s": 0, "drain_timeout_s": 5},
+            "store": {"url": f"sqlite:///{tmp_path}/hub.db"},
+            "realtime": {"publish_namespaces": ["fleet"]},
+        },
+    )
+    srv = Server(settings)
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+class Lambda:
+    """The deployment under test: handlers called as Lambda calls them (sync, off the test's loop)."""
+
+    def __init__(self, url: str, appsync: Server, admin_key: str) -> None:
+        self.url = url
+        self.recorder = RecordingConnections()
+        env = {
+            "TRADEWIRE_STORE": url,
+            "TRADEWIRE_APPSYNC_HTTP_URL": appsync.url + "/event",
+            "TRADEWIRE_APPSYNC_API_KEY": admin_key,
+            "TRADEWIRE_APPSYNC_NAMESPACE": "fleet",
+            "TRADEWIRE_SYSTEM_MAGIC_NUMBERS": "7001",
+        }
+        handlers.reset()
+        self.runtime = handlers.runtime(env, connections=lambda request_context: self.recorder)
+
+    async def __call__(self, handler, event: dict) -> dict:
+        return await asyncio.to_thread(handler, event, None)
+
+    async def store_call(self, fn):
+        """Run `fn(store)` on the handlers' own loop and store (as a handler would)."""
+
+        async def go():
+            return await fn(await self.runtime.open())
+
+        return await asyncio.to_thread(self.runtime.run, go())
+
+
+@pytest.fixture
+async def aws(appsync):
+    dynamodb_endpoint = need_dynamodb()
+    url = f"dynamodb://tw-aws-{uuid.uuid4().hex[:8]}?region=us-east-1&endpoint={dynamodb_endpoint}"
+    admin = await issue_key(appsync, "admin")
+    lam = Lambda(url, appsync, admin)
+    yield lam
+    await asyncio.to_thread(handlers.reset)
+    await drop_dynamodb_tables(url)
+
+
+# --- tests --------------------------------------------------------------------------------------
+async def test_an_ea_session_goes_through_the_handlers_to_dynamodb_and_appsync(aws, appsync):
+    token, _ = await aws.store_call(lambda s: s.add_token("icm-live01-5123456"))
+    read_key, _ = await aws.store_call(lambda s: s.add_api_key("read"))
+    async with aiohttp.ClientSession() as session:
+        sub = await Subscriber.connect(session, appsync, await issue_key(appsync, "read"))
+        await sub.expect("connection_ack")
+        await sub.subscribe("s1", "/fleet/*")
+
+        cid = "Lx1ZtdxyoAMCJfg="
+        assert (await aws(handlers.connect, connect_event(cid, token)))["statusCode"] == 200
+        assert (await aws(handlers.default, message_event(cid, hello())))["statusCode"] == 200
+        welcome = aws.recorder.sent(cid)[-1]
+        assert welcome["type"] == "welcome" and welcome["ackedSeq"] == 0 and welcome["sessionId"]
+
+        frame = [account_state(), position_event(1, "OPEN", position=position(1001, magic=7001))]
+        await aws(handlers.default, message_event(cid, frame))
+        assert aws.recorder.sent(cid)[-1] == {"type": "ack", "seq": 1}
+
+        greeted = await sub.event(id="icm-live01-5123456", status="live")
+        assert greeted["info"]["platform"] == "MT5" and "state" not in greeted
+        summary = await sub.event(id="icm-live01-5123456", status="live")
+        assert summary["state"]["equity"] == 10_000.0
+        opened = await sub.event(event="OPEN", positionId=1001)
+        assert opened["account"] == "icm-live01-5123456" and opened["source"] == "ea"
+        listed = await sub.event(account="icm-live01-5123456")  # the OPEN event was taken above
+        assert [p["id"] for p in listed["positions"]] == [1001]
+
+        # The EA did not see the ack and resends: acked again, stored once, published once.
+        await aws(handlers.default, message_event(cid, position_event(1, "OPEN", position=position(1001, magic=7001))))
+        assert aws.recorder.sent(cid)[-1] == {"type": "ack", "seq": 1}
+        page = await aws.store_call(lambda s: s.events(EventQuery(account="icm-live01-5123456")))
+        assert [(e.event, e.positionId, e.seq) for e in page.items] == [("OPEN", 1001, 1)]
+
+        # REST over the HTTP API answers from DynamoDB.
+        resp = await aws(
+            handlers.rest, http_api_event("GET", "/api/v1/events", {"account": "icm-live01-5123456"}, read_key)
+        )
+        assert resp["statusCode"] == 200, resp
+        assert [(e["event"], e["positionId"]) for e in json.loads(resp["body"])["items"]] == [("OPEN", 1001)]
+        resp = await aws(
+            handlers.rest, http_api_event("GET", "/api/v1/system-trades", {"account": "icm-live01-5123456"}, read_key)
+        )
+        assert [t["positionId"] for t in json.loads(resp["body"])["items"]] == [1001]
+        resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/accounts", key=read_key))
+        [acct] = json.loads(resp["body"])["items"]
+        assert (acct["id"], acct["status"], acct["positions"]) == ("icm-live01-5123456", "live", 1)
+        resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/events"))
+        assert resp["statusCode"] == 401
+
+        # The EA goes away and does not come back: the schedule raises CONNECTION_LOST.
+        await aws(handlers.disconnect, disconnect_event(cid))
+        assert (await sub.event(id="icm-live01-5123456", status="lost"))["positions"] == 1
+        real_clock = aws.runtime.clock
+        aws.runtime.clock = lambda: real_clock() + 60_000
+        result = await aws(handlers.schedule, {"source": "aws.events", "detail-type": "Scheduled Event"})
+        assert result["raised"] == 1
+        lost = await sub.event(type="CONNECTION_LOST")
+        assert lost["account"] == "icm-live01-5123456" and lost.get("resolvedAt") is None
+        resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/alerts", {"state": "open"}, read_key))
+        assert [a["type"] for a in json.loads(resp["body"])["items"]] == ["CONNECTION_LOST"]
+        await sub.ws.close()
+
+
+async def test_a_bad_token_is_refused_at_connect(aws):
+    await aws.store_call(lambda s: s.add_token("acct-1"))
+    assert (await aws(handlers.connect, connect_event("c-bad", "twe_nothere_x")))["statusCode"] == 401
+    assert (await aws(handlers.connect, connect_event("c-none", None)))["statusCode"] == 401
+    # A frame on a connection $connect never accepted gets an error and is closed.
+    await aws(handlers.default, message_event("c-bad", hello()))
+    assert aws.recorder.sent("c-bad")[0]["code"] == "unknown_connection"
+    assert aws.recorder.deleted == ["c-bad"]
+
+
+async def test_protocol_errors_come_back_through_connections(aws):
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-2"))
+    await aws(handlers.connect, connect_event("c2", token))
+    await aws(handlers.default, message_event("c2", account_state()))
+    assert aws.recorder.sent("c2")[-1]["code"] == "hello_required"
+    await aws(handlers.default, message_event("c2", "{not json"))
+    assert aws.recorder.sent("c2")[-1]["code"] == "bad_json"
+    await aws(handlers.default, message_event("c2", hello(account="someone-else")))
+    assert aws.recorder.sent("c2")[-1]["code"] == "wrong_account"
+
+
+def test_the_sam_template_lints_clean():
+    cfn_lint = shutil.which("cfn-lint") or str(Path(sys.executable).with_name("cfn-lint"))
+    if not Path(cfn_lint).exists():
+        if os.environ.get("TRADEWIRE_REQUIRE_SERVICES"):
+            pytest.fail("cfn-lint is not installed and TRADEWIRE_REQUIRE_SERVICES is set")
+        pytest.skip("cfn-lint is not installed (pip install cfn-lint)")
+    proc = subprocess.run([cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
