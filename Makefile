@@ -3,11 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
 NODE_DEPS := tests/amplify/node_modules/.package-lock.json
 
-.PHONY: install demo serve test test-reliability soak lint format clean
+.PHONY: install demo serve test test-reliability soak bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +17,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The benchmark suite's extra: Starlette and uvicorn for the naive baseline (bench/baseline/).
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 # The real Amplify JS client, for the AppSync Events compatibility tests (skipped without Node).
 $(NODE_DEPS): tests/amplify/package-lock.json
@@ -44,13 +50,19 @@ ACCOUNTS ?= 200
 soak: install
 	$(BIN)/python -m tests.reliability.soak --minutes $(MINUTES) --accounts $(ACCOUNTS)
 
+## Benchmarks against a naive baseline (bench/README.md): prints a table, writes bench/results/latest.json.
+## QUICK=1 is the CI-sized run (under two minutes). It asserts nothing about speed.
+QUICK ?=
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
+
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 format: install
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info tests/amplify/node_modules tradewire.db tradewire.db-wal tradewire.db-shm

@@ -1,0 +1,1 @@
+"""tradewire benchmark suite: `python -m bench.run --help`."""

@@ -1,0 +1,1 @@
+"""The naive baseline server the benchmark suite measures tradewire against."""

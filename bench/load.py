@@ -1,0 +1,649 @@
+"""Load generators. Each runs in its own process (multiprocessing, spawn), pinned to the load CPUs.
+
+A worker is given a role and its parameters; it connects everything (`setup`), reports `ready` with what
+it set up, waits for `start` with a schedule of absolute `time.perf_counter()` instants (CLOCK_MONOTONIC:
+one clock for every process on the machine), runs until `stop`, and reports `done` with its counts.
+Everything a worker counts is counted inside the measurement window [t0, t1) only, the same window the
+parent uses for the server's CPU time, and the worker's own CPU time in that window is reported too, so
+that a run where the load generators, not the server, were the bottleneck shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import resource
+import threading
+import time
+import traceback
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any
+
+from bench.wsclient import WS, auth_subprotocol, client_frame, connect, json_frame
+
+STAMP_OFFSET_US = 1_000_000  # probe prices are µs since the run's base instant, plus this (a price must be > 0)
+PROBE_PREFIX = "PRB"
+# A probe tick inside a data frame's `event` string: {\"symbol\":\"PRB7\",\"bid\":1234567.0,...}. The optional
+# spaces are the baseline's (stdlib json); the trailing comma makes sure the number is complete.
+PROBE_RE = re.compile(rb'\\"' + PROBE_PREFIX.encode() + rb'\d+\\", ?\\"bid\\": ?(\d+(?:\.\d+)?),')
+PROBE_TAIL = 96
+FLOOD_BUFFER = 64 * 1024  # client send buffer and write high-water of EAs that send as fast as they can
+SLOW_RCVBUF = 4096  # a slow subscriber: a small socket buffer, one read per throttle_s: it falls behind
+DATA_MARK = b'"data"'  # one per data frame, batched or not, for both servers (escaped inside events: \"data\")
+
+
+def hello(login: int) -> dict:
+    return {
+        "type": "hello",
+        "platform": "MT5",
+        "login": login,
+        "server": "Bench-Live01",
+        "broker": "Bench Broker",
+        "currency": "USD",
+        "leverage": 500,
+        "ea": {"name": "TradewireBench", "version": "1.0"},
+        "tzOffsetSec": 0,
+    }
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def now_us() -> int:
+    return time.perf_counter_ns() // 1000
+
+
+async def sleep_until(t: float) -> None:
+    delay = t - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def gather_limited(coros: list, limit: int) -> list:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(coro: Any) -> Any:
+        async with sem:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros), return_exceptions=True)
+
+
+def split_ok(results: list) -> tuple[list, list[str]]:
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+    return ok, errors
+
+
+async def until_stop(coros: list, s: dict, conns: list[WS], default: Any = 0) -> list:
+    """Run senders until the stop instant, then reset their connections: a sender blocked on a full socket
+    returns at once, and the server is not left reading a backlog after the run."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    await asyncio.wait(tasks, timeout=max(0.0, s["stop"] - time.perf_counter()) + 0.05)
+    for ws in conns:
+        ws.abort()
+    for ws in conns:
+        ws.resume_writing()  # wake senders waiting for a drain that will never come
+    done, _ = await asyncio.wait(tasks, timeout=2)
+    return [t.result() if t in done and not t.exception() else default for t in tasks]
+
+
+class Role:
+    def __init__(self, p: dict) -> None:
+        self.p = p
+        self.host: str = p["host"]
+        self.port: int = p["port"]
+        self.conns: list[WS] = []
+
+    async def setup(self) -> dict:
+        return {}
+
+    async def run(self, s: dict) -> dict:
+        await sleep_until(s["stop"])
+        return {}
+
+    def close(self) -> None:
+        for ws in self.conns:
+            ws.close()
+
+    async def ea(self, token: str, login: int, high_water: int = 256 * 1024, sndbuf: int | None = None) -> WS:
+        headers = {"Authorization": f"Bearer {token}"}
+        ws = await connect(self.host, self.port, "/ea/v1", headers=headers, write_high_water=high_water, sndbuf=sndbuf)
+        ws.send(hello(login))
+        await ws.expect("welcome", timeout=60)
+        return ws
+
+    async def subscriber(self, key: str, sub_id: str, channel: str, batch: bool, rcvbuf: int | None = None) -> WS:
+        protocols = ["aws-appsync-event-ws", auth_subprotocol(key, self.host)]
+        ws = await connect(self.host, self.port, "/event/realtime", protocols=protocols, rcvbuf=rcvbuf)
+        ws.send({"type": "connection_init", **({"payload": {"batch": True}} if batch else {})})
+        await ws.expect("connection_ack", timeout=30)
+        ws.send(
+            {
+                "type": "subscribe",
+                "id": sub_id,
+                "channel": channel,
+                "authorization": {"x-api-key": key, "host": self.host},
+            }
+        )
+        await ws.expect("subscribe_success", timeout=30)
+        return ws
+
+
+# --- 1. ingest ------------------------------------------------------------------------------------
+FX = ["EURUSD", "GBPUSD", "USDJPY", "USDCHF", "AUDUSD", "NZDUSD", "USDCAD", "EURGBP", "EURJPY", "GBPJPY"]
+SYMBOLS = FX + [f"{a}{b}.m" for a in ("XAU", "XAG", "EUR", "GBP") for b in ("USD", "EUR", "JPY", "AUD", "CHF")]
+
+
+def ingest_frames(variants: int, per_frame: int) -> tuple[list[bytes], int]:
+    """Pre-built EA frames: arrays of `per_frame` messages, mostly single-tick `ticks`, some `account`, and one
+    `positions` (three open positions) per frame. Prices differ between variants so that nothing can be
+    short-cut as unchanged; tick `ts` is the same everywhere so that none is dropped as older."""
+    ts = int(time.time() * 1000)
+    frames = []
+    for v in range(variants):
+        msgs: list[dict] = []
+        for k in range(per_frame):
+            if k == per_frame - 1:
+                msgs.append(
+                    {
+                        "type": "positions",
+                        "ts": ts,
+                        "positions": [
+                            {
+                                "id": pid,
+                                "ticket": pid,
+                                "symbol": FX[pid],
+                                "side": "buy" if pid % 2 else "sell",
+                                "volume": 0.1 * pid,
+                                "openPrice": 1.1,
+                                "price": 1.1 + v * 1e-5,
+                                "profit": round(v * 0.1 - pid, 2),
+                                "openTime": ts - 60_000,
+                            }
+                            for pid in (1, 2, 3)
+                        ],
+                    }
+                )
+            elif k % 5 == 4:
+                equity = 10_000.0 + v + k
+                msgs.append(
+                    {
+                        "type": "account",
+                        "ts": ts,
+                        "balance": 10_000.0,
+                        "equity": equity,
+                        "margin": 200.0,
+                        "freeMargin": equity - 200.0,
+                        "marginLevel": equity / 2.0,
+                        "marginCallLevel": 100.0,
+                        "stopOutLevel": 50.0,
+                    }
+                )
+            else:
+                bid = round(1.1 + (v * per_frame + k) * 1e-5, 5)
+                sym = SYMBOLS[(v * per_frame + k) % len(SYMBOLS)]
+                msgs.append({"type": "ticks", "ticks": [{"symbol": sym, "bid": bid, "ask": bid + 0.0002, "ts": ts}]})
+        frames.append(json_frame(msgs))
+    return frames, per_frame
+
+
+class Ingest(Role):
+    """K EAs, each writing pre-built frames as fast as its socket takes them."""
+
+    async def setup(self) -> dict:
+        self.frames, self.per_frame = ingest_frames(64, self.p["per_frame"])
+        results = await gather_limited(
+            [self.ea(t, 1000 + i, FLOOD_BUFFER, FLOOD_BUFFER) for i, t in enumerate(self.p["tokens"])], 50
+        )
+        self.conns, errors = split_ok(results)
+        if errors:
+            raise ConnectionError(f"{len(errors)} EA(s) could not connect: {errors[0]}")
+        self.errors = 0
+        for ws in self.conns:
+            ws.on_message = self._on_message
+        return {"eas": len(self.conns), "frame_bytes": len(self.frames[0])}
+
+    def _on_message(self, payload: bytes) -> None:
+        if b'"error"' in payload:
+            self.errors += 1
+
+    async def run(self, s: dict) -> dict:
+        counts = await until_stop([self._pump(ws, i, s) for i, ws in enumerate(self.conns)], s, self.conns)
+        frames = sum(counts)
+        return {"frames_sent": frames, "messages_sent": frames * self.per_frame, "error_replies": self.errors}
+
+    async def _pump(self, ws: WS, offset: int, s: dict) -> int:
+        frames, n = self.frames, len(self.frames)
+        t0, t1, stop = s["t0"], s["t1"], s["stop"]
+        i, sent = offset, 0
+        clock = time.perf_counter
+        while not ws.is_closed:
+            now = clock()
+            if now >= stop:
+                break
+            ws.write(frames[i % n])
+            i += 1
+            if t0 <= now < t1:
+                sent += 1
+            if ws.paused:
+                await ws.drain()
+            elif i % 16 == 0:
+                await asyncio.sleep(0)
+        return sent
+
+
+# --- 2/3. publishers and subscribers ----------------------------------------------------------------
+class Publisher(Role):
+    """EAs sending `ticks` at a fixed total rate (or, with rate None, as fast as the server takes them).
+
+    Every tick's bid is the send instant in µs (see STAMP_OFFSET_US), so a subscriber can tell the latency
+    of any tick it receives. Each EA has its own symbols, so that no tick is dropped as older than another
+    EA's tick of the same symbol."""
+
+    async def setup(self) -> dict:
+        # Unpaced: a small client-side buffer, so that what the EA wrote is close to what the server has read.
+        high_water = 256 * 1024 if self.p["rate"] else 16 * 1024
+        results = await gather_limited([self.ea(t, 2000 + i, high_water) for i, t in enumerate(self.p["tokens"])], 50)
+        self.conns, errors = split_ok(results)
+        if errors:
+            raise ConnectionError(f"{len(errors)} publisher EA(s) could not connect: {errors[0]}")
+        return {"eas": len(self.conns)}
+
+    async def run(self, s: dict) -> dict:
+        n = len(self.conns)
+        symbols = self.p["symbols"]
+        rate = self.p["rate"]
+        tasks = [
+            self._paced(ws, symbols[i::n], rate / n, s) if rate else self._flood(ws, symbols[i::n], s)
+            for i, ws in enumerate(self.conns)
+        ]
+        counts = await until_stop(tasks, s, self.conns, (0, 0))
+        return {"ticks_sent": sum(c[0] for c in counts), "frames_sent": sum(c[1] for c in counts)}
+
+    def _frame(self, symbols: list[str], start: int, count: int) -> bytes:
+        stamp = now_us() - self.p["base_us"] + STAMP_OFFSET_US
+        ms = int(time.time() * 1000)
+        ns = len(symbols)
+        ticks = ",".join(
+            f'{{"symbol":"{symbols[(start + k) % ns]}","bid":{stamp}.0,"ask":{stamp + 1}.0,"ts":{ms}}}'
+            for k in range(count)
+        )
+        return client_frame(('{"type":"ticks","ticks":[' + ticks + "]}").encode())
+
+    async def _paced(self, ws: WS, symbols: list[str], rate: float, s: dict) -> tuple[int, int]:
+        t0, t1, stop = s["t0"], s["t1"], s["stop"]
+        start = time.perf_counter()
+        sent = window_ticks = window_frames = 0
+        while not ws.is_closed:
+            now = time.perf_counter()
+            if now >= stop:
+                break
+            due = min(int((now - start) * rate) - sent, 5000)
+            if due > 0:
+                ws.write(self._frame(symbols, sent, due))
+                sent += due
+                if t0 <= now < t1:
+                    window_ticks += due
+                    window_frames += 1
+                if ws.paused:
+                    await ws.drain()
+            await asyncio.sleep(0.001)  # uvloop timers have 1 ms resolution: less would spin
+        return window_ticks, window_frames
+
+    async def _flood(self, ws: WS, symbols: list[str], s: dict) -> tuple[int, int]:
+        """`ticks_per_frame` ticks (at most one per symbol) per frame, as fast as the server reads them."""
+        t0, t1, stop = s["t0"], s["t1"], s["stop"]
+        per = min(self.p.get("ticks_per_frame") or len(symbols), len(symbols))
+        sent = window_ticks = window_frames = 0
+        while not ws.is_closed:
+            now = time.perf_counter()
+            if now >= stop:
+                break
+            ws.write(self._frame(symbols, sent, per))
+            sent += per
+            if t0 <= now < t1:
+                window_ticks += per
+                window_frames += 1
+            if ws.paused:
+                await ws.drain()
+            elif sent % (per * 8) == 0:
+                await asyncio.sleep(0)
+        return window_ticks, window_frames
+
+
+class Tally:
+    """Counts data frames in a subscriber's raw byte stream and, optionally, the latency of probe ticks."""
+
+    __slots__ = ("base", "bytes", "count", "lat", "probe", "t0", "t1", "tail", "tail_p", "throttle_s", "total", "ws")
+
+    def __init__(self, ws: WS, probe: bool, throttle_s: float, base_us: int) -> None:
+        self.ws = ws
+        self.base = STAMP_OFFSET_US - base_us
+        self.probe = probe
+        self.throttle_s = throttle_s
+        self.t0 = self.t1 = float("inf")
+        self.tail = b""
+        self.tail_p = b""
+        self.count = self.total = self.bytes = 0
+        self.lat: list[float] = []
+
+    def feed(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buf = self.tail + data
+        n = buf.count(DATA_MARK)
+        self.tail = buf[-(len(DATA_MARK) - 1) :]
+        self.total += n
+        if self.t0 <= now < self.t1:
+            self.count += n
+            self.bytes += len(data)
+            if self.probe:
+                at = now_us() + self.base
+                pbuf = self.tail_p + data
+                last = 0
+                lat = self.lat
+                for m in PROBE_RE.finditer(pbuf):
+                    lat.append(at - float(m.group(1)))
+                    last = m.end()
+                self.tail_p = pbuf[max(last, len(pbuf) - PROBE_TAIL) :]
+        else:
+            self.tail_p = b""
+        if self.throttle_s:
+            # A subscriber that falls behind: read one chunk, then nothing for a while.
+            transport = self.ws.transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
+                self.ws.loop.call_later(self.throttle_s, _resume, transport)
+
+
+def _resume(transport: asyncio.Transport) -> None:
+    if not transport.is_closing():
+        transport.resume_reading()
+
+
+class Subscribers(Role):
+    async def setup(self) -> dict:
+        p = self.p
+        throttled = p.get("throttled", 0)
+        results = await gather_limited(
+            [
+                self.subscriber(
+                    p["key"], f"s{p['first'] + i}", p["channel"], p["batch"], SLOW_RCVBUF if i < throttled else None
+                )
+                for i in range(p["count"])
+            ],
+            50,
+        )
+        self.conns, errors = split_ok(results)
+        if errors:
+            raise ConnectionError(f"{len(errors)} subscriber(s) could not connect: {errors[0]}")
+        self.tallies = []
+        for i, ws in enumerate(self.conns):
+            throttle = p["throttle_s"] if i < throttled else 0.0
+            tally = Tally(ws, p.get("probe", False), throttle, p["base_us"])
+            self.tallies.append(tally)
+            ws.scan(tally.feed)
+        return {"subscribers": len(self.conns)}
+
+    async def run(self, s: dict) -> dict:
+        for t in self.tallies:
+            t.t0, t.t1 = s["t0"], s["t1"]
+        await sleep_until(s["stop"] + self.p.get("drain_s", 0.3))
+        throttled = self.p.get("throttled", 0)
+        lat: list[float] = []
+        for t in self.tallies:
+            lat.extend(t.lat)
+        return {
+            "received": sum(t.count for t in self.tallies),
+            "received_throttled": sum(t.count for t in self.tallies[:throttled]),
+            "received_total": sum(t.total for t in self.tallies),
+            "bytes": sum(t.bytes for t in self.tallies),
+            "closed": sum(1 for ws in self.conns if ws.is_closed),
+            "latency_us": lat,
+        }
+
+
+# --- 4. durable -------------------------------------------------------------------------------------
+POSITION_TEMPLATE = (
+    '{{"type":"position","seq":{seq},"id":"{kind}-{pid}","event":"{event}","ts":{ts},{extra}'
+    '"position":{{"id":{pid},"ticket":{pid},"symbol":"EURUSD","side":"buy","volume":0.1,"openPrice":1.08512,'
+    '"price":1.0853,"sl":0.0,"tp":0.0,"profit":1.8,"swap":0.0,"commission":-0.7,"magic":0,"comment":"bench",'
+    '"openTime":{ts}}}}}'
+)
+
+
+def position_frame(seq: int) -> bytes:
+    """Odd seq: OPEN of position (seq+1)//2; even seq: its CLOSE. The open set stays at most one position."""
+    pid = (seq + 1) // 2
+    ts = int(time.time() * 1000)
+    if seq % 2:
+        text = POSITION_TEMPLATE.format(seq=seq, kind="o", pid=pid, event="OPEN", ts=ts, extra="")
+    else:
+        extra = '"closePrice":1.0853,"profit":1.8,"reason":"tp",'
+        text = POSITION_TEMPLATE.format(seq=seq, kind="c", pid=pid, event="CLOSE", ts=ts, extra=extra)
+    return client_frame(text.encode())
+
+
+class DurableEA:
+    def __init__(self, ws: WS, window: int, s: dict, first_seq: int) -> None:
+        self.ws = ws
+        self.window = window
+        self.t0, self.t1 = s["t0"], s["t1"]
+        self.next_seq = first_seq
+        self.inflight: deque[tuple[int, float]] = deque()
+        self.space = asyncio.Event()
+        self.acked = 0
+        self.lat: list[float] = []
+        self.errors: list[str] = []
+        ws.on_message = self.on_message
+
+    def on_message(self, payload: bytes) -> None:
+        now = time.perf_counter()
+        msg = json.loads(payload)
+        if msg.get("type") == "ack":
+            seq = msg["seq"]
+            inflight = self.inflight
+            in_window = self.t0 <= now < self.t1
+            while inflight and inflight[0][0] <= seq:
+                _, sent = inflight.popleft()
+                if in_window:
+                    self.acked += 1
+                    self.lat.append(now - sent)
+            self.space.set()
+        elif msg.get("type") == "error" and len(self.errors) < 1000:
+            self.errors.append(f"{msg.get('code')}: {msg.get('message')}")
+
+    async def run(self, stop: float) -> None:
+        ws = self.ws
+        while not ws.is_closed and time.perf_counter() < stop:
+            while len(self.inflight) < self.window:
+                seq = self.next_seq
+                self.next_seq += 1
+                self.inflight.append((seq, time.perf_counter()))
+                ws.write(position_frame(seq))
+            self.space.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.space.wait(), max(0.01, stop - time.perf_counter()))
+        # Let what is in flight be acked, so that the server is not left with work after the run.
+        deadline = time.perf_counter() + 2
+        while self.inflight and not ws.is_closed and time.perf_counter() < deadline:
+            self.space.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.space.wait(), 0.5)
+
+
+class Durable(Role):
+    """EAs each keeping `window` position events in flight (an outbox waiting for acks)."""
+
+    async def setup(self) -> dict:
+        self.welcomes: list[int] = []
+        results = await gather_limited([self._ea(t, 3000 + i) for i, t in enumerate(self.p["tokens"])], 50)
+        ok, errors = split_ok(results)
+        if errors:
+            raise ConnectionError(f"{len(errors)} EA(s) could not connect: {errors[0]}")
+        self.conns = [ws for ws, _ in ok]
+        self.first = [acked + 1 for _, acked in ok]
+        return {"eas": len(self.conns)}
+
+    async def _ea(self, token: str, login: int) -> tuple[WS, int]:
+        ws = await connect(self.host, self.port, "/ea/v1", headers={"Authorization": f"Bearer {token}"})
+        ws.send(hello(login))
+        welcome = await ws.expect("welcome", timeout=60)
+        return ws, int(welcome.get("ackedSeq", 0))
+
+    async def run(self, s: dict) -> dict:
+        eas = [DurableEA(ws, self.p["window"], s, first) for ws, first in zip(self.conns, self.first, strict=True)]
+        await asyncio.gather(*(ea.run(s["stop"]) for ea in eas))
+        lat: list[float] = []
+        errors: list[str] = []
+        for ea in eas:
+            lat.extend(ea.lat)
+            errors.extend(ea.errors)
+        return {
+            "acked": sum(ea.acked for ea in eas),
+            "latency_us": [x * 1e6 for x in lat],
+            "errors": len(errors),
+            "error_sample": errors[:3],
+            "unacked_at_end": sum(len(ea.inflight) for ea in eas),
+        }
+
+
+# --- 5. idle connections ------------------------------------------------------------------------------
+class IdleEAs(Role):
+    """EAs that say hello and then only heartbeat (every heartbeatSec, spread out), as an idle terminal does."""
+
+    async def setup(self) -> dict:
+        first = self.p.get("first_login", 100_000)
+        results = await gather_limited(
+            [self.ea(t, first + i) for i, t in enumerate(self.p["tokens"])], self.p.get("concurrency", 64)
+        )
+        self.conns, errors = split_ok(results)
+        self._beat = asyncio.ensure_future(self._heartbeats())
+        return {"connected": len(self.conns), "failed": len(errors), "error_sample": errors[:3]}
+
+    async def _heartbeats(self) -> None:
+        period = self.p.get("heartbeat_s", 10.0)
+        conns = list(self.conns)
+        random.shuffle(conns)
+        while True:
+            started = time.perf_counter()
+            for i, ws in enumerate(conns):
+                await sleep_until(started + period * i / max(1, len(conns)))
+                ws.send({"type": "heartbeat", "ts": int(time.time() * 1000)})
+            await sleep_until(started + period)
+
+    async def run(self, s: dict) -> dict:
+        await sleep_until(s["stop"])
+        self._beat.cancel()
+        return {"still_open": sum(1 for ws in self.conns if not ws.is_closed)}
+
+
+class IdleSubscribers(Role):
+    async def setup(self) -> dict:
+        p = self.p
+        results = await gather_limited(
+            [self.subscriber(p["key"], f"i{i}", p["channel"], p.get("batch", False)) for i in range(p["count"])],
+            p.get("concurrency", 64),
+        )
+        self.conns, errors = split_ok(results)
+        for ws in self.conns:
+            ws.scan(lambda data: None)
+        return {"connected": len(self.conns), "failed": len(errors), "error_sample": errors[:3]}
+
+    async def run(self, s: dict) -> dict:
+        await sleep_until(s["stop"])
+        return {"still_open": sum(1 for ws in self.conns if not ws.is_closed)}
+
+
+ROLES: dict[str, type[Role]] = {
+    "ingest": Ingest,
+    "publisher": Publisher,
+    "subscribers": Subscribers,
+    "durable": Durable,
+    "idle_eas": IdleEAs,
+    "idle_subscribers": IdleSubscribers,
+}
+
+
+# --- process plumbing -----------------------------------------------------------------------------------
+class Control:
+    """Commands from the parent, read by a thread so that the pipe stays blocking (an event loop's add_reader
+    would make it non-blocking, and a large `done` message would then fail half-way through)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        threading.Thread(target=self._reader, name="control", daemon=True).start()
+
+    def _reader(self) -> None:
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                msg = ("exit", None)
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, msg)
+            if msg[0] == "exit":
+                return
+
+
+async def _worker(role: str, params: dict, conn: Connection) -> None:
+    control = Control(conn)
+    r = ROLES[role](params)
+    try:
+        info = await r.setup()
+        info["nofile"] = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        conn.send(("ready", info))
+        cmd, sched = await control.queue.get()
+        if cmd != "start":
+            return
+        cpu = asyncio.ensure_future(_window_cpu(sched))
+        result = await r.run(sched)
+        result["cpu_s"], result["runq_s"] = await cpu
+        conn.send(("done", result))
+    finally:
+        r.close()
+        await asyncio.sleep(0.05)
+
+
+def runq_wait() -> float:
+    """Seconds this process's threads were runnable but waiting for a CPU (/proc/self/task/*/schedstat)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+    return total / 1e9
+
+
+async def _window_cpu(s: dict) -> tuple[float, float]:
+    await sleep_until(s["t0"])
+    c0, w0 = time.process_time(), runq_wait()
+    await sleep_until(s["t1"])
+    return time.process_time() - c0, runq_wait() - w0
+
+
+def worker_main(role: str, params: dict, conn: Connection, cpus: list[int] | None) -> None:
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        raise_nofile()
+        try:
+            import uvloop
+
+            uvloop.run(_worker(role, params, conn))
+        except ImportError:
+            asyncio.run(_worker(role, params, conn))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.send(("error", f"{role}: {traceback.format_exc()}"))

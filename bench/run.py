@@ -1,0 +1,383 @@
+"""tradewire benchmark suite. See bench/README.md.
+
+    python -m bench.run [--quick] [--only SCENARIO[,SCENARIO...]] [--out bench/results/latest.json]
+
+Scenarios: ingest, fanout, latency, durable, connections; `baseline` runs only the baseline's side of
+fanout and latency. Prints a table and writes the full figures as JSON. Asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = ("ingest", "fanout", "latency", "durable", "connections")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description="tradewire benchmark suite")
+    parser.add_argument("--quick", action="store_true", help="CI-sized run, under two minutes")
+    parser.add_argument(
+        "--only",
+        metavar="SCENARIO",
+        help=f"comma-separated subset of {', '.join(SCENARIOS)}, baseline (baseline's fanout and latency only)",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline runs (no ratios)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to separate cores")
+    parser.add_argument("--out", default="bench/results/latest.json", help="JSON output (default %(default)s)")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' work directories (logs, databases)")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record the server with py-spy (pip install py-spy) during every window: DIR/<run>-<server>.txt "
+        "(collapsed stacks), and print its top functions. Sampling costs CPU: figures of a profiled run are off.",
+    )
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in (args.only or "").split(",") if s.strip()}
+    unknown = only - set(SCENARIOS) - {"baseline"}
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}, baseline")
+    args.only_set = only
+    return args
+
+
+# --- machine and run details ---------------------------------------------------------------------------
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _fs_type(path: Path) -> str:
+    best, kind = "", "?"
+    for line in _read("/proc/mounts").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and str(path).startswith(parts[1]) and len(parts[1]) >= len(best):
+            best, kind = parts[1], parts[2]
+    return kind
+
+
+def machine(server_cpus: list[int] | None, load_cpus: list[int] | None, workdir: Path) -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _read("/proc/cpuinfo").splitlines() if "model name" in ln), "")
+    mem = next((ln.split()[1] for ln in _read("/proc/meminfo").splitlines() if ln.startswith("MemTotal")), "0")
+    versions = {}
+    for pkg in ("aiohttp", "msgspec", "uvloop", "starlette", "uvicorn", "websockets", "httptools"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "tree_dirty": bool(_git("status", "--porcelain", "--", "src")),
+        "server_cpus": server_cpus,
+        "load_cpus": load_cpus,
+        "store_filesystem": _fs_type(workdir),
+        "loadavg_at_start": _read("/proc/loadavg").split()[:3],
+    }
+
+
+# --- the table ----------------------------------------------------------------------------------------
+def k(x: float | None) -> str:
+    if x is None:
+        return "—"
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{unit}"
+    return f"{x:.0f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.1f}x" if a and b else "—"
+
+
+def lat(d: dict | None) -> str:
+    if not d or not d.get("n"):
+        return "—"
+    return " / ".join(f"{d[q]:.0f}" if d[q] >= 100 else f"{d[q]:.2f}" for q in ("p50", "p99", "p99.9"))
+
+
+def cores(win: dict) -> str:
+    return f"{win['server_cores']:.2f}"
+
+
+def noise(win: dict) -> dict:
+    """The noise columns: cores used by the load / by everything else, and the CPU wait of server / load."""
+    return {
+        "others": f"{win['load_cores']:.2f} / {win['other_cores']:.2f}",
+        "wait": f"{100 * win.get('server_cpu_wait', 0):.0f}% / {100 * win.get('load_cpu_wait', 0):.0f}%",
+    }
+
+
+def rows(results: dict) -> list[dict]:
+    out: list[dict] = []
+
+    def row(scenario: str, variant: str, **kw: Any) -> None:
+        base = {"scenario": scenario, "variant": variant, "rate": "—", "per_cpu": "—", "cores": "—"}
+        base.update(vs_baseline="—", others="—", wait="—", latency="—", notes="")
+        out.append({**base, **kw})
+
+    def failed(scenario: str, res: dict) -> bool:
+        if "error" in res:
+            row(scenario, "FAILED", notes=res["error"][:200])
+            return True
+        return False
+
+    ing = results.get("ingest")
+    if ing and not failed("1 ingest", ing):
+        row(
+            "1 ingest",
+            "tradewire",
+            rate=f"{k(ing['updates_per_s'])} upd/s",
+            per_cpu=f"{k(ing['updates_per_cpu_s'])} upd",
+            cores=cores(ing["window"]),
+            notes=f"{ing['params']['eas']} EAs x {ing['params']['messages_per_frame']} msgs/frame; "
+            f"errors {ing['errors']:.0f}",
+            **noise(ing["window"]),
+        )
+
+    fan = results.get("fanout")
+    if fan and not failed("2 fan-out", fan):
+        base = fan.get("baseline", {}).get("deliveries_per_cpu_s")
+        for variant in ("tradewire", "tradewire+batch", "baseline"):
+            r = fan.get(variant)
+            if not r or failed("2 fan-out", r):
+                continue
+            extra = (
+                f"; {r['frames_per_write']} frames/write" if "frames_per_write" in r and variant != "baseline" else ""
+            )
+            row(
+                "2 fan-out",
+                variant,
+                rate=f"{k(r['deliveries_per_s'])} dlv/s",
+                per_cpu=f"{k(r['deliveries_per_cpu_s'])} dlv",
+                cores=cores(r["window"]),
+                vs_baseline=ratio(r["deliveries_per_cpu_s"], base) if variant != "baseline" else "1.0x",
+                notes=f"{r['params']['subscribers']} subs on /trading/*, each got "
+                f"{k(r['received_per_subscriber_per_s'])} upd/s{extra}",
+                **noise(r["window"]),
+            )
+        r = fan.get("overload")
+        if r and not failed("2 fan-out", r):
+            slow, fast = r.get("received_per_slow_subscriber_per_s"), r.get("received_per_fast_subscriber_per_s")
+            row(
+                "2 fan-out",
+                "overload+batch",
+                rate=f"{k(r.get('written_per_s'))} written/s",
+                per_cpu=f"{k(r.get('queued_per_cpu_s'))} queued",
+                cores=cores(r["window"]),
+                notes=f"{r['params']['symbols']} hot symbols, {r['params']['throttled_subscribers']}/"
+                f"{r['params']['subscribers']} subs slow: {pct(r.get('not_written_share'))} of queued never written "
+                f"(conflated; server counter {pct(r.get('conflated_share'))}); each slow sub got {k(slow)}/s, "
+                f"fast {k(fast)}/s; {r.get('frames_per_write', '—')} frames/write",
+                **noise(r["window"]),
+            )
+
+    latr = results.get("latency")
+    if latr and not failed("3 latency", latr):
+        base = latr.get("baseline", {}).get("deliveries_per_cpu_s")
+        for variant in ("tradewire+batch", "tradewire", "baseline"):
+            r = latr.get(variant)
+            if not r or failed("3 latency", r):
+                continue
+            share = r["delivered_share"] or 0
+            state = "kept up" if share >= 0.95 else "NOT keeping up (latency = queueing)"
+            row(
+                "3 latency",
+                variant,
+                rate=f"{k(r['updates_per_s'])} upd/s",
+                per_cpu=f"{k(r['deliveries_per_cpu_s'])} dlv",
+                cores=cores(r["window"]),
+                vs_baseline=ratio(r["deliveries_per_cpu_s"], base) if variant != "baseline" else "1.0x",
+                latency=lat(r.get("latency_ms")),
+                notes=f"{r['params']['subscribers']} subs; delivered {pct(share)}, {state}; "
+                f"{r.get('latency_ms', {}).get('n', 0)} timed",
+                **noise(r["window"]),
+            )
+
+    dur = results.get("durable")
+    if dur and not failed("4 durable", dur):
+        for sync in ("FULL", "NORMAL"):
+            r = dur.get(sync)
+            if not r or failed("4 durable", r):
+                continue
+            row(
+                "4 durable",
+                f"sqlite {sync}",
+                rate=f"{k(r['events_per_s'])} ev/s",
+                per_cpu=f"{k(r['events_per_cpu_s'])} ev",
+                cores=cores(r["window"]),
+                latency=lat(r["ack_latency_ms"]),
+                notes=f"{r['params']['in_flight']} in flight; {r['operations_per_commit']} ops/commit; "
+                f"errors {r['errors']}",
+                **noise(r["window"]),
+            )
+
+    con = results.get("connections")
+    if con and not failed("5 connections", con):
+        row(
+            "5 connections",
+            "idle EA",
+            rate=f"{con['connected_eas']} conns",
+            per_cpu=f"{k(con['ea_connects_per_cpu_s'])} hello",
+            notes=f"{con['kib_per_ea']} KiB RSS each; {con['kib_per_connection']} KiB/conn overall; "
+            f"failed {con['failed']}",
+        )
+        row(
+            "5 connections",
+            "idle subscriber",
+            rate=f"{con['connected_subscribers']} conns",
+            notes=f"{con['kib_per_subscriber']} KiB RSS each",
+        )
+    return out
+
+
+def print_table(table: list[dict], meta: dict, elapsed: float) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover
+        for r in table:
+            print(" | ".join(str(v) for v in r.values()))
+        return
+    t = Table(
+        title=f"tradewire bench ({meta['profile']}) · {meta['machine']['cpu']} · {meta['machine']['cores']} cores · "
+        f"{elapsed:.0f}s",
+        caption="Per server CPU-s: counts per second of the server's own CPU time (/proc/PID/stat). Load / other: "
+        "cores used by the load processes / by everything else on the machine in the window. CPU wait: "
+        "thread-seconds per second runnable but waiting for a CPU (/proc/*/task/*/schedstat). See bench/README.md.",
+    )
+    for col, opts in (
+        ("Scenario", {}),
+        ("Variant", {}),
+        ("Rate (wall)", {"justify": "right"}),
+        ("Per server CPU-s", {"justify": "right"}),
+        ("Server cores", {"justify": "right"}),
+        ("vs baseline", {"justify": "right"}),
+        ("Load/other cores", {"justify": "right"}),
+        ("CPU wait srv/load", {"justify": "right"}),
+        ("p50/p99/p99.9 ms", {"justify": "right"}),
+        ("Notes", {"overflow": "fold"}),
+    ):
+        t.add_column(col, **opts)
+    keys = ("scenario", "variant", "rate", "per_cpu", "cores", "vs_baseline", "others", "wait", "latency", "notes")
+    for r in table:
+        t.add_row(*(r[key] for key in keys))
+    Console(width=max(200, int(os.environ.get("COLUMNS", "0") or 0))).print(t)
+
+
+# --- main ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from bench import scenarios as sc
+
+    profile = sc.QUICK if args.quick else sc.FULL
+    server_cpus, load_cpus = sc.cpu_split(not args.no_pin)
+    root = sc.make_root()
+    bench = sc.Bench(profile, root, server_cpus, load_cpus)
+    meta = {
+        "profile": profile.name,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sizes": sc.asdict(profile),
+        "machine": machine(server_cpus, load_cpus, root),
+        "split": f"server pinned to CPU {server_cpus}, load processes to CPU(s) {load_cpus}"
+        if server_cpus
+        else "no pinning",
+    }
+    only = args.only_set
+    baseline_only = only == {"baseline"}
+    with_baseline = not args.no_baseline
+    selected = [s for s in SCENARIOS if not only or s in only or (baseline_only and s in ("fanout", "latency"))]
+    print(f"tradewire bench: {profile.name}, {meta['split']}, scenarios: {', '.join(selected)}", flush=True)
+
+    if args.profile:
+        sc.PROFILE["dir"] = args.profile
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    try:
+        for i, name in enumerate(selected, 1):
+            print(f"[{i}/{len(selected)}] {name} ...", flush=True)
+            if name == "ingest":
+                results[name] = sc.run_scenario(name, bench.ingest)
+            elif name == "fanout":
+                results[name] = sc.run_scenario(name, bench.fanout, not baseline_only, with_baseline)
+            elif name == "latency":
+                results[name] = sc.run_scenario(name, bench.latency, not baseline_only, with_baseline)
+            elif name == "durable":
+                results[name] = sc.run_scenario(name, bench.durable)
+            elif name == "connections":
+                results[name] = sc.run_scenario(name, bench.connections)
+            print(f"    {name}: {results[name]['elapsed_s']}s", flush=True)
+    finally:
+        if not args.keep:
+            sc.remove_root(root)
+        else:
+            print(f"work directories kept in {root}")
+    elapsed = time.perf_counter() - started
+    meta["elapsed_s"] = round(elapsed, 1)
+    meta["machine"]["loadavg_at_end"] = _read("/proc/loadavg").split()[:3]
+    table = rows(results)
+    print_table(table, meta, elapsed)
+    others = [r["window"]["other_cores"] for s in results.values() for r in _windows(s)]
+    if others:
+        print(
+            f"Other processes on this machine used {sum(others) / len(others):.2f} cores on average during the "
+            f"windows (max {max(others):.2f}): figures from a shared machine are noisy."
+        )
+    if args.profile:
+        print_profiles(Path(args.profile))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "results": results, "table": table}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def print_profiles(folder: Path) -> None:
+    from bench.scenarios import top_functions
+
+    for raw in sorted(folder.glob("*.txt")):
+        top = top_functions(raw)
+        if not top:
+            continue
+        print(f"\npy-spy {raw.name}: self% incl% function")
+        for func, own, incl in top:
+            print(f"  {100 * own:5.1f} {100 * incl:5.1f}  {func}")
+
+
+def _windows(res: dict) -> list[dict]:
+    """Every measured run inside a scenario's result (they nest one level for variants)."""
+    if "window" in res:
+        return [res]
+    return [v for v in res.values() if isinstance(v, dict) and "window" in v]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,647 @@
+"""The scenarios: each starts its own server process, its load processes, and measures one window.
+
+Timing: after every load process reports `ready` (everything connected), the parent sends one schedule of
+absolute CLOCK_MONOTONIC instants: warm-up until t0, measurement window [t0, t1), stop shortly after. The
+parent reads the server's CPU time (/proc/PID/stat), its metrics and the machine's busy time at t0 and t1;
+the load processes count only what happens inside [t0, t1) and report their own CPU time in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from bench import load
+from bench.server import ServerProcess, issue_credentials, machine_busy_seconds
+
+
+# --- sizes ------------------------------------------------------------------------------------------
+@dataclass
+class Profile:
+    name: str
+    warmup_s: float
+    window_s: float
+    ingest_eas: int = 20
+    ingest_per_frame: int = 20  # messages per EA frame
+    fanout_subs: int = 100
+    fanout_symbols: int = 500
+    fanout_ticks_per_frame: int = 20  # the publisher floods: frames of 20 ticks, as fast as the server reads
+    overload_subs: int = 100
+    overload_symbols: int = 10  # hot symbols: what a slow subscriber has pending is replaced, not queued
+    overload_throttled: float = 0.25  # share of subscribers that read slowly (fall behind)
+    latency_rate: int = 20_000
+    latency_subs: int = 20
+    latency_symbols: int = 200
+    latency_probes: int = 20  # symbols whose ticks are timed by the subscribers (10 %)
+    latency_eas: int = 4
+    durable_eas: int = 32
+    durable_window: int = 8  # position events in flight per EA (256 in all)
+    conn_eas: int = 10_000
+    conn_subs: int = 1_000
+    sub_procs: int = 2  # load processes the subscribers are spread over
+
+
+QUICK = Profile(
+    name="quick",
+    warmup_s=1.0,
+    window_s=3.0,
+    fanout_subs=100,
+    overload_subs=100,
+    # 10k EAs + 1k subscribers connect fine here, but take ~30 s of a quick run's two minutes on a shared
+    # 2-core machine: quick mode uses half (5k + 500), which gives the same per-connection slope.
+    conn_eas=5_000,
+    conn_subs=500,
+)
+FULL = Profile(
+    name="full",
+    warmup_s=2.0,
+    window_s=10.0,
+    ingest_eas=50,
+    fanout_subs=200,
+    overload_subs=200,
+    conn_eas=10_000,
+    conn_subs=1_000,
+)
+
+
+# --- load processes ---------------------------------------------------------------------------------------
+class WorkerError(RuntimeError):
+    pass
+
+
+class Workers:
+    """Load processes (multiprocessing, spawn), each pinned to the load CPUs."""
+
+    def __init__(self, cpus: list[int] | None) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.cpus = cpus
+        self.procs: list[mp.process.BaseProcess] = []
+        self.conns: list[Connection] = []
+
+    def spawn(self, role: str, params: dict) -> int:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(
+            target=load.worker_main, args=(role, params, child, self.cpus), name=f"bench-{role}", daemon=True
+        )
+        proc.start()
+        child.close()
+        self.procs.append(proc)
+        self.conns.append(parent)
+        return len(self.conns) - 1
+
+    def expect(self, tag: str, timeout: float, which: list[int] | None = None) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        out = []
+        for i in range(len(self.conns)) if which is None else which:
+            conn = self.conns[i]
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
+                raise WorkerError(f"load process {self.procs[i].name} did not report {tag!r} within {timeout:.0f}s")
+            try:
+                kind, payload = conn.recv()
+            except EOFError:
+                raise WorkerError(f"load process {self.procs[i].name} died (exit {self.procs[i].exitcode})") from None
+            if kind == "error":
+                raise WorkerError(payload)
+            if kind != tag:
+                raise WorkerError(f"load process {self.procs[i].name}: expected {tag!r}, got {kind!r}")
+            out.append(payload)
+        return out
+
+    def send(self, msg: tuple, which: list[int] | None = None) -> None:
+        for i in range(len(self.conns)) if which is None else which:
+            with contextlib.suppress(OSError):
+                self.conns[i].send(msg)
+
+    def close(self) -> None:
+        self.send(("exit", None))
+        for proc in self.procs:
+            proc.join(10)
+        for proc in self.procs:
+            if proc.is_alive():  # ours, by object: never a broad kill
+                proc.terminate()
+                proc.join(5)
+        for conn in self.conns:
+            conn.close()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- measurement ------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    wall: float  # at the instant (t0 or t1)
+    cpu: float
+    busy: float
+    runq: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    # Right after the metrics came back: a server with a backlog answers a scrape late, and its counters are
+    # read when it answers, so counter-based rates pair them with the CPU time and clock read after it.
+    wall_m: float = 0.0
+    cpu_m: float = 0.0
+
+
+def sleep_until(t: float) -> None:
+    delay = t - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def schedule(warmup: float, window: float, tail: float = 0.3) -> dict:
+    now = time.perf_counter()
+    t0 = now + warmup
+    return {"start": now, "t0": t0, "t1": t0 + window, "stop": t0 + window + tail}
+
+
+def take_sample(srv: ServerProcess, key: str | None) -> tuple[Sample, Future | None]:
+    """CPU time and clocks at this instant; the metrics scrape runs in a thread, since a busy server may answer
+    it late (the baseline's loop can starve it for seconds) and the next instant must still be read on time."""
+    s = Sample(
+        wall=time.perf_counter(), cpu=srv.cpu_seconds(), busy=machine_busy_seconds(), runq=srv.runq_wait_seconds()
+    )
+    if not key:
+        return s, None
+
+    def scrape() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            s.metrics = srv.metrics(key, timeout=30)
+        s.wall_m, s.cpu_m = time.perf_counter(), srv.cpu_seconds()
+
+    return s, _SCRAPER.submit(scrape)
+
+
+_SCRAPER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrape")
+
+
+PROFILE: dict[str, Any] = {"dir": None, "label": ""}  # set by run.py --profile DIR
+
+
+def measure(srv: ServerProcess, sched: dict, key: str | None) -> tuple[Sample, Sample]:
+    sleep_until(sched["t0"])
+    spy = start_profile(srv, sched["t1"] - sched["t0"])
+    a, fa = take_sample(srv, key)
+    sleep_until(sched["t1"])
+    b, fb = take_sample(srv, key)
+    for f in (fa, fb):
+        if f is not None:
+            with contextlib.suppress(TimeoutError):
+                f.result(timeout=40)
+    if spy is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(10)
+    return a, b
+
+
+def start_profile(srv: ServerProcess, seconds: float) -> subprocess.Popen | None:
+    """py-spy on the server for the window (--profile): collapsed stacks, sampled without pausing the server."""
+    folder = PROFILE["dir"]
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not folder or not Path(spy).exists():
+        return None
+    out = Path(folder) / f"{PROFILE['label'] or srv.name}-{srv.kind}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--nonblocking", "--format", "raw", "-r", "200", "-d", str(max(1, int(seconds)))]
+    argv += ["-o", str(out), "--pid", str(srv.pid)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_functions(raw: Path, n: int = 12) -> list[tuple[str, float, float]]:
+    """(function, self share, inclusive share) from py-spy's collapsed stacks, by self time."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        c = int(count)
+        frames = stack.split(";")
+        total += c
+        leaf = frames[-1]
+        own[leaf] = own.get(leaf, 0) + c
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + c
+    if not total:
+        return []
+    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:n]
+    return [(f, round(c / total, 4), round(incl[f] / total, 4)) for f, c in ranked]
+
+
+def delta(a: Sample, b: Sample, name: str) -> float:
+    return b.metrics.get(name, 0.0) - a.metrics.get(name, 0.0)
+
+
+def window_stats(a: Sample, b: Sample, results: list[dict], by_metrics: bool = False) -> dict:
+    """The window's wall and server CPU seconds: between the instants t0 and t1 (what the load processes
+    count), or `by_metrics`, between the two scrapes' answers (what the server's counters count)."""
+    wall = (b.wall_m - a.wall_m) if by_metrics else (b.wall - a.wall)
+    cpu = (b.cpu_m - a.cpu_m) if by_metrics else (b.cpu - a.cpu)
+    load_cpu = sum(r.get("cpu_s", 0.0) for r in results)
+    other = max(0.0, (b.busy - a.busy) - cpu - load_cpu)
+    return {
+        "wall_s": round(wall, 3),
+        "server_cpu_s": round(cpu, 3),
+        "server_cores": round(cpu / wall, 3) if wall else None,
+        "load_cores": round(load_cpu / wall, 3) if wall else None,
+        "other_cores": round(other / wall, 3) if wall else None,  # everything else on the machine: noise
+        # Share of the window the server (any thread) was runnable but waiting for a CPU, and the same for the
+        # load processes: high values mean other processes, not the code under test, set the pace.
+        "server_cpu_wait": round((b.runq - a.runq) / wall, 3) if wall else None,
+        "load_cpu_wait": round(sum(r.get("runq_s", 0.0) for r in results) / wall, 3) if wall else None,
+    }
+
+
+def per(n: float, d: float) -> float | None:
+    return round(n / d, 1) if d > 0 else None
+
+
+def percentiles(samples: list[float], scale: float = 1.0) -> dict:
+    if not samples:
+        return {"n": 0}
+    xs = sorted(samples)
+
+    def q(p: float) -> float:  # nearest rank
+        return round(xs[min(len(xs) - 1, max(0, math.ceil(p * len(xs)) - 1))] * scale, 3)
+
+    return {"n": len(xs), "p50": q(0.50), "p99": q(0.99), "p99.9": q(0.999), "max": round(xs[-1] * scale, 3)}
+
+
+def split(n: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, n))
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+# --- the bench ----------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, profile: Profile, root: Path, server_cpus: list[int] | None, load_cpus: list[int] | None):
+        self.p = profile
+        self.root = root
+        self.server_cpus = server_cpus
+        self.load_cpus = load_cpus
+        self._n = 0
+
+    @contextlib.contextmanager
+    def server(
+        self, kind: str, accounts: list[str], *, store_options: str = "", max_connections: int = 50_000
+    ) -> Iterator[tuple[ServerProcess, list[str], str]]:
+        self._n += 1
+        workdir = self.root / f"{self._n:02d}-{kind}"
+        workdir.mkdir(parents=True)
+        store_url = f"sqlite:///{workdir / 'tradewire.db'}{store_options}"
+        tokens, keys = issue_credentials(store_url, accounts)
+        srv = ServerProcess(kind, workdir, store_url, cpus=self.server_cpus, max_connections=max_connections)
+        srv.start()
+        try:
+            yield srv, tokens, keys[0]
+        finally:
+            code = srv.stop()
+            if code not in (0, None, -15):
+                print(f"  note: {kind} server exited with {code}; log: {srv.log_path}")
+
+    def addr(self, srv: ServerProcess) -> dict:
+        return {"host": srv.host, "port": srv.port}
+
+    # 1 ---------------------------------------------------------------------------------------------
+    def ingest(self) -> dict:
+        p = self.p
+        PROFILE["label"] = "ingest"
+        accounts = [f"bench-ingest-{i}" for i in range(p.ingest_eas)]
+        with self.server("tradewire", accounts) as (srv, tokens, key), Workers(self.load_cpus) as w:
+            w.spawn("ingest", {**self.addr(srv), "tokens": tokens, "per_frame": p.ingest_per_frame})
+            (info,) = w.expect("ready", 120)
+            sched = schedule(p.warmup_s, p.window_s)
+            w.send(("start", sched))
+            a, b = measure(srv, sched, key)
+            (res,) = w.expect("done", 60)
+        win = window_stats(a, b, [res], by_metrics=True)
+        applied = delta(a, b, "tradewire_ea_messages_total") - delta(a, b, "tradewire_ea_errors_total")
+        return {
+            "params": {"eas": p.ingest_eas, "messages_per_frame": p.ingest_per_frame, **info},
+            "window": win,
+            "updates_applied": applied,
+            "updates_per_s": per(applied, win["wall_s"]),
+            "updates_per_cpu_s": per(applied, win["server_cpu_s"]),
+            "frames_applied": delta(a, b, "tradewire_ea_frames_total"),
+            "errors": delta(a, b, "tradewire_ea_errors_total"),
+            "throttled": delta(a, b, "tradewire_ea_throttled_total"),
+            "client_messages_sent": res["messages_sent"],
+        }
+
+    # 2, 3, 6 --------------------------------------------------------------------------------------------
+    def fanout_run(
+        self,
+        kind: str,
+        *,
+        batch: bool,
+        rate: int | None,
+        symbols: int,
+        subs: int,
+        publishers: int = 1,
+        throttled: float = 0.0,
+        probes: int = 0,
+        ticks_per_frame: int | None = None,
+        label: str = "",
+    ) -> dict:
+        p = self.p
+        PROFILE["label"] = label
+        names = [f"{load.PROBE_PREFIX}{i}" for i in range(probes)] + [f"SYM{i}" for i in range(symbols - probes)]
+        accounts = [f"bench-pub-{i}" for i in range(publishers)]
+        with self.server(kind, accounts) as (srv, tokens, key), Workers(self.load_cpus) as w:
+            base_us = time.perf_counter_ns() // 1000
+            first = 0
+            n_throttled = round(subs * throttled)
+            for count in split(subs, p.sub_procs):
+                share = round(n_throttled * count / subs)
+                w.spawn(
+                    "subscribers",
+                    {
+                        **self.addr(srv),
+                        "key": key,
+                        "count": count,
+                        "first": first,
+                        "channel": "/trading/*",
+                        "batch": batch,
+                        "probe": probes > 0,
+                        "base_us": base_us,
+                        "throttled": share,
+                        "throttle_s": 0.5,
+                    },
+                )
+                first += count
+            pub = {
+                "tokens": tokens,
+                "rate": rate,
+                "symbols": names,
+                "base_us": base_us,
+                "ticks_per_frame": ticks_per_frame,
+            }
+            w.spawn("publisher", {**self.addr(srv), **pub})
+            w.expect("ready", 120)
+            sched = schedule(p.warmup_s, p.window_s)
+            w.send(("start", sched))
+            a, b = measure(srv, sched, key)
+            results = w.expect("done", 60)
+        win = window_stats(a, b, results)
+        win_m = window_stats(a, b, results, by_metrics=True)
+        pub, subs_res = results[-1], results[:-1]
+        received = sum(r["received"] for r in subs_res)
+        srv_m = {
+            name: delta(a, b, f"tradewire_realtime_{name}_total")
+            for name in ("deliveries", "frames_out", "writes", "conflated", "closed_slow")
+        }
+        # What the EAs sent in the window. A flooding EA's socket buffers are kept small (load.FLOOD_BUFFER),
+        # so that this is close to what the server read in it.
+        sent = pub["ticks_sent"]
+        out: dict[str, Any] = {
+            "params": {
+                "server": kind,
+                "batch": batch,
+                "rate": rate or "unpaced",
+                "ticks_per_frame": ticks_per_frame,
+                "symbols": symbols,
+                "subscribers": subs,
+                "publishers": publishers,
+                "throttled_subscribers": n_throttled,
+            },
+            "window": win,
+            "updates_sent": sent,
+            "updates_per_s": per(sent, win["wall_s"]),
+            "deliveries": received,
+            "deliveries_per_s": per(received, win["wall_s"]),
+            "deliveries_per_cpu_s": per(received, win["server_cpu_s"]),
+            "received_per_subscriber_per_s": per(received / subs, win["wall_s"]),
+            "delivered_share": round(received / (sent * subs), 4) if sent else None,
+            "subscribers_closed": sum(r["closed"] for r in subs_res),
+            "server": srv_m,
+            "server_window": {k: win_m[k] for k in ("wall_s", "server_cpu_s")},
+        }
+        if srv_m["writes"]:
+            out["frames_per_write"] = round(srv_m["frames_out"] / srv_m["writes"], 2)
+        if srv_m["deliveries"]:
+            out["conflated_share"] = round(srv_m["conflated"] / srv_m["deliveries"], 4)
+            out["queued_per_cpu_s"] = per(srv_m["deliveries"], win_m["server_cpu_s"])
+            out["written_per_s"] = per(srv_m["frames_out"], win_m["wall_s"])
+            out["written_per_cpu_s"] = per(srv_m["frames_out"], win_m["server_cpu_s"])
+            # Queued but never written: replaced by a newer value (conflated), or still pending at t1. The
+            # server's own `conflated` counter lags: it is credited only when a blocked writer runs again.
+            out["not_written_share"] = round(1 - srv_m["frames_out"] / srv_m["deliveries"], 4)
+        if n_throttled:
+            slow = sum(r["received_throttled"] for r in subs_res)
+            out["received_per_slow_subscriber_per_s"] = per(slow / n_throttled, win["wall_s"])
+            out["received_per_fast_subscriber_per_s"] = per((received - slow) / (subs - n_throttled), win["wall_s"])
+        if probes:
+            lat: list[float] = []
+            for r in subs_res:
+                lat.extend(r["latency_us"])
+            out["latency_ms"] = percentiles(lat, 1e-3)
+        return out
+
+    def fanout(self, tradewire: bool = True, baseline: bool = True) -> dict:
+        p = self.p
+        common = {
+            "rate": None,
+            "symbols": p.fanout_symbols,
+            "subs": p.fanout_subs,
+            "ticks_per_frame": p.fanout_ticks_per_frame,
+        }
+        out: dict[str, dict] = {}
+        if tradewire:
+            out["tradewire"] = run_scenario(
+                "fanout", self.fanout_run, "tradewire", batch=False, label="fanout", **common
+            )
+            out["tradewire+batch"] = run_scenario(
+                "fanout", self.fanout_run, "tradewire", batch=True, label="fanout-batch", **common
+            )
+            out["overload"] = run_scenario(
+                "overload",
+                self.fanout_run,
+                "tradewire",
+                batch=True,
+                rate=None,
+                symbols=p.overload_symbols,
+                subs=p.overload_subs,
+                throttled=p.overload_throttled,
+                label="overload",
+            )
+        if baseline:
+            out["baseline"] = run_scenario("fanout", self.fanout_run, "baseline", batch=False, label="fanout", **common)
+        return out
+
+    def latency(self, tradewire: bool = True, baseline: bool = True) -> dict:
+        p = self.p
+        common = {
+            "rate": p.latency_rate,
+            "symbols": p.latency_symbols,
+            "subs": p.latency_subs,
+            "publishers": p.latency_eas,
+            "probes": p.latency_probes,
+        }
+        out: dict[str, dict] = {}
+        if tradewire:
+            out["tradewire+batch"] = run_scenario(
+                "latency", self.fanout_run, "tradewire", batch=True, label="latency-batch", **common
+            )
+            if p.name == "full":
+                out["tradewire"] = run_scenario(
+                    "latency", self.fanout_run, "tradewire", batch=False, label="latency", **common
+                )
+        if baseline:
+            out["baseline"] = run_scenario(
+                "latency", self.fanout_run, "baseline", batch=False, label="latency", **common
+            )
+        return out
+
+    # 4 -----------------------------------------------------------------------------------------------
+    def durable(self) -> dict:
+        return {sync: run_scenario("durable", self.durable_run, sync) for sync in ("FULL", "NORMAL")}
+
+    def durable_run(self, sync: str) -> dict:
+        p = self.p
+        PROFILE["label"] = f"durable-{sync}"
+        accounts = [f"bench-durable-{i}" for i in range(p.durable_eas)]
+        options = f"?synchronous={sync}"
+        with (
+            self.server("tradewire", accounts, store_options=options) as (srv, tokens, key),
+            Workers(self.load_cpus) as w,
+        ):
+            w.spawn("durable", {**self.addr(srv), "tokens": tokens, "window": p.durable_window})
+            w.expect("ready", 120)
+            sched = schedule(p.warmup_s, p.window_s)
+            w.send(("start", sched))
+            a, b = measure(srv, sched, key)
+            (res,) = w.expect("done", 60)
+        win = window_stats(a, b, [res])
+        commits = delta(a, b, "tradewire_store_commits_total")
+        ops = delta(a, b, "tradewire_store_operations_total")
+        return {
+            "params": {
+                "synchronous": sync,
+                "eas": p.durable_eas,
+                "window_per_ea": p.durable_window,
+                "in_flight": p.durable_eas * p.durable_window,
+            },
+            "window": win,
+            "acked": res["acked"],
+            "events_per_s": per(res["acked"], win["wall_s"]),
+            "events_per_cpu_s": per(res["acked"], win["server_cpu_s"]),
+            "ack_latency_ms": percentiles(res["latency_us"], 1e-3),
+            "commits": commits,
+            "operations_per_commit": round(ops / commits, 1) if commits else None,
+            "errors": res["errors"],
+            "error_sample": res["error_sample"],
+        }
+
+    # 5 -----------------------------------------------------------------------------------------------
+    def connections(self) -> dict:
+        p = self.p
+        warm_eas, warm_subs = 20, 10
+        accounts = [f"bench-idle-{i}" for i in range(warm_eas + p.conn_eas)]
+        limit = warm_eas + warm_subs + p.conn_eas + p.conn_subs + 100
+        with (
+            self.server("tradewire", accounts, max_connections=limit) as (srv, tokens, key),
+            Workers(self.load_cpus) as w,
+        ):
+            rss_empty = srv.rss_kib()
+            # Warm-up: the first connections pay for lazily built structures and imports; measure after.
+            warm = [
+                w.spawn("idle_eas", {**self.addr(srv), "tokens": tokens[:warm_eas], "first_login": 1}),
+                w.spawn(
+                    "idle_subscribers",
+                    {**self.addr(srv), "key": key, "count": warm_subs, "channel": "/trading/events/*"},
+                ),
+            ]
+            w.expect("ready", 60, warm)
+            time.sleep(0.5)
+            rss0, cpu0, t0 = srv.rss_kib(), srv.cpu_seconds(), time.perf_counter()
+            eas = []
+            first = warm_eas
+            for count in split(p.conn_eas, 2):
+                eas.append(
+                    w.spawn(
+                        "idle_eas",
+                        {**self.addr(srv), "tokens": tokens[first : first + count], "first_login": 10 + first},
+                    )
+                )
+                first += count
+            ea_info = w.expect("ready", 600, eas)
+            connect_s, cpu1 = time.perf_counter() - t0, srv.cpu_seconds()
+            time.sleep(1.0)
+            rss1 = srv.rss_kib()
+            subs = [
+                w.spawn(
+                    "idle_subscribers",
+                    {**self.addr(srv), "key": key, "count": p.conn_subs, "channel": "/trading/events/*"},
+                )
+            ]
+            sub_info = w.expect("ready", 300, subs)
+            time.sleep(1.0)
+            rss2 = srv.rss_kib()
+            gauges = srv.metrics(key)
+            w.send(("start", {"start": 0, "t0": 0, "t1": 0, "stop": time.perf_counter()}))
+            w.expect("done", 60)
+        n_ea = sum(i["connected"] for i in ea_info)
+        n_sub = sum(i["connected"] for i in sub_info)
+        failed = sum(i["failed"] for i in ea_info + sub_info)
+        samples = [s for i in ea_info + sub_info for s in i["error_sample"]]
+        return {
+            "params": {"eas": p.conn_eas, "subscribers": p.conn_subs, "nofile_load": ea_info[0]["nofile"]},
+            "connected_eas": n_ea,
+            "connected_subscribers": n_sub,
+            "failed": failed,
+            "error_sample": samples[:3],
+            "server_sessions": gauges.get("tradewire_ea_sessions"),
+            "server_subscriber_connections": gauges.get("tradewire_subscriber_connections"),
+            "rss_kib": {"empty": rss_empty, "warm": rss0, "with_eas": rss1, "with_subscribers": rss2},
+            "kib_per_ea": round((rss1 - rss0) / n_ea, 2) if n_ea else None,
+            "kib_per_subscriber": round((rss2 - rss1) / n_sub, 2) if n_sub else None,
+            "kib_per_connection": round((rss2 - rss0) / (n_ea + n_sub), 2) if n_ea + n_sub else None,
+            "ea_connect_s": round(connect_s, 2),
+            "ea_connects_per_cpu_s": per(n_ea, cpu1 - cpu0),
+        }
+
+
+def run_scenario(name: str, fn: Any, *args: Any, **kw: Any) -> dict:
+    started = time.perf_counter()
+    try:
+        result = fn(*args, **kw)
+    except Exception as exc:
+        traceback.print_exc()
+        result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def make_root() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="tradewire-bench-"))
+
+
+def remove_root(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def cpu_split(pin: bool) -> tuple[list[int] | None, list[int] | None]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return cpus[:1], cpus[1:]
+
+
+__all__ = ["FULL", "QUICK", "Bench", "Profile", "asdict", "cpu_split", "make_root", "remove_root", "run_scenario"]
