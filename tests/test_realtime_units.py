@@ -45,7 +45,7 @@ def test_invalid_channels_say_why(raw, wildcard, problem):
 
 
 def test_wildcards_match_every_deeper_level_only():
-    assert channels.prefixes("/trading/prices/EURUSD") == ["/trading/*", "/trading/prices/*"]
+    assert channels.prefixes("/trading/prices/EURUSD") == ("/trading/*", "/trading/prices/*")
     assert channels.matches("/trading/*", "/trading/prices/EURUSD")
     assert channels.matches("/trading/prices/*", "/trading/prices/EURUSD")
     assert not channels.matches("/trading/prices/*", "/trading/pricesX/EURUSD")

@@ -9,6 +9,7 @@ Paths are normalised to a leading '/' and no trailing '/'.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 NAMESPACE = "trading"
 MAX_SEGMENTS = 5
@@ -47,10 +48,11 @@ def namespace(path: str) -> str:
     return path.strip("/").split("/", 1)[0]
 
 
-def prefixes(channel: str) -> list[str]:
+@lru_cache(maxsize=65536)  # channel names repeat: build their patterns once, not per publication
+def prefixes(channel: str) -> tuple[str, ...]:
     """The wildcard patterns that match a channel: /a/b/c -> ['/a/*', '/a/b/*']."""
     segments = channel.strip("/").split("/")
-    return ["/" + "/".join(segments[:k]) + "/*" for k in range(1, len(segments))]
+    return tuple("/" + "/".join(segments[:k]) + "/*" for k in range(1, len(segments)))
 
 
 def matches(pattern: str, channel: str) -> bool:
@@ -59,6 +61,7 @@ def matches(pattern: str, channel: str) -> bool:
     return pattern == channel
 
 
+@lru_cache(maxsize=65536)
 def symbol_slug(symbol: str) -> str:
     """A symbol as a channel segment: every run of other characters becomes '-' (EURUSD.m -> EURUSD-m)."""
     return _NOT_SLUG.sub("-", symbol).strip("-")[:50] or "unknown"
@@ -72,6 +75,7 @@ def positions(account: str) -> str:
     return f"/{NAMESPACE}/positions/{account}"
 
 
+@lru_cache(maxsize=65536)
 def prices(symbol: str) -> str:
     return f"/{NAMESPACE}/prices/{symbol_slug(symbol)}"
 

@@ -183,7 +183,8 @@ class Connection:
         frame = rp.data_frame(sub.id_bytes, literal, pub.offset)
         self.gateway.stats["deliveries"] += 1
         if pub.latest:
-            self.outbox.put_latest(sub.id, pub.channel, frame)
+            if self.outbox.put_latest(sub.id, pub.channel, frame):
+                self.gateway.stats["conflated"] += 1  # counted now, not when a blocked writer runs again
         elif not self.outbox.put_stream(sub.id, frame):
             self._close_slow()
             return
@@ -207,10 +208,7 @@ class Connection:
                 return
             self._wake.clear()
             queued_at = self._pending_since
-            conflated = self.outbox.conflated
             frames = self.outbox.take()
-            stats["conflated"] += conflated
-            self.outbox.conflated = 0
             if not frames:
                 continue
             stats["frames_out"] += len(frames)

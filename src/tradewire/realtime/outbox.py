@@ -29,11 +29,14 @@ class Outbox:
     def reply(self, frame: bytes) -> None:
         self.replies.append(frame)
 
-    def put_latest(self, sub_id: str, channel: str, frame: bytes) -> None:
+    def put_latest(self, sub_id: str, channel: str, frame: bytes) -> bool:
+        """Queue the newest value; True when it replaced one that was never written (conflation)."""
         key = (sub_id, channel)
-        if key in self.latest:
+        replaced = key in self.latest
+        if replaced:
             self.conflated += 1
         self.latest[key] = frame
+        return replaced
 
     def put_stream(self, sub_id: str, frame: bytes) -> bool:
         """Queue a never-conflated frame; False once the backlog is past its bound."""
