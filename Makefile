@@ -55,6 +55,7 @@ soak: install
 QUICK ?=
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
+	$(BIN)/python -m bench.twonode $(if $(QUICK),--quick)  # needs PostgreSQL and Redis
 
 lint: install
 	$(BIN)/ruff check src tests bench
