@@ -36,7 +36,9 @@ async def _realtime_websocket(request: web.Request) -> web.WebSocketResponse:
     # headers on the upgrade (the Swift SDK, scripts).
     auth = rp.auth_from_subprotocols(_offered_subprotocols(request)) or {}
     key = rp.api_key_of(auth) or request.headers.get("x-api-key")
-    ws = web.WebSocketResponse(protocols=[rp.SUBPROTOCOL], max_msg_size=MAX_FRAME, autoping=True)
+    # No permessage-deflate: browsers always offer it, and aiohttp compresses a frame over 16 KiB in its thread
+    # pool chunk by chunk, so a dashboard's batch frames waited on dozens of round trips each (bench/dashboard_fps.py).
+    ws = web.WebSocketResponse(protocols=[rp.SUBPROTOCOL], max_msg_size=MAX_FRAME, autoping=True, compress=False)
     await ws.prepare(request)
     await Connection(gateway, ws, key).run()
     return ws

@@ -201,6 +201,7 @@ def banner(url: str, key: str, settings: Settings, accounts: int, duration: floa
             f"                {api}/events  {api}/system-trades  {api}/alerts",
             f"  system magic  {', '.join(map(str, magics))} (trades with it are recorded as system trades)",
             f"  admin API key {key}",
+            f"  dashboard     {url}/#key={key}",
             f"  try           curl -H 'x-api-key: {key}' {api}/accounts",
         ]
     )

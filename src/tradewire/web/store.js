@@ -1,0 +1,281 @@
+// The dashboard's state. Channel messages and REST answers mutate it at once (cheap: a Map write), and the
+// page renders at most once per animation frame (`touch`): 10,000 updates a second still cost ~60 renders.
+//
+// Freshness: every record remembers the connection epoch it was last confirmed in. A new epoch starts at
+// each connection_ack, so after a reconnect whatever the snapshot or REST reload has not confirmed yet is
+// shown stale, and while disconnected everything is.
+
+import { decimalsOf } from './format.js';
+
+const FLASH_MS = 600;
+const MAX_ALERTS = 2000;
+const MAX_EVENTS = 500;
+const SERIES_POINTS = 3600;
+const SERIES_STEP_MS = 1000; // one live chart point a second is plenty next to one a minute from REST
+const CRITICAL_CUE_MS = 4000;
+const TICK_MS = 500; // ages, flash expiry and the clock move even when no message arrives
+
+const FLASHED = [
+  ['balance', (a) => a.state?.balance],
+  ['equity', (a) => a.state?.equity],
+  ['floatingProfit', (a) => a.floatingProfit],
+  ['margin', (a) => a.state?.margin],
+  ['freeMargin', (a) => a.state?.freeMargin],
+  ['marginLevel', (a) => a.state?.marginLevel],
+  ['positions', (a) => a.positions],
+  ['status', (a) => a.status],
+];
+
+export class Store {
+  constructor() {
+    this.version = 0;
+    this.versions = { accounts: 0, positions: 0, prices: 0, exposure: 0, alerts: 0, events: 0 };
+    this.conn = { state: 'connecting', attempt: 0, retryAt: null, error: null, connects: 0 };
+    this.live = false;
+    this.epoch = 0;
+    this.disconnectedAt = null;
+    this.reconnectedAt = null;
+    this.clockSkew = 0; // server clock minus ours, from /healthz: ages are computed on the server's clock
+    this.accounts = new Map(); // id -> {data, epoch, flash, positionCount}
+    this.positions = new Map(); // account -> {list, epoch}
+    this.prices = new Map(); // symbol -> {data, epoch, dir, digits, changedAt, recvAt}
+    this.exposure = { data: null, epoch: -1 };
+    this.alerts = new Map(); // id -> alert (the version with the highest offset)
+    this.ackErrors = new Map(); // alert id -> message of a refused acknowledgement
+    this.acking = new Set();
+    this.role = null; // learned by trying: 'read' after a 403 on acknowledge, 'admin' after a success
+    this.events = []; // recent live position events, newest first
+    this._eventOffsets = new Set();
+    this.systemMagics = new Set();
+    this.detail = { account: null, series: [] };
+    this.ui = {}; // view settings (sorts, filters, sound): app.js fills it, views change it and call touch()
+    this.authError = null;
+    this.notice = null;
+    this.criticalUntil = 0;
+    this.onCritical = null;
+    this.stats = { messages: 0, renders: 0, renderMs: 0, renderMsMax: 0 };
+    this._listeners = [];
+    this._scheduled = false;
+    this._ticker = null;
+    this._frame = this._frame.bind(this);
+  }
+
+  // --- rendering ------------------------------------------------------------------------------
+  onRender(fn) {
+    this._listeners.push(fn);
+    if (!this._ticker) this._ticker = setInterval(() => this.touch(), TICK_MS);
+  }
+
+  /** Something changed: render on the next animation frame (once, however many changes come before it). */
+  touch() {
+    if (this._scheduled) return;
+    this._scheduled = true;
+    requestAnimationFrame(this._frame);
+  }
+
+  _frame(t) {
+    this._scheduled = false;
+    this.version += 1;
+    this.stats.renders += 1;
+    const started = performance.now();
+    for (const fn of this._listeners) fn(t);
+    const took = performance.now() - started;
+    this.stats.renderMs += took;
+    if (took > this.stats.renderMsMax) this.stats.renderMsMax = took;
+  }
+
+  serverNow() {
+    return Date.now() + this.clockSkew;
+  }
+
+  // --- connection -----------------------------------------------------------------------------
+  setConnection(status) {
+    const wasLive = this.live;
+    this.conn = status;
+    this.live = status.state === 'live';
+    if (this.live && !wasLive) {
+      this.epoch += 1;
+      this.reconnectedAt = status.connects > 1 ? Date.now() : null;
+      this.disconnectedAt = null;
+    } else if (!this.live && this.disconnectedAt === null && status.state === 'reconnecting') {
+      this.disconnectedAt = Date.now();
+    }
+    this.touch();
+  }
+
+  isStale(rec) {
+    return !this.live || !rec || rec.epoch !== this.epoch;
+  }
+
+  // --- accounts -------------------------------------------------------------------------------
+  /**
+   * A summary from the accounts channel, or from REST. A REST answer may have been computed before the last
+   * channel message arrived: it wins only when it is at least as new (server clock), and then its status is
+   * the more recent judgement (the channel is not told when an HTTP account's liveness window lapses).
+   */
+  applyAccount(summary, fromRest = false) {
+    this.stats.messages += 1;
+    let rec = this.accounts.get(summary.id);
+    // Older than what is shown: leave it, and leave it unconfirmed. (A restarted hub answers for an account
+    // that has not reconnected yet with no figures at all; what was shown stays marked stale.)
+    if (fromRest && rec && isOlder(summary, rec.data)) return;
+    if (!rec) {
+      rec = { data: summary, epoch: this.epoch, flash: {}, positionCount: () => this._positionCount(summary.id) };
+      this.accounts.set(summary.id, rec);
+    } else {
+      markFlashes(rec, summary);
+      rec.data = summary;
+    }
+    rec.epoch = this.epoch;
+    if (this.detail.account === summary.id) this._addPoint(summary);
+    this.versions.accounts += 1;
+    this.touch();
+  }
+
+  /** Open positions of an account: the positions channel is newer than the summary after a position event. */
+  _positionCount(account) {
+    const pos = this.positions.get(account);
+    return pos ? pos.list.length : (this.accounts.get(account)?.data.positions ?? 0);
+  }
+
+  flashOf(rec, field, now = performance.now()) {
+    const f = rec.flash[field];
+    return f && now - f.at < FLASH_MS ? `fl-${f.dir}` : '';
+  }
+
+  // --- positions, prices, exposure ------------------------------------------------------------
+  applyPositions(msg) {
+    this.stats.messages += 1;
+    this.positions.set(msg.account, { list: msg.positions || [], epoch: this.epoch });
+    this.versions.positions += 1;
+    this.touch();
+  }
+
+  applyPrice(tick) {
+    this.stats.messages += 1;
+    const rec = this.prices.get(tick.symbol);
+    const digits = Math.max(rec?.digits ?? 0, decimalsOf(tick.bid), decimalsOf(tick.ask));
+    let dir = rec?.dir ?? '';
+    let changedAt = rec?.changedAt ?? 0;
+    if (rec && tick.bid !== rec.data.bid) {
+      dir = tick.bid > rec.data.bid ? 'up' : 'down';
+      changedAt = performance.now();
+    }
+    this.prices.set(tick.symbol, { data: tick, epoch: this.epoch, dir, digits, changedAt, recvAt: Date.now() });
+    this.versions.prices += 1;
+    this.touch();
+  }
+
+  digitsOf(symbol, fallback) {
+    return this.prices.get(symbol)?.digits || Math.max(2, decimalsOf(fallback));
+  }
+
+  applyExposure(msg) {
+    this.stats.messages += 1;
+    this.exposure = { data: msg, epoch: this.epoch };
+    this.versions.exposure += 1;
+    this.touch();
+  }
+
+  // --- alerts ---------------------------------------------------------------------------------
+  /** An alert version (raised, acknowledged, resolved): the one with the highest offset wins. */
+  applyAlert(alert, live = false) {
+    this.stats.messages += 1;
+    const prev = this.alerts.get(alert.id);
+    if (prev && (prev.offset || 0) > (alert.offset || 0)) return;
+    this.alerts.set(alert.id, alert);
+    if (alert.ackedAt) this.ackErrors.delete(alert.id);
+    if (live && !prev && alert.severity === 'CRITICAL' && !alert.resolvedAt) {
+      this.criticalUntil = Date.now() + CRITICAL_CUE_MS;
+      if (this.onCritical) this.onCritical(alert);
+    }
+    if (this.alerts.size > MAX_ALERTS) this._pruneAlerts();
+    this.versions.alerts += 1;
+    this.touch();
+  }
+
+  _pruneAlerts() {
+    const done = [...this.alerts.values()].filter((a) => a.resolvedAt).sort((a, b) => a.raisedAt - b.raisedAt);
+    for (const a of done.slice(0, this.alerts.size - MAX_ALERTS)) this.alerts.delete(a.id);
+  }
+
+  /** Alerts still needing a person: open and not acknowledged. */
+  unacked() {
+    let count = 0;
+    let critical = false;
+    for (const a of this.alerts.values()) {
+      if (!a.ackedAt && !a.resolvedAt) {
+        count += 1;
+        if (a.severity === 'CRITICAL') critical = true;
+      }
+    }
+    return { count, critical };
+  }
+
+  setAckError(id, message) {
+    if (message) this.ackErrors.set(id, message);
+    else this.ackErrors.delete(id);
+    this.versions.alerts += 1;
+    this.touch();
+  }
+
+  // --- position events ------------------------------------------------------------------------
+  applyEvent(ev) {
+    this.stats.messages += 1;
+    if (ev.system && ev.position) this.learnSystemMagic(ev.position.magic);
+    if (ev.offset && this._eventOffsets.has(ev.offset)) return;
+    if (ev.offset) this._eventOffsets.add(ev.offset);
+    this.events.unshift(ev);
+    if (this.events.length > MAX_EVENTS) {
+      for (const old of this.events.splice(MAX_EVENTS)) this._eventOffsets.delete(old.offset);
+    }
+    this.versions.events += 1;
+    this.touch();
+  }
+
+  learnSystemMagic(magic) {
+    if (magic === null || magic === undefined || magic === 0 || this.systemMagics.has(magic)) return;
+    this.systemMagics.add(magic);
+    this.versions.positions += 1;
+    this.touch();
+  }
+
+  // --- account detail: live equity points ---------------------------------------------------
+  watchEquity(account) {
+    if (this.detail.account === account) return;
+    this.detail = { account, series: [] };
+    const rec = account ? this.accounts.get(account) : null;
+    if (rec) this._addPoint(rec.data);
+  }
+
+  _addPoint(summary) {
+    const s = summary.state;
+    if (!s) return;
+    const ts = summary.updatedAt || this.serverNow();
+    const series = this.detail.series;
+    const last = series[series.length - 1];
+    if (last && ts - last[0] < SERIES_STEP_MS) {
+      last[1] = s.equity;
+      last[2] = s.balance;
+    } else {
+      series.push([ts, s.equity, s.balance]);
+      if (series.length > SERIES_POINTS) series.shift();
+    }
+  }
+}
+
+function isOlder(a, b) {
+  return (a.updatedAt ?? 0) < (b.updatedAt ?? 0) || (a.lastSeen ?? 0) < (b.lastSeen ?? 0);
+}
+
+function markFlashes(rec, next) {
+  const prev = rec.data;
+  const at = performance.now();
+  for (const [field, get] of FLASHED) {
+    const a = get(prev);
+    const b = get(next);
+    if (a !== b && b !== undefined && b !== null) {
+      rec.flash[field] = { at, dir: typeof a === 'number' && typeof b === 'number' && b < a ? 'down' : 'up' };
+    }
+  }
+}
