@@ -149,3 +149,25 @@ async def test_huge_integers_in_queries_are_a_named_400_not_a_500(server, http):
     key = await issue_key(server)
     status, body = await get(http, server, "/events?from=18446744073709551616", key)
     assert status == 400 and "'from'" in body["error"]["message"]
+
+
+async def test_after_a_restart_accounts_that_had_connected_are_lost_not_never(tmp_path, http):
+    from tradewire.app import Server
+
+    from conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    srv = Server(settings)
+    await srv.start()
+    ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+    await ea.greet()
+    await ea.close()
+    await srv.stop()
+    srv = Server(settings)
+    await srv.start()
+    try:
+        key = await issue_key(srv)
+        _, body = await get(http, srv, "/accounts/acc-1", key)
+        assert body["status"] == "lost"
+    finally:
+        await srv.stop()

@@ -110,3 +110,16 @@ async def test_hello_is_needed_again_after_the_liveness_window(server, http):
     server.hub.state.accounts["mt4-1"].last_seen -= 10_000  # 3 heartbeats (3 s here) have passed
     status, body = await batch(http, server, token, {"messages": [position_event(1)]})
     assert body["errors"][0]["code"] == "hello_required"
+
+
+async def test_an_mt4_account_going_silent_is_published_as_lost(server, http):
+    from helpers import Subscriber, issue_key
+
+    sub = await Subscriber.connect(http, server, await issue_key(server))
+    await sub.subscribe("a", "/trading/accounts/mt4-1")
+    token = await issue_token(server, "mt4-1")
+    status, _ = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": []})
+    assert status == 200
+    assert (await sub.event(status="live"))["id"] == "mt4-1"
+    server.hub.state.accounts["mt4-1"].last_seen -= 10_000  # 3 heartbeats of silence
+    assert (await sub.event(status="lost", timeout=5))["id"] == "mt4-1"  # pushed, not only on a REST read

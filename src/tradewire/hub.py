@@ -140,6 +140,7 @@ class Hub:
         self.notifier = notifier
         self._checker: asyncio.Task | None = None
         self._store_failure_alerted: dict[str, int] = {}
+        self._http_status: dict[str, str] = {}  # last published liveness of MT4 (HTTP) accounts
 
     # --- credentials ------------------------------------------------------------------------
     async def ea_account(self, token: str) -> str | None:
@@ -376,6 +377,7 @@ class Hub:
                 channels.positions(account),
                 {"account": account, "ts": view.updated_at, "positions": list(view.positions.values())},
             )
+            self._publish_account(account)  # its position count and floating P/L changed too
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -383,8 +385,10 @@ class Hub:
         self.rules.load(await self.store.open_alerts())
         now = self.clock()
         for account in await self.store.present_accounts():
-            if self.state.account(account).sessions == 0:
-                self.rules.session_ended(account, now)  # it had a session: it must come back in time
+            view = self.state.account(account)
+            view.ever_connected = True  # it had a session before the restart: 'lost' until it is back, not 'never'
+            if view.sessions == 0:
+                self.rules.session_ended(account, now)  # it must come back in time
         self._ticker = asyncio.create_task(self._exposure_loop())
         self._checker = asyncio.create_task(self._check_loop())
 
@@ -392,11 +396,23 @@ class Hub:
         while True:
             await asyncio.sleep(self.settings.alerts.check_interval_s)
             try:
+                self._publish_liveness_changes()
                 await self._adopt_orphans()
                 transitions = self.rules.check(self.clock(), self.state.accounts)
                 self.apply_transitions(await self._not_live_elsewhere(transitions))
             except Exception:
                 log.exception("alert check failed")
+
+    def _publish_liveness_changes(self) -> None:
+        """An MT4 account has no session to end: it goes from live to lost by silence. Say so on its channel."""
+        now = self.clock()
+        for account, view in self.state.accounts.items():
+            if view.transport != "http":
+                continue
+            status = view.status(now, self.state.http_live_ms)
+            if self._http_status.get(account) != status:
+                self._http_status[account] = status
+                self._publish_account(account)
 
     async def _not_live_elsewhere(self, transitions: list[Transition]) -> list[Transition]:
         """Drop a CONNECTION_LOST for an EA that simply reconnected to another node."""
