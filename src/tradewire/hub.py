@@ -21,8 +21,9 @@ from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transi
 from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
+from tradewire.ingest.session import account_info, account_state
 from tradewire.limits import ConnectionCaps, TokenBucket
-from tradewire.model import AccountInfo, AccountState, Alert, Role, new_alert
+from tradewire.model import Alert, Role, new_alert
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
@@ -200,16 +201,7 @@ class Hub:
         if not view.positions_known:
             self.state.seed_positions(account, await self.store.open_positions(account))
         acked = await self.store.acked_seq(account)
-        info = AccountInfo(
-            platform=hello.platform,
-            login=hello.login,
-            server=hello.server,
-            currency=hello.currency,
-            leverage=hello.leverage,
-            broker=hello.broker,
-            ea=f"{hello.ea.name} {hello.ea.version}".strip() if hello.ea else "",
-            tzOffsetSec=hello.tzOffsetSec,
-        )
+        info = account_info(hello)
         self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now)
         self._publish_account(account)
         self.rules.session_started(account, now)
@@ -234,18 +226,7 @@ class Hub:
         now = self.clock()
         self.touch(account)
         if isinstance(msg, p.AccountMsg):
-            state = AccountState(
-                ts=msg.ts,
-                balance=msg.balance,
-                equity=msg.equity,
-                margin=msg.margin,
-                freeMargin=msg.freeMargin,
-                # The hub trusts equity/margin over the terminal's level: terminals report 0 with no margin.
-                marginLevel=round(msg.equity / msg.margin * 100, 2) if msg.margin > 0 else None,
-                marginCallLevel=msg.marginCallLevel,
-                stopOutLevel=msg.stopOutLevel,
-                marginMode=msg.marginMode,
-            )
+            state = account_state(msg)
             view = self.state.apply_account(account, state, now)
             self._publish_account(account)
             platform = view.info.platform if view.info else None

@@ -45,8 +45,8 @@ from tradewire.aws.publisher import EventPublisher, PublishError
 from tradewire.aws.state import Connection, LiveTable
 from tradewire.config import Settings, load_settings
 from tradewire.ingest import protocol as p
-from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
-from tradewire.model import AccountInfo, AccountState, Alert, is_account_id, new_alert
+from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile, account_info, account_state
+from tradewire.model import Alert, is_account_id, new_alert
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
@@ -318,16 +318,7 @@ class _Frame:
         if not view.positions_known:
             self.state.seed_positions(account, await self.store.open_positions(account))
         acked = await self.store.acked_seq(account)
-        info = AccountInfo(
-            platform=hello.platform,
-            login=hello.login,
-            server=hello.server,
-            currency=hello.currency,
-            leverage=hello.leverage,
-            broker=hello.broker,
-            ea=f"{hello.ea.name} {hello.ea.version}".strip() if hello.ea else "",
-            tzOffsetSec=hello.tzOffsetSec,
-        )
+        info = account_info(hello)
         self.state.on_hello(account, info, "ws", now)
         if self.conn.greeted:
             view.sessions -= 1  # a second hello on the same connection is not a second session
@@ -355,17 +346,7 @@ class _Frame:
         account, now = self.account, self.now
         self.touch()
         if isinstance(msg, p.AccountMsg):
-            state = AccountState(
-                ts=msg.ts,
-                balance=msg.balance,
-                equity=msg.equity,
-                margin=msg.margin,
-                freeMargin=msg.freeMargin,
-                marginLevel=round(msg.equity / msg.margin * 100, 2) if msg.margin > 0 else None,
-                marginCallLevel=msg.marginCallLevel,
-                stopOutLevel=msg.stopOutLevel,
-                marginMode=msg.marginMode,
-            )
+            state = account_state(msg)
             view = self.state.apply_account(account, state, now)
             self.rt.publish(channels.accounts(account), self.state.summary(account, now))
             platform = view.info.platform if view.info else None

@@ -10,7 +10,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tradewire.ingest import protocol as p
+from tradewire.model import AccountInfo, AccountState
 from tradewire.store.base import WriteResult
+
+
+# --- protocol -> domain: one translation for every runtime (the hub, the AWS handlers) --------------
+def account_info(hello: p.Hello) -> AccountInfo:
+    return AccountInfo(
+        platform=hello.platform,
+        login=hello.login,
+        server=hello.server,
+        currency=hello.currency,
+        leverage=hello.leverage,
+        broker=hello.broker,
+        ea=f"{hello.ea.name} {hello.ea.version}".strip() if hello.ea else "",
+        tzOffsetSec=hello.tzOffsetSec,
+    )
+
+
+def account_state(msg: p.AccountMsg) -> AccountState:
+    """The hub trusts equity/margin over the terminal's margin level: terminals report 0 with no margin."""
+    return AccountState(
+        ts=msg.ts,
+        balance=msg.balance,
+        equity=msg.equity,
+        margin=msg.margin,
+        freeMargin=msg.freeMargin,
+        marginLevel=round(msg.equity / msg.margin * 100, 2) if msg.margin > 0 else None,
+        marginCallLevel=msg.marginCallLevel,
+        stopOutLevel=msg.stopOutLevel,
+        marginMode=msg.marginMode,
+    )
 
 
 @dataclass(slots=True)
