@@ -42,7 +42,7 @@ test: install $(NODE_DEPS)
 ## The reliability suite at full size (the bounded form of each runs in `make test`).
 FUZZ_SCALE ?= 100
 test-reliability: install
-	TRADEWIRE_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+	TRADEWIRE_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest tests/reliability --timeout=0 $(PYTEST_ARGS)  # full size: no per-test limit
 
 ## A long run under a simulated fleet: RSS, descriptors and latency over time (bench/results/soak.json).
 MINUTES ?= 60
