@@ -20,6 +20,19 @@ def make_settings(tmp_path, **server):
     )
 
 
+def fast_alert_settings(tmp_path, **server):
+    """Alerts on short timers, markets open all week: alerts happen within a test's patience, any day."""
+    from tradewire.config import MarketHours
+
+    s = make_settings(tmp_path, **server)
+    s.alerts.connection_lost_after_s = 1.0
+    s.alerts.stale_after_s = 1.0
+    s.alerts.check_interval_s = 0.1
+    always = MarketHours(open_day=0, open="00:00", close_day=0, close="00:00")
+    s.alerts.market_hours = {"fx": always, "metal": always, "index": always}
+    return s
+
+
 @pytest.fixture
 async def server(tmp_path):
     srv = Server(make_settings(tmp_path))

@@ -8,20 +8,14 @@ import pytest
 from aiohttp import web
 
 from tradewire.app import Server
-from tradewire.config import MarketHours, WebhookSettings
+from tradewire.config import WebhookSettings
 
-from conftest import make_settings
+from conftest import fast_alert_settings
 from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event
 
 
 def fast_settings(tmp_path):
-    s = make_settings(tmp_path)
-    s.alerts.connection_lost_after_s = 1.0
-    s.alerts.stale_after_s = 1.0
-    s.alerts.check_interval_s = 0.1
-    always = MarketHours(open_day=0, open="00:00", close_day=0, close="00:00")
-    s.alerts.market_hours = {"fx": always, "metal": always, "index": always}
-    return s
+    return fast_alert_settings(tmp_path)
 
 
 @pytest.fixture

@@ -19,11 +19,10 @@ import msgspec
 import pytest
 
 from tradewire.app import Server
-from tradewire.config import MarketHours
 from tradewire.realtime import protocol as rp
 from tradewire.sim.fleet import run_fleet
 
-from conftest import make_settings
+from conftest import fast_alert_settings
 from helpers import EA, account_state, issue_key, issue_token, position, position_event
 
 try:
@@ -76,13 +75,9 @@ def shots(tmp_path_factory) -> Path:
 
 
 def fast_settings(tmp_path, port: int = 0):
-    """Alerts within a second (as in test_alerts_e2e), heartbeats of 1 s."""
-    s = make_settings(tmp_path, port=port)
-    s.alerts.connection_lost_after_s = 1.0
+    """Alerts within a second, heartbeats of 1 s; stale prices only after 30 s (the page is watched longer)."""
+    s = fast_alert_settings(tmp_path, port=port)
     s.alerts.stale_after_s = 30.0
-    s.alerts.check_interval_s = 0.1
-    always = MarketHours(open_day=0, open="00:00", close_day=0, close="00:00")
-    s.alerts.market_hours = {"fx": always, "metal": always, "index": always}
     return s
 
 

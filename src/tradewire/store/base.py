@@ -164,6 +164,27 @@ class Store(Protocol):
     async def known_accounts(self) -> list[str]: ...
 
 
+# --- group commit ---------------------------------------------------------------------------------
+Q = TypeVar("Q")
+
+
+def take_group(
+    first: Q, get_nowait: Callable[[], Q | None], empty: type[Exception], limit: int
+) -> tuple[list[Q], bool]:
+    """`first` and whatever else is already queued, up to `limit`: what one group commit takes. The second
+    value is True when the stop marker (None) was met: commit this group, then stop."""
+    group = [first]
+    while len(group) < limit:
+        try:
+            nxt = get_nowait()
+        except empty:
+            break
+        if nxt is None:
+            return group, True
+        group.append(nxt)
+    return group, False
+
+
 # --- secrets ------------------------------------------------------------------------------------
 TOKEN_PREFIX = "twe_"
 KEY_PREFIX = "twk_"

@@ -103,6 +103,7 @@ from tradewire.store.base import (
     WriteResult,
     hash_secret,
     new_secret,
+    take_group,
 )
 
 log = logging.getLogger(__name__)
@@ -536,14 +537,7 @@ class DynamoStore:
             item = await self._queue.get()
             if item is None:
                 return
-            batch = [item]
-            stop = False
-            while len(batch) < self.batch_max and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            batch, stop = take_group(item, self._queue.get_nowait, asyncio.QueueEmpty, self.batch_max)
             done = 0
             while done < len(batch):
                 try:

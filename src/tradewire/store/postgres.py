@@ -38,6 +38,7 @@ from tradewire.store.base import (
     WriteResult,
     hash_secret,
     new_secret,
+    take_group,
 )
 
 log = logging.getLogger(__name__)
@@ -152,14 +153,7 @@ class PostgresStore:
             item = await self._queue.get()
             if item is None:
                 return
-            batch = [item]
-            stop = False
-            while len(batch) < self.batch_max and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
+            batch, stop = take_group(item, self._queue.get_nowait, asyncio.QueueEmpty, self.batch_max)
             await self._run_batch(batch)
             if stop:
                 return

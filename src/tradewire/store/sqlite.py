@@ -41,6 +41,7 @@ from tradewire.store.base import (
     WriteResult,
     hash_secret,
     new_secret,
+    take_group,
 )
 
 log = logging.getLogger(__name__)
@@ -176,17 +177,7 @@ class SQLiteStore:
                 item = self._queue.get()
                 if item is None:
                     return
-                batch = [item]
-                stop = False
-                while len(batch) < self.batch_max:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
+                batch, stop = take_group(item, self._queue.get_nowait, queue.Empty, self.batch_max)
                 self._run_batch(conn, batch)
                 if stop:
                     return
