@@ -23,7 +23,7 @@ from tradewire.config import Settings
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import account_info, account_state
 from tradewire.limits import ConnectionCaps, TokenBucket
-from tradewire.model import Alert, Role, new_alert
+from tradewire.model import Alert, Role, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
@@ -38,10 +38,6 @@ from tradewire.store.base import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Fanout(Protocol):

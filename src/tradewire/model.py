@@ -7,6 +7,7 @@ describes it, with no mapping layer in between. Timestamps are UTC milliseconds 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Annotated, Literal
 
@@ -26,6 +27,11 @@ PositionEventType = Literal["OPEN", "CLOSE", "MODIFY"]
 EventSource = Literal["ea", "reconcile"]
 Role = Literal["read", "admin"]
 ConnectionStatus = Literal["live", "lost", "never"]
+
+
+def now_ms() -> int:
+    """The time as every record carries it: UTC milliseconds since the epoch."""
+    return int(time.time() * 1000)
 
 
 def is_account_id(value: str) -> bool:

@@ -30,6 +30,7 @@ import aiohttp
 import msgspec
 
 from tradewire.agent import core
+from tradewire.model import now_ms
 
 log = logging.getLogger("tradewire.agent")
 
@@ -83,10 +84,6 @@ def backoff_delay(failures: int, rng: random.Random, base: float = BACKOFF_BASE_
     """1 s, 2 s, 4 s, ... capped at 60 s, each drawn from the upper half so that a fleet spreads out."""
     ceiling = min(cap, base * 2 ** max(0, failures - 1))
     return rng.uniform(ceiling / 2, ceiling)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _version() -> str:

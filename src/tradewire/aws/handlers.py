@@ -31,7 +31,6 @@ import asyncio
 import base64
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -46,7 +45,7 @@ from tradewire.aws.state import Connection, LiveTable
 from tradewire.config import Settings, load_settings
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile, account_info, account_state
-from tradewire.model import Alert, is_account_id, new_alert
+from tradewire.model import Alert, is_account_id, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
@@ -64,10 +63,6 @@ from tradewire.store.dynamodb import DynamoStore
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # --- per-process runtime ------------------------------------------------------------------------

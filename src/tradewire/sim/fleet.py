@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from tradewire.model import now_ms
 from tradewire.sim.account import SimAccount
 from tradewire.sim.market import Market
 from tradewire.sim.scenarios import FIRE_AFTER_S, Scenario, make_scenario
@@ -150,10 +151,6 @@ def ws_url(url: str) -> str:
     if base.startswith("http://"):
         return "ws://" + base[len("http://") :] + "/ea/v1"
     raise ValueError(f"hub URL {url!r} must start with http:// or https://")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _auth(token: str) -> dict[str, str]:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
+import msgspec
+
 from tradewire.ingest.protocol import ErrorMsg, PositionMsg
 from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo
 
@@ -162,6 +164,17 @@ class Store(Protocol):
     async def list_api_keys(self) -> list[ApiKeyInfo]: ...
     async def revoke_api_key(self, key_id: str) -> bool: ...
     async def known_accounts(self) -> list[str]: ...
+
+
+# --- shared by the engines -----------------------------------------------------------------------
+# Records are stored as the JSON they are published as; every engine decodes them the same way.
+EVENT_DECODER = msgspec.json.Decoder(PositionEvent)
+TRADE_DECODER = msgspec.json.Decoder(SystemTrade)
+ALERT_DECODER = msgspec.json.Decoder(Alert)
+
+
+def sql_where(clauses: list[str]) -> str:
+    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
 # --- group commit ---------------------------------------------------------------------------------

@@ -83,11 +83,14 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo
+from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo, now_ms
 from tradewire.store import plan as planner
 from tradewire.store.base import (
+    ALERT_DECODER,
+    EVENT_DECODER,
     KEY_PREFIX,
     TOKEN_PREFIX,
+    TRADE_DECODER,
     AlertAckOp,
     AlertQuery,
     AlertRaiseOp,
@@ -123,20 +126,13 @@ RETRYABLE_REASONS = {
     "ProvisionedThroughputExceeded",
 }
 
-_event_decoder = msgspec.json.Decoder(PositionEvent)
-_trade_decoder = msgspec.json.Decoder(SystemTrade)
-_alert_decoder = msgspec.json.Decoder(Alert)
 _encode = msgspec.json.encode
 # state-item attributes holding a record, stored as its JSON bytes
 _STRUCT_ATTRS: dict[str, msgspec.json.Decoder] = {
-    "open": _event_decoder,
-    "close": _event_decoder,
-    "alert": _alert_decoder,
+    "open": EVENT_DECODER,
+    "close": EVENT_DECODER,
+    "alert": ALERT_DECODER,
 }
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 _SESSION: AioSession | None = None
@@ -355,7 +351,7 @@ def _rk(raised_at: int, offset: int) -> str:
 
 
 def _copy_alert(alert: Alert) -> Alert:
-    return _alert_decoder.decode(_encode(alert))
+    return ALERT_DECODER.decode(_encode(alert))
 
 
 def _is_retryable(exc: ClientError) -> bool:
@@ -738,7 +734,7 @@ class DynamoStore:
             ExpressionAttributeValues={":a": _av(account), ":t": _av(type_)},
             ConsistentRead=True,
         ):
-            alert_id = _alert_decoder.decode(item["body"]["B"]).id
+            alert_id = ALERT_DECODER.decode(item["body"]["B"]).id
             record = await tx.get(f"ALERT#{alert_id}", "#")
             if record.data and record.data["alert"].resolvedAt is None:
                 return alert_id
@@ -818,7 +814,7 @@ class DynamoStore:
             item = await self._get_state(account, ACCOUNT_SK)
             ids = _py(item["openIds"]) if item and "openIds" in item else set()
             keys = [_item({"pk": account, "sk": f"POS#{pid}"}) for pid in sorted(ids)]
-            opens = [_event_decoder.decode(i["open"]["B"]) for i in await self._batch_get(self.tables["state"], keys)]
+            opens = [EVENT_DECODER.decode(i["open"]["B"]) for i in await self._batch_get(self.tables["state"], keys)]
             return [ev.position for ev in sorted(opens, key=lambda ev: ev.offset)]
 
         return await self._read(q)
@@ -863,10 +859,10 @@ class DynamoStore:
         return Page([decoder.decode(r["body"]["B"]) for r in rows], _py(rows[-1]["off"]) if more and rows else None)
 
     async def events(self, query: EventQuery) -> Page[PositionEvent]:
-        return await self._log_page("events", query, _event_decoder)
+        return await self._log_page("events", query, EVENT_DECODER)
 
     async def system_trades(self, query: EventQuery) -> Page[SystemTrade]:
-        return await self._log_page("trades", query, _trade_decoder)
+        return await self._log_page("trades", query, TRADE_DECODER)
 
     async def alerts(self, query: AlertQuery) -> list[Alert]:
         """Newest raised first (ties: newest offset): the rk sort key orders by exactly that."""
@@ -898,7 +894,7 @@ class DynamoStore:
                 filters.append(("attribute_not_exists(#openFeed)", "openFeed"))
         _add_filters(params, filters)
         params.update(ScanIndexForward=False, Limit=min(max(query.limit, 100 if filters else 1), 1000))
-        return [_alert_decoder.decode(r["body"]["B"]) for r in await self._collect(params, query.limit)]
+        return [ALERT_DECODER.decode(r["body"]["B"]) for r in await self._collect(params, query.limit)]
 
     async def open_alerts(self) -> list[Alert]:
         return await self.alerts(AlertQuery(state="open", limit=1_000_000))

@@ -19,11 +19,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import msgspec
 
-from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo
+from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo, now_ms
 from tradewire.store import plan as planner
 from tradewire.store.base import (
+    ALERT_DECODER,
+    EVENT_DECODER,
     KEY_PREFIX,
     TOKEN_PREFIX,
+    TRADE_DECODER,
     AlertAckOp,
     AlertQuery,
     AlertRaiseOp,
@@ -38,6 +41,7 @@ from tradewire.store.base import (
     WriteResult,
     hash_secret,
     new_secret,
+    sql_where,
     take_group,
 )
 
@@ -80,14 +84,7 @@ MIGRATIONS: dict[int, str] = {
 }
 MIGRATION_LOCK = 0x7477_0001  # pg_advisory_xact_lock key: one node migrates at a time
 
-_event_decoder = msgspec.json.Decoder(PositionEvent)
-_trade_decoder = msgspec.json.Decoder(SystemTrade)
-_alert_decoder = msgspec.json.Decoder(Alert)
 _encode = msgspec.json.encode
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -233,7 +230,7 @@ class PostgresStore:
                 op.account,
                 position_id,
             ):
-                event = _event_decoder.decode(row["body"])
+                event = EVENT_DECODER.decode(row["body"])
                 if row["event"] == "OPEN":
                     facts.open_event = event
                 else:
@@ -341,7 +338,7 @@ class PostgresStore:
             )
         else:
             body = await conn.fetchval("SELECT body FROM alerts WHERE id = $1 FOR UPDATE", op.alert_id)
-        status, detail, alert = planner.change_alert(op, _alert_decoder.decode(body) if body is not None else None)
+        status, detail, alert = planner.change_alert(op, ALERT_DECODER.decode(body) if body is not None else None)
         if status != "stored" or alert is None:
             return WriteResult(status, detail, alerts=[alert] if alert else [])
         alert.offset = await conn.fetchval("SELECT nextval('tw_offset')")
@@ -374,7 +371,7 @@ class PostgresStore:
             "AND c.event = 'CLOSE')",
             account,
         )
-        return [_event_decoder.decode(r["body"]).position for r in rows]
+        return [EVENT_DECODER.decode(r["body"]).position for r in rows]
 
     async def head_offset(self) -> int:
         rows = await self._fetch(
@@ -407,15 +404,16 @@ class PostgresStore:
             where.append(f"event = ${len(args)}")
         args.append(query.limit + 1)
         sql = (
-            f'SELECT "offset" AS k, body FROM position_events {_where(where)} ORDER BY "offset" DESC LIMIT ${len(args)}'
+            f'SELECT "offset" AS k, body FROM position_events {sql_where(where)} '
+            f'ORDER BY "offset" DESC LIMIT ${len(args)}'
         )
-        return self._page(await self._fetch(sql, *args), query.limit, _event_decoder)
+        return self._page(await self._fetch(sql, *args), query.limit, EVENT_DECODER)
 
     async def system_trades(self, query: EventQuery) -> Page[SystemTrade]:
         where, args = _filters(query, ts_col="executed_at", offset_col="id")
         args.append(query.limit + 1)
-        sql = f"SELECT id AS k, body FROM system_trades {_where(where)} ORDER BY id DESC LIMIT ${len(args)}"
-        return self._page(await self._fetch(sql, *args), query.limit, _trade_decoder)
+        sql = f"SELECT id AS k, body FROM system_trades {sql_where(where)} ORDER BY id DESC LIMIT ${len(args)}"
+        return self._page(await self._fetch(sql, *args), query.limit, TRADE_DECODER)
 
     @staticmethod
     def _page(rows: list[asyncpg.Record], limit: int, decoder: msgspec.json.Decoder) -> Page:
@@ -441,9 +439,10 @@ class PostgresStore:
             where.append("resolved_at IS NOT NULL")
         args.append(query.limit)
         rows = await self._fetch(
-            f'SELECT body FROM alerts {_where(where)} ORDER BY raised_at DESC, "offset" DESC LIMIT ${len(args)}', *args
+            f'SELECT body FROM alerts {sql_where(where)} ORDER BY raised_at DESC, "offset" DESC LIMIT ${len(args)}',
+            *args,
         )
-        return [_alert_decoder.decode(r["body"]) for r in rows]
+        return [ALERT_DECODER.decode(r["body"]) for r in rows]
 
     async def open_alerts(self) -> list[Alert]:
         return await self.alerts(AlertQuery(state="open", limit=1_000_000))
@@ -539,7 +538,3 @@ def _filters(query: EventQuery, *, ts_col: str, offset_col: str) -> tuple[list[s
             args.append(value)
             where.append(f"{clause}{len(args)}")
     return where, args
-
-
-def _where(clauses: list[str]) -> str:
-    return ("WHERE " + " AND ".join(clauses)) if clauses else ""

@@ -22,11 +22,14 @@ from typing import Any
 
 import msgspec
 
-from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo
+from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo, now_ms
 from tradewire.store import plan as planner
 from tradewire.store.base import (
+    ALERT_DECODER,
+    EVENT_DECODER,
     KEY_PREFIX,
     TOKEN_PREFIX,
+    TRADE_DECODER,
     AlertAckOp,
     AlertQuery,
     AlertRaiseOp,
@@ -41,6 +44,7 @@ from tradewire.store.base import (
     WriteResult,
     hash_secret,
     new_secret,
+    sql_where,
     take_group,
 )
 
@@ -83,14 +87,7 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 
-_event_decoder = msgspec.json.Decoder(PositionEvent)
-_trade_decoder = msgspec.json.Decoder(SystemTrade)
-_alert_decoder = msgspec.json.Decoder(Alert)
 _encode = msgspec.json.encode
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class SQLiteStore:
@@ -267,9 +264,9 @@ class SQLiteStore:
                 (op.account, position_id),
             ):
                 if event == "OPEN":
-                    facts.open_event = _event_decoder.decode(body)
+                    facts.open_event = EVENT_DECODER.decode(body)
                 else:
-                    facts.close_event = _event_decoder.decode(body)
+                    facts.close_event = EVENT_DECODER.decode(body)
         p = planner.plan(op, facts, now)
         result = WriteResult(p.status, p.detail)
         if p.inbox is not None:
@@ -339,7 +336,7 @@ class SQLiteStore:
             ).fetchone()
         else:
             row = conn.execute("SELECT body FROM alerts WHERE id = ?", (op.alert_id,)).fetchone()
-        status, detail, alert = planner.change_alert(op, _alert_decoder.decode(row[0]) if row else None)
+        status, detail, alert = planner.change_alert(op, ALERT_DECODER.decode(row[0]) if row else None)
         if status != "stored" or alert is None:
             return WriteResult(status, detail, alerts=[alert] if alert else [])
         alert.offset = self._take_offset()
@@ -396,7 +393,7 @@ class SQLiteStore:
                 "AND c.position_id = o.position_id AND c.event = 'CLOSE')",
                 (account,),
             ).fetchall()
-            return [_event_decoder.decode(r[0]).position for r in rows]
+            return [EVENT_DECODER.decode(r[0]).position for r in rows]
 
         return await self._read(q)
 
@@ -431,13 +428,13 @@ class SQLiteStore:
         if query.type:
             where.append("event = ?")
             args.append(query.type)
-        sql = f'SELECT "offset", body FROM position_events {_where(where)} ORDER BY "offset" DESC LIMIT ?'
-        return await self._page(sql, args, query.limit, _event_decoder)
+        sql = f'SELECT "offset", body FROM position_events {sql_where(where)} ORDER BY "offset" DESC LIMIT ?'
+        return await self._page(sql, args, query.limit, EVENT_DECODER)
 
     async def system_trades(self, query: EventQuery) -> Page[SystemTrade]:
         where, args = _filters(query, ts_col="executed_at", offset_col="rowid")
-        sql = f"SELECT rowid, body FROM system_trades {_where(where)} ORDER BY rowid DESC LIMIT ?"
-        return await self._page(sql, args, query.limit, _trade_decoder)
+        sql = f"SELECT rowid, body FROM system_trades {sql_where(where)} ORDER BY rowid DESC LIMIT ?"
+        return await self._page(sql, args, query.limit, TRADE_DECODER)
 
     async def _page(self, sql: str, args: list, limit: int, decoder: msgspec.json.Decoder) -> Page:
         def q(conn: sqlite3.Connection) -> Page:
@@ -466,10 +463,10 @@ class SQLiteStore:
 
         def q(conn: sqlite3.Connection) -> list[Alert]:
             rows = conn.execute(
-                f'SELECT body FROM alerts {_where(where)} ORDER BY raised_at DESC, "offset" DESC LIMIT ?',
+                f'SELECT body FROM alerts {sql_where(where)} ORDER BY raised_at DESC, "offset" DESC LIMIT ?',
                 [*args, query.limit],
             ).fetchall()
-            return [_alert_decoder.decode(r[0]) for r in rows]
+            return [ALERT_DECODER.decode(r[0]) for r in rows]
 
         return await self._read(q)
 
@@ -587,10 +584,6 @@ def _filters(query: EventQuery, *, ts_col: str, offset_col: str) -> tuple[list[s
         where.append(f"{offset_col} < ?")
         args.append(query.cursor)
     return where, args
-
-
-def _where(clauses: list[str]) -> str:
-    return ("WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
 def _settle(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
