@@ -7,6 +7,7 @@ import pytest
 
 from tradewire import channels
 from tradewire.realtime import protocol as rp
+from tradewire.realtime import wire
 from tradewire.realtime.outbox import Outbox
 
 
@@ -71,12 +72,15 @@ def test_durable_scope_of_patterns():
 def test_outbox_conflates_latest_and_keeps_streams():
     box = Outbox(max_stream_bytes=1000)
     box.reply(b"ack")
-    for n in range(5):
-        box.put_latest("s", "/trading/prices/EURUSD", f"p{n}".encode())
-    box.put_latest("s", "/trading/prices/GBPUSD", b"g")
+    replaced = [box.put_latest("s", "/trading/prices/EURUSD", f'"p{n}"'.encode()) for n in range(5)]
+    assert replaced == [False, True, True, True, True]
+    box.put_latest("s", "/trading/prices/GBPUSD", b'"g"')
+    assert box.pending_latest() == 2  # one pending value per channel, however many were queued
     assert box.put_stream("s", b"e1") and box.put_stream("s", b"e2")
-    assert box.conflated == 4
-    assert box.take() == [b"ack", b"p4", b"g", b"e1", b"e2"]
+    frames, latest = box.take()
+    prefix = b'{"type":"data","id":"s","event":'
+    assert frames == [b"ack", prefix + b'"p4"}', prefix + b'"g"}', b"e1", b"e2"] and latest == 2
+    assert all(json.loads(f)["type"] == "data" for f in frames[1:3])
     assert not box and box.stream_bytes == 0
 
 
@@ -89,12 +93,12 @@ def test_outbox_stream_bound():
 
 def test_outbox_forget_drops_a_subscriptions_pending_frames():
     box = Outbox(max_stream_bytes=100)
-    box.put_latest("a", "/x/1", b"a1")
-    box.put_latest("b", "/x/1", b"b1")
+    box.put_latest("a", "/x/1", b"1")
+    box.put_latest("b", "/x/1", b"2")
     box.put_stream("a", b"a2")
     box.put_stream("b", b"b2")
     box.forget("a")
-    assert box.take() == [b"b1", b"b2"]
+    assert box.take() == ([b'{"type":"data","id":"b","event":2}', b"b2"], 1)
 
 
 def test_decode_client_frames():
@@ -134,3 +138,21 @@ def test_auth_from_the_header_subprotocol():
     assert rp.auth_from_subprotocols(["header-%%%"]) is None
     assert rp.auth_from_subprotocols(["aws-appsync-event-ws"]) is None
     assert rp.api_key_of({"Authorization": "x"}) is None
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 300_000])
+def test_text_frames_follow_rfc6455_length_encoding(size):
+    payload = b"x" * size
+    frame = wire.text_frame(payload)
+    assert frame[0] == 0x81  # FIN + TEXT, no RSV bits: uncompressed
+    if size < 126:
+        header = 2
+        assert frame[1] == size
+    elif size < 65536:
+        header = 4
+        assert frame[1] == 126 and int.from_bytes(frame[2:4], "big") == size
+    else:
+        header = 10
+        assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == size
+    assert frame[header:] == payload
+    assert wire.text_frames([payload, b"y"]) == frame + b"\x81\x01y"

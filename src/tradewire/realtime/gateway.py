@@ -1,8 +1,10 @@
 """The realtime gateway: subscriptions, fan-out to connections, snapshot and history on subscribe.
 
-Per publication the work that does not depend on the subscriber (JSON string literal of the event)
-is done once; per subscriber only the small `data` frame envelope is concatenated. Each connection
-has its own outbox and writer task, so a slow subscriber only ever delays itself.
+Per publication the work that does not depend on the subscriber (the event's JSON string literal,
+the list of matching subscriptions) is done once; per subscriber a latest-wins delivery is one dict
+assignment. Once per event-loop turn (or `flush_interval_ms`) every connection with something
+pending gets it in one write; a connection whose peer is behind is skipped until its transport
+drains, its latest-wins values conflating meanwhile, so a slow subscriber only ever delays itself.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from tradewire.broker.base import Broker, Publication
 from tradewire.config import RealtimeSettings
 from tradewire.model import Role
 from tradewire.realtime import protocol as rp
+from tradewire.realtime import wire
 from tradewire.realtime.outbox import Outbox
+from tradewire.realtime.wire import DirectWriter
 from tradewire.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,7 @@ RoleOf = Callable[[str], Awaitable[Role | None]]
 
 
 class Subscription:
-    __slots__ = ("buffer", "conn", "id", "id_bytes", "pattern", "ready")
+    __slots__ = ("buffer", "conn", "id", "id_bytes", "pattern", "pending", "ready")
 
     def __init__(self, conn: Connection, sub_id: str, pattern: str) -> None:
         self.conn = conn
@@ -43,16 +47,25 @@ class Subscription:
         self.pattern = pattern
         self.ready = False  # until its snapshot/history is queued, live publications wait in `buffer`
         self.buffer: list[tuple[Publication, bytes]] = []
+        self.pending = conn.outbox.slot(sub_id)  # latest-wins literals waiting to be written, by channel
 
 
 class SubscriptionIndex:
-    """Exact channels and `/prefix/*` patterns, each looked up by dict: O(depth) per publication."""
+    """Exact channels and `/prefix/*` patterns, each looked up by dict: O(depth) per new channel.
+
+    `route(channel)` is what the fan-out uses: the matching subscriptions as a tuple, cached per
+    channel until a subscription is added or removed (channels repeat; subscriptions change rarely).
+    """
+
+    MAX_ROUTES = 100_000  # bounded: a flood of distinct channels cannot grow the cache without limit
 
     def __init__(self) -> None:
         self._by_pattern: dict[str, dict[Subscription, None]] = {}
+        self._routes: dict[str, tuple[Subscription, ...]] = {}
 
     def add(self, sub: Subscription) -> None:
         self._by_pattern.setdefault(sub.pattern, {})[sub] = None
+        self._routes = {}
 
     def remove(self, sub: Subscription) -> None:
         subs = self._by_pattern.get(sub.pattern)
@@ -60,6 +73,15 @@ class SubscriptionIndex:
             subs.pop(sub, None)
             if not subs:
                 del self._by_pattern[sub.pattern]
+        self._routes = {}
+
+    def route(self, channel: str) -> tuple[Subscription, ...]:
+        subs = self._routes.get(channel)
+        if subs is None:
+            if len(self._routes) >= self.MAX_ROUTES:
+                self._routes = {}
+            subs = self._routes[channel] = tuple(self.match(channel))
+        return subs
 
     def match(self, channel: str) -> Iterator[Subscription]:
         table = self._by_pattern
@@ -94,6 +116,11 @@ class Gateway:
         }
         self._ka_task: asyncio.Task | None = None
         self.on_flush: Callable[[float], None] | None = None  # seconds from first queued frame to its write
+        self._dirty: list[Connection] = []  # connections with something to write at the next flush
+        self._flush_handle: asyncio.Handle | None = None
+        self._dirty_since = 0.0
+        # > 0: gather that long before writing (fewer, larger writes); 0: write on the next loop turn
+        self._flush_s = settings.flush_interval_ms / 1000
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -111,15 +138,74 @@ class Gateway:
         return set(self.settings.publish_namespaces)
 
     def deliver(self, pub: Publication) -> None:
-        """Called by the broker for every publication: route it to matching subscriptions."""
-        literal: bytes | None = None
-        for sub in self.index.match(pub.channel):
-            if literal is None:
-                literal = rp.event_literal(pub.data)
+        """Called by the broker for every publication: route it to matching subscriptions.
+
+        This loop runs once per (publication, subscriber): a latest-wins delivery is one dict
+        assignment into the subscription's pending values, and the connection is marked for the
+        next flush. Frames are built and written there, once per connection, for what survived.
+        """
+        subs = self.index.route(pub.channel)
+        if not subs:
+            return
+        literal = rp.event_literal(pub.data)
+        stats = self.stats
+        stats["deliveries"] += len(subs)
+        if not pub.latest:
+            for sub in subs:
+                if sub.ready:
+                    sub.conn.push(sub, pub, literal)
+                else:
+                    sub.buffer.append((pub, literal))
+            return
+        channel = pub.channel
+        dirty = self._dirty
+        conflated = 0
+        for sub in subs:
             if sub.ready:
-                sub.conn.push(sub, pub, literal)
+                pending = sub.pending
+                if channel in pending:
+                    conflated += 1
+                pending[channel] = literal
+                conn = sub.conn
+                if not conn.dirty:
+                    conn.dirty = True
+                    dirty.append(conn)
             else:
                 sub.buffer.append((pub, literal))
+        if conflated:
+            stats["conflated"] += conflated
+        if dirty and self._flush_handle is None:
+            self._schedule_flush()
+
+    def mark_dirty(self, conn: Connection) -> None:
+        """Something is queued for `conn`: write it at the next flush."""
+        if not conn.dirty:
+            conn.dirty = True
+            self._dirty.append(conn)
+        if self._flush_handle is None:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._dirty_since = time.perf_counter()
+        if self._flush_s:
+            self._flush_handle = loop.call_later(self._flush_s, self._flush)
+        else:
+            self._flush_handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write what is pending for every marked connection: one write each, whatever was queued."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.dirty = False
+            try:
+                conn.flush()
+            except Exception:  # one broken connection must not stop the others' writes
+                log.exception("flush to a subscriber failed")
+                conn.abort()
+        if self.on_flush is not None and dirty:
+            self.on_flush(time.perf_counter() - self._dirty_since)
 
     async def _keepalive(self) -> None:
         while True:
@@ -160,35 +246,29 @@ class Connection:
         self.batch = False
         self.subs: dict[str, Subscription] = {}
         self.outbox = Outbox(gateway.settings.max_backlog_bytes)
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task | None = None
+        self.wire = DirectWriter(ws)
+        self.dirty = False  # in the gateway's list for the next flush
+        self._drainer: asyncio.Task | None = None  # set while the transport is paused: wait, then flush
         self._closing = False
         self._closer: asyncio.Future | None = None
-        self._pending_since = 0.0
 
     # --- outbound -----------------------------------------------------------------------------
-    def _wake_writer(self) -> None:
-        if not self._wake.is_set():
-            self._pending_since = time.perf_counter()
-            self._wake.set()
-
     def reply(self, frame: bytes) -> None:
         if not self._closing:
             self.outbox.reply(frame)
-            self._wake_writer()
+            self.gateway.mark_dirty(self)
 
     def push(self, sub: Subscription, pub: Publication, literal: bytes) -> None:
+        """Queue one publication for one subscription (the gateway's loop inlines the latest-wins case)."""
         if self._closing or self._closer is not None:
             return
-        frame = rp.data_frame(sub.id_bytes, literal, pub.offset)
-        self.gateway.stats["deliveries"] += 1
         if pub.latest:
-            if self.outbox.put_latest(sub.id, pub.channel, frame):
-                self.gateway.stats["conflated"] += 1  # counted now, not when a blocked writer runs again
-        elif not self.outbox.put_stream(sub.id, frame):
+            if self.outbox.put_latest(sub.id, pub.channel, literal):
+                self.gateway.stats["conflated"] += 1
+        elif not self.outbox.put_stream(sub.id, rp.data_frame(sub.id_bytes, literal, pub.offset)):
             self._close_slow()
             return
-        self._wake_writer()
+        self.gateway.mark_dirty(self)
 
     def _close_slow(self) -> None:
         self.gateway.stats["closed_slow"] += 1
@@ -197,43 +277,48 @@ class Connection:
         reason = f"slow consumer: backlog over {limit} bytes; resubscribe with since"
         self._closer = asyncio.ensure_future(self.close(CLOSE_SLOW, reason, abort=True))
 
-    async def _write_loop(self) -> None:
+    def flush(self) -> None:
+        """Write everything pending in one write, unless the peer is behind (then wait for it to drain)."""
+        if self._closing or self._closer is not None or self._drainer is not None:
+            return
+        if not self.wire.writable:
+            if self.wire.open:  # paused: what is pending keeps conflating until the peer catches up
+                self._drainer = asyncio.ensure_future(self._await_drain())
+            return
+        frames, _latest = self.outbox.take()
+        if not frames:
+            return
         stats = self.gateway.stats
-        flush_s = self.gateway.settings.flush_interval_ms / 1000
-        while not self._closing:
-            await self._wake.wait()
-            if flush_s:
-                await asyncio.sleep(flush_s)
-            if self._closing:
-                return
-            self._wake.clear()
-            queued_at = self._pending_since
-            frames = self.outbox.take()
-            if not frames:
-                continue
-            stats["frames_out"] += len(frames)
-            if self.batch and len(frames) > 1:
-                stats["writes"] += 1
-                await self.ws.send_frame(rp.batch_frame(frames), WSMsgType.TEXT)
-            else:
-                for frame in frames:
-                    stats["writes"] += 1
-                    await self.ws.send_frame(frame, WSMsgType.TEXT)
-            if self.gateway.on_flush is not None:
-                self.gateway.on_flush(time.perf_counter() - queued_at)
+        stats["frames_out"] += len(frames)
+        stats["writes"] += 1
+        if self.batch and len(frames) > 1:
+            self.wire.write(wire.text_frame(rp.batch_frame(frames)))
+        else:
+            self.wire.write(wire.text_frames(frames))
+
+    async def _await_drain(self) -> None:
+        try:
+            await self.wire.drained()
+        except (ConnectionError, RuntimeError):
+            return  # connection lost: nothing more to write
+        finally:
+            self._drainer = None
+        if self.outbox:
+            self.gateway.mark_dirty(self)
+
+    def abort(self) -> None:
+        self._closing = True
+        self.wire.abort()
 
     async def close(self, code: int, reason: str, *, abort: bool = False) -> None:
         """Close with a code. `abort`: the peer is known not to be reading, so wait only briefly.
 
         A peer that does not take the close frame in time has its TCP connection dropped: a graceful
-        close would wait forever to flush to it. The writer is stopped by flag, not cancelled: it may
-        be waiting on aiohttp's drain future, which `ws.close()` shares, and cancelling one waiter
-        cancels both.
+        close would wait forever to flush to it.
         """
         if self._closing:
             return
         self._closing = True
-        self._wake.set()
         closed = False
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1 if abort else 5)
@@ -246,16 +331,13 @@ class Connection:
                 raise  # we were cancelled, not just the shared drain future
         finally:
             if not closed:
-                transport = self.ws._req.transport if self.ws._req is not None else None
-                if transport is not None:
-                    transport.abort()
+                self.wire.abort()
 
     # --- inbound ------------------------------------------------------------------------------
     async def run(self) -> None:
         gw = self.gateway
         gw.connections.add(self)
         gw.stats["connections_total"] += 1
-        self._writer = asyncio.create_task(self._write_loop())
         try:
             async for msg in self.ws:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -270,10 +352,6 @@ class Connection:
                 gw.index.remove(sub)
             self.subs.clear()
             gw.connections.discard(self)
-            if self._writer is not None:
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await self._writer
 
     async def handle(self, data: str | bytes) -> None:
         msg = rp.decode(data)

@@ -1,8 +1,11 @@
-"""What is waiting to be written to one subscriber connection. Pure: the writer task drains it.
+"""What is waiting to be written to one subscriber connection. Pure: the gateway's flush drains it.
 
 - Replies (subscribe_success, publish_success, errors, ka) go first, in order.
-- Latest-wins data is keyed by (subscription, channel): while a connection is behind, a newer value
-  replaces the pending one (conflation), so its backlog can never exceed one frame per channel.
+- Latest-wins data waits in one dict per subscription, keyed by channel, holding the event's JSON
+  literal: while a connection is behind, a newer value replaces the pending one (conflation), so its
+  backlog can never exceed one frame per channel. The gateway writes into these dicts directly
+  (`slot`), because that assignment is the whole per-subscriber cost of a latest-wins delivery; the
+  frame around the literal is built only for what is actually written.
 - Stream data (durable channels, client publications) is never conflated; its backlog is bounded in
   bytes, and a connection that passes the bound is to be closed (it reconnects and catches up from
   history with `since`).
@@ -12,30 +15,41 @@ from __future__ import annotations
 
 from collections import deque
 
+FRAME_END = b"}"
+
+
+def data_prefix(sub_id: bytes) -> bytes:
+    """The part of a `data` frame before the event literal: the same for every frame of a subscription."""
+    return b'{"type":"data","id":"' + sub_id + b'","event":'
+
 
 class Outbox:
     def __init__(self, max_stream_bytes: int) -> None:
         self.max_stream_bytes = max_stream_bytes
         self.replies: deque[bytes] = deque()
-        self.latest: dict[tuple[str, str], bytes] = {}
+        self.slots: dict[str, tuple[bytes, dict[str, bytes]]] = {}  # subscription id -> (frame prefix, pending)
         self.stream: deque[tuple[str, bytes]] = deque()  # (subscription id, frame)
         self.stream_bytes = 0
         self.overflowed = False
-        self.conflated = 0  # frames replaced before they were written
 
     def __bool__(self) -> bool:
-        return bool(self.replies or self.latest or self.stream)
+        return bool(self.replies or self.stream or any(pending for _, pending in self.slots.values()))
 
     def reply(self, frame: bytes) -> None:
         self.replies.append(frame)
 
-    def put_latest(self, sub_id: str, channel: str, frame: bytes) -> bool:
+    def slot(self, sub_id: str) -> dict[str, bytes]:
+        """The pending latest-wins literals of a subscription, by channel (created on first use)."""
+        entry = self.slots.get(sub_id)
+        if entry is None:
+            entry = self.slots[sub_id] = (data_prefix(sub_id.encode()), {})
+        return entry[1]
+
+    def put_latest(self, sub_id: str, channel: str, literal: bytes) -> bool:
         """Queue the newest value; True when it replaced one that was never written (conflation)."""
-        key = (sub_id, channel)
-        replaced = key in self.latest
-        if replaced:
-            self.conflated += 1
-        self.latest[key] = frame
+        pending = self.slot(sub_id)
+        replaced = channel in pending
+        pending[channel] = literal
         return replaced
 
     def put_stream(self, sub_id: str, frame: bytes) -> bool:
@@ -49,19 +63,30 @@ class Outbox:
             return False
         return True
 
+    def pending_latest(self) -> int:
+        return sum(len(pending) for _, pending in self.slots.values())
+
     def forget(self, sub_id: str) -> None:
         """Drop what is pending for a subscription that was just unsubscribed."""
-        self.latest = {k: v for k, v in self.latest.items() if k[0] != sub_id}
+        entry = self.slots.pop(sub_id, None)
+        if entry is not None:
+            entry[1].clear()  # the gateway may still hold the dict until its routes are rebuilt
         kept = deque(item for item in self.stream if item[0] != sub_id)
         self.stream_bytes = sum(len(f) for _, f in kept)
         self.stream = kept
 
-    def take(self) -> list[bytes]:
+    def take(self) -> tuple[list[bytes], int]:
+        """Everything pending, in writing order, and how many of those frames were latest-wins data."""
         frames = list(self.replies)
-        frames.extend(self.latest.values())
-        frames.extend(f for _, f in self.stream)
         self.replies.clear()
-        self.latest = {}
-        self.stream.clear()
-        self.stream_bytes = 0
-        return frames
+        latest = 0
+        for prefix, pending in self.slots.values():
+            if pending:
+                latest += len(pending)
+                frames.extend([prefix + literal + FRAME_END for literal in pending.values()])
+                pending.clear()
+        if self.stream:
+            frames.extend([f for _, f in self.stream])
+            self.stream.clear()
+            self.stream_bytes = 0
+        return frames, latest
