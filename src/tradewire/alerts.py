@@ -107,9 +107,13 @@ class AlertRules:
         self.open: set[tuple[str, str]] = set()  # (account, type) of open episodes
         self.ended: dict[str, int] = {}  # account -> when its last session ended (ms), while none is open
         self._patterns = tuple(settings.symbol_classes.items())
+        self._levels: dict[str, Levels] = {}
 
     def levels(self, account: str) -> Levels:
-        return levels_for(self.settings, account)
+        levels = self._levels.get(account)
+        if levels is None:  # settings do not change while running: resolve each account's levels once
+            levels = self._levels[account] = levels_for(self.settings, account)
+        return levels
 
     def load(self, open_alerts: Iterable[Alert]) -> None:
         """Adopt the episodes that were open before a restart: they stay open, they are not raised again."""

@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import msgspec
-
 from tradewire import channels
 from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transition
 from tradewire.broker.base import Broker, NoPresence, Publication
@@ -52,14 +50,17 @@ class NullFanout:
 
 
 class BrokerFanout:
-    """Publish through a Broker: the payload is encoded to JSON once, here, whatever the subscriber count."""
+    """Publish through a Broker: the payload is encoded to JSON at most once, whatever the subscriber count
+    (and not at all if no subscriber, snapshot or other node needs it)."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
     def publish(self, channel: str, payload: Any, *, durable: bool = False, offset: int | None = None) -> None:
-        data = payload if isinstance(payload, bytes) else _encode(payload)
-        self.broker.publish(Publication(channel, data, latest=not durable, offset=offset))
+        if isinstance(payload, bytes):
+            self.broker.publish(Publication(channel, payload, not durable, offset))
+        else:
+            self.broker.publish(Publication.of(channel, payload, not durable, offset))
 
 
 class Notifier(Protocol):
@@ -211,32 +212,42 @@ class Hub:
             serverTime=now,
         )
 
-    def touch(self, account: str) -> None:
+    def touch(self, account: str) -> int:
+        """The account's EA was heard from now (a frame, a POST): its liveness moves. Returns now."""
         now = self.clock()
         self.state.touch(account, now)
         if (account, CONNECTION_LOST) in self.rules.open:
             self.apply_transitions(self.rules.seen(account, now))
+        return now
 
     # --- volatile -----------------------------------------------------------------------------
-    def apply_volatile(self, account: str, msg: p.AccountMsg | p.PositionsMsg | p.TicksMsg | p.HeartbeatMsg) -> None:
-        now = self.clock()
-        self.touch(account)
-        if isinstance(msg, p.AccountMsg):
-            state = account_state(msg)
+    def apply_volatile(
+        self, account: str, msg: p.AccountMsg | p.PositionsMsg | p.TicksMsg | p.HeartbeatMsg, now: int | None = None
+    ) -> None:
+        """Apply one live update. `now`: the time its frame was read, from `touch` (transports pass it
+        once per frame rather than reading the clock and touching per message)."""
+        if now is None:
+            now = self.touch(account)
+        kind = type(msg)
+        if kind is p.TicksMsg:  # the bulk of all traffic
+            publish = self.fanout.publish
+            for tick in self.state.apply_ticks(msg.ticks, now, account):  # type: ignore[union-attr]
+                publish(channels.prices(tick.symbol), tick)
+        elif kind is p.AccountMsg:
+            state = account_state(msg)  # type: ignore[arg-type]
             view = self.state.apply_account(account, state, now)
-            self._publish_account(account)
+            self._publish_account(account, now)
             platform = view.info.platform if view.info else None
-            self.apply_transitions(self.rules.margin(account, state, platform, now))
-        elif isinstance(msg, p.PositionsMsg):
-            rec = self.state.apply_snapshot(account, msg.positions, now)
+            transitions = self.rules.margin(account, state, platform, now)
+            if transitions:
+                self.apply_transitions(transitions)
+        elif kind is p.PositionsMsg:
+            rec = self.state.apply_snapshot(account, msg.positions, now)  # type: ignore[union-attr]
             for position in rec.opened:
                 self._reconcile(ReconcileOp(account, "OPEN", position, msg.ts, position.magic in self.system_magics))
             for position in rec.closed:
                 self._reconcile(ReconcileOp(account, "CLOSE", position, msg.ts, position.magic in self.system_magics))
             self._publish_positions(account)
-        elif isinstance(msg, p.TicksMsg):
-            for tick in self.state.apply_ticks(msg.ticks, now, account):
-                self.fanout.publish(channels.prices(tick.symbol), tick)
 
     def _reconcile(self, op: ReconcileOp) -> None:
         self.counters["reconciled"] += 1
@@ -335,8 +346,8 @@ class Hub:
         fut.add_done_callback(_log_failure)
 
     # --- publications -------------------------------------------------------------------------
-    def _publish_account(self, account: str) -> None:
-        self.fanout.publish(channels.accounts(account), self.state.summary(account, self.clock()))
+    def _publish_account(self, account: str, now: int | None = None) -> None:
+        self.fanout.publish(channels.accounts(account), self.state.summary(account, now or self.clock()))
 
     def _publish_positions(self, account: str) -> None:
         """Mark the account's position list changed. It is published once per event-loop turn, so a
@@ -449,7 +460,6 @@ class Hub:
                 task.cancel()
 
 
-_encode = msgspec.json.Encoder().encode
 STORE_FAILURE_ALERT_EVERY_MS = 60_000  # one server-side SYSTEM_ERROR per account per minute of outage
 
 

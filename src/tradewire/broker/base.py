@@ -9,18 +9,64 @@ it comes from the Store, by offset.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import msgspec
 
 
-@dataclass(slots=True, frozen=True)
 class Publication:
-    channel: str
-    data: bytes  # the event as JSON: what a subscriber receives as the `event` string
-    latest: bool  # latest-wins: may be conflated for a slow subscriber, kept for snapshots
-    offset: int | None = None  # durable channels: the store offset, for `since`
+    """One message on a channel.
+
+    `data` is the event as JSON: what a subscriber receives as the `event` string. A publication made
+    from a value (`Publication.of`) encodes it on first use, so a tick that nobody subscribes to and
+    no snapshot asks for costs no encoding; values are never mutated after publishing (the live
+    state replaces its records), so encoding later gives the same bytes. A hand-written slots class,
+    not a frozen dataclass: one is made per tick, and a frozen dataclass costs ~7x more to build.
+    """
+
+    __slots__ = ("_data", "_value", "channel", "latest", "offset")
+
+    def __init__(self, channel: str, data: bytes, latest: bool, offset: int | None = None) -> None:
+        self.channel = channel
+        self._data: bytes | None = data
+        self._value: Any = None
+        self.latest = latest  # latest-wins: may be conflated for a slow subscriber, kept for snapshots
+        self.offset = offset  # durable channels: the store offset, for `since`
+
+    @classmethod
+    def of(cls, channel: str, value: Any, latest: bool, offset: int | None = None) -> Publication:
+        pub = cls.__new__(cls)
+        pub.channel, pub._data, pub._value, pub.latest, pub.offset = channel, None, value, latest, offset
+        return pub
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        if data is None:
+            data = self._data = _encode(self._value)
+            self._value = None
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Publication):
+            return NotImplemented
+        return (self.channel, self.data, self.latest, self.offset) == (
+            other.channel,
+            other.data,
+            other.latest,
+            other.offset,
+        )
+
+    def _key(self) -> tuple:
+        return (self.channel, self.data, self.latest, self.offset)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (lazily encoded): not a dict key
+
+    def __repr__(self) -> str:
+        return f"Publication({self.channel!r}, {self.data!r}, latest={self.latest}, offset={self.offset})"
 
 
+_encode = msgspec.json.Encoder().encode
 Deliver = Callable[[Publication], None]
 
 

@@ -66,6 +66,9 @@ class Reply:
 Step = Greet | Volatile | Durable | Reply
 
 
+_VOLATILE = frozenset({p.AccountMsg, p.PositionsMsg, p.TicksMsg, p.HeartbeatMsg})
+
+
 class SessionCore:
     def __init__(self, account: str, greeted: bool = False) -> None:
         self.account = account
@@ -76,9 +79,14 @@ class SessionCore:
 
     def steps(self, items: list[p.ClientMsg | p.ErrorReply]) -> list[Step]:
         out: list[Step] = []
+        many = len(items) > 1
+        account = self.account
         for index, item in enumerate(items):
-            step = self._step(item, index if len(items) > 1 else None)
-            out.append(step)
+            # The common case first, in a few operations: a live update from a greeted session.
+            if self.greeted and type(item) in _VOLATILE and item.account in (None, account):  # type: ignore[union-attr]
+                out.append(Volatile(item))  # type: ignore[arg-type]
+            else:
+                out.append(self._step(item, index if many else None))
         return out
 
     def _step(self, item: p.ClientMsg | p.ErrorReply, index: int | None) -> Step:

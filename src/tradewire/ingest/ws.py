@@ -84,10 +84,11 @@ class EAWebSocketSession:
         self.hub.counters["frames"] += 1
         steps = self.core.receive(data)
         self._last_count = len(steps)
+        self.hub.counters["messages"] += len(steps)
+        now = self.hub.touch(self.account) if self.core.greeted else 0  # once per frame, not per message
         for step in steps:
-            self.hub.counters["messages"] += 1
             if isinstance(step, Volatile):
-                self.hub.apply_volatile(self.account, step.msg)
+                self.hub.apply_volatile(self.account, step.msg, now)
             elif isinstance(step, Durable):
                 self._pending.append((step.msg, self.hub.submit_durable(self.account, step.msg)))
                 self._idle.clear()
