@@ -45,6 +45,12 @@ async def test_one_failing_operation_does_not_spoil_its_batch(store, monkeypatch
     assert done[0].status == "stored" and done[2].status == "stored"
     assert isinstance(done[1], StoreError)
     assert {e.msgId for e in (await store.events(EventQuery())).items} == {"m1", "m3"}
+    # The group was undone and run again op by op: no offset or seq was taken twice or lost.
+    monkeypatch.setattr(store, "_apply", real)
+    again = await store.submit(op(4))
+    offsets = sorted(e.offset for e in (await store.events(EventQuery())).items)
+    assert again.status == "stored" and offsets == sorted(set(offsets)) and offsets[-1] == again.events[0].offset
+    assert await store.acked_seq("a") == 4
 
 
 async def test_failed_commit_fails_every_operation_and_forgets_its_counters(tmp_path):
