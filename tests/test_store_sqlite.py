@@ -9,7 +9,7 @@ import pytest
 from tradewire.ingest.protocol import PositionMsg
 from tradewire.model import Position
 from tradewire.store import make_store, parse_store_url
-from tradewire.store.base import EAPositionOp, EventQuery, StoreError
+from tradewire.store.base import EAPositionOp, EventQuery, ReconcileOp, StoreError
 from tradewire.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
@@ -120,3 +120,33 @@ def test_store_url_options(tmp_path):
     assert s.synchronous == "NORMAL" and s.busy_timeout_ms == 100
     with pytest.raises(ValueError, match="synchronous"):
         make_store(f"sqlite:///{tmp_path}/x.db?synchronous=OFF")
+
+
+async def test_a_repeat_the_first_try_did_not_look_up_is_caught_and_its_group_run_again(tmp_path):
+    """The first try of a group skips the look-ups that only matter for repeats (a reused message id,
+    a second OPEN): the unique indexes refuse those, and the group runs again looking them up."""
+    url = f"sqlite:///{tmp_path}/t.db"
+    s = make_store(url)
+    await s.open()
+    await s.write([ReconcileOp("a", "OPEN", pos(5), 10, False), op(1)])
+    await s.close()
+    s = make_store(url)  # a restart: nothing is cached, so the first try assumes position 5 is new
+    await s.open()
+    try:
+        results = await asyncio.gather(
+            s.submit(op(2, pid=20)),
+            s.submit(op(3, pid=5)),  # OPEN of a position the reconciler recorded: fills it in
+            s.submit(op(4, msg_id="m1")),  # a new seq under a used id: refused as a conflict
+            s.submit(op(5, pid=21)),
+        )
+        assert [r.status for r in results] == ["stored", "stored", "conflict", "stored"]
+        assert s.reruns >= 1
+        assert results[1].events[0].source == "ea" and results[1].events[0].msgId == "m3"
+        events = (await s.events(EventQuery())).items
+        opens_of_5 = [e for e in events if e.positionId == 5 and e.event == "OPEN"]
+        assert len(opens_of_5) == 1 and opens_of_5[0].msgId == "m3"
+        offsets = [e.offset for e in events]
+        assert len(offsets) == len(set(offsets))
+        assert await s.acked_seq("a") == 5
+    finally:
+        await s.close()

@@ -45,6 +45,13 @@ def needs_position_facts(op: WriteOp) -> int | None:
     )
 
 
+def is_open(op: WriteOp) -> bool:
+    """An OPEN (EA or reconciled): the one position event whose plan needs no facts when none exist."""
+    return (isinstance(op, EAPositionOp) and op.msg.event == "OPEN") or (
+        isinstance(op, ReconcileOp) and op.event == "OPEN"
+    )
+
+
 def plan(op: WriteOp, facts: Facts, now: int) -> Plan:
     if isinstance(op, ReconcileOp):
         return _plan_reconcile(op, facts, now)

@@ -109,6 +109,10 @@ class SQLiteStore:
         # Writer-thread caches: only touched by the writer thread.
         self._next_offset = 0
         self._max_seq: dict[str, int] = {}
+        self._optimistic = False  # see _transaction
+        self.reruns = 0  # groups run a second time, each operation isolated
+        # (account, position id) -> its OPEN and CLOSE records, as this writer last wrote or read them
+        self._positions: dict[tuple[str, int], tuple[PositionEvent | None, PositionEvent | None]] = {}
         self.commits = 0
         self.committed_ops = 0
         self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations), from the writer thread
@@ -192,6 +196,7 @@ class SQLiteStore:
                 # operation, a third of the work of a typical event: the common case goes without.
                 conn.execute("ROLLBACK")
                 self._reload_caches(conn)
+                self.reruns += 1
                 outcomes = self._transaction(conn, batch, isolate=True)
         except Exception as exc:
             # Nothing of this batch is durable: fail every operation, and forget cached counters
@@ -217,10 +222,14 @@ class SQLiteStore:
     def _transaction(
         self, conn: sqlite3.Connection, batch: list, *, isolate: bool
     ) -> list[tuple[asyncio.Future, Any, BaseException | None]]:
-        """Apply a group of operations in one transaction and commit it. Without `isolate`, a failing
-        operation raises _OperationFailed (the caller rolls back); with it, each runs in a savepoint
-        and a failure is that operation's outcome alone."""
+        """Apply a group of operations in one transaction and commit it.
+
+        Without `isolate` (the first try) operations skip the look-ups that only find something when a
+        message or position event repeats (the unique indexes catch those), and a failing operation
+        raises _OperationFailed: the caller rolls back and calls again with `isolate`, where every
+        operation looks its facts up and runs in a savepoint, so a failure is its outcome alone."""
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
+        self._optimistic = not isolate
         conn.execute("BEGIN IMMEDIATE")
         for fn, fut in batch:
             if not isolate:
@@ -248,6 +257,7 @@ class SQLiteStore:
         ).fetchone()
         self._next_offset = (row[0] or 0) + 1
         self._max_seq.clear()
+        self._positions.clear()
 
     def _take_offset(self) -> int:
         offset = self._next_offset
@@ -274,22 +284,32 @@ class SQLiteStore:
         now = now_ms()
         facts = planner.Facts()
         if isinstance(op, EAPositionOp | EAErrorOp):
-            row = conn.execute(
-                "SELECT seq FROM ea_inbox WHERE account = ? AND msg_id = ?", (op.account, op.msg.id)
-            ).fetchone()
-            facts.inbox_seq = row[0] if row else None
             facts.max_seq = self._account_max_seq(conn, op.account)
+            # A new message (seq above the account's highest) cannot be a resend; if its id was used
+            # before, the inbox's primary key refuses the insert, and the group is run again looking.
+            if not self._optimistic or op.msg.seq <= facts.max_seq:
+                row = conn.execute(
+                    "SELECT seq FROM ea_inbox WHERE account = ? AND msg_id = ?", (op.account, op.msg.id)
+                ).fetchone()
+                facts.inbox_seq = row[0] if row else None
         position_id = planner.needs_position_facts(op)
         if position_id is not None:
-            for event, body in conn.execute(
-                "SELECT event, body FROM position_events WHERE account = ? AND position_id = ? "
-                "AND event IN ('OPEN', 'CLOSE')",
-                (op.account, position_id),
-            ):
-                if event == "OPEN":
-                    facts.open_event = EVENT_DECODER.decode(body)
-                else:
-                    facts.close_event = EVENT_DECODER.decode(body)
+            key = (op.account, position_id)
+            known = self._positions.get(key)
+            if known is not None:  # written by this writer, the only one: the same as the rows
+                facts.open_event, facts.close_event = known
+            elif not (self._optimistic and planner.is_open(op)):
+                for event, body in conn.execute(
+                    "SELECT event, body FROM position_events WHERE account = ? AND position_id = ? "
+                    "AND event IN ('OPEN', 'CLOSE')",
+                    key,
+                ):
+                    if event == "OPEN":
+                        facts.open_event = EVENT_DECODER.decode(body)
+                    else:
+                        facts.close_event = EVENT_DECODER.decode(body)
+            # else optimistic: an OPEN of a position not seen yet assumes none on record; if there is
+            # one, the one-OPEN-one-CLOSE unique index refuses the insert, and the group runs again.
         p = planner.plan(op, facts, now)
         result = WriteResult(p.status, p.detail)
         if p.inbox is not None:
@@ -335,9 +355,24 @@ class SQLiteStore:
         if p.alert is not None:
             self._insert_alert(conn, p.alert)
             result.alerts.append(p.alert)
-        if p.inbox is not None:  # only now, when every statement of the op has succeeded
+        # Only now, when every statement of the op has succeeded (a failed group clears both caches).
+        if p.inbox is not None:
             self._max_seq[op.account] = max(self._max_seq.get(op.account, 0), p.inbox[1])
+        if position_id is not None:
+            self._remember_position(op.account, position_id, facts, p)
         return result
+
+    def _remember_position(self, account: str, position_id: int, facts: planner.Facts, p: planner.Plan) -> None:
+        """Keep a position's OPEN/CLOSE records as just written: its next event needs no look-up."""
+        open_event, close_event = facts.open_event, facts.close_event
+        for ev in (*p.inserts, *p.updates):
+            if ev.event == "OPEN":
+                open_event = ev
+            elif ev.event == "CLOSE":
+                close_event = ev
+        if len(self._positions) >= POSITION_CACHE_MAX:
+            self._positions.clear()  # bounded; a miss only costs the look-up
+        self._positions[(account, position_id)] = (open_event, close_event)
 
     def _apply_alert(self, conn: sqlite3.Connection, op: AlertRaiseOp | AlertResolveOp | AlertAckOp | PresenceOp):
         if isinstance(op, PresenceOp):
@@ -607,6 +642,9 @@ def _filters(query: EventQuery, *, ts_col: str, offset_col: str) -> tuple[list[s
         where.append(f"{offset_col} < ?")
         args.append(query.cursor)
     return where, args
+
+
+POSITION_CACHE_MAX = 50_000
 
 
 class _OperationFailed(Exception):
