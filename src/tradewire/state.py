@@ -33,7 +33,8 @@ class AccountView:
     updated_at: int = 0  # server clock, ms: account or positions changed
     ever_connected: bool = False
     # Recent past for charts, volatile as the brief wants: one (ts, equity, balance) point per bucket.
-    equity_series: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
+    # Empty until the first account update (a deque costs ~0.7 KiB even empty; idle EAs are many).
+    equity_series: deque[tuple[int, float, float]] | tuple[()] = ()
     # This account's own feed: when each symbol's bid/ask last moved in ITS ticks. Another broker's
     # EURUSD moving says nothing about whether this terminal still gets prices.
     quotes: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -121,6 +122,8 @@ class LiveState:
         view.updated_at = now
         point = (now - now % SERIES_BUCKET_MS, state.equity, state.balance)
         series = view.equity_series
+        if not series:
+            series = view.equity_series = deque(maxlen=SERIES_POINTS)
         if series and series[-1][0] == point[0]:
             series[-1] = point  # the bucket keeps its latest value
         else:

@@ -40,10 +40,11 @@ class EAWebSocketSession:
         self.account = account
         self.ws = ws
         self.core = SessionCore(account)
-        self._pending: collections.deque[tuple[p.DurableMsg, asyncio.Future[WriteResult]]] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Durable messages awaiting their commit, in order, and the task that acks them: both made on
+        # the first durable message and the task gone when all are acked, so an idle session (most of
+        # them, most of the time) holds neither.
+        self._pending: collections.deque[tuple[p.DurableMsg, asyncio.Future[WriteResult]]] | None = None
+        self._acker: asyncio.Task | None = None
         self._accepting = True
         self._acked = 0
         self._close: tuple[int, str] | None = None
@@ -51,7 +52,6 @@ class EAWebSocketSession:
 
     async def run(self) -> None:
         await self.hub.session_started(self)
-        acker = asyncio.create_task(self._ack_loop(), name=f"acks-{self.account}")
         try:
             async for msg in self.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -70,11 +70,10 @@ class EAWebSocketSession:
                     break
         finally:
             self._accepting = False
-            try:
-                await asyncio.wait_for(self._idle.wait(), self.hub.settings.server.drain_timeout_s)
-            except TimeoutError:
-                log.warning("account %s: %d durable message(s) not acked at close", self.account, len(self._pending))
-            acker.cancel()
+            if not await self._acked_all():
+                log.warning("account %s: %d durable message(s) not acked at close", self.account, self._unacked())
+            if self._acker is not None:
+                self._acker.cancel()
             self.hub.session_ended(self, self.core.greeted)
             if not self.ws.closed:
                 code, reason = self._close or (CLOSE_GOING_AWAY, "")
@@ -90,38 +89,63 @@ class EAWebSocketSession:
             if isinstance(step, Volatile):
                 self.hub.apply_volatile(self.account, step.msg, now)
             elif isinstance(step, Durable):
-                self._pending.append((step.msg, self.hub.submit_durable(self.account, step.msg)))
-                self._idle.clear()
-                self._wakeup.set()
+                self._queue_durable(step.msg)
             elif isinstance(step, Reply):
                 self.hub.counters["errors"] += 1
                 await self._send(step.msg)
             elif isinstance(step, Greet):
                 await self._send(await self.hub.greet(self.account, step.hello, "ws"))
 
+    def _queue_durable(self, msg: p.DurableMsg) -> None:
+        if self._pending is None:
+            self._pending = collections.deque()
+        self._pending.append((msg, self.hub.submit_durable(self.account, msg)))
+        if self._acker is None:
+            self._acker = asyncio.create_task(self._ack_loop(), name=f"acks-{self.account}")
+
     async def _ack_loop(self) -> None:
-        while True:
-            if not self._pending:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            msg, fut = self._pending[0]
-            try:
-                result = await fut
-            except StoreError as exc:
-                await self._fail(msg, exc)
-                return
-            self._pending.popleft()
-            await self._settle(msg, result)
-            # Coalesce: everything else that has committed by now gets covered by one ack.
-            while self._pending and self._pending[0][1].done():
-                msg, fut = self._pending[0]
-                if fut.exception() is not None:
-                    break
-                self._pending.popleft()
-                await self._settle(msg, fut.result())
-            await self._send(p.Ack(seq=self._acked))
+        """Await the commits in order and send one cumulative ack for whatever has committed; end when
+        nothing is pending (the next durable message starts a new loop)."""
+        pending = self._pending
+        assert pending is not None
+        try:
+            while pending:
+                msg, fut = pending[0]
+                try:
+                    result = await fut
+                except StoreError as exc:
+                    await self._fail(msg, exc)
+                    return
+                pending.popleft()
+                await self._settle(msg, result)
+                # Coalesce: everything else that has committed by now gets covered by one ack.
+                while pending and pending[0][1].done():
+                    msg, fut = pending[0]
+                    if fut.exception() is not None:
+                        break
+                    pending.popleft()
+                    await self._settle(msg, fut.result())
+                await self._send(p.Ack(seq=self._acked))
+        finally:
+            self._acker = None
+
+    async def _acked_all(self) -> bool:
+        """Wait (up to the drain timeout) until every durable message is committed and acked."""
+        acker = self._acker
+        if acker is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(acker), self.hub.settings.server.drain_timeout_s)
+        except TimeoutError:
+            return False
+        except asyncio.CancelledError:
+            if acker.cancelled() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                return False  # the ack loop was stopped (session closing), not us
+            raise
+        return not self._pending
+
+    def _unacked(self) -> int:
+        return len(self._pending) if self._pending else 0
 
     async def _settle(self, msg: p.DurableMsg, result: WriteResult) -> None:
         self._acked = max(self._acked, msg.seq)
@@ -134,8 +158,8 @@ class EAWebSocketSession:
         """The store could not commit: ack nothing more on this session, tell the EA, close it."""
         log.error("account %s: store failed for %s: %s", self.account, msg.id, exc)
         self._accepting = False
-        self._pending.clear()
-        self._idle.set()
+        if self._pending:
+            self._pending.clear()
         await self._send(p.ErrorReply(code=p.STORE_UNAVAILABLE, message="store unavailable; resend later", ref=msg.id))
         self._close = (CLOSE_INTERNAL, "store unavailable")
         await self.ws.close(code=CLOSE_INTERNAL, message=b"store unavailable")
@@ -150,10 +174,8 @@ class EAWebSocketSession:
         """Take no more frames, wait until everything in flight is committed and acked, then close."""
         self._accepting = False
         self._close = (code, reason)
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.hub.settings.server.drain_timeout_s)
-        except TimeoutError:
-            log.warning("account %s: drain timed out with %d message(s) unacked", self.account, len(self._pending))
+        if not await self._acked_all():
+            log.warning("account %s: drain timed out with %d message(s) unacked", self.account, self._unacked())
         await self.ws.close(code=code, message=reason.encode())
 
 
