@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 FRAME_END = b"}"
 
 
@@ -26,9 +24,11 @@ def data_prefix(sub_id: bytes) -> bytes:
 class Outbox:
     def __init__(self, max_stream_bytes: int) -> None:
         self.max_stream_bytes = max_stream_bytes
-        self.replies: deque[bytes] = deque()
+        # Lists, not deques: they are only appended to and emptied whole, and an empty deque costs
+        # ~0.6 KiB against a list's 56 bytes, per connection.
+        self.replies: list[bytes] = []
         self.slots: dict[str, tuple[bytes, dict[str, bytes]]] = {}  # subscription id -> (frame prefix, pending)
-        self.stream: deque[tuple[str, bytes]] = deque()  # (subscription id, frame)
+        self.stream: list[tuple[str, bytes]] = []  # (subscription id, frame)
         self.stream_bytes = 0
         self.overflowed = False
 
@@ -71,14 +71,13 @@ class Outbox:
         entry = self.slots.pop(sub_id, None)
         if entry is not None:
             entry[1].clear()  # the gateway may still hold the dict until its routes are rebuilt
-        kept = deque(item for item in self.stream if item[0] != sub_id)
+        kept = [item for item in self.stream if item[0] != sub_id]
         self.stream_bytes = sum(len(f) for _, f in kept)
         self.stream = kept
 
     def take(self) -> tuple[list[bytes], int]:
         """Everything pending, in writing order, and how many of those frames were latest-wins data."""
-        frames = list(self.replies)
-        self.replies.clear()
+        frames, self.replies = self.replies, []
         latest = 0
         for prefix, pending in self.slots.values():
             if pending:
@@ -87,6 +86,6 @@ class Outbox:
                 pending.clear()
         if self.stream:
             frames.extend([f for _, f in self.stream])
-            self.stream.clear()
+            self.stream = []
             self.stream_bytes = 0
         return frames, latest
