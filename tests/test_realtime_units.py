@@ -156,3 +156,22 @@ def test_text_frames_follow_rfc6455_length_encoding(size):
         assert frame[1] == 127 and int.from_bytes(frame[2:10], "big") == size
     assert frame[header:] == payload
     assert wire.text_frames([payload, b"y"]) == frame + b"\x81\x01y"
+
+
+def test_outbox_take_batch_is_one_frame_of_everything_pending_in_order():
+    box = Outbox(max_stream_bytes=1000)
+    assert box.take_batch() == (b"", 0)
+    box.put_latest("s", "/x/1", b'"a"')
+    assert box.take_batch() == (b'{"type":"data","id":"s","event":"a"}', 1)  # a lone frame is sent as itself
+    box.reply(b'{"type":"ka"}')
+    box.put_latest("s", "/x/1", b'"old"')
+    box.put_latest("s", "/x/1", b'"b"')
+    box.put_latest("s", "/x/2", b'"c"')
+    box.put_latest("t", "/x/1", b'"d"')
+    box.put_stream("t", b'{"type":"data","id":"t","event":"e","offset":7}')
+    payload, count = box.take_batch()
+    items = json.loads(payload)["items"]
+    assert count == 5 == len(items)
+    expected = [(None, None), ("s", "b"), ("s", "c"), ("t", "d"), ("t", "e")]
+    assert [(i.get("id"), i.get("event")) for i in items] == expected
+    assert items[4]["offset"] == 7 and not box

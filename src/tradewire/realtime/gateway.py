@@ -285,16 +285,21 @@ class Connection:
             if self.wire.open:  # paused: what is pending keeps conflating until the peer catches up
                 self._drainer = asyncio.ensure_future(self._await_drain())
             return
-        frames, _latest = self.outbox.take()
-        if not frames:
-            return
         stats = self.gateway.stats
-        stats["frames_out"] += len(frames)
-        stats["writes"] += 1
-        if self.batch and len(frames) > 1:
-            self.wire.write(wire.text_frame(rp.batch_frame(frames)))
+        if self.batch:
+            payload, count = self.outbox.take_batch()
+            if not count:
+                return
+            data = wire.text_frame(payload)
         else:
-            self.wire.write(wire.text_frames(frames))
+            frames, _latest = self.outbox.take()
+            count = len(frames)
+            if not count:
+                return
+            data = wire.text_frames(frames)
+        stats["frames_out"] += count
+        stats["writes"] += 1
+        self.wire.write(data)
 
     async def _await_drain(self) -> None:
         try:

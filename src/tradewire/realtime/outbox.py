@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from tradewire.realtime.protocol import BATCH_HEAD, BATCH_TAIL
+
 FRAME_END = b"}"
 
 
@@ -89,3 +91,23 @@ class Outbox:
             self.stream = []
             self.stream_bytes = 0
         return frames, latest
+
+    def take_batch(self) -> tuple[bytes, int]:
+        """Everything pending as one payload, and how many frames it holds: the batching extension's
+        frame, or a lone frame as itself. A subscription's pending values become one run of frames in a
+        single join (they share the prefix), not one concatenation each."""
+        parts, self.replies = self.replies, []
+        count = len(parts)
+        for prefix, pending in self.slots.values():
+            if pending:
+                count += len(pending)
+                parts.append(prefix + (FRAME_END + b"," + prefix).join(pending.values()) + FRAME_END)
+                pending.clear()
+        if self.stream:
+            count += len(self.stream)
+            parts.extend([f for _, f in self.stream])
+            self.stream = []
+            self.stream_bytes = 0
+        if count <= 1:
+            return (parts[0] if parts else b""), count
+        return BATCH_HEAD + b",".join(parts) + BATCH_TAIL, count

@@ -186,8 +186,12 @@ def data_frame(sub_id: bytes, literal: bytes, offset: int | None) -> bytes:
     return b'{"type":"data","id":"' + sub_id + b'","event":' + literal + b',"offset":' + str(offset).encode() + b"}"
 
 
+BATCH_HEAD = b'{"type":"batch","items":['
+BATCH_TAIL = b"]}"
+
+
 def batch_frame(frames: list[bytes]) -> bytes:
-    return b'{"type":"batch","items":[' + b",".join(frames) + b"]}"
+    return BATCH_HEAD + b",".join(frames) + BATCH_TAIL
 
 
 # --- auth ---------------------------------------------------------------------------------------
