@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
+from itertools import repeat
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -50,18 +53,31 @@ class Subscription:
         self.pending = conn.outbox.slot(sub_id)  # latest-wins literals waiting to be written, by channel
 
 
+class Route:
+    """The subscriptions a channel's publications go to, split the way the fan-out uses them."""
+
+    __slots__ = ("conns", "pendings", "subs", "waiting")
+
+    def __init__(self, subs: tuple[Subscription, ...]) -> None:
+        self.subs = subs
+        ready = [s for s in subs if s.ready]
+        self.pendings = tuple(s.pending for s in ready)  # where latest-wins values wait, per subscription
+        self.conns = frozenset(s.conn for s in ready)  # the connections to flush after a delivery
+        self.waiting = tuple(s for s in subs if not s.ready)  # loading their snapshot/history: buffer
+
+
 class SubscriptionIndex:
     """Exact channels and `/prefix/*` patterns, each looked up by dict: O(depth) per new channel.
 
-    `route(channel)` is what the fan-out uses: the matching subscriptions as a tuple, cached per
-    channel until a subscription is added or removed (channels repeat; subscriptions change rarely).
+    `route(channel)` is what the fan-out uses, cached per channel until a subscription is added,
+    removed or becomes ready (channels repeat; subscriptions change rarely).
     """
 
     MAX_ROUTES = 100_000  # bounded: a flood of distinct channels cannot grow the cache without limit
 
     def __init__(self) -> None:
         self._by_pattern: dict[str, dict[Subscription, None]] = {}
-        self._routes: dict[str, tuple[Subscription, ...]] = {}
+        self._routes: dict[str, Route] = {}
 
     def add(self, sub: Subscription) -> None:
         self._by_pattern.setdefault(sub.pattern, {})[sub] = None
@@ -75,13 +91,16 @@ class SubscriptionIndex:
                 del self._by_pattern[sub.pattern]
         self._routes = {}
 
-    def route(self, channel: str) -> tuple[Subscription, ...]:
-        subs = self._routes.get(channel)
-        if subs is None:
+    def invalidate(self) -> None:
+        self._routes = {}
+
+    def route(self, channel: str) -> Route:
+        route = self._routes.get(channel)
+        if route is None:
             if len(self._routes) >= self.MAX_ROUTES:
                 self._routes = {}
-            subs = self._routes[channel] = tuple(self.match(channel))
-        return subs
+            route = self._routes[channel] = Route(tuple(self.match(channel)))
+        return route
 
     def match(self, channel: str) -> Iterator[Subscription]:
         table = self._by_pattern
@@ -116,7 +135,7 @@ class Gateway:
         }
         self._ka_task: asyncio.Task | None = None
         self.on_flush: Callable[[float], None] | None = None  # seconds from first queued frame to its write
-        self._dirty: list[Connection] = []  # connections with something to write at the next flush
+        self._dirty: set[Connection] = set()  # connections with something to write at the next flush
         self._flush_handle: asyncio.Handle | None = None
         self._dirty_since = 0.0
         # > 0: gather that long before writing (fewer, larger writes); 0: write on the next loop turn
@@ -140,48 +159,38 @@ class Gateway:
     def deliver(self, pub: Publication) -> None:
         """Called by the broker for every publication: route it to matching subscriptions.
 
-        This loop runs once per (publication, subscriber): a latest-wins delivery is one dict
-        assignment into the subscription's pending values, and the connection is marked for the
-        next flush. Frames are built and written there, once per connection, for what survived.
+        A latest-wins delivery is one dict assignment into each ready subscription's pending values,
+        and their connections are marked for the next flush. Frames are built and written there,
+        once per connection, for what survived.
         """
-        subs = self.index.route(pub.channel)
-        if not subs:
+        route = self.index.route(pub.channel)
+        if not route.subs:
             return
         literal = rp.event_literal(pub.data)
-        stats = self.stats
-        stats["deliveries"] += len(subs)
-        if not pub.latest:
-            for sub in subs:
+        self.stats["deliveries"] += len(route.subs)
+        if pub.latest:
+            pendings = route.pendings
+            if pendings:
+                channel = pub.channel
+                # The hottest loop of the hub, so it runs in C: count the values about to be replaced
+                # (conflation), store the new one in every ready subscription, mark their connections.
+                conflated = sum(map(operator.contains, pendings, repeat(channel)))
+                if conflated:
+                    self.stats["conflated"] += conflated
+                deque(map(operator.setitem, pendings, repeat(channel), repeat(literal)), maxlen=0)
+                self._dirty |= route.conns
+                if self._flush_handle is None:
+                    self._schedule_flush()
+        else:
+            for sub in route.subs:
                 if sub.ready:
                     sub.conn.push(sub, pub, literal)
-                else:
-                    sub.buffer.append((pub, literal))
-            return
-        channel = pub.channel
-        dirty = self._dirty
-        conflated = 0
-        for sub in subs:
-            if sub.ready:
-                pending = sub.pending
-                if channel in pending:
-                    conflated += 1
-                pending[channel] = literal
-                conn = sub.conn
-                if not conn.dirty:
-                    conn.dirty = True
-                    dirty.append(conn)
-            else:
-                sub.buffer.append((pub, literal))
-        if conflated:
-            stats["conflated"] += conflated
-        if dirty and self._flush_handle is None:
-            self._schedule_flush()
+        for sub in route.waiting:
+            sub.buffer.append((pub, literal))
 
     def mark_dirty(self, conn: Connection) -> None:
         """Something is queued for `conn`: write it at the next flush."""
-        if not conn.dirty:
-            conn.dirty = True
-            self._dirty.append(conn)
+        self._dirty.add(conn)
         if self._flush_handle is None:
             self._schedule_flush()
 
@@ -196,9 +205,8 @@ class Gateway:
     def _flush(self) -> None:
         """Write what is pending for every marked connection: one write each, whatever was queued."""
         self._flush_handle = None
-        dirty, self._dirty = self._dirty, []
+        dirty, self._dirty = self._dirty, set()
         for conn in dirty:
-            conn.dirty = False
             try:
                 conn.flush()
             except Exception:  # one broken connection must not stop the others' writes
@@ -247,7 +255,6 @@ class Connection:
         self.subs: dict[str, Subscription] = {}
         self.outbox = Outbox(gateway.settings.max_backlog_bytes)
         self.wire = DirectWriter(ws)
-        self.dirty = False  # in the gateway's list for the next flush
         self._drainer: asyncio.Task | None = None  # set while the transport is paused: wait, then flush
         self._closing = False
         self._closer: asyncio.Future | None = None
@@ -431,6 +438,7 @@ class Connection:
             self.push(sub, pub, literal)
         sub.buffer = []
         sub.ready = True
+        gw.index.invalidate()  # its routes now take it in directly
         return None
 
     async def _history(self, pattern: str, since: int | None) -> tuple[bool | None, list[Publication]]:
