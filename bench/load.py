@@ -24,7 +24,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.wsclient import WS, auth_subprotocol, client_frame, connect, json_frame
+from bench.wsclient import WS, auth_subprotocol, client_frame, connect, json_frame, raw_subscriber, tcp_established
 
 STAMP_OFFSET_US = 1_000_000  # probe prices are µs since the run's base instant, plus this (a price must be > 0)
 PROBE_PREFIX = "PRB"
@@ -463,14 +463,17 @@ class DurableEA:
         elif msg.get("type") == "error" and len(self.errors) < 1000:
             self.errors.append(f"{msg.get('code')}: {msg.get('message')}")
 
+    def send_next(self) -> None:
+        seq = self.next_seq
+        self.next_seq += 1
+        self.inflight.append((seq, time.perf_counter()))
+        self.ws.write(position_frame(seq))
+
     async def run(self, stop: float) -> None:
         ws = self.ws
         while not ws.is_closed and time.perf_counter() < stop:
             while len(self.inflight) < self.window:
-                seq = self.next_seq
-                self.next_seq += 1
-                self.inflight.append((seq, time.perf_counter()))
-                ws.write(position_frame(seq))
+                self.send_next()
             self.space.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.space.wait(), max(0.01, stop - time.perf_counter()))
@@ -565,6 +568,153 @@ class IdleSubscribers(Role):
         return {"still_open": sum(1 for ws in self.conns if not ws.is_closed)}
 
 
+# --- 7. slow consumers ---------------------------------------------------------------------------------
+class PacedDurable(Durable):
+    """EAs sending position events at a fixed total rate, whatever the acks: durable load that flows to
+    /trading/events/* as a stream (never conflated), so that a subscriber not reading it builds a backlog."""
+
+    async def run(self, s: dict) -> dict:
+        rate = self.p["rate"] / max(1, len(self.conns))
+        eas = [DurableEA(ws, 0, s, first) for ws, first in zip(self.conns, self.first, strict=True)]
+        await asyncio.gather(*(self._paced(ea, rate, s["stop"]) for ea in eas))
+        await asyncio.sleep(0.3)  # the last acks
+        return {
+            "acked": sum(ea.acked for ea in eas),
+            "errors": sum(len(ea.errors) for ea in eas),
+            "ack_latency_us": [x * 1e6 for ea in eas for x in ea.lat],
+        }
+
+    async def _paced(self, ea: DurableEA, rate: float, stop: float) -> None:
+        start, sent = time.perf_counter(), 0
+        while not ea.ws.is_closed and (now := time.perf_counter()) < stop:
+            for _ in range(int((now - start) * rate) - sent):
+                ea.send_next()
+                sent += 1
+            await asyncio.sleep(0.005)
+
+
+def _ignore(data: bytes) -> None:
+    pass
+
+
+class SlowConsumers(Role):
+    """Subscribers that misbehave, next to healthy ones:
+
+    - `stalled`: subscribe, then never read again (a bare socket with a 4 KiB receive buffer). Half are on
+      /trading/events/* (durable: the backlog grows until the server closes them with 4008), half on
+      /trading/prices/* (latest-wins: conflated, never closed).
+    - `trickle`: read one byte a second; half on /trading/* (durable events too: closed with 4008), half on
+      /trading/prices/* (latest-wins only: they stay, trickling, for the whole run).
+    - `storm`: connect, connection_init (batching on, as the healthy ones), subscribe to /trading/* (and
+      get its snapshot), stay 10-50 ms, leave (half with a close frame, half by resetting the connection),
+      again, in a loop, `storm_rate` connects a second in all. While connected, a storm client is one more
+      subscriber of everything.
+
+    A stalled or trickling subscriber that the server drops reconnects after `reconnect_s`, as a client
+    told 4008 would (without `since`: this measures the server, not a catch-up)."""
+
+    async def setup(self) -> dict:
+        p = self.p
+        self.slots: list[tuple[str, str]] = [
+            ("stalled", "/trading/events/*" if i % 2 == 0 else "/trading/prices/*") for i in range(p.get("stalled", 0))
+        ]
+        self.slots += [
+            ("trickle", "/trading/*" if i % 2 == 0 else "/trading/prices/*") for i in range(p.get("trickle", 0))
+        ]
+        results = await gather_limited([self._open(i) for i in range(len(self.slots))], 50)
+        self.socks, errors = split_ok(results)
+        if errors:
+            raise ConnectionError(f"{len(errors)} slow subscriber(s) could not connect: {errors[0]}")
+        self.lost: dict[str, int] = {}  # in the window, by kind and channel
+        self.lost_total = self.reconnects = self.errors = 0
+        self.storm_cycles = 0
+        self.storm_subscribe_s: list[float] = []
+        self.error_sample: list[str] = []
+        return {"slow_subscribers": len(self.socks), "storm_clients": p.get("storm", 0)}
+
+    async def _open(self, i: int) -> Any:
+        kind, channel = self.slots[i]
+        return await raw_subscriber(self.host, self.port, self.p["key"], f"{kind}{i}", channel, SLOW_RCVBUF)
+
+    def _error(self, exc: BaseException) -> None:
+        self.errors += 1
+        if len(self.error_sample) < 3:
+            self.error_sample.append(f"{type(exc).__name__}: {exc}")
+
+    async def run(self, s: dict) -> dict:
+        tasks = [self._slow(i, sock, s) for i, sock in enumerate(self.socks)]
+        tasks += [self._storm(random.Random(i), s) for i in range(self.p.get("storm", 0))]
+        await asyncio.gather(*tasks)
+        lat = sorted(self.storm_subscribe_s)
+        return {
+            "lost_in_window": self.lost,
+            "lost_total": self.lost_total,
+            "reconnects": self.reconnects,
+            "still_open": sum(1 for sock in self.socks if sock is not None and tcp_established(sock)),
+            "storm_cycles": self.storm_cycles,
+            "storm_subscribe_ms_p50": round(lat[len(lat) // 2] * 1e3, 2) if lat else None,
+            "storm_subscribe_ms_p99": round(lat[int(len(lat) * 0.99)] * 1e3, 2) if lat else None,
+            "errors": self.errors,
+            "error_sample": self.error_sample,
+        }
+
+    async def _slow(self, i: int, sock: Any, s: dict) -> None:
+        kind, channel = self.slots[i]
+        poll = 1.0 if kind == "trickle" else 0.2
+        while time.perf_counter() < s["stop"]:
+            if sock is None:
+                try:
+                    sock = self.socks[i] = await self._open(i)
+                    self.reconnects += 1
+                except (OSError, ConnectionError, TimeoutError) as exc:
+                    self._error(exc)
+                    await asyncio.sleep(self.p.get("reconnect_s", 0.2))
+                    continue
+            await asyncio.sleep(poll)
+            if kind == "trickle":
+                with contextlib.suppress(OSError):  # BlockingIOError: nothing there; a reset shows below
+                    sock.recv(1)
+            if not tcp_established(sock):
+                sock.close()
+                sock = self.socks[i] = None
+                self.lost_total += 1
+                if s["t0"] <= time.perf_counter() < s["t1"]:
+                    name = f"{kind} {channel}"
+                    self.lost[name] = self.lost.get(name, 0) + 1
+                await asyncio.sleep(self.p.get("reconnect_s", 0.2))
+
+    async def _storm(self, rng: random.Random, s: dict) -> None:
+        n, period = 0, self.p["storm"] / self.p["storm_rate"]
+        await asyncio.sleep(rng.uniform(0, period))
+        started = time.perf_counter()
+        while started < s["stop"]:
+            try:
+                ws = await self.subscriber(self.p["key"], f"storm{n}", "/trading/*", True)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                self._error(exc)
+                await asyncio.sleep(0.1)
+                started = time.perf_counter()
+                continue
+            n += 1
+            subscribed = time.perf_counter()
+            ws.scan(_ignore)  # its snapshot and live data are not looked at
+            await asyncio.sleep(rng.uniform(0.01, 0.05))
+            if rng.random() < 0.5:
+                ws.close()
+            else:
+                ws.abort()  # gone without a goodbye
+            if s["t0"] <= started < s["t1"]:
+                self.storm_cycles += 1
+                self.storm_subscribe_s.append(subscribed - started)
+            started = max(started + period, time.perf_counter())  # paced; never catching up in a burst
+            await sleep_until(started)
+
+    def close(self) -> None:
+        for sock in self.socks:
+            if sock is not None:
+                sock.close()
+
+
 ROLES: dict[str, type[Role]] = {
     "ingest": Ingest,
     "publisher": Publisher,
@@ -572,6 +722,8 @@ ROLES: dict[str, type[Role]] = {
     "durable": Durable,
     "idle_eas": IdleEAs,
     "idle_subscribers": IdleSubscribers,
+    "paced_durable": PacedDurable,
+    "slow_consumers": SlowConsumers,
 }
 
 

@@ -2,7 +2,7 @@
 
     python -m bench.run [--quick] [--only SCENARIO[,SCENARIO...]] [--out bench/results/latest.json]
 
-Scenarios: ingest, fanout, latency, durable, connections; `baseline` runs only the baseline's side of
+Scenarios: ingest, fanout, latency, durable, connections, slow; `baseline` runs only the baseline's side of
 fanout and latency. Prints a table and writes the full figures as JSON. Asserts nothing about speed.
 """
 
@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("ingest", "fanout", "latency", "durable", "connections")
+SCENARIOS = ("ingest", "fanout", "latency", "durable", "connections", "slow")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -118,10 +118,14 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.1f}x" if a and b else "—"
 
 
+def ms(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.2f}"
+
+
 def lat(d: dict | None) -> str:
     if not d or not d.get("n"):
         return "—"
-    return " / ".join(f"{d[q]:.0f}" if d[q] >= 100 else f"{d[q]:.2f}" for q in ("p50", "p99", "p99.9"))
+    return " / ".join(ms(d[q]) for q in ("p50", "p99", "p99.9"))
 
 
 def cores(win: dict) -> str:
@@ -256,7 +260,45 @@ def rows(results: dict) -> list[dict]:
             rate=f"{con['connected_subscribers']} conns",
             notes=f"{con['kib_per_subscriber']} KiB RSS each",
         )
+    slow = results.get("slow")
+    if slow and not failed("7 slow", slow):
+        for variant, r in slow.items():
+            if not isinstance(r, dict) or failed("7 slow", r):
+                continue
+            row("7 slow", variant, **slow_row(r), **noise(r["window"]))
     return out
+
+
+def slow_row(r: dict) -> dict:
+    """A slow-consumer variant: healthy latency against the clean run's, server memory, slow connections closed."""
+    vs, srv, rss, cl = r.get("vs_clean", {}), r["server"], r["rss_kib"], r.get("slow_clients") or {}
+    ratios = "/".join(f"{vs[q]:.2f}" for q in ("p50", "p99", "p99.9")) if vs else "—"
+    mib = "→".join(f"{rss[at] / 1024:.1f}" for at in ("t0", "t1"))
+    kinds = ("stalled", "trickle", "storm")
+    misbehaving = ", ".join(f"{r['params'][kind]} {kind}" for kind in kinds if r["params"][kind]) or "nothing slow"
+    notes = f"{r['params']['subscribers']} healthy subs + {misbehaving}; timed {pct(r['timed_share'])}; "
+    notes += f"p50/p99/p99.9 x{ratios} of clean; server CPU x{vs.get('server_cpu', 0):.2f}, "
+    notes += f"per healthy delivery x{vs.get('cpu_per_delivery', 0):.2f}; "
+    notes += f"RSS {mib} MiB (peak {rss['peak'] / 1024:.1f}); closed 4008: {srv['closed_slow_window']:.0f} in window "
+    notes += f"({srv['closed_slow_total']:.0f} in all)"
+    if cl.get("storm_cycles"):
+        notes += f"; storm {k(cl['storm_cycles'] / r['window']['wall_s'])} connects/s, subscribed in "
+        notes += f"{cl['storm_subscribe_ms_p50']}/{cl['storm_subscribe_ms_p99']} ms p50/p99"
+    if cl.get("lost_total") is not None and (r["params"]["stalled"] or r["params"]["trickle"]):
+        notes += f"; clients saw {cl['lost_total']} drops (in the window: {cl['lost_in_window'] or 'none'})"
+    if cl.get("errors"):
+        notes += f"; client errors {cl['errors']}: {cl['error_sample'][:1]}"
+    if r.get("rounds"):
+        p99s = "/".join("FAILED" if "error" in x else ms(x["latency_ms"].get("p99", 0.0)) for x in r["rounds"])
+        notes += f"; median of {len(r['rounds'])} rounds (p99 of each: {p99s} ms)"
+    return {
+        "rate": f"{k(r['updates_per_s'])} upd/s",
+        "per_cpu": f"{k(r['deliveries_per_cpu_s'])} dlv",
+        "cores": cores(r["window"]),
+        "vs_baseline": f"p99 {vs['p99']:.2f}x" if vs else "—",
+        "latency": lat(r.get("latency_ms")),
+        "notes": notes,
+    }
 
 
 def print_table(table: list[dict], meta: dict, elapsed: float) -> None:
@@ -334,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = sc.run_scenario(name, bench.durable)
             elif name == "connections":
                 results[name] = sc.run_scenario(name, bench.connections)
+            elif name == "slow":
+                results[name] = sc.run_scenario(name, bench.slow)
             print(f"    {name}: {results[name]['elapsed_s']}s", flush=True)
     finally:
         if not args.keep:

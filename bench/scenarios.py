@@ -52,6 +52,18 @@ class Profile:
     conn_eas: int = 10_000
     conn_subs: int = 1_000
     sub_procs: int = 2  # load processes the subscribers are spread over
+    # 7: the latency load (latency_rate, latency_subs, latency_eas, latency_probes) plus durable events, clean
+    # and with slow consumers next to it
+    slow_stalled: int = 20  # never read: half on /trading/events/* (durable), half on /trading/prices/*
+    slow_trickle: int = 10  # read one byte a second: half on /trading/* (durable too), half on /trading/prices/*
+    slow_storm: int = 10  # clients connecting, subscribing to /trading/*, leaving, in a loop
+    slow_storm_rate: float = 100.0  # their connects per second in all
+    slow_durable_eas: int = 4
+    # Position events/s in all. Sparse durable events cost the server far more CPU each than a flood (a commit
+    # of one or two events each): 500/s took ~0.35 of a core here, which leaves the latency load no room.
+    slow_durable_rate: int = 100
+    slow_backlog_bytes: int = 64 * 1024  # [realtime] max_backlog_bytes: past it, a subscriber is closed (4008)
+    slow_rounds: int = 1  # each variant this many times, interleaved; the round with the median p99 is shown
 
 
 QUICK = Profile(
@@ -64,6 +76,7 @@ QUICK = Profile(
     # 2-core machine: quick mode uses half (5k + 500), which gives the same per-connection slope.
     conn_eas=5_000,
     conn_subs=500,
+    slow_durable_rate=200,  # a stalled durable backlog (64 KiB + the kernel's buffers) then fills within the window
 )
 FULL = Profile(
     name="full",
@@ -74,6 +87,7 @@ FULL = Profile(
     overload_subs=200,
     conn_eas=10_000,
     conn_subs=1_000,
+    slow_rounds=3,
 )
 
 
@@ -298,14 +312,22 @@ class Bench:
 
     @contextlib.contextmanager
     def server(
-        self, kind: str, accounts: list[str], *, store_options: str = "", max_connections: int = 50_000
+        self,
+        kind: str,
+        accounts: list[str],
+        *,
+        store_options: str = "",
+        max_connections: int = 50_000,
+        config: str = "",
     ) -> Iterator[tuple[ServerProcess, list[str], str]]:
         self._n += 1
         workdir = self.root / f"{self._n:02d}-{kind}"
         workdir.mkdir(parents=True)
         store_url = f"sqlite:///{workdir / 'tradewire.db'}{store_options}"
         tokens, keys = issue_credentials(store_url, accounts)
-        srv = ServerProcess(kind, workdir, store_url, cpus=self.server_cpus, max_connections=max_connections)
+        srv = ServerProcess(
+            kind, workdir, store_url, cpus=self.server_cpus, max_connections=max_connections, extra_config=config
+        )
         srv.start()
         try:
             yield srv, tokens, keys[0]
@@ -614,6 +636,140 @@ class Bench:
             "ea_connect_s": round(connect_s, 2),
             "ea_connects_per_cpu_s": per(n_ea, cpu1 - cpu0),
         }
+
+    # 7 -----------------------------------------------------------------------------------------------
+    def slow(self) -> dict:
+        """The latency load with durable events flowing, clean and next to each kind of slow consumer; each
+        variant's healthy latency against the clean run's (the +10 % criterion of the reliability suite)."""
+        p = self.p
+        variants: dict[str, dict[str, int]] = {
+            "clean": {},
+            "stalled": {"stalled": p.slow_stalled},
+            "trickle": {"trickle": p.slow_trickle},
+            "storm": {"storm": p.slow_storm},
+        }
+        if p.name == "full":
+            variants["all"] = {"stalled": p.slow_stalled, "trickle": p.slow_trickle, "storm": p.slow_storm}
+        # Rounds interleave the variants (clean, stalled, ..., clean, stalled, ...), so that a burst of other
+        # work on a shared machine hits one round of each rather than all the rounds of one variant.
+        rounds: dict[str, list[dict]] = {name: [] for name in variants}
+        for _ in range(p.slow_rounds):
+            for name, kw in variants.items():
+                rounds[name].append(run_scenario("slow", self.slow_run, name, **kw))
+        out = {name: median_round(rs) for name, rs in rounds.items()}
+        clean = out["clean"]
+        for r in out.values():
+            if "error" in r or "error" in clean or not clean["latency_ms"].get("n") or not r["latency_ms"].get("n"):
+                continue
+            r["vs_clean"] = {q: round(r["latency_ms"][q] / clean["latency_ms"][q], 3) for q in ("p50", "p99", "p99.9")}
+            r["vs_clean"]["server_cpu"] = round(r["window"]["server_cpu_s"] / clean["window"]["server_cpu_s"], 3)
+            # Server CPU per healthy delivery: what the slow consumers take, robust to how much CPU the server
+            # got. A lower bound once the server falls behind (batches grow, and a write carries more frames).
+            r["vs_clean"]["cpu_per_delivery"] = round(clean["deliveries_per_cpu_s"] / r["deliveries_per_cpu_s"], 3)
+        return out
+
+    def slow_run(self, variant: str, stalled: int = 0, trickle: int = 0, storm: int = 0) -> dict:
+        p = self.p
+        PROFILE["label"] = f"slow-{variant}"
+        symbols = [f"{load.PROBE_PREFIX}{i}" for i in range(p.latency_probes)]
+        symbols += [f"SYM{i}" for i in range(p.latency_symbols - p.latency_probes)]
+        accounts = [f"bench-pub-{i}" for i in range(p.latency_eas)]
+        accounts += [f"bench-durable-{i}" for i in range(p.slow_durable_eas)]
+        config = f"\n[realtime]\nmax_backlog_bytes = {p.slow_backlog_bytes}\n"
+        misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm}
+        with (
+            self.server("tradewire", accounts, config=config) as (srv, tokens, key),
+            Workers(self.load_cpus) as w,
+        ):
+            rss_empty = srv.rss_kib()
+            base_us = time.perf_counter_ns() // 1000
+            healthy = {"key": key, "channel": "/trading/*", "batch": True, "probe": True, "base_us": base_us}
+            parts = split(p.latency_subs, p.sub_procs)
+            for i, count in enumerate(parts):
+                w.spawn("subscribers", {**self.addr(srv), **healthy, "count": count, "first": sum(parts[:i])})
+            pub = {"tokens": tokens[: p.latency_eas], "rate": p.latency_rate, "symbols": symbols, "base_us": base_us}
+            w.spawn("publisher", {**self.addr(srv), **pub})
+            durable = {"tokens": tokens[p.latency_eas :], "rate": p.slow_durable_rate}
+            w.spawn("paced_durable", {**self.addr(srv), **durable})
+            if any(misbehaving.values()):
+                slow = {"key": key, "storm_rate": p.slow_storm_rate, **misbehaving}
+                w.spawn("slow_consumers", {**self.addr(srv), **slow})
+            w.expect("ready", 120)
+            rss_ready = srv.rss_kib()
+            sched = schedule(p.warmup_s, p.window_s)
+            w.send(("start", sched))
+            rss = _RSS.submit(rss_over, srv, sched["t0"], sched["t1"])
+            a, b = measure(srv, sched, key)
+            results = w.expect("done", 60)
+            rss_after = srv.rss_kib()
+            end = srv.metrics(key)
+        win = window_stats(a, b, results)
+        subs_res, (pub_res, dur_res), slow_res = results[: len(parts)], results[len(parts) : len(parts) + 2], {}
+        if len(results) > len(parts) + 2:
+            slow_res = results[-1]
+        received = sum(r["received"] for r in subs_res)
+        lat = [x for r in subs_res for x in r["latency_us"]]
+        # Probe ticks are `latency_probes` of `latency_symbols`, sent round-robin: what every subscriber should time.
+        expected = pub_res["ticks_sent"] * p.latency_probes / p.latency_symbols * p.latency_subs
+        return {
+            "params": {
+                "variant": variant,
+                **misbehaving,
+                "rate": p.latency_rate,
+                "symbols": p.latency_symbols,
+                "subscribers": p.latency_subs,
+                "durable_rate": p.slow_durable_rate,
+                "storm_rate": p.slow_storm_rate if storm else 0,
+                "max_backlog_bytes": p.slow_backlog_bytes,
+            },
+            "window": win,
+            "updates_sent": pub_res["ticks_sent"],
+            "updates_per_s": per(pub_res["ticks_sent"], win["wall_s"]),
+            "deliveries": received,
+            "deliveries_per_cpu_s": per(received, win["server_cpu_s"]),
+            "latency_ms": percentiles(lat, 1e-3),
+            "timed_share": round(len(lat) / expected, 4) if expected else None,
+            "healthy_closed": sum(r["closed"] for r in subs_res),
+            "durable_acked_per_s": per(dur_res["acked"], win["wall_s"]),
+            "durable_ack_ms": percentiles(dur_res["ack_latency_us"], 1e-3),
+            "rss_kib": {"empty": rss_empty, "ready": rss_ready, **rss.result(timeout=30), "after": rss_after},
+            "server": {
+                "closed_slow_window": delta(a, b, "tradewire_realtime_closed_slow_total"),
+                "closed_slow_total": end.get("tradewire_realtime_closed_slow_total", 0.0),
+                "conflated_window": delta(a, b, "tradewire_realtime_conflated_total"),
+                "subscriber_connections_t1": b.metrics.get("tradewire_subscriber_connections"),
+            },
+            "slow_clients": slow_res,
+        }
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median healthy p99 (its figures belong together), and every round's headline."""
+    ok = sorted((r for r in rounds if "error" not in r), key=lambda r: r["latency_ms"].get("p99", math.inf))
+    if not ok:
+        return rounds[0]
+    if len(rounds) == 1:
+        return ok[0]
+    keep = ("latency_ms", "timed_share", "window", "rss_kib", "server")
+    return {**ok[(len(ok) - 1) // 2], "rounds": [{k: r[k] for k in keep} if "error" not in r else r for r in rounds]}
+
+
+_RSS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rss")
+
+
+def rss_over(srv: ServerProcess, t0: float, t1: float, every: float = 0.1) -> dict:
+    """The server's VmRSS at t0, its peak over [t0, t1] (sampled every 0.1 s), at t1, and once a second, in KiB."""
+    sleep_until(t0)
+    first = peak = last = srv.rss_kib()
+    series, n = [first], 0
+    while time.perf_counter() < t1:
+        time.sleep(every)
+        last = srv.rss_kib()
+        peak = max(peak, last)
+        n += 1
+        if n % round(1 / every) == 0:
+            series.append(last)
+    return {"t0": first, "peak": peak, "t1": last, "per_s": series}
 
 
 def run_scenario(name: str, fn: Any, *args: Any, **kw: Any) -> dict:

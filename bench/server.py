@@ -53,12 +53,14 @@ class ServerProcess:
         cpus: list[int] | None = None,
         max_connections: int = 50_000,
         name: str = "",
+        extra_config: str = "",
     ) -> None:
         self.kind = kind
         self.workdir = workdir
         self.store_url = store_url
         self.cpus = cpus
         self.max_connections = max_connections
+        self.extra_config = extra_config  # more TOML sections for tradewire's config file
         self.name = name or kind
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -69,7 +71,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         if self.kind == "tradewire":
             config = self.workdir / f"{self.name}.toml"
-            config.write_text(BENCH_CONFIG.format(max_connections=self.max_connections))
+            config.write_text(BENCH_CONFIG.format(max_connections=self.max_connections) + self.extra_config)
             argv = [sys.executable, "-m", "tradewire.cli", "serve", "--config", str(config)]
             argv += ["--host", self.host, "--port", "0", "--store", self.store_url]
         else:

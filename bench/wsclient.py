@@ -223,6 +223,40 @@ class WS(asyncio.Protocol):
             self.transport.close()
 
 
+def tuned_socket(rcvbuf: int | None = None, sndbuf: int | None = None) -> socket.socket:
+    """A non-blocking TCP socket with its buffers set before connecting (they cannot be shrunk after)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        # A deliberately slow reader: a small receive buffer and a small MSS, both set before connecting.
+        # Loopback's 64 KiB MSS would otherwise let the server's kernel buffer megabytes for it, and it
+        # would take the server a minute to notice that this subscriber has fallen behind.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    if sndbuf:
+        # A flooding writer: a bounded send buffer keeps what it has written close to what the server read.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    sock.setblocking(False)
+    return sock
+
+
+def upgrade_request(
+    host: str, port: int, path: str, headers: dict[str, str] | None = None, protocols: list[str] | None = None
+) -> bytes:
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if protocols:
+        lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
+    lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def connect(
     host: str,
     port: int,
@@ -237,42 +271,73 @@ async def connect(
 ) -> WS:
     loop = asyncio.get_running_loop()
     if rcvbuf or sndbuf:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            # A deliberately slow reader: a small receive buffer and a small MSS, both set before connecting.
-            # Loopback's 64 KiB MSS would otherwise let the server's kernel buffer megabytes for it, and it
-            # would take the server a minute to notice that this subscriber has fallen behind.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-        if sndbuf:
-            # A flooding writer: a bounded send buffer keeps what it has written close to what the server read.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        sock.setblocking(False)
+        sock = tuned_socket(rcvbuf, sndbuf)
         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
         _, ws = await loop.create_connection(WS, sock=sock)
     else:
         _, ws = await asyncio.wait_for(loop.create_connection(WS, host, port), timeout)
     assert ws.transport is not None
     ws.transport.set_write_buffer_limits(high=write_high_water)
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {host}:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
-        "Sec-WebSocket-Version: 13",
-    ]
-    if protocols:
-        lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
-    lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
-    ws.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    ws.transport.write(upgrade_request(host, port, path, headers, protocols))
     try:
         await asyncio.wait_for(asyncio.shield(ws.handshake), timeout)
     except BaseException:
         ws.transport.close()
         raise
     return ws
+
+
+async def raw_subscriber(
+    host: str, port: int, key: str, sub_id: str, channel: str, rcvbuf: int, timeout: float = 30.0
+) -> socket.socket:
+    """A subscriber on a bare socket, for clients that read on their own terms or never: upgrade,
+    `connection_init`, `subscribe`, read up to `subscribe_success`, and hand the socket over. Nothing reads
+    it after that unless its owner calls `recv` on it; `tcp_established` tells whether the server dropped it."""
+    loop = asyncio.get_running_loop()
+    sock = tuned_socket(rcvbuf=rcvbuf)
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (host, port))
+            protocols = ["aws-appsync-event-ws", auth_subprotocol(key, host)]
+            auth = {"x-api-key": key, "host": host}
+            subscribe = {"type": "subscribe", "id": sub_id, "channel": channel, "authorization": auth}
+            hello = [{"type": "connection_init"}, subscribe]
+            await loop.sock_sendall(
+                sock, upgrade_request(host, port, "/event/realtime", None, protocols) + b"".join(map(json_frame, hello))
+            )
+            head, upgraded, parser = b"", False, FrameParser()
+            while True:
+                data = await loop.sock_recv(sock, 4096)
+                if not data:
+                    raise ConnectionError("closed by the server while subscribing")
+                if not upgraded:
+                    head += data
+                    if b"\r\n\r\n" not in head:
+                        continue
+                    status, _, data = head.partition(b"\r\n\r\n")
+                    if b" 101 " not in status.split(b"\r\n", 1)[0] + b" ":
+                        raise ConnectionError(f"upgrade refused: {status[:80].decode(errors='replace')}")
+                    upgraded = True
+                for opcode, payload in parser.feed(data):
+                    if opcode != TEXT:
+                        continue
+                    kind = json.loads(payload).get("type")
+                    if kind == "subscribe_success":
+                        return sock
+                    if kind in ("error", "connection_error", "subscribe_error"):
+                        raise ConnectionError(f"subscribe refused: {payload[:200]!r}")
+    except BaseException:
+        sock.close()
+        raise
+
+
+def tcp_established(sock: socket.socket) -> bool:
+    """Whether the connection is still open, read from TCP_INFO without reading the socket: a peer's reset
+    or FIN shows here even while nothing reads (tcpi_state 1 is ESTABLISHED)."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 1
+    except OSError:
+        return False
 
 
 def auth_subprotocol(key: str, host: str) -> str:
