@@ -97,6 +97,24 @@ def _event_query(request: web.Request) -> EventQuery:
     )
 
 
+def _alert_query(request: web.Request) -> AlertQuery:
+    state = request.query.get("state") or None
+    if state is not None and state not in ("open", "resolved"):
+        raise BadParam("state", f"{state!r} is not one of open, resolved")
+    type_ = request.query.get("type") or None
+    if type_ is not None and type_ not in ALERT_TYPES:
+        raise BadParam("type", f"{type_!r} is not one of {', '.join(ALERT_TYPES)}")
+    limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT)
+    return AlertQuery(
+        account=_account_param(request),
+        type=type_,
+        state=state,
+        since=_int_param(request, "from"),
+        until=_int_param(request, "to"),
+        limit=limit if limit is not None else 100,
+    )
+
+
 def _page(page: Any) -> dict:
     return {"items": page.items, "nextCursor": str(page.next_cursor) if page.next_cursor is not None else None}
 
@@ -172,22 +190,7 @@ async def list_system_trades(request: web.Request) -> web.Response:
 
 async def list_alerts(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
-    state = request.query.get("state") or None
-    if state is not None and state not in ("open", "resolved"):
-        raise BadParam("state", f"{state!r} is not one of open, resolved")
-    type_ = request.query.get("type") or None
-    if type_ is not None and type_ not in ALERT_TYPES:
-        raise BadParam("type", f"{type_!r} is not one of {', '.join(ALERT_TYPES)}")
-    limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT)
-    query = AlertQuery(
-        account=_account_param(request),
-        type=type_,
-        state=state,
-        since=_int_param(request, "from"),
-        until=_int_param(request, "to"),
-        limit=limit if limit is not None else 100,
-    )
-    return json_response({"items": await hub.store.alerts(query)})
+    return json_response({"items": await hub.store.alerts(_alert_query(request))})
 
 
 async def ack_alert(request: web.Request) -> web.Response:

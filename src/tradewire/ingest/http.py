@@ -30,6 +30,35 @@ _hello_decoder = msgspec.json.Decoder(p.Hello)
 _encoder = msgspec.json.Encoder()
 
 
+class BadBody(ValueError):
+    """A batch body refused as a whole (400): `code` is a protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def decode_body(raw: bytes) -> tuple[p.Hello | None, list[p.ClientMsg | p.ErrorReply]]:
+    """The body's hello (None when omitted) and its messages, a bad one as an ErrorReply in its place."""
+    try:
+        body = _body_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise BadBody(p.INVALID_MESSAGE, f"body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadBody(p.BAD_JSON, f"body: {exc}") from None
+    except p.UNDECODABLE as exc:
+        raise BadBody(p.BAD_JSON, f"body: {p.undecodable(exc)}") from None
+    if bytes(body.hello) == b"null":
+        return None, p.decode_items(body.messages)
+    try:
+        hello = _hello_decoder.decode(body.hello)
+    except msgspec.ValidationError as exc:
+        raise BadBody(p.INVALID_MESSAGE, f"hello: {exc}") from None
+    except p.UNDECODABLE as exc:
+        raise BadBody(p.BAD_JSON, f"hello: {p.undecodable(exc)}") from None
+    return hello, p.decode_items(body.messages)
+
+
 def _live(hub: Hub, view) -> bool:
     return view.status(hub.clock(), hub.state.http_live_ms) == "live"
 
@@ -56,19 +85,9 @@ async def ea_batch(request: web.Request) -> web.Response:
         limit = hub.settings.server.max_frame_bytes
         return json_error(413, "too_large", f"body exceeds the {limit}-byte limit")
     try:
-        body = _body_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        return json_error(
-            400, p.BAD_JSON if not isinstance(exc, msgspec.ValidationError) else p.INVALID_MESSAGE, f"body: {exc}"
-        )
-
-    hello: p.Hello | None = None
-    if bytes(body.hello) != b"null":
-        try:
-            hello = _hello_decoder.decode(body.hello)
-        except msgspec.ValidationError as exc:
-            return json_error(400, p.INVALID_MESSAGE, f"hello: {exc}")
-    items = p.decode_items(body.messages)
+        hello, items = decode_body(raw)
+    except BadBody as exc:
+        return json_error(400, exc.code, str(exc))
     delay = hub.throttle(account, len(items) + (hello is not None))
     if delay:
         hub.refund(account, len(items) + (hello is not None))

@@ -144,13 +144,25 @@ _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
 
+# What msgspec raises, besides DecodeError, for input it cannot decode: nesting deeper than the
+# interpreter's recursion limit, and invalid UTF-8 inside a string of a bytes input (a binary frame).
+UNDECODABLE = (RecursionError, UnicodeDecodeError)
+
+
+def undecodable(exc: Exception) -> str:
+    """Why input that raised one of UNDECODABLE is not JSON the hub reads."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else f"not valid UTF-8: {exc}"
+
 
 def decode_frame(data: bytes | str) -> list[ClientMsg | ErrorReply]:
     """Decode one frame into its messages, in order; a bad message becomes an ErrorReply in its place."""
     try:
-        decoded = _frame_decoder.decode(data)
-    except msgspec.DecodeError:
-        return _decode_each(data)
+        try:
+            decoded = _frame_decoder.decode(data)
+        except msgspec.DecodeError:
+            return _decode_each(data)
+    except UNDECODABLE as exc:
+        return [ErrorReply(code=BAD_JSON, message=f"frame is not valid JSON: {undecodable(exc)}")]
     return decoded if isinstance(decoded, list) else [decoded]
 
 
@@ -172,13 +184,16 @@ def decode_items(items: list[msgspec.Raw]) -> list[ClientMsg | ErrorReply]:
 
 def _decode_one(raw: msgspec.Raw, index: int | None) -> ClientMsg | ErrorReply:
     try:
-        return _msg_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        error = str(exc)
-    try:
-        env = _envelope_decoder.decode(raw)
-    except msgspec.ValidationError:
-        return ErrorReply(code=INVALID_MESSAGE, message="a message must be a JSON object", index=index)
+        try:
+            return _msg_decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            error = str(exc)
+        try:
+            env = _envelope_decoder.decode(raw)
+        except msgspec.ValidationError:
+            return ErrorReply(code=INVALID_MESSAGE, message="a message must be a JSON object", index=index)
+    except UNDECODABLE as exc:
+        return ErrorReply(code=BAD_JSON, message=f"message is not valid JSON: {undecodable(exc)}", index=index)
     ref = env.id if isinstance(env.id, str) else (env.type if isinstance(env.type, str) else None)
     if env.type is None:
         return ErrorReply(code=INVALID_MESSAGE, message="missing field `type`", ref=ref, index=index)
