@@ -45,8 +45,9 @@ test-reliability: install
 	TRADEWIRE_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest tests/reliability --timeout=0 $(PYTEST_ARGS)  # full size: no per-test limit
 
 ## A long run under a simulated fleet: RSS, descriptors and latency over time (bench/results/soak.json).
+## 550 simulated accounts at 10 updates/s each make ~10k EA messages/s (ticks, account, positions, events).
 MINUTES ?= 60
-ACCOUNTS ?= 200
+ACCOUNTS ?= 550
 soak: install
 	$(BIN)/python -m tests.reliability.soak --minutes $(MINUTES) --accounts $(ACCOUNTS)
 
