@@ -175,3 +175,17 @@ def test_outbox_take_batch_is_one_frame_of_everything_pending_in_order():
     expected = [(None, None), ("s", "b"), ("s", "c"), ("t", "d"), ("t", "e")]
     assert [(i.get("id"), i.get("event")) for i in items] == expected
     assert items[4]["offset"] == 7 and not box
+
+
+def test_hostile_json_is_refused_by_name_not_by_an_exception():
+    """Found by the fuzzer: JSON nested past msgspec's or json's recursion limit, bytes that are not UTF-8,
+    and NaN (which json.loads accepts but no JSON client can parse) in a published event."""
+    deep = "[" * 5000 + "]" * 5000
+    msg = rp.decode('{"type":"subscribe","id":"a","channel":"/x","authorization":{"a":' + deep + "}}")
+    assert isinstance(msg, rp.ProtocolError) and "nested too deeply" in msg.message
+    msg = rp.decode(b'{"type":"subscribe","id":"a","channel":"\xff"}')
+    assert isinstance(msg, rp.ProtocolError) and "UTF-8" in msg.message
+    assert rp.validate_events([deep]) == "event 0 is nested too deeply"
+    assert rp.validate_events(["NaN"]) == rp.validate_events(["Infinity"]) == "event 0 is not valid JSON"
+    header = base64.urlsafe_b64encode(("[" * 3000 + "]" * 3000).encode()).decode().rstrip("=")
+    assert rp.auth_from_subprotocols([rp.SUBPROTOCOL, "header-" + header]) is None

@@ -49,6 +49,8 @@ async def post_event(request: web.Request) -> web.Response:
         body = _body.decode(await request.read())
     except msgspec.DecodeError as exc:
         return aws_error(400, rp.BAD_REQUEST, f"body must be {{channel, events: [JSON strings]}}: {exc}")
+    except rp.UNDECODABLE as exc:
+        return aws_error(400, rp.BAD_REQUEST, f"body is not valid JSON: {rp.undecodable(exc)}")
     try:
         channel = channels.normalise(body.channel)
     except channels.ChannelError as exc:

@@ -83,11 +83,21 @@ class ProtocolError:
         return error_frame(self.reply, self.id, self.error_type, self.message)
 
 
+# Input msgspec cannot read at all: nested deeper than its recursion limit, or bytes that are not UTF-8.
+UNDECODABLE = (RecursionError, UnicodeDecodeError)
+
+
+def undecodable(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else f"not valid UTF-8: {exc}"
+
+
 def decode(frame: str | bytes) -> ClientMsg | ProtocolError:
     try:
         msg = _decoder.decode(frame)
     except msgspec.DecodeError as exc:
         return _explain(frame, exc)
+    except UNDECODABLE as exc:
+        return ProtocolError("error", None, BAD_REQUEST, f"frame is not valid JSON: {undecodable(exc)}")
     check = _validate(msg)
     return check if check is not None else msg
 
@@ -97,6 +107,8 @@ def _explain(frame: str | bytes, exc: msgspec.DecodeError) -> ProtocolError:
         env = _envelope.decode(frame)
     except msgspec.DecodeError:
         return ProtocolError("error", None, BAD_REQUEST, f"frame is not a JSON object: {exc}")
+    except UNDECODABLE as err:
+        return ProtocolError("error", None, BAD_REQUEST, f"frame is not valid JSON: {undecodable(err)}")
     ident = env.id if isinstance(env.id, str) else None
     if env.type not in ("connection_init", "subscribe", "unsubscribe", "publish"):
         return ProtocolError("error", ident, UNSUPPORTED, f"unknown message type {env.type!r}")
@@ -126,9 +138,11 @@ def validate_events(events: list[str]) -> str | None:
         if len(event.encode()) > MAX_EVENT_BYTES:
             return f"event {index} is larger than 240 KB"
         try:
-            json.loads(event)
-        except ValueError:
+            msgspec.json.decode(event)  # strict JSON: NaN and Infinity, which json.loads takes, are refused
+        except msgspec.DecodeError:
             return f"event {index} is not valid JSON"
+        except RecursionError:
+            return f"event {index} is nested too deeply"
     return None
 
 
@@ -203,7 +217,7 @@ def auth_from_subprotocols(protocols: list[str]) -> dict[str, Any] | None:
             try:
                 raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
                 value = json.loads(raw)
-            except (binascii.Error, ValueError):
+            except (binascii.Error, ValueError, RecursionError):  # a header fits ~4,000 levels of nesting
                 return None
             return value if isinstance(value, dict) else None
     return None
