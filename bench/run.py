@@ -281,6 +281,9 @@ def slow_row(r: dict) -> dict:
     notes += f"per healthy delivery x{vs.get('cpu_per_delivery', 0):.2f}; "
     notes += f"RSS {mib} MiB (peak {rss['peak'] / 1024:.1f}); closed 4008: {srv['closed_slow_window']:.0f} in window "
     notes += f"({srv['closed_slow_total']:.0f} in all)"
+    fan = srv.get("fanout_latency_ms", {})
+    if fan.get("n"):
+        notes += f"; queued→written in the server p50/p99 ≤ {ms(fan['p50_le'])}/{ms(fan['p99_le'])} ms"
     if cl.get("storm_cycles"):
         notes += f"; storm {k(cl['storm_cycles'] / r['window']['wall_s'])} connects/s, subscribed in "
         notes += f"{cl['storm_subscribe_ms_p50']}/{cl['storm_subscribe_ms_p99']} ms p50/p99"

@@ -281,6 +281,24 @@ def window_stats(a: Sample, b: Sample, results: list[dict], by_metrics: bool = F
     }
 
 
+def histogram_window(a: Sample, b: Sample, name: str, scale: float = 1e3) -> dict:
+    """Observations of a server histogram inside the window, and the bucket bounds that hold its p50 and
+    p99 (an upper bound: the buckets are coarse), times `scale` (seconds to ms by default)."""
+    prefix = name + '_bucket{le="'
+    buckets = sorted(
+        (float(key[len(prefix) : -2]), b.metrics[key] - a.metrics.get(key, 0.0))
+        for key in b.metrics
+        if key.startswith(prefix)
+    )
+    n = buckets[-1][1] if buckets else 0.0
+    if not n:
+        return {"n": 0}
+    out: dict[str, float] = {"n": n}
+    for q, label in ((0.5, "p50_le"), (0.99, "p99_le")):
+        out[label] = next(le for le, count in buckets if count >= q * n) * scale
+    return out
+
+
 def per(n: float, d: float) -> float | None:
     return round(n / d, 1) if d > 0 else None
 
@@ -738,6 +756,8 @@ class Bench:
                 "closed_slow_total": end.get("tradewire_realtime_closed_slow_total", 0.0),
                 "conflated_window": delta(a, b, "tradewire_realtime_conflated_total"),
                 "subscriber_connections_t1": b.metrics.get("tradewire_subscriber_connections"),
+                # Queued to written, inside the server: what the subscribers' own scheduling does not touch.
+                "fanout_latency_ms": histogram_window(a, b, "tradewire_fanout_latency_seconds"),
             },
             "slow_clients": slow_res,
         }
