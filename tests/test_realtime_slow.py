@@ -45,6 +45,11 @@ async def raw_stalled_subscriber(srv, key: str, channel: str) -> tuple[asyncio.S
     return reader, writer
 
 
+def tcp_established(sock) -> bool:
+    """The connection's state from TCP_INFO, without reading it (tcpi_state 1 is ESTABLISHED)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 1
+
+
 def masked_text_frame(payload: bytes) -> bytes:
     mask = os.urandom(4)
     header = (
@@ -93,6 +98,14 @@ async def test_stalled_durable_subscriber_is_closed_and_others_get_everything(tm
                 break
             await asyncio.sleep(0.05)
         assert len(srv.gateway.connections) == 1  # the stalled one is gone, its memory with it
+        # ...and the client is told, though it reads nothing: a graceful close would sit behind the unsent
+        # backlog in the kernel for minutes, leaving the client ESTABLISHED and never reconnecting.
+        sock = stalled.get_extra_info("socket")
+        for _ in range(100):
+            if not tcp_established(sock):
+                break
+            await asyncio.sleep(0.05)
+        assert not tcp_established(sock)
         stalled.close()
     finally:
         await srv.stop()

@@ -332,6 +332,10 @@ class Connection:
             return
         self._closing = True
         closed = False
+        if abort:
+            # aiohttp closes the transport itself when its close times out, before `finally` runs: the
+            # reset must be armed first, or the peer that does not read is never told.
+            self.wire.reset_on_close()
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()[:120]), 1 if abort else 5)
             closed = True

@@ -11,6 +11,8 @@ The only aiohttp internals used are here: the request's transport and protocol, 
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import struct
 from typing import Any
 
@@ -19,6 +21,7 @@ from aiohttp import web
 _FIN_TEXT = 0x81
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
+_LINGER_RESET = struct.pack("ii", 1, 0)  # l_onoff, l_linger: close() sends a reset
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -66,6 +69,17 @@ class DirectWriter:
         if self._protocol is not None and self._protocol.writing_paused:
             await self._protocol._drain_helper()  # shared with aiohttp's writer: never cancel this await
 
+    def reset_on_close(self) -> None:
+        """Make the coming close a reset (SO_LINGER 0). Closing a socket that still has unsent data is
+        otherwise graceful: the kernel keeps it in FIN-WAIT-1 behind that data, probing a peer that does
+        not read for minutes, and the peer never learns that it was dropped. asyncio's and uvloop's
+        `transport.abort()` only discard the transport's own buffer and then close() the socket."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+
     def abort(self) -> None:
         if self._transport is not None:
+            self.reset_on_close()
             self._transport.abort()
