@@ -150,3 +150,12 @@ async def test_a_repeat_the_first_try_did_not_look_up_is_caught_and_its_group_ru
         assert await s.acked_seq("a") == 5
     finally:
         await s.close()
+
+
+async def test_the_writer_remembers_open_positions_only(store):
+    """A soak found RSS climbing ~4 MiB a minute: every position ever closed was kept in the look-up cache."""
+    await store.write([op(2 * n + 1, "OPEN", pid=n) for n in range(50)])
+    await store.write([op(100 + n, "CLOSE", pid=n) for n in range(47)])
+    assert len(store._positions) == 3
+    [again] = await store.write([op(500, "CLOSE", pid=1, msg_id="other")])  # a repeat: looked up, not cached
+    assert again.status == "stored" and again.events == [] and "already recorded" in again.detail

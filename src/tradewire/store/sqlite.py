@@ -111,7 +111,7 @@ class SQLiteStore:
         self._max_seq: dict[str, int] = {}
         self._optimistic = False  # see _transaction
         self.reruns = 0  # groups run a second time, each operation isolated
-        # (account, position id) -> its OPEN and CLOSE records, as this writer last wrote or read them
+        # (account, position id) of an open position -> its OPEN record (and no CLOSE), as last written here
         self._positions: dict[tuple[str, int], tuple[PositionEvent | None, PositionEvent | None]] = {}
         self.commits = 0
         self.committed_ops = 0
@@ -363,16 +363,22 @@ class SQLiteStore:
         return result
 
     def _remember_position(self, account: str, position_id: int, facts: planner.Facts, p: planner.Plan) -> None:
-        """Keep a position's OPEN/CLOSE records as just written: its next event needs no look-up."""
+        """Keep an open position's OPEN record as just written: its next event needs no look-up. A closed
+        one is forgotten (only a repeat would ask again, and finds the rows), so the cache holds the open
+        positions, not every position ever seen."""
+        key = (account, position_id)
         open_event, close_event = facts.open_event, facts.close_event
         for ev in (*p.inserts, *p.updates):
             if ev.event == "OPEN":
                 open_event = ev
             elif ev.event == "CLOSE":
                 close_event = ev
+        if close_event is not None:
+            self._positions.pop(key, None)
+            return
         if len(self._positions) >= POSITION_CACHE_MAX:
             self._positions.clear()  # bounded; a miss only costs the look-up
-        self._positions[(account, position_id)] = (open_event, close_event)
+        self._positions[key] = (open_event, None)
 
     def _apply_alert(self, conn: sqlite3.Connection, op: AlertRaiseOp | AlertResolveOp | AlertAckOp | PresenceOp):
         if isinstance(op, PresenceOp):
@@ -644,7 +650,7 @@ def _filters(query: EventQuery, *, ts_col: str, offset_col: str) -> tuple[list[s
     return where, args
 
 
-POSITION_CACHE_MAX = 50_000
+POSITION_CACHE_MAX = 20_000  # open positions whose OPEN is remembered (~1 KB each)
 
 
 class _OperationFailed(Exception):
