@@ -40,7 +40,7 @@ test: install $(NODE_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## The reliability suite at full size (the bounded form of each runs in `make test`).
-FUZZ_SCALE ?= 100
+FUZZ_SCALE ?= 1000
 test-reliability: install
 	TRADEWIRE_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest tests/reliability --timeout=0 $(PYTEST_ARGS)  # full size: no per-test limit
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tradewire.jsonerrors import UNDECODABLE, undecodable
 from tradewire.model import INT64_MAX, AccountId, Int64, Millis, Position, Tick
 
 MsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -144,16 +145,9 @@ _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
 
+
 # What msgspec raises, besides DecodeError, for input it cannot decode: nesting deeper than the
 # interpreter's recursion limit, and invalid UTF-8 inside a string of a bytes input (a binary frame).
-UNDECODABLE = (RecursionError, UnicodeDecodeError)
-
-
-def undecodable(exc: Exception) -> str:
-    """Why input that raised one of UNDECODABLE is not JSON the hub reads."""
-    return "nested too deeply" if isinstance(exc, RecursionError) else f"not valid UTF-8: {exc}"
-
-
 def decode_frame(data: bytes | str) -> list[ClientMsg | ErrorReply]:
     """Decode one frame into its messages, in order; a bad message becomes an ErrorReply in its place."""
     try:

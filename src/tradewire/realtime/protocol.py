@@ -17,6 +17,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from tradewire.jsonerrors import UNDECODABLE, undecodable
+
 SUBPROTOCOL = "aws-appsync-event-ws"
 ID_RE = re.compile(r"^[a-zA-Z0-9\-_+]{1,128}$")
 MAX_EVENTS = 5
@@ -81,14 +83,6 @@ class ProtocolError:
 
     def encode(self) -> bytes:
         return error_frame(self.reply, self.id, self.error_type, self.message)
-
-
-# Input msgspec cannot read at all: nested deeper than its recursion limit, or bytes that are not UTF-8.
-UNDECODABLE = (RecursionError, UnicodeDecodeError)
-
-
-def undecodable(exc: Exception) -> str:
-    return "nested too deeply" if isinstance(exc, RecursionError) else f"not valid UTF-8: {exc}"
 
 
 def decode(frame: str | bytes) -> ClientMsg | ProtocolError:
