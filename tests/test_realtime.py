@@ -143,6 +143,7 @@ async def test_http_publish(server, http, keys):
         ("admin", {"channel": "/custom/a/*", "events": ["1"]}, 400, "BadRequestException"),
         ("admin", {"channel": "/nope/a", "events": ["1"]}, 400, "BadRequestException"),
         ("admin", {"channel": "/custom/a"}, 400, "BadRequestException"),
+        ("admin", {"channel": "/custom/a", "events": ['"' + "x" * 1_100_000 + '"'] * 2}, 413, "BadRequestException"),
     ],
 )
 async def test_http_publish_errors_are_aws_shaped(server, http, keys, key, body, status, error_type):
@@ -151,6 +152,17 @@ async def test_http_publish_errors_are_aws_shaped(server, http, keys, key, body,
         data = await r.json()
         assert r.status == status and r.headers["x-amzn-ErrorType"] == error_type
         assert data["errors"][0]["errorType"] == error_type and data["errors"][0]["message"]
+
+
+async def test_http_publish_takes_what_appsync_takes_five_events_of_240_kb(server, http, keys):
+    """1.2 MB per publish on AppSync: over the EA frame limit (1 MiB), and answered like any publish."""
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("c", "/custom/*")
+    big = json.dumps({"blob": "y" * (240 * 1024 - 20)})
+    body = {"channel": "/custom/big", "events": [big] * 5}
+    async with http.post(server.url + "/event", json=body, headers={"x-api-key": keys["admin"]}) as r:
+        assert r.status == 200 and len((await r.json())["successful"]) == 5
+    assert len((await sub.event())["blob"]) == 240 * 1024 - 20
 
 
 async def test_cors_preflight(server, http):

@@ -46,7 +46,13 @@ async def post_event(request: web.Request) -> web.Response:
     if role is None:
         return aws_error(401, rp.UNAUTHORIZED, "missing API key (x-api-key)" if not key else "invalid API key")
     try:
-        body = _body.decode(await request.read())
+        # AppSync takes 1.2 MB per publish (5 events of 240 KB); JSON-escaped that is up to the WebSocket's
+        # frame limit, not the EA frame limit the application's default applies.
+        raw = await request.clone(client_max_size=rp.MAX_PUBLISH_BYTES).read()
+    except web.HTTPRequestEntityTooLarge:
+        return aws_error(413, rp.BAD_REQUEST, f"body exceeds the {rp.MAX_PUBLISH_BYTES}-byte limit")
+    try:
+        body = _body.decode(raw)
     except msgspec.DecodeError as exc:
         return aws_error(400, rp.BAD_REQUEST, f"body must be {{channel, events: [JSON strings]}}: {exc}")
     except rp.UNDECODABLE as exc:

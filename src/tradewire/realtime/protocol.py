@@ -23,6 +23,7 @@ SUBPROTOCOL = "aws-appsync-event-ws"
 ID_RE = re.compile(r"^[a-zA-Z0-9\-_+]{1,128}$")
 MAX_EVENTS = 5
 MAX_EVENT_BYTES = 240 * 1024
+MAX_PUBLISH_BYTES = 2 * 1024 * 1024  # a frame or POST /event body: 5 events of 240 KB, JSON-escaped
 
 # errorType values, as AWS and the Amplify client use them
 BAD_REQUEST = "BadRequestException"

@@ -9,8 +9,6 @@ from tradewire.ingest.ws import admit
 from tradewire.realtime import protocol as rp
 from tradewire.realtime.gateway import Connection
 
-MAX_FRAME = 2 * 1024 * 1024  # a publish may carry 5 events of 240 KB, JSON-escaped
-
 
 def _offered_subprotocols(request: web.Request) -> list[str]:
     offered: list[str] = []
@@ -38,7 +36,9 @@ async def _realtime_websocket(request: web.Request) -> web.WebSocketResponse:
     key = rp.api_key_of(auth) or request.headers.get("x-api-key")
     # No permessage-deflate: browsers always offer it, and aiohttp compresses a frame over 16 KiB in its thread
     # pool chunk by chunk, so a dashboard's batch frames waited on dozens of round trips each (bench/dashboard_fps.py).
-    ws = web.WebSocketResponse(protocols=[rp.SUBPROTOCOL], max_msg_size=MAX_FRAME, autoping=True, compress=False)
+    ws = web.WebSocketResponse(
+        protocols=[rp.SUBPROTOCOL], max_msg_size=rp.MAX_PUBLISH_BYTES, autoping=True, compress=False
+    )
     await ws.prepare(request)
     await Connection(gateway, ws, key).run()
     return ws
