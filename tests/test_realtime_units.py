@@ -8,6 +8,7 @@ import pytest
 from tradewire import channels
 from tradewire.realtime import protocol as rp
 from tradewire.realtime import wire
+from tradewire.realtime.gateway import Subscription, SubscriptionIndex
 from tradewire.realtime.outbox import Outbox
 
 
@@ -189,3 +190,32 @@ def test_hostile_json_is_refused_by_name_not_by_an_exception():
     assert rp.validate_events(["NaN"]) == rp.validate_events(["Infinity"]) == "event 0 is not valid JSON"
     header = base64.urlsafe_b64encode(("[" * 3000 + "]" * 3000).encode()).decode().rstrip("=")
     assert rp.auth_from_subprotocols([rp.SUBPROTOCOL, "header-" + header]) is None
+
+
+class _Conn:
+    """What a Subscription needs of its connection: an outbox."""
+
+    def __init__(self):
+        self.outbox = Outbox(max_stream_bytes=1000)
+
+
+def test_routes_hold_ready_subscriptions_and_survive_unrelated_changes():
+    index = SubscriptionIndex()
+    wide = Subscription(_Conn(), "w", "/trading/*")
+    index.add(wide)  # loading its snapshot: buffered for, not routed to
+    assert index.route("/trading/prices/EURUSD").subs == () and list(index.loading) == [wide]
+    index.ready(wide)
+    eurusd = index.route("/trading/prices/EURUSD")
+    assert eurusd.subs == (wide,) and eurusd.pendings == (wide.pending,) and not index.loading
+    one = Subscription(_Conn(), "a", "/trading/accounts/acc-1")
+    index.add(one)
+    index.ready(one)  # an exact channel: only its own route is rebuilt
+    assert index.route("/trading/prices/EURUSD") is eurusd
+    assert set(index.route("/trading/accounts/acc-1").subs) == {wide, one}
+    index.remove(one)
+    assert index.route("/trading/accounts/acc-1").subs == (wide,)
+    gone = Subscription(_Conn(), "g", "/trading/*")
+    index.add(gone)
+    index.remove(gone)  # unsubscribed while loading: never routed
+    index.ready(gone)
+    assert index.route("/trading/prices/GBPUSD").subs == (wide,) and len(index) == 1

@@ -54,23 +54,23 @@ class Subscription:
 
 
 class Route:
-    """The subscriptions a channel's publications go to, split the way the fan-out uses them."""
+    """The ready subscriptions a channel's publications go to, split the way the fan-out uses them."""
 
-    __slots__ = ("conns", "pendings", "subs", "waiting")
+    __slots__ = ("conns", "pendings", "subs")
 
     def __init__(self, subs: tuple[Subscription, ...]) -> None:
         self.subs = subs
-        ready = [s for s in subs if s.ready]
-        self.pendings = tuple(s.pending for s in ready)  # where latest-wins values wait, per subscription
-        self.conns = frozenset(s.conn for s in ready)  # the connections to flush after a delivery
-        self.waiting = tuple(s for s in subs if not s.ready)  # loading their snapshot/history: buffer
+        self.pendings = tuple(s.pending for s in subs)  # where latest-wins values wait, per subscription
+        self.conns = frozenset(s.conn for s in subs)  # the connections to flush after a delivery
 
 
 class SubscriptionIndex:
     """Exact channels and `/prefix/*` patterns, each looked up by dict: O(depth) per new channel.
 
-    `route(channel)` is what the fan-out uses, cached per channel until a subscription is added,
-    removed or becomes ready (channels repeat; subscriptions change rarely).
+    `route(channel)` is what the fan-out uses, cached per channel until a subscription of a pattern
+    that matches it is added or removed (channels repeat; subscriptions change rarely). A subscription
+    loading its snapshot or history is not in the routes yet: it waits in `loading`, buffering what is
+    published meanwhile, so that a reconnect storm does not rebuild every route twice per subscribe.
     """
 
     MAX_ROUTES = 100_000  # bounded: a flood of distinct channels cannot grow the cache without limit
@@ -78,21 +78,33 @@ class SubscriptionIndex:
     def __init__(self) -> None:
         self._by_pattern: dict[str, dict[Subscription, None]] = {}
         self._routes: dict[str, Route] = {}
+        self.loading: dict[Subscription, None] = {}
 
     def add(self, sub: Subscription) -> None:
-        self._by_pattern.setdefault(sub.pattern, {})[sub] = None
-        self._routes = {}
+        """A new subscription: it buffers live publications until `ready`."""
+        self.loading[sub] = None
+
+    def ready(self, sub: Subscription) -> None:
+        """Its snapshot and history are queued: from now on publications go to it directly."""
+        if self.loading.pop(sub, False) is None:
+            sub.ready = True
+            self._by_pattern.setdefault(sub.pattern, {})[sub] = None
+            self._forget_routes(sub.pattern)
 
     def remove(self, sub: Subscription) -> None:
+        if self.loading.pop(sub, False) is None:
+            return
         subs = self._by_pattern.get(sub.pattern)
-        if subs is not None:
-            subs.pop(sub, None)
+        if subs is not None and subs.pop(sub, False) is None:
             if not subs:
                 del self._by_pattern[sub.pattern]
-        self._routes = {}
+            self._forget_routes(sub.pattern)
 
-    def invalidate(self) -> None:
-        self._routes = {}
+    def _forget_routes(self, pattern: str) -> None:
+        if pattern.endswith("/*"):
+            self._routes = {}  # rebuilt lazily, per channel, on its next publication
+        else:
+            self._routes.pop(pattern, None)
 
     def route(self, channel: str) -> Route:
         route = self._routes.get(channel)
@@ -113,7 +125,7 @@ class SubscriptionIndex:
                 yield from subs
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self._by_pattern.values())
+        return sum(len(s) for s in self._by_pattern.values()) + len(self.loading)
 
 
 class Gateway:
@@ -163,8 +175,11 @@ class Gateway:
         and their connections are marked for the next flush. Frames are built and written there,
         once per connection, for what survived.
         """
-        route = self.index.route(pub.channel)
+        index = self.index
+        route = index.route(pub.channel)
         if not route.subs:
+            if index.loading:
+                self._buffer_for_loading(pub, None)
             return
         literal = rp.event_literal(pub.data)
         self.stats["deliveries"] += len(route.subs)
@@ -183,10 +198,18 @@ class Gateway:
                     self._schedule_flush()
         else:
             for sub in route.subs:
-                if sub.ready:
-                    sub.conn.push(sub, pub, literal)
-        for sub in route.waiting:
-            sub.buffer.append((pub, literal))
+                sub.conn.push(sub, pub, literal)
+        if index.loading:
+            self._buffer_for_loading(pub, literal)
+
+    def _buffer_for_loading(self, pub: Publication, literal: bytes | None) -> None:
+        """Publications for subscriptions still loading their snapshot/history: kept, in order, for them."""
+        for sub in self.index.loading:
+            if channels.matches(sub.pattern, pub.channel):
+                if literal is None:
+                    literal = rp.event_literal(pub.data)
+                sub.buffer.append((pub, literal))
+                self.stats["deliveries"] += 1
 
     def mark_dirty(self, conn: Connection) -> None:
         """Something is queued for `conn`: write it at the next flush."""
@@ -417,7 +440,7 @@ class Connection:
             return refuse(rp.LIMIT_EXCEEDED, f"at most {gw.settings.max_subscriptions} subscriptions per connection")
         sub = Subscription(self, msg.id, pattern)
         self.subs[msg.id] = sub
-        gw.index.add(sub)  # live publications are buffered from now on: nothing falls in a gap
+        gw.index.add(sub)  # live publications are buffered for it from now on: nothing falls in a gap
         try:
             snapshot = await gw.broker.snapshot(pattern)
             recovered, history = await self._history(pattern, msg.since)
@@ -441,8 +464,7 @@ class Connection:
                 continue  # already sent from history
             self.push(sub, pub, literal)
         sub.buffer = []
-        sub.ready = True
-        gw.index.invalidate()  # its routes now take it in directly
+        gw.index.ready(sub)  # its routes take it in directly from now on
         return None
 
     async def _history(self, pattern: str, since: int | None) -> tuple[bool | None, list[Publication]]:
