@@ -97,7 +97,7 @@ async def ea_batch(request: web.Request) -> web.Response:
     # An account greeted by an earlier POST within the liveness window need not repeat hello.
     view = hub.state.accounts.get(account)
     core = SessionCore(account, greeted=view is not None and view.transport == "http" and _live(hub, view))
-    hub.touch(account)  # each POST is a heartbeat: only after the liveness check above
+    now = hub.touch(account)  # each POST is a heartbeat: only after the liveness check above
 
     errors: list[p.ErrorReply] = []
     durable: list[tuple[p.DurableMsg, asyncio.Future]] = []
@@ -107,7 +107,7 @@ async def ea_batch(request: web.Request) -> web.Response:
         if isinstance(step, Greet):
             welcome = await hub.greet(account, step.hello, "http")
         elif isinstance(step, Volatile):
-            hub.apply_volatile(account, step.msg)
+            hub.apply_volatile(account, step.msg, now)  # the request's time: one clock read, one touch
         elif isinstance(step, Durable):
             durable.append((step.msg, hub.submit_durable(account, step.msg)))
         elif isinstance(step, Reply):
