@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import sqlite3
 from typing import Any
@@ -212,10 +213,21 @@ class Subscriber:
 
 
 class ServeProcess:
-    """`tradewire serve` as a real process on a free port: `url` once it logs that it listens."""
+    """`tradewire serve` as a real process on a free port: `url` once it logs that it listens.
+
+    Its log is drained for as long as it runs (the last lines kept in `log`): a pipe nobody reads fills
+    up, and the hub then blocks on its next log line (a 60-minute soak stalled so after 50 minutes).
+    """
 
     def __init__(self, proc: asyncio.subprocess.Process, url: str) -> None:
         self.proc, self.url = proc, url
+        self.log: collections.deque[str] = collections.deque(maxlen=500)
+        self._drain = asyncio.ensure_future(self._read_log())
+
+    async def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.log.append(line.decode(errors="replace"))
 
     @classmethod
     async def start(cls, *args: str, env: dict | None = None) -> ServeProcess:
@@ -245,4 +257,6 @@ class ServeProcess:
     async def stop(self, sig: int = 15) -> int:
         if self.proc.returncode is None:
             self.proc.send_signal(sig)
-        return await asyncio.wait_for(self.proc.wait(), 20)
+        code = await asyncio.wait_for(self.proc.wait(), 20)
+        await asyncio.wait_for(self._drain, 5)  # the pipe ends with the process
+        return code

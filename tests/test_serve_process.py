@@ -153,7 +153,7 @@ async def test_json_logs_never_contain_secrets(tmp_path):
             await ws.receive(timeout=5)
             await ws.close()
     assert await server.stop() == 0
-    rest = (await server.proc.stderr.read()).decode()
+    rest = "".join(server.log)
     lines = [line for line in rest.splitlines() if line.strip()]
     assert lines, "expected shutdown log lines"
     for line in lines:
