@@ -142,6 +142,9 @@ class EAWebSocketSession:
             if acker.cancelled() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 return False  # the ack loop was stopped (session closing), not us
             raise
+        except Exception:  # the ack loop failed: say so, and let the session end cleanly all the same
+            log.exception("account %s: ack loop failed", self.account)
+            return False
         return not self._pending
 
     def _unacked(self) -> int:
