@@ -41,14 +41,14 @@ RoleOf = Callable[[str], Awaitable[Role | None]]
 
 
 class Subscription:
-    __slots__ = ("buffer", "conn", "id", "id_bytes", "pattern", "pending", "ready")
+    __slots__ = ("buffer", "conn", "id", "id_bytes", "pattern", "pending")
 
     def __init__(self, conn: Connection, sub_id: str, pattern: str) -> None:
         self.conn = conn
         self.id = sub_id
         self.id_bytes = sub_id.encode()
         self.pattern = pattern
-        self.ready = False  # until its snapshot/history is queued, live publications wait in `buffer`
+        # While it loads its snapshot/history (in the index's `loading`), live publications wait here.
         self.buffer: list[tuple[Publication, bytes]] = []
         self.pending = conn.outbox.slot(sub_id)  # latest-wins literals waiting to be written, by channel
 
@@ -87,7 +87,6 @@ class SubscriptionIndex:
     def ready(self, sub: Subscription) -> None:
         """Its snapshot and history are queued: from now on publications go to it directly."""
         if self.loading.pop(sub, False) is None:
-            sub.ready = True
             self._by_pattern.setdefault(sub.pattern, {})[sub] = None
             self._forget_routes(sub.pattern)
 

@@ -13,9 +13,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from tradewire.realtime.protocol import BATCH_HEAD, BATCH_TAIL
 
 FRAME_END = b"}"
+_BETWEEN = FRAME_END + b","  # between two frames of a run: the end of one, the comma before the next
 
 
 def data_prefix(sub_id: bytes) -> bytes:
@@ -79,35 +82,42 @@ class Outbox:
 
     def take(self) -> tuple[list[bytes], int]:
         """Everything pending, in writing order, and how many of those frames were latest-wins data."""
-        frames, self.replies = self.replies, []
-        latest = 0
-        for prefix, pending in self.slots.values():
-            if pending:
-                latest += len(pending)
-                frames.extend([prefix + literal + FRAME_END for literal in pending.values()])
-                pending.clear()
-        if self.stream:
-            frames.extend([f for _, f in self.stream])
-            self.stream = []
-            self.stream_bytes = 0
+        frames, _count, latest = self._drain(_frames)
         return frames, latest
 
     def take_batch(self) -> tuple[bytes, int]:
         """Everything pending as one payload, and how many frames it holds: the batching extension's
         frame, or a lone frame as itself. A subscription's pending values become one run of frames in a
         single join (they share the prefix), not one concatenation each."""
-        parts, self.replies = self.replies, []
-        count = len(parts)
-        for prefix, pending in self.slots.values():
-            if pending:
-                count += len(pending)
-                parts.append(prefix + (FRAME_END + b"," + prefix).join(pending.values()) + FRAME_END)
-                pending.clear()
-        if self.stream:
-            count += len(self.stream)
-            parts.extend([f for _, f in self.stream])
-            self.stream = []
-            self.stream_bytes = 0
+        parts, count, _latest = self._drain(_run)
         if count <= 1:
             return (parts[0] if parts else b""), count
         return BATCH_HEAD + b",".join(parts) + BATCH_TAIL, count
+
+    def _drain(self, render: Callable[[bytes, Iterable[bytes]], list[bytes]]) -> tuple[list[bytes], int, int]:
+        """Empty the outbox in writing order: replies, each subscription's latest-wins values as `render`
+        builds them from its frame prefix, stream frames. Returns (parts, frames in them, latest-wins)."""
+        parts, self.replies = self.replies, []
+        replies = len(parts)
+        latest = 0
+        for prefix, pending in self.slots.values():
+            if pending:
+                latest += len(pending)
+                parts.extend(render(prefix, pending.values()))
+                pending.clear()
+        streamed = len(self.stream)
+        if streamed:
+            parts.extend([f for _, f in self.stream])
+            self.stream = []
+            self.stream_bytes = 0
+        return parts, replies + latest + streamed, latest
+
+
+def _frames(prefix: bytes, literals: Iterable[bytes]) -> list[bytes]:
+    """One data frame per pending value."""
+    return [prefix + literal + FRAME_END for literal in literals]
+
+
+def _run(prefix: bytes, literals: Iterable[bytes]) -> list[bytes]:
+    """All of a subscription's pending values as one comma-separated run of data frames, in one join."""
+    return [prefix + (_BETWEEN + prefix).join(literals) + FRAME_END]

@@ -53,8 +53,7 @@ class DirectWriter:
     @property
     def writable(self) -> bool:
         """Open and not paused: the transport's buffer is under its high-water mark."""
-        t = self._transport
-        return t is not None and not t.is_closing() and not self._ws.closed and not self._protocol.writing_paused
+        return self.open and not self._protocol.writing_paused
 
     @property
     def open(self) -> bool:
