@@ -134,6 +134,7 @@ async def test_metrics_need_a_key_and_count_what_happened(server, http, fleet):
     assert values["tradewire_ea_durable_total"] == 2
     assert values["tradewire_store_commit_seconds_count"] >= 1
     assert values["tradewire_store_operations_total"] >= 2
+    assert values["tradewire_log_records_dropped_total"] == 0  # exported; tests/test_logs.py counts drops
 
 
 async def test_equity_series_is_bucketed_per_minute(server, http, fleet):

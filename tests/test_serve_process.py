@@ -1,11 +1,16 @@
 """`tradewire serve` as a real process: TLS for wss:// EAs, and a SIGTERM drain that loses nothing."""
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import os
+import re
 import signal
 import sqlite3
 import ssl
 import sys
+from collections.abc import Callable
 
 import aiohttp
 import trustme
@@ -160,3 +165,53 @@ async def test_json_logs_never_contain_secrets(tmp_path):
         entry = json.loads(line)
         assert {"ts", "level", "logger", "msg"} <= set(entry)
     assert token not in rest and token.split("_")[2] not in rest
+
+
+async def test_a_stderr_nobody_reads_does_not_stall_the_hub(tmp_path):
+    """The hub logs from a thread: with its stderr pipe full, EAs are still served, and the lines are kept
+    (up to the log queue's bound) for when the pipe is read again. The soak once stalled on exactly this."""
+    db = str(tmp_path / "quiet.db")
+    token = await issue(db, "acc-1")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # a pipe that fills after ~40 lines
+    os.set_blocking(read_end, False)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tradewire.cli", "serve", "--port", "0", "--store", f"sqlite:///{db}", stderr=write_end
+    )
+    os.close(write_end)
+    log = b""
+
+    async def read_until(done: Callable[[bytes], object]) -> object:
+        nonlocal log
+        for _ in range(1000):
+            with contextlib.suppress(BlockingIOError):
+                log += os.read(read_end, 1 << 16)
+            if found := done(log):
+                return found
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"not logged; the log ends {log[-300:]!r}")
+
+    try:
+        url = (await read_until(re.compile(rb"listening on (\S+)").search)).group(1).decode().replace(
+            "http", "ws", 1
+        ) + "/ea/v1"
+        async with aiohttp.ClientSession() as http:
+            # Each new session of the account logs that it replaces the last one: 300 lines of ~100 bytes
+            # are seven times what this pipe holds before its writer blocks.
+            for n in range(1, 301):
+                ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
+                await ws.send_json(hello())
+                assert (await ws.receive_json(timeout=5))["type"] == "welcome", n
+                await ws.send_json(position_event(n))
+                assert await ws.receive_json(timeout=5) == {"type": "ack", "seq": n}
+        # Read again, and every line is there: nothing was dropped for a backlog this size.
+        await read_until(lambda log: log.count(b"replaces the previous one") == 299)
+        assert b"log records dropped" not in log
+    finally:
+        proc.terminate()
+        while proc.returncode is None:  # the pipe is read to the end, so the exit cannot block on it
+            with contextlib.suppress(BlockingIOError):
+                os.read(read_end, 1 << 16)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.05)
+        os.close(read_end)

@@ -1,12 +1,25 @@
-"""Logging: human text or one JSON object per line. Secrets are never passed to the logger."""
+"""Logging: human text or one JSON object per line. Secrets are never passed to the logger.
+
+Records are written by a thread, never by the event loop: a stalled reader of stderr (a full pipe, a
+stopped terminal) must not stall the hub. The queue between them is bounded; when it is full, records
+are dropped and counted (`dropped()`, the metric `tradewire_log_records_dropped`), and the writer says how
+many it lost once it can write again.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
+import threading
 import time
 
 import msgspec
+
+QUEUE_RECORDS = 10_000  # about 2-5 MiB of formatted records at most
+_STOP = None  # the writer thread's sentinel
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,13 +35,98 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
-def setup_logging(fmt: str = "text", level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread; never blocks the caller. A full queue drops the record."""
+
+    def __init__(self, records: queue.Queue) -> None:
+        super().__init__(records)
+        self.dropped = 0
+        self._reported = 0  # dropped records already told about
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self.dropped > self._reported:
+            # Said before the record itself, so the gap shows where it happened.
+            lost = self.dropped - self._reported
+            note = logging.LogRecord(
+                "tradewire.logs",
+                logging.WARNING,
+                __file__,
+                0,
+                "%d log records dropped: stderr was not being read",
+                (lost,),
+                None,
+            )
+            try:
+                self.queue.put_nowait(self.prepare(note))
+                self._reported = self.dropped
+            except queue.Full:
+                self.dropped += 1  # no room for the note: the record goes too, so the note stays in place
+                return
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class _Writer:
+    """The thread that formats nothing and writes everything: records arrive already formatted."""
+
+    def __init__(self, records: queue.Queue, target: logging.Handler) -> None:
+        self.records, self.target = records, target
+        self.thread = threading.Thread(target=self._run, name="tradewire-log-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (record := self.records.get()) is not _STOP:
+            self.target.handle(record)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Write what is queued, waiting at most `timeout` (the reader of stderr may be gone)."""
+        try:
+            self.records.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return
+        self.thread.join(timeout)
+
+
+_handler: DroppingQueueHandler | None = None
+_writer: _Writer | None = None
+
+
+def dropped() -> int:
+    """Log records dropped so far because the writer could not keep up (stderr not read)."""
+    return _handler.dropped if _handler is not None else 0
+
+
+def setup_logging(fmt: str = "text", level: str = "info", *, stream=None, queue_records: int = QUEUE_RECORDS) -> None:
+    global _handler, _writer
+    stop_logging()
+    target = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        target.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    records: queue.Queue = queue.Queue(queue_records)
+    # The queue handler formats in the caller (the record's args may change later) with the target's format.
+    _handler = DroppingQueueHandler(records)
+    _handler.setFormatter(target.formatter)
+    target.setFormatter(logging.Formatter("%(message)s"))
+    _writer = _Writer(records, target)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def stop_logging() -> None:
+    """Flush the writer (bounded wait) and detach it; called at exit."""
+    global _handler, _writer
+    if _writer is not None:
+        root = logging.getLogger()
+        if _handler in root.handlers:
+            root.removeHandler(_handler)
+        _writer.stop()
+        _handler = _writer = None
+
+
+atexit.register(stop_logging)

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tradewire import logs
 from tradewire.hub import Hub
 from tradewire.realtime.gateway import Gateway
 from tradewire.store.base import Store
@@ -65,6 +66,11 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily("tradewire_store_commits", "store transactions committed", value=self.store.commits)
         yield CounterMetricFamily(
             "tradewire_store_operations", "store operations committed", value=self.store.committed_ops
+        )
+        yield CounterMetricFamily(
+            "tradewire_log_records_dropped",
+            "log records dropped: stderr was not read",
+            value=logs.dropped(),
         )
 
 

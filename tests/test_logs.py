@@ -1,0 +1,72 @@
+"""The log writer: off the caller's thread, bounded, and honest about what it dropped."""
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+
+from tradewire import logs
+
+
+def test_a_blocked_stream_drops_records_counts_them_and_says_so_once_it_flows():
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w", buffering=1)
+    logs.setup_logging("json", "info", stream=stream, queue_records=50)
+    log = logging.getLogger("tradewire.test")
+    try:
+        # Nobody reads the pipe: the writer thread blocks once it is full, the queue fills behind it,
+        # and from then on records are dropped, without ever blocking this thread.
+        for n in range(5000):
+            log.info("record %d", n)
+        lost = logs.dropped()
+        assert lost > 0
+        received = bytearray()
+        reader = threading.Thread(target=lambda: read_all(read_end, received), daemon=True)
+        reader.start()
+        while not logs._handler.queue.empty():  # the reader catches up
+            time.sleep(0.01)
+        log.warning("after the gap")
+        logs.stop_logging()  # writes what is queued
+        stream.close()
+        reader.join(10)
+        lines = [json.loads(line)["msg"] for line in received.decode().splitlines()]
+        assert lines[-1] == "after the gap"
+        # Every gap in the sequence is announced, right where it is, with its size; nothing else is missing.
+        expected, announced = 0, 0
+        for msg in lines[:-1]:
+            if msg.endswith(" log records dropped: stderr was not being read"):
+                gap = int(msg.split()[0])
+                expected += gap
+                announced += gap
+            else:
+                assert msg == f"record {expected}"
+                expected += 1
+        assert announced == lost and expected == 5000
+    finally:
+        logs.stop_logging()
+        with contextlib.suppress(OSError):
+            os.close(read_end)
+
+
+def read_all(fd: int, into: bytearray) -> None:
+    while chunk := os.read(fd, 1 << 16):
+        into += chunk
+
+
+def test_records_are_formatted_when_logged_not_when_written():
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w", buffering=1)
+    logs.setup_logging("text", "info", stream=stream)
+    try:
+        value = ["before"]
+        logging.getLogger("tradewire.test").info("value %s", value)
+        value[0] = "after"  # a mutable argument changed later must not change the line
+        logs.stop_logging()
+        stream.close()
+        line = os.read(read_end, 1 << 16).decode()
+        assert line.endswith(" INFO tradewire.test: value ['before']\n")
+    finally:
+        logs.stop_logging()
+        os.close(read_end)
