@@ -199,23 +199,58 @@ class _Conn:
         self.outbox = Outbox(max_stream_bytes=1000)
 
 
+def routed(route) -> tuple:
+    """The subscriptions a route delivers to, in order."""
+    return tuple(sub for group in route for sub in group.subs)
+
+
 def test_routes_hold_ready_subscriptions_and_survive_unrelated_changes():
     index = SubscriptionIndex()
     wide = Subscription(_Conn(), "w", "/trading/*")
     index.add(wide)  # loading its snapshot: buffered for, not routed to
-    assert index.route("/trading/prices/EURUSD").subs == () and list(index.loading) == [wide]
+    assert index.route("/trading/prices/EURUSD") == () and list(index.loading) == [wide]
     index.ready(wide)
     eurusd = index.route("/trading/prices/EURUSD")
-    assert eurusd.subs == (wide,) and eurusd.pendings == (wide.pending,) and not index.loading
+    assert routed(eurusd) == (wide,) and eurusd[0].pendings == (wide.pending,) and not index.loading
+    assert eurusd[0].conns == {wide.conn}
     one = Subscription(_Conn(), "a", "/trading/accounts/acc-1")
     index.add(one)
     index.ready(one)  # an exact channel: only its own route is rebuilt
     assert index.route("/trading/prices/EURUSD") is eurusd
-    assert set(index.route("/trading/accounts/acc-1").subs) == {wide, one}
+    assert set(routed(index.route("/trading/accounts/acc-1"))) == {wide, one}
     index.remove(one)
-    assert index.route("/trading/accounts/acc-1").subs == (wide,)
+    assert routed(index.route("/trading/accounts/acc-1")) == (wide,)
     gone = Subscription(_Conn(), "g", "/trading/*")
     index.add(gone)
     index.remove(gone)  # unsubscribed while loading: never routed
     index.ready(gone)
-    assert index.route("/trading/prices/GBPUSD").subs == (wide,) and len(index) == 1
+    assert routed(index.route("/trading/prices/GBPUSD")) == (wide,) and len(index) == 1
+
+
+def test_a_reconnect_storm_on_a_busy_pattern_keeps_every_cached_route():
+    """Subscribers joining and leaving a pattern others hold change its group in place: no route is
+    rebuilt, and each delivery still reaches exactly the subscriptions ready at that moment."""
+    index = SubscriptionIndex()
+    healthy = Subscription(_Conn(), "h", "/trading/*")
+    index.add(healthy)
+    index.ready(healthy)
+    channels_ = [f"/trading/prices/acc-{n}/EURUSD" for n in range(50)]
+    before = [index.route(c) for c in channels_]
+    for n in range(100):
+        storm = Subscription(_Conn(), f"s{n}", "/trading/*")
+        index.add(storm)
+        index.ready(storm)
+        assert routed(index.route(channels_[n % 50])) == (healthy, storm)
+        assert storm.conn in index.route(channels_[n % 50])[0].conns
+        index.remove(storm)
+        assert routed(index.route(channels_[n % 50])) == (healthy,)
+    assert all(index.route(c) is r for c, r in zip(channels_, before, strict=True))
+    # A pattern's first subscription (or its last leaving) changes which groups match: those routes only.
+    prices = Subscription(_Conn(), "p", "/trading/prices/*")
+    index.add(prices)
+    index.ready(prices)
+    assert routed(index.route(channels_[0])) == (healthy, prices)
+    unrelated = index.route("/trading/accounts/acc-1")
+    index.remove(prices)
+    assert routed(index.route(channels_[0])) == (healthy,)
+    assert index.route("/trading/accounts/acc-1") is unrelated

@@ -16,7 +16,7 @@ import operator
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from itertools import repeat
 from typing import Any
 
@@ -53,30 +53,53 @@ class Subscription:
         self.pending = conn.outbox.slot(sub_id)  # latest-wins literals waiting to be written, by channel
 
 
-class Route:
-    """The ready subscriptions a channel's publications go to, split the way the fan-out uses them."""
+class Group:
+    """The ready subscriptions of one pattern, in the shapes the fan-out uses.
 
-    __slots__ = ("conns", "pendings", "subs")
+    Changed in place as subscriptions come and go, so every cached route that holds it stays right:
+    a subscriber joining `/trading/*` costs O(subscribers of `/trading/*`), not a rebuild of every route.
+    """
 
-    def __init__(self, subs: tuple[Subscription, ...]) -> None:
-        self.subs = subs
-        self.pendings = tuple(s.pending for s in subs)  # where latest-wins values wait, per subscription
-        self.conns = frozenset(s.conn for s in subs)  # the connections to flush after a delivery
+    __slots__ = ("conns", "members", "pendings", "subs")
+
+    def __init__(self) -> None:
+        self.members: dict[Subscription, None] = {}
+        self.subs: tuple[Subscription, ...] = ()
+        self.pendings: tuple[dict[str, bytes], ...] = ()  # where latest-wins values wait, per subscription
+        self.conns: frozenset[Connection] = frozenset()  # the connections to flush after a delivery
+
+    def add(self, sub: Subscription) -> None:
+        self.members[sub] = None
+        self._refresh()
+
+    def discard(self, sub: Subscription) -> bool:
+        if self.members.pop(sub, False) is None:
+            self._refresh()
+            return True
+        return False
+
+    def _refresh(self) -> None:
+        self.subs = tuple(self.members)
+        self.pendings = tuple(s.pending for s in self.subs)
+        self.conns = frozenset(s.conn for s in self.subs)
+
+
+Route = tuple[Group, ...]  # the groups whose pattern matches a channel: the exact one, then /a/*, /a/b/*, ...
 
 
 class SubscriptionIndex:
-    """Exact channels and `/prefix/*` patterns, each looked up by dict: O(depth) per new channel.
+    """Exact channels and `/prefix/*` patterns, one `Group` each, looked up by dict: O(depth) per channel.
 
-    `route(channel)` is what the fan-out uses, cached per channel until a subscription of a pattern
-    that matches it is added or removed (channels repeat; subscriptions change rarely). A subscription
-    loading its snapshot or history is not in the routes yet: it waits in `loading`, buffering what is
-    published meanwhile, so that a reconnect storm does not rebuild every route twice per subscribe.
+    `route(channel)` is what the fan-out uses, cached per channel. A cached route holds groups, which
+    change in place, so it is dropped only when a group of a pattern that matches its channel appears or
+    goes (the first subscription of a pattern, or the last). A subscription loading its snapshot or
+    history is not in a group yet: it waits in `loading`, buffering what is published meanwhile.
     """
 
     MAX_ROUTES = 100_000  # bounded: a flood of distinct channels cannot grow the cache without limit
 
     def __init__(self) -> None:
-        self._by_pattern: dict[str, dict[Subscription, None]] = {}
+        self._groups: dict[str, Group] = {}
         self._routes: dict[str, Route] = {}
         self.loading: dict[Subscription, None] = {}
 
@@ -87,21 +110,26 @@ class SubscriptionIndex:
     def ready(self, sub: Subscription) -> None:
         """Its snapshot and history are queued: from now on publications go to it directly."""
         if self.loading.pop(sub, False) is None:
-            self._by_pattern.setdefault(sub.pattern, {})[sub] = None
-            self._forget_routes(sub.pattern)
+            group = self._groups.get(sub.pattern)
+            if group is None:
+                group = self._groups[sub.pattern] = Group()
+                self._forget_routes(sub.pattern)
+            group.add(sub)
 
     def remove(self, sub: Subscription) -> None:
         if self.loading.pop(sub, False) is None:
             return
-        subs = self._by_pattern.get(sub.pattern)
-        if subs is not None and subs.pop(sub, False) is None:
-            if not subs:
-                del self._by_pattern[sub.pattern]
+        group = self._groups.get(sub.pattern)
+        if group is not None and group.discard(sub) and not group.members:
+            del self._groups[sub.pattern]
             self._forget_routes(sub.pattern)
 
     def _forget_routes(self, pattern: str) -> None:
+        """The routes of the channels `pattern` matches: rebuilt lazily, each on its next publication."""
         if pattern.endswith("/*"):
-            self._routes = {}  # rebuilt lazily, per channel, on its next publication
+            prefix = pattern[:-1]
+            for channel in [c for c in self._routes if c.startswith(prefix)]:
+                del self._routes[channel]
         else:
             self._routes.pop(pattern, None)
 
@@ -110,21 +138,13 @@ class SubscriptionIndex:
         if route is None:
             if len(self._routes) >= self.MAX_ROUTES:
                 self._routes = {}
-            route = self._routes[channel] = Route(tuple(self.match(channel)))
+            groups = self._groups
+            route = tuple(groups[p] for p in (channel, *channels.prefixes(channel)) if p in groups)
+            self._routes[channel] = route
         return route
 
-    def match(self, channel: str) -> Iterator[Subscription]:
-        table = self._by_pattern
-        subs = table.get(channel)
-        if subs:
-            yield from subs
-        for pattern in channels.prefixes(channel):
-            subs = table.get(pattern)
-            if subs:
-                yield from subs
-
     def __len__(self) -> int:
-        return sum(len(s) for s in self._by_pattern.values()) + len(self.loading)
+        return sum(len(g.members) for g in self._groups.values()) + len(self.loading)
 
 
 class Gateway:
@@ -176,28 +196,32 @@ class Gateway:
         """
         index = self.index
         route = index.route(pub.channel)
-        if not route.subs:
+        if not route:
             if index.loading:
                 self._buffer_for_loading(pub, None)
             return
         literal = rp.event_literal(pub.data)
-        self.stats["deliveries"] += len(route.subs)
+        stats = self.stats
         if pub.latest:
-            pendings = route.pendings
-            if pendings:
-                channel = pub.channel
+            channel = pub.channel
+            dirty = self._dirty
+            for group in route:  # usually one: a channel rarely has subscribers under several patterns
+                pendings = group.pendings
+                stats["deliveries"] += len(pendings)
                 # The hottest loop of the hub, so it runs in C: count the values about to be replaced
                 # (conflation), store the new one in every ready subscription, mark their connections.
                 conflated = sum(map(operator.contains, pendings, repeat(channel)))
                 if conflated:
-                    self.stats["conflated"] += conflated
+                    stats["conflated"] += conflated
                 deque(map(operator.setitem, pendings, repeat(channel), repeat(literal)), maxlen=0)
-                self._dirty |= route.conns
-                if self._flush_handle is None:
-                    self._schedule_flush()
+                dirty |= group.conns
+            if self._flush_handle is None:
+                self._schedule_flush()
         else:
-            for sub in route.subs:
-                sub.conn.push(sub, pub, literal)
+            for group in route:
+                stats["deliveries"] += len(group.subs)
+                for sub in group.subs:
+                    sub.conn.push(sub, pub, literal)
         if index.loading:
             self._buffer_for_loading(pub, literal)
 
