@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from tradewire.ingest.protocol import PositionMsg
-from tradewire.model import Position
+from tradewire.model import Alert, Position
 from tradewire.store import make_store, parse_store_url
-from tradewire.store.base import EAPositionOp, EventQuery, ReconcileOp, StoreError
+from tradewire.store.base import AlertRaiseOp, EAPositionOp, EventQuery, ReconcileOp, StoreError
 from tradewire.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
@@ -62,13 +62,41 @@ async def test_failed_commit_fails_every_operation_and_forgets_its_counters(tmp_
     try:
         with pytest.raises(StoreError):
             await asyncio.wait_for(store.submit(op(1)), 30)
+        assert await store.head_offset() == 0  # nothing was committed, so the head did not move
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     try:
-        assert (await store.write([op(1)]))[0].status == "stored"
+        [result] = await store.write([op(1)])
+        assert result.status == "stored" and await store.head_offset() == result.events[0].offset == 1
     finally:
         await store.close()
+
+
+async def test_the_head_offset_is_kept_by_the_writer_and_found_again_at_open(tmp_path):
+    """head_offset is answered from memory (a subscribe asks for it every time): it must be what the
+    file holds, after events, after alerts, and after a restart."""
+    path = str(tmp_path / "head.db")
+    store = SQLiteStore(path)
+    await store.open()
+    assert await store.head_offset() == 0
+    results = await store.write([op(1), op(2)])
+    assert await store.head_offset() == results[-1].events[0].offset == 2
+    alert = Alert(id="al-1", type="MARGIN_CALL", severity="HIGH", account="a", message="m", raisedAt=1)
+    await store.write([AlertRaiseOp(alert)])
+    assert await store.head_offset() == 3
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.head_offset()
+    again = SQLiteStore(path)
+    await again.open()
+    try:
+        assert await again.head_offset() == 3
+        with sqlite3.connect(path) as conn:
+            [(stored,)] = conn.execute('SELECT MAX("offset") FROM alerts').fetchall()
+        assert stored == 3
+    finally:
+        await again.close()
 
 
 async def test_credentials_never_reach_the_file_in_clear(store):
