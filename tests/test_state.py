@@ -96,7 +96,7 @@ def test_exposure_nets_volume_and_sums_profit_across_accounts():
 
 def test_equity_series_keeps_one_point_per_minute_bounded():
     from tradewire.model import AccountState
-    from tradewire.state import SERIES_POINTS
+    from tradewire.state import SERIES_POINTS, EquitySeries
 
     s = LiveState()
 
@@ -107,6 +107,17 @@ def test_equity_series_keeps_one_point_per_minute_bounded():
     s.apply_account("a", st(2), 119_999)  # same minute: replaces
     s.apply_account("a", st(3), 120_000)
     assert list(s.account("a").equity_series) == [(60_000, 2, 100.0), (120_000, 3, 100.0)]
-    for minute in range(SERIES_POINTS + 10):
-        s.apply_account("a", st(minute), 180_000 + minute * 60_000)
-    assert len(s.account("a").equity_series) == SERIES_POINTS
+    # Over several trims: always the newest SERIES_POINTS minutes, in order, each bucket's last value.
+    for minute in range(3 * SERIES_POINTS + 7):
+        s.apply_account("a", st(minute - 1), 180_000 + minute * 60_000)
+        s.apply_account("a", st(minute), 180_000 + minute * 60_000 + 59_999)
+        series = s.account("a").equity_series
+        assert len(series) == min(SERIES_POINTS, minute + 3)
+    points = list(series)
+    last = 3 * SERIES_POINTS + 6
+    assert len(points) == SERIES_POINTS
+    assert points[-1] == (180_000 + last * 60_000, last, 100.0)
+    assert [p[0] for p in points] == [180_000 + m * 60_000 for m in range(last - SERIES_POINTS + 1, last + 1)]
+    assert [p[1] for p in points] == list(range(last - SERIES_POINTS + 1, last + 1))
+    # Flat arrays, trimmed by a quarter: the memory held stays bounded whatever the uptime.
+    assert len(series.ts) <= EquitySeries.TRIM_AT and series.ts.itemsize == 8
