@@ -710,7 +710,7 @@ class Bench:
             durable = {"tokens": tokens[p.latency_eas :], "rate": p.slow_durable_rate}
             w.spawn("paced_durable", {**self.addr(srv), **durable})
             if any(misbehaving.values()):
-                slow = {"key": key, "storm_rate": p.slow_storm_rate, **misbehaving}
+                slow = {"key": key, "storm_rate": p.slow_storm_rate, "background": True, **misbehaving}
                 w.spawn("slow_consumers", {**self.addr(srv), **slow})
             w.expect("ready", 120)
             rss_ready = srv.rss_kib()
