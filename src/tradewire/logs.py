@@ -2,7 +2,7 @@
 
 Records are written by a thread, never by the event loop: a stalled reader of stderr (a full pipe, a
 stopped terminal) must not stall the hub. The queue between them is bounded; when it is full, records
-are dropped and counted (`dropped()`, the metric `tradewire_log_records_dropped`), and the writer says how
+are dropped and counted (`dropped()`, the metric `tradewire_log_records_dropped_total`), and the writer says how
 many it lost once it can write again.
 """
 
