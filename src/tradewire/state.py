@@ -98,6 +98,10 @@ class AccountSummary(msgspec.Struct, omit_defaults=True):
 
     id: str
     status: ConnectionStatus
+    # Server time (ms) this summary was made, so when its status was judged. A reader holding two
+    # summaries of an account keeps the later one: a REST answer made before a disconnect must not
+    # overwrite the channel's 'lost', which changes neither lastSeen nor updatedAt.
+    asOf: int
     info: AccountInfo | None = None
     state: AccountState | None = None
     positions: int = 0
@@ -217,6 +221,7 @@ class LiveState:
         return AccountSummary(
             id=view.id,
             status=view.status(now, self.http_live_ms),
+            asOf=now,
             info=view.info,
             state=view.state,
             positions=len(view.positions),

@@ -109,16 +109,20 @@ export class Store {
 
   // --- accounts -------------------------------------------------------------------------------
   /**
-   * A summary from the accounts channel, or from REST. A REST answer may have been computed before the last
-   * channel message arrived: it wins only when it is at least as new (server clock), and then its status is
-   * the more recent judgement (the channel is not told when an HTTP account's liveness window lapses).
+   * A summary from the accounts channel, or from REST. A REST answer may have been made before the last
+   * channel message arrived: it wins only when it was made at least as late (`asOf`, server clock). Not by
+   * lastSeen or updatedAt: a disconnect's 'lost' changes neither, and a stale 'live' would look as new.
    */
   applyAccount(summary, fromRest = false) {
     this.stats.messages += 1;
     let rec = this.accounts.get(summary.id);
-    // Older than what is shown: leave it, and leave it unconfirmed. (A restarted hub answers for an account
-    // that has not reconnected yet with no figures at all; what was shown stays marked stale.)
+    // Older than what is shown: leave it, and leave it unconfirmed.
     if (fromRest && rec && isOlder(summary, rec.data)) return;
+    // A restarted hub knows an account that has not come back only as 'lost', with no figures: the page
+    // keeps showing the last ones it had, as it does for any lost account.
+    if (rec && !summary.state && rec.data.state) {
+      summary = { ...summary, info: summary.info ?? rec.data.info, state: rec.data.state };
+    }
     if (!rec) {
       rec = { data: summary, epoch: this.epoch, flash: {}, positionCount: () => this._positionCount(summary.id) };
       this.accounts.set(summary.id, rec);
@@ -264,8 +268,9 @@ export class Store {
   }
 }
 
+/** Was summary `a` made before `b`? (`asOf`: the server time its status was judged.) */
 function isOlder(a, b) {
-  return (a.updatedAt ?? 0) < (b.updatedAt ?? 0) || (a.lastSeen ?? 0) < (b.lastSeen ?? 0);
+  return (a.asOf ?? 0) < (b.asOf ?? 0);
 }
 
 function markFlashes(rec, next) {
