@@ -1,6 +1,7 @@
 """The SQLite store: idempotent, group-committed, isolated failures, secrets hashed, schema versioned."""
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
@@ -187,3 +188,21 @@ async def test_the_writer_remembers_open_positions_only(store):
     assert len(store._positions) == 3
     [again] = await store.write([op(500, "CLOSE", pid=1, msg_id="other")])  # a repeat: looked up, not cached
     assert again.status == "stored" and again.events == [] and "already recorded" in again.detail
+
+
+async def test_memory_bytes_is_the_heap_of_the_sqlite_library_python_runs(tmp_path):
+    """The metric behind the soak's RSS question: it must read the SQLite copy the store uses (a page
+    cache filling raises it, closing the connections gives it back), not some other copy that stays 0."""
+    store = SQLiteStore(str(tmp_path / "mem.db"))
+    await store.open()
+    opened = store.memory_bytes()
+    assert opened is not None and opened > 0
+    await store.write([op(seq, account=f"a{seq % 50}") for seq in range(1, 3001)])
+    for _ in range(2):  # both reader threads read every page
+        assert len((await store.events(EventQuery(limit=5000))).items) == 3000
+    filled = store.memory_bytes()
+    assert filled > opened + 256 * 1024  # a few hundred pages cached in each connection
+    fds = len(os.listdir("/proc/self/fd"))
+    await store.close()
+    # close() closes the readers' connections too, not the next garbage collection.
+    assert filled - store.memory_bytes() > 0.9 * (filled - opened) and len(os.listdir("/proc/self/fd")) < fds

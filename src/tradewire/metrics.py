@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -67,6 +67,12 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily(
             "tradewire_store_operations", "store operations committed", value=self.store.committed_ops
         )
+        # Only the SQLite store has a heap of its own in this process worth watching (the soak's RSS).
+        memory_bytes = getattr(self.store, "memory_bytes", lambda: None)()
+        if memory_bytes is not None:
+            yield GaugeMetricFamily(
+                "tradewire_sqlite_memory_bytes", "heap held by SQLite (page caches, statements)", value=memory_bytes
+            )
         yield CounterMetricFamily(
             "tradewire_log_records_dropped",
             "log records dropped: stderr was not read",
@@ -96,6 +102,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(hub, gateway, store))
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_open_fds, CPU
         store.on_commit = self._on_commit
         gateway.on_flush = self.fanout_latency.observe
 

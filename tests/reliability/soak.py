@@ -2,9 +2,10 @@
 
     python -m tests.reliability.soak --minutes 60 --accounts 200 --rate 10
 
-Every few seconds it prints (and at the end writes as JSON) the server's RSS, open file descriptors,
-the fleet's message rate and the delivery latency (tick time at the EA -> receipt by a subscriber on
-/trading/prices/*), p50 / p99. Nothing here asserts speed; the short test checks resources stay bounded.
+Every few seconds it prints (and at the end writes as JSON) the server's RSS and how much of it is
+SQLite's heap (from the hub's metrics), open file descriptors, the fleet's message rate and the
+delivery latency (tick time at the EA -> receipt by a subscriber on /trading/prices/*), p50 / p99.
+Nothing here asserts speed; the short test checks resources stay bounded.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ def rss_kib(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def metric(http: aiohttp.ClientSession, url: str, key: str, name: str) -> float | None:
+    """One value from the hub's Prometheus page (None if it is not there)."""
+    async with http.get(url + "/api/v1/metrics", headers={"Authorization": f"Bearer {key}"}) as r:
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split(" ")[1])
+    return None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -98,6 +108,10 @@ async def soak(seconds: float, accounts: int, rate: float, sample_s: float = 5.0
             sample = {
                 "t": round(time.monotonic() - started, 1),
                 "rss_mib": round(rss_kib(server.proc.pid) / 1024, 1),
+                # SQLite's own heap (page caches): the part of RSS that grows with the database, then stops.
+                "sqlite_mib": round(
+                    (await metric(http, server.url, key, "tradewire_sqlite_memory_bytes") or 0) / 2**20, 1
+                ),
                 "fds": open_fds(server.proc.pid),
                 "msgs_per_s": round((stats.messages - last_messages) / sample_s),
                 "p50_ms": round(percentile(window, 0.5), 2),

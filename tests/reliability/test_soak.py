@@ -9,4 +9,5 @@ async def test_short_soak_keeps_memory_and_descriptors_bounded():
     first, last = samples[0], samples[-1]
     assert last["fds"] <= first["fds"] + 10  # no descriptor leak
     assert last["rss_mib"] < 300  # bounded (a leak at this load would show within the run)
+    assert 0 < last["sqlite_mib"] < last["rss_mib"]  # the hub reports SQLite's share of it
     assert sum(s["msgs_per_s"] > 0 for s in samples) >= len(samples) - 1  # under load (the last may be the end)

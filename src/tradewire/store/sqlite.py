@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import queue
@@ -90,6 +91,24 @@ MIGRATIONS: dict[int, str] = {
 _encode = msgspec.json.encode
 
 
+def _library_memory_used() -> Callable[[], int] | None:
+    """`sqlite3_memory_used()` of the SQLite library this process runs: page caches, statements, schema.
+
+    Looked up through the `_sqlite3` extension, so it finds the copy Python uses whether it is linked
+    statically or as libsqlite3.so. None where it cannot be found (the metric is then left out)."""
+    try:
+        import _sqlite3
+
+        function = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (ImportError, OSError, AttributeError):
+        return None
+    function.restype, function.argtypes = ctypes.c_int64, []
+    return function
+
+
+_MEMORY_USED = _library_memory_used()
+
+
 class SQLiteStore:
     def __init__(
         self, path: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000, batch_max: int = 1024
@@ -106,6 +125,10 @@ class SQLiteStore:
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        # Every reader thread's connection, to close at close(): the threads' locals would only free
+        # them (descriptors, page caches) at the next garbage collection.
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
         # Writer-thread caches: only touched by the writer thread.
         self._next_offset = 0
         # The newest committed offset. Written by the writer thread after each commit, read by the loop:
@@ -140,6 +163,11 @@ class SQLiteStore:
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
+        with self._reader_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -438,6 +466,8 @@ class SQLiteStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
+            with self._reader_lock:
+                self._reader_conns.append(conn)
         return conn
 
     async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -466,6 +496,11 @@ class SQLiteStore:
             return [EVENT_DECODER.decode(r[0]).position for r in rows]
 
         return await self._read(q)
+
+    def memory_bytes(self) -> int | None:
+        """Heap held by SQLite in this process (all its connections): mostly page caches, each bounded
+        by `cache_size` (2 MiB by default), so it grows as a database does and then levels off."""
+        return _MEMORY_USED() if _MEMORY_USED is not None else None
 
     async def head_offset(self) -> int:
         """The newest offset committed: where a subscriber that wants everything from now on resumes.
