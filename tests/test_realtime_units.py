@@ -254,3 +254,14 @@ def test_a_reconnect_storm_on_a_busy_pattern_keeps_every_cached_route():
     index.remove(prices)
     assert routed(index.route(channels_[0])) == (healthy,)
     assert index.route("/trading/accounts/acc-1") is unrelated
+
+
+def test_a_publications_event_literal_is_encoded_once_and_kept_with_it():
+    """Snapshots reuse the literal the fan-out made: the same bytes, not a second encoding."""
+    from tradewire.broker.base import Publication
+    from tradewire.realtime.gateway import literal_of
+
+    pub = Publication.of("/trading/accounts/a", {"id": "a", "note": 'say "hi" \u00e9'}, latest=True)
+    first = literal_of(pub)
+    assert first == rp.event_literal(pub.data) and json.loads(json.loads(first)) == {"id": "a", "note": 'say "hi" é'}
+    assert literal_of(pub) is first

@@ -24,7 +24,7 @@ class Publication:
     not a frozen dataclass: one is made per tick, and a frozen dataclass costs ~7x more to build.
     """
 
-    __slots__ = ("_data", "_value", "channel", "latest", "offset")
+    __slots__ = ("_data", "_value", "channel", "latest", "literal", "offset")
 
     def __init__(self, channel: str, data: bytes, latest: bool, offset: int | None = None) -> None:
         self.channel = channel
@@ -32,11 +32,15 @@ class Publication:
         self._value: Any = None
         self.latest = latest  # latest-wins: may be conflated for a slow subscriber, kept for snapshots
         self.offset = offset  # durable channels: the store offset, for `since`
+        # The gateway's encoding of `data` as a JSON string (the `event` field), kept with the value: a
+        # latest value is then encoded once, not again for every snapshot that includes it.
+        self.literal: bytes | None = None
 
     @classmethod
     def of(cls, channel: str, value: Any, latest: bool, offset: int | None = None) -> Publication:
         pub = cls.__new__(cls)
         pub.channel, pub._data, pub._value, pub.latest, pub.offset = channel, None, value, latest, offset
+        pub.literal = None
         return pub
 
     @property

@@ -40,6 +40,14 @@ CLOSE_UNAUTHORIZED = 4401
 RoleOf = Callable[[str], Awaitable[Role | None]]
 
 
+def literal_of(pub: Publication) -> bytes:
+    """A publication's `event` field as JSON, encoded on first use and kept with it."""
+    literal = pub.literal
+    if literal is None:
+        literal = pub.literal = rp.event_literal(pub.data)
+    return literal
+
+
 class Subscription:
     __slots__ = ("buffer", "conn", "id", "id_bytes", "pattern", "pending")
 
@@ -200,7 +208,9 @@ class Gateway:
             if index.loading:
                 self._buffer_for_loading(pub, None)
             return
-        literal = rp.event_literal(pub.data)
+        literal = pub.literal
+        if literal is None:  # inlined literal_of(): this runs for every publication
+            literal = pub.literal = rp.event_literal(pub.data)
         stats = self.stats
         if pub.latest:
             channel = pub.channel
@@ -230,7 +240,7 @@ class Gateway:
         for sub in self.index.loading:
             if channels.matches(sub.pattern, pub.channel):
                 if literal is None:
-                    literal = rp.event_literal(pub.data)
+                    literal = literal_of(pub)
                 sub.buffer.append((pub, literal))
                 self.stats["deliveries"] += 1
 
@@ -476,11 +486,15 @@ class Connection:
         if self.subs.get(msg.id) is not sub:  # unsubscribed while we were loading
             return None
         self.reply(rp.subscribe_success(msg.id, recovered, head))
-        for pub in snapshot:
-            self.push(sub, pub, rp.event_literal(pub.data))
+        if snapshot and not (self._closing or self._closer is not None):
+            # Latest values, each encoded once for all the snapshots that include it, go into the
+            # subscription's pending values in one update: a dashboard reconnecting to /trading/* gets
+            # hundreds, and a push each was the biggest part of what a reconnect storm costs the hub.
+            sub.pending.update([(pub.channel, literal_of(pub)) for pub in snapshot])
+            gw.mark_dirty(self)
         top = 0
         for pub in history:
-            self.push(sub, pub, rp.event_literal(pub.data))
+            self.push(sub, pub, literal_of(pub))
             top = max(top, pub.offset or 0)
         for pub, literal in sub.buffer:
             if pub.offset is not None and pub.offset <= top:
