@@ -68,6 +68,19 @@ def test_walk_is_seeded():
     assert a.quote("GBPUSD") == b.quote("GBPUSD") != c.quote("GBPUSD")
 
 
+def test_a_quote_read_again_follows_every_move_of_the_price():
+    # Quotes are kept between moves (a fleet of accounts shares one market): a step or a pinned price
+    # must show in the next quote of every spelling of the symbol.
+    market = Market(5, start_ms=T0)
+    before = market.quote("EURUSD"), market.quote("EURUSD.m")
+    market.advance(T0 + 60_000)
+    after = market.quote("EURUSD"), market.quote("EURUSD.m")
+    assert after[0] != before[0] and after[1] != before[1]
+    market.set_mid("EURUSD", 1.2)
+    assert market.quote("EURUSD").mid == pytest.approx(1.2, abs=1e-3)
+    assert market.quote("EURUSD.m").mid == pytest.approx(1.2, abs=1e-3)
+
+
 def test_profit_in_usd_for_each_kind_of_symbol():
     market = Market(1)
     market.set_mid("EURUSD", 1.10)

@@ -384,16 +384,16 @@ class SimAccount:
         }
 
     def account_frame(self, now_ms: int) -> dict[str, Any]:
-        level = self.margin_level
+        equity, margin = self.equity, self.margin  # each a sum over the positions: once, not once a field
         return {
             "type": "account",
             "account": self.id,
             "ts": now_ms,
             "balance": round(self.balance, 2),
-            "equity": round(self.equity, 2),
-            "margin": round(self.margin, 2),
-            "freeMargin": round(self.free_margin, 2),
-            "marginLevel": round(level, 2) if level is not None else None,
+            "equity": round(equity, 2),
+            "margin": round(margin, 2),
+            "freeMargin": round(equity - margin, 2),
+            "marginLevel": round(equity / margin * 100, 2) if margin > 0 else None,
             "marginCallLevel": MARGIN_CALL_LEVEL,
             "stopOutLevel": STOP_OUT_LEVEL,
             "marginMode": "percent",

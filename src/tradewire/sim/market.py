@@ -87,6 +87,9 @@ class Market:
         self._mid = {name: spec.start for name, spec in SYMBOLS.items()}
         self._spread_factor = {name: 1.0 for name in SYMBOLS}
         self._last_ms = start_ms
+        # Quotes by symbol as asked (suffixes included) until the prices move: a fleet shares one market,
+        # and hundreds of accounts read the same quotes between two steps.
+        self._quotes: dict[str, Quote] = {}
 
     # --- moving the market ------------------------------------------------------------------
     def advance(self, now_ms: int) -> None:
@@ -100,6 +103,7 @@ class Market:
             self.step(min(dt, 60.0))  # after a long pause, don't jump a whole day's moves at once
 
     def step(self, dt_s: float) -> None:
+        self._quotes.clear()
         for name, spec in SYMBOLS.items():
             sigma = spec.daily_vol / math.sqrt(SECONDS_PER_DAY) * self.speed
             drift = -MEAN_REVERSION_PER_S * math.log(self._mid[name] / spec.start) * dt_s
@@ -111,6 +115,7 @@ class Market:
     def set_mid(self, symbol: str, mid: float) -> None:
         """Pin a price (tests, scenario scripts)."""
         self._mid[canonical(symbol)] = mid
+        self._quotes.clear()
 
     # --- reading it ---------------------------------------------------------------------------
     def mid(self, symbol: str) -> float:
@@ -118,12 +123,15 @@ class Market:
         return self._mid[canonical(symbol)]
 
     def quote(self, symbol: str) -> Quote:
-        spec = spec_for(symbol)
-        name = canonical(symbol)
-        spread = max(spec.point, spec.spread_pips * spec.pip * self._spread_factor[name])
-        bid = round(self._mid[name] - spread / 2, spec.digits)
-        ask = round(max(bid + spec.point, bid + spread), spec.digits)
-        return Quote(bid, ask)
+        quote = self._quotes.get(symbol)
+        if quote is None:
+            spec = spec_for(symbol)
+            name = canonical(symbol)
+            spread = max(spec.point, spec.spread_pips * spec.pip * self._spread_factor[name])
+            bid = round(self._mid[name] - spread / 2, spec.digits)
+            ask = round(max(bid + spec.point, bid + spread), spec.digits)
+            quote = self._quotes[symbol] = Quote(bid, ask)
+        return quote
 
     def to_usd(self, amount: float, currency: str) -> float:
         """Convert with the current mid of `{ccy}USD` or `USD{ccy}`; the simulated world has one of each."""
