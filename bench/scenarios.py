@@ -63,6 +63,7 @@ class Profile:
     # of one or two events each): 500/s took ~0.35 of a core here, which leaves the latency load no room.
     slow_durable_rate: int = 100
     slow_backlog_bytes: int = 64 * 1024  # [realtime] max_backlog_bytes: past it, a subscriber is closed (4008)
+    slow_flush_interval_ms: float = 0.0  # [realtime] flush_interval_ms of the server, the same in every variant
     slow_rounds: int = 1  # each variant this many times, interleaved; the round with the median p99 is shown
 
 
@@ -694,6 +695,7 @@ class Bench:
         accounts = [f"bench-pub-{i}" for i in range(p.latency_eas)]
         accounts += [f"bench-durable-{i}" for i in range(p.slow_durable_eas)]
         config = f"\n[realtime]\nmax_backlog_bytes = {p.slow_backlog_bytes}\n"
+        config += f"flush_interval_ms = {p.slow_flush_interval_ms}\n"
         misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm}
         with (
             self.server("tradewire", accounts, config=config) as (srv, tokens, key),
@@ -739,6 +741,7 @@ class Bench:
                 "durable_rate": p.slow_durable_rate,
                 "storm_rate": p.slow_storm_rate if storm else 0,
                 "max_backlog_bytes": p.slow_backlog_bytes,
+                "flush_interval_ms": p.slow_flush_interval_ms,
             },
             "window": win,
             "updates_sent": pub_res["ticks_sent"],
