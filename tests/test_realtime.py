@@ -264,6 +264,45 @@ async def test_batching_extension_groups_frames(server, http, keys):
     assert len(frames) < 50
 
 
+async def test_a_flush_interval_spaces_writes_without_holding_back_the_first(tmp_path, http):
+    from tradewire.app import Server
+
+    from conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    settings.realtime.flush_interval_ms = 600
+    srv = Server(settings)
+    await srv.start()
+    try:
+        admin = await issue_key(srv, "admin")
+        sub = await Subscriber.connect(http, srv, admin, init={"batch": True})
+        await sub.expect("connection_ack")
+        await sub.subscribe("c", "/custom/*")
+        await asyncio.sleep(0.7)  # a quiet interval
+
+        async def publish(n: int) -> None:
+            body = {"channel": "/custom/x", "events": [json.dumps({"n": n})]}
+            async with http.post(srv.url + "/event", json=body, headers={"x-api-key": admin}) as r:
+                assert r.status == 200
+
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        await publish(1)
+        first = await sub.recv()
+        first_s = loop.time() - sent
+        for n in (2, 3, 4):  # three requests, three loop turns, within the interval that the first write began
+            await publish(n)
+        rest = await sub.recv()
+        rest_s = loop.time() - sent
+    finally:
+        await srv.stop()
+    # After a quiet interval the first event is written at once, not an interval later ...
+    assert json.loads(first["event"]) == {"n": 1} and first_s < 0.3
+    # ... and what follows within the interval waits for its end, then goes in one write.
+    assert rest["type"] == "batch" and [json.loads(i["event"])["n"] for i in rest["items"]] == [2, 3, 4]
+    assert rest_s >= 0.5
+
+
 async def test_position_lists_and_events_flow_to_their_channels(server, http, keys):
     sub = await Subscriber.connect(http, server, keys["read"])
     await sub.subscribe("pos", "/trading/positions/acc-1")

@@ -2,8 +2,8 @@
 
 Per publication the work that does not depend on the subscriber (the event's JSON string literal,
 the list of matching subscriptions) is done once; per subscriber a latest-wins delivery is one dict
-assignment. Once per event-loop turn (or `flush_interval_ms`) every connection with something
-pending gets it in one write; a connection whose peer is behind is skipped until its transport
+assignment. Once per event-loop turn (or at most once per `flush_interval_ms`) every connection with
+something pending gets it in one write; a connection whose peer is behind is skipped until its transport
 drains, its latest-wins values conflating meanwhile, so a slow subscriber only ever delays itself.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import operator
 import time
 import uuid
@@ -177,8 +178,10 @@ class Gateway:
         self._dirty: set[Connection] = set()  # connections with something to write at the next flush
         self._flush_handle: asyncio.Handle | None = None
         self._dirty_since = 0.0
-        # > 0: gather that long before writing (fewer, larger writes); 0: write on the next loop turn
+        # > 0: at most one flush per interval (fewer, larger writes under load), and what comes after a
+        # quiet interval is written on the next loop turn, not an interval later; 0: every loop turn.
         self._flush_s = settings.flush_interval_ms / 1000
+        self._last_flush = -math.inf
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -252,15 +255,17 @@ class Gateway:
 
     def _schedule_flush(self) -> None:
         loop = asyncio.get_running_loop()
-        self._dirty_since = time.perf_counter()
-        if self._flush_s:
-            self._flush_handle = loop.call_later(self._flush_s, self._flush)
+        self._dirty_since = now = time.perf_counter()
+        wait = self._last_flush + self._flush_s - now
+        if wait > 0:
+            self._flush_handle = loop.call_later(wait, self._flush)
         else:
             self._flush_handle = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Write what is pending for every marked connection: one write each, whatever was queued."""
         self._flush_handle = None
+        self._last_flush = time.perf_counter()
         dirty, self._dirty = self._dirty, set()
         for conn in dirty:
             try:
