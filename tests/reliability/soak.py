@@ -69,17 +69,19 @@ def _timed_subscriber(ws_url: str, key: str, conn: multiprocessing.connection.Co
 async def _time_ticks(ws_url: str, key: str, conn: multiprocessing.connection.Connection) -> None:
     latencies: list[float] = []
     done = asyncio.Event()
+    loop = asyncio.get_running_loop()
 
     def answer() -> None:
         try:
             conn.recv()
         except EOFError:  # the soak has ended
+            loop.remove_reader(conn.fileno())
             done.set()
             return
         window, latencies[:] = latencies[:], []
         conn.send((percentile(window, 0.5), percentile(window, 0.99)))
 
-    asyncio.get_running_loop().add_reader(conn.fileno(), answer)
+    loop.add_reader(conn.fileno(), answer)
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(ws_url, protocols=["aws-appsync-event-ws", auth_subprotocol(key)]) as ws,
