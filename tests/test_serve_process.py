@@ -123,6 +123,26 @@ async def test_sigterm_drains_then_a_restart_loses_nothing(tmp_path):
     assert rows == (total, total) and events == total
 
 
+async def test_the_served_hub_keeps_its_startup_heap_out_of_the_collectors_way(tmp_path):
+    # A full collection walking every module and the app caused the event loop's longest pauses.
+    db = str(tmp_path / "gc.db")
+    store = SQLiteStore(db)
+    await store.open()
+    key, _ = await store.add_api_key("read")
+    await store.close()
+    srv = await serve(db)
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(srv.url + "/api/v1/metrics", headers={"Authorization": f"Bearer {key}"}) as r,
+        ):
+            text = await r.text()
+    finally:
+        await srv.stop()
+    frozen = re.search(r"^tradewire_gc_frozen_objects (\S+)$", text, re.M)
+    assert frozen is not None and float(frozen.group(1)) > 10_000
+
+
 async def test_port_in_use_is_a_clear_error(tmp_path):
     db = str(tmp_path / "p.db")
     first = await serve(db)

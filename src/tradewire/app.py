@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -147,6 +148,10 @@ class Server:
             with contextlib.suppress(NotImplementedError):  # Windows
                 loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # Everything built so far (modules, settings, the app) lives as long as the process. Frozen, a full
+        # collection no longer walks it: 25-30 ms pauses of the event loop became ~1 ms (bench scenario 7,
+        # where a reconnect storm's connections leave cycles behind and trigger them every second or so).
+        gc.freeze()
         try:
             await stop.wait()
             log.info("signal received: draining")

@@ -3,6 +3,7 @@ the two latency histograms are fed by the gateway's writer and the store's write
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
@@ -73,6 +74,11 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily(
                 "tradewire_sqlite_memory_bytes", "heap held by SQLite (page caches, statements)", value=memory_bytes
             )
+        yield GaugeMetricFamily(
+            "tradewire_gc_frozen_objects",
+            "objects `tradewire serve` moved out of the garbage collector's reach once started (gc.freeze)",
+            value=gc.get_freeze_count(),
+        )
         yield CounterMetricFamily(
             "tradewire_log_records_dropped",
             "log records dropped: stderr was not read",
