@@ -149,7 +149,7 @@ class Server:
                 loop.add_signal_handler(sig, stop.set)
         await self.start()
         # Everything built so far (modules, settings, the app) lives as long as the process. Frozen, a full
-        # collection no longer walks it: 25-30 ms pauses of the event loop became ~1 ms (bench scenario 7,
+        # collection no longer walks it: 13-30 ms pauses of the event loop became 1-2 ms (bench scenario 7,
         # where a reconnect storm's connections leave cycles behind and trigger them every second or so).
         gc.freeze()
         try:
