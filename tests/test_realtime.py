@@ -270,7 +270,7 @@ async def test_a_flush_interval_spaces_writes_without_holding_back_the_first(tmp
     from conftest import make_settings
 
     settings = make_settings(tmp_path)
-    settings.realtime.flush_interval_ms = 600
+    settings.realtime.flush_interval_ms = 1000  # the most allowed: room for three HTTP round trips on a slow box
     srv = Server(settings)
     await srv.start()
     try:
@@ -278,7 +278,7 @@ async def test_a_flush_interval_spaces_writes_without_holding_back_the_first(tmp
         sub = await Subscriber.connect(http, srv, admin, init={"batch": True})
         await sub.expect("connection_ack")
         await sub.subscribe("c", "/custom/*")
-        await asyncio.sleep(0.7)  # a quiet interval
+        await asyncio.sleep(1.1)  # a quiet interval
 
         async def publish(n: int) -> None:
             body = {"channel": "/custom/x", "events": [json.dumps({"n": n})]}
@@ -290,17 +290,17 @@ async def test_a_flush_interval_spaces_writes_without_holding_back_the_first(tmp
         await publish(1)
         first = await sub.recv()
         first_s = loop.time() - sent
-        for n in (2, 3, 4):  # three requests, three loop turns, within the interval that the first write began
-            await publish(n)
+        # Three requests within the interval that the first write began.
+        await asyncio.gather(*(publish(n) for n in (2, 3, 4)))
         rest = await sub.recv()
         rest_s = loop.time() - sent
     finally:
         await srv.stop()
     # After a quiet interval the first event is written at once, not an interval later ...
-    assert json.loads(first["event"]) == {"n": 1} and first_s < 0.3
+    assert json.loads(first["event"]) == {"n": 1} and first_s < 0.5
     # ... and what follows within the interval waits for its end, then goes in one write.
-    assert rest["type"] == "batch" and [json.loads(i["event"])["n"] for i in rest["items"]] == [2, 3, 4]
-    assert rest_s >= 0.5
+    assert rest["type"] == "batch" and sorted(json.loads(i["event"])["n"] for i in rest["items"]) == [2, 3, 4]
+    assert rest_s >= 0.9
 
 
 async def test_position_lists_and_events_flow_to_their_channels(server, http, keys):
