@@ -92,6 +92,11 @@ class SimPosition:
         }
 
 
+def margin_level_of(equity: float, margin: float) -> float | None:
+    """Equity over margin in percent; None without margin in use (MT5 reports 0, the hub takes null)."""
+    return equity / margin * 100 if margin > 0 else None
+
+
 def lots(volume: float) -> float:
     """Round down to the 0.01-lot step; never below the minimum lot."""
     return max(0.01, math.floor(volume * 100 + 1e-9) / 100)
@@ -173,8 +178,7 @@ class SimAccount:
 
     @property
     def margin_level(self) -> float | None:
-        margin = self.margin
-        return self.equity / margin * 100 if margin > 0 else None
+        return margin_level_of(self.equity, self.margin)
 
     # --- behaviour ----------------------------------------------------------------------------
     def step(self, now_ms: int) -> list[dict[str, Any]]:
@@ -385,6 +389,7 @@ class SimAccount:
 
     def account_frame(self, now_ms: int) -> dict[str, Any]:
         equity, margin = self.equity, self.margin  # each a sum over the positions: once, not once a field
+        level = margin_level_of(equity, margin)
         return {
             "type": "account",
             "account": self.id,
@@ -393,7 +398,7 @@ class SimAccount:
             "equity": round(equity, 2),
             "margin": round(margin, 2),
             "freeMargin": round(equity - margin, 2),
-            "marginLevel": round(equity / margin * 100, 2) if margin > 0 else None,
+            "marginLevel": round(level, 2) if level is not None else None,
             "marginCallLevel": MARGIN_CALL_LEVEL,
             "stopOutLevel": STOP_OUT_LEVEL,
             "marginMode": "percent",
