@@ -161,6 +161,7 @@ class Lambda:
             "TRADEWIRE_APPSYNC_API_KEY": admin_key,
             "TRADEWIRE_APPSYNC_NAMESPACE": "fleet",
             "TRADEWIRE_SYSTEM_MAGIC_NUMBERS": "7001",
+            "TRADEWIRE_LIMITS_MAX_SYMBOLS_PER_ACCOUNT": "2",
         }
         handlers.reset()
         self.runtime = handlers.runtime(env, connections=lambda request_context: self.recorder)
@@ -271,6 +272,22 @@ async def test_protocol_errors_come_back_through_connections(aws):
     assert aws.recorder.sent("c2")[-1]["code"] == "bad_json"
     await aws(handlers.default, message_event("c2", hello(account="someone-else")))
     assert aws.recorder.sent("c2")[-1]["code"] == "wrong_account"
+
+
+async def test_symbols_past_the_accounts_limit_are_refused_across_invocations(aws):
+    """The account's item in DynamoDB keeps every symbol it streams: the limit keeps it small."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-3"))
+    await aws(handlers.connect, connect_event("c3", token))
+    await aws(handlers.default, message_event("c3", hello(account="acct-3")))
+
+    def ticks(*symbols: str) -> dict:
+        return {"type": "ticks", "ticks": [{"symbol": s, "bid": 1.1, "ask": 1.1002, "ts": 1} for s in symbols]}
+
+    await aws(handlers.default, message_event("c3", ticks("AAA", "BBB")))
+    assert not [m for m in aws.recorder.sent("c3") if m["type"] == "error"]
+    await aws(handlers.default, message_event("c3", ticks("CCC", "AAA")))  # the state came back from DynamoDB
+    error = aws.recorder.sent("c3")[-1]
+    assert error["code"] == "too_many_symbols" and "'CCC'" in error["message"] and "'AAA'" not in error["message"]
 
 
 def test_the_sam_template_lints_clean():

@@ -123,3 +123,22 @@ async def test_an_mt4_account_going_silent_is_published_as_lost(server, http):
     assert (await sub.event(status="live"))["id"] == "mt4-1"
     server.hub.state.accounts["mt4-1"].last_seen -= 10_000  # 3 heartbeats of silence
     assert (await sub.event(status="lost", timeout=5))["id"] == "mt4-1"  # pushed, not only on a REST read
+
+
+async def test_ticks_past_the_accounts_symbol_limit_are_named_in_the_answer(tmp_path, http):
+    settings = make_settings(tmp_path)
+    settings.limits.max_symbols_per_account = 1
+    srv = Server(settings)
+    await srv.start()
+    try:
+        token = await issue_token(srv, "mt4-1")
+        tick = {"type": "ticks", "ticks": [{"symbol": "EURUSD", "bid": 1.1, "ask": 1.1002, "ts": 1}]}
+        more = {"type": "ticks", "ticks": [{"symbol": "GBPUSD", "bid": 1.3, "ask": 1.3002, "ts": 2}]}
+        body = {"hello": hello(platform="MT4"), "messages": [tick, more, position_event(1)]}
+        status, answer = await batch(http, srv, token, body)
+        assert status == 200 and answer["ackedSeq"] == 1
+        [error] = answer["errors"]
+        assert (error["code"], error["index"]) == ("too_many_symbols", 1) and "'GBPUSD'" in error["message"]
+        assert set(srv.hub.state.prices) == {"EURUSD"}
+    finally:
+        await srv.stop()

@@ -10,7 +10,7 @@ import pytest
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, account_state, db_rows, hello, issue_token, position, position_event
+from helpers import EA, Subscriber, account_state, db_rows, hello, issue_key, issue_token, position, position_event
 
 
 async def stored_ids(server, account="acc-1"):
@@ -203,6 +203,39 @@ async def test_bad_message_inside_a_batch_loses_nothing_else(server, http):
     assert err["index"] == 1 and err["code"] == "invalid_message"
     await ea.wait_ack(3)
     assert await stored_ids(server) == ["open-1-1", "open-3-3"]
+
+
+def ticks(*quotes: tuple[str, float]) -> dict:
+    return {"type": "ticks", "ticks": [{"symbol": s, "bid": bid, "ask": bid + 0.0002, "ts": 1} for s, bid in quotes]}
+
+
+async def test_symbols_past_the_accounts_limit_are_refused_by_name_and_nothing_else_is(tmp_path, http):
+    settings = make_settings(tmp_path)
+    settings.limits.max_symbols_per_account = 2
+    srv = Server(settings)
+    await srv.start()
+    try:
+        sub = await Subscriber.connect(http, srv, await issue_key(srv))
+        await sub.subscribe("p", "/trading/prices/*")
+        ea = await connect(http, srv)
+        await ea.send(ticks(("AAA", 1.0), ("BBB", 2.0)))
+        # one message over the limit, next to a message that moves a known symbol: only the first is refused
+        await ea.send([ticks(("CCC", 3.0), ("AAA", 1.5)), ticks(("BBB", 2.5)), position_event(1)])
+        err = await ea.expect("error")
+        assert (err["code"], err["ref"], err["index"]) == ("too_many_symbols", "ticks", 0)
+        assert "'CCC'" in err["message"] and "max_symbols_per_account" in err["message"]
+        await ea.wait_ack(1)
+        for symbol, bid in [("AAA", 1.0), ("BBB", 2.0), ("AAA", 1.5), ("BBB", 2.5)]:
+            assert (await sub.event(symbol=symbol, bid=bid))["symbol"] == symbol
+        assert set(srv.hub.state.prices) == {"AAA", "BBB"}
+        assert not [e for e in sub.inbox if e["type"] == "data" and "CCC" in e["event"]]
+        # another account is not held to this one's symbols
+        other = await connect(http, srv, "acc-2")
+        await other.send(ticks(("CCC", 3.0)))
+        assert (await sub.event(symbol="CCC"))["bid"] == 3.0
+        assert not [m for m in other.inbox if m["type"] == "error"]
+    finally:
+        await srv.stop()
 
 
 async def test_oversize_frame_closes_with_1009(tmp_path, http):

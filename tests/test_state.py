@@ -51,8 +51,23 @@ def test_zero_or_negative_prices_are_not_prices_and_old_ticks_do_not_win():
             Tick(symbol="EURUSD", bid=1.2, ask=1.2001, ts=5),
         ]
     )
-    assert [t.symbol for t in accepted] == ["EURUSD"]
+    assert [t.symbol for t in accepted.accepted] == ["EURUSD"] and accepted.refused == []
     assert s.prices["EURUSD"].bid == 1.1 and "GBPUSD" not in s.prices
+
+
+def test_an_account_streams_at_most_its_limit_of_symbols_and_keeps_those_moving():
+    s = LiveState(max_symbols_per_account=2)
+    first = [Tick(symbol=sym, bid=1.0, ask=1.1, ts=1) for sym in ("AAA", "BBB")]
+    assert [t.symbol for t in s.apply_ticks(first, 10, "a").accepted] == ["AAA", "BBB"]
+    more = [Tick(symbol="CCC", bid=1.0, ask=1.1, ts=2), Tick(symbol="AAA", bid=2.0, ask=2.1, ts=2)]
+    applied = s.apply_ticks(more, 20, "a")
+    # the third symbol is refused and goes nowhere; a known one still moves in the same message
+    assert [t.symbol for t in applied.accepted] == ["AAA"] and applied.refused == ["CCC"]
+    assert "CCC" not in s.prices and set(s.account("a").quotes) == {"AAA", "BBB"}
+    assert s.prices["AAA"].bid == 2.0
+    # the limit is per account: another one may stream the refused symbol
+    assert [t.symbol for t in s.apply_ticks(more[:1], 30, "b").accepted] == ["CCC"]
+    assert s.apply_ticks(more[:1], 40, "a").refused == ["CCC"]
 
 
 def test_connection_status_follows_sessions():

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from tradewire.state import MAX_SYMBOLS_PER_ACCOUNT
+
 DEFAULT_STORE = "sqlite:///./tradewire.db"
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -36,6 +38,8 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections_per_ip: Annotated[int, msgspec.Meta(ge=1)] = 1_000
     ea_messages_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2_000.0  # per account: reading slows down past it
     ea_burst: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    # Distinct symbols one account's ticks may bring; a tick for one more is refused with too_many_symbols.
+    max_symbols_per_account: Annotated[int, msgspec.Meta(ge=1)] = MAX_SYMBOLS_PER_ACCOUNT
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

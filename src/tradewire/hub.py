@@ -19,7 +19,7 @@ from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transi
 from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
-from tradewire.ingest.session import account_info, account_state
+from tradewire.ingest.session import account_info, account_state, symbols_refused
 from tradewire.limits import ConnectionCaps, TokenBucket
 from tradewire.model import Alert, Role, new_alert, now_ms
 from tradewire.state import LiveState
@@ -121,7 +121,7 @@ class Hub:
         self.presence: Presence = presence or NoPresence()
         self.clock = clock
         heartbeat_ms = settings.server.heartbeat_sec * 1000
-        self.state = LiveState(http_live_ms=3 * heartbeat_ms)
+        self.state = LiveState(3 * heartbeat_ms, settings.limits.max_symbols_per_account)
         self.system_magics = frozenset(settings.system.magic_numbers)
         self._auth = _TTLCache(settings.server.auth_cache_s)
         self.sessions: dict[str, Drainable] = {}
@@ -223,16 +223,20 @@ class Hub:
     # --- volatile -----------------------------------------------------------------------------
     def apply_volatile(
         self, account: str, msg: p.AccountMsg | p.PositionsMsg | p.TicksMsg | p.HeartbeatMsg, now: int | None = None
-    ) -> None:
-        """Apply one live update. `now`: the time its frame was read, from `touch` (transports pass it
-        once per frame rather than reading the clock and touching per message)."""
+    ) -> p.ErrorReply | None:
+        """Apply one live update; the error for the EA when part of it was refused. `now`: the time its
+        frame was read, from `touch` (transports pass it once per frame rather than reading the clock and
+        touching per message)."""
         if now is None:
             now = self.touch(account)
         kind = type(msg)
         if kind is p.TicksMsg:  # the bulk of all traffic
             publish = self.fanout.publish
-            for tick in self.state.apply_ticks(msg.ticks, now, account):  # type: ignore[union-attr]
+            accepted, refused = self.state.apply_ticks(msg.ticks, now, account)  # type: ignore[union-attr]
+            for tick in accepted:
                 publish(channels.prices(tick.symbol), tick)
+            if refused:
+                return symbols_refused(account, refused, self.state.max_symbols_per_account)
         elif kind is p.AccountMsg:
             state = account_state(msg)  # type: ignore[arg-type]
             view = self.state.apply_account(account, state, now)
@@ -248,6 +252,7 @@ class Hub:
             for position in rec.closed:
                 self._reconcile(ReconcileOp(account, "CLOSE", position, msg.ts, position.magic in self.system_magics))
             self._publish_positions(account)
+        return None
 
     def _reconcile(self, op: ReconcileOp) -> None:
         self.counters["reconciled"] += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -121,11 +121,22 @@ class ExposureRow(msgspec.Struct):
     accounts: int
 
 
+MAX_SYMBOLS_PER_ACCOUNT = 1_000
+
+
+class AppliedTicks(NamedTuple):
+    accepted: list[Tick]  # the ticks that moved a price: to publish
+    refused: list[str]  # symbols over the account's limit, in the order they came
+
+
 class LiveState:
-    def __init__(self, http_live_ms: int = 30_000) -> None:
+    def __init__(self, http_live_ms: int = 30_000, max_symbols_per_account: int = MAX_SYMBOLS_PER_ACCOUNT) -> None:
         self.accounts: dict[str, AccountView] = {}
         self.prices: dict[str, Tick] = {}
         self.http_live_ms = http_live_ms
+        # Each symbol an EA streams is kept for good (its price, its channel's latest value): without a
+        # bound, one buggy or hostile EA could grow the hub's memory with made-up symbols.
+        self.max_symbols_per_account = max_symbols_per_account
 
     def account(self, account_id: str) -> AccountView:
         view = self.accounts.get(account_id)
@@ -195,25 +206,33 @@ class LiveState:
             view.positions[position.id] = position
         view.updated_at = now
 
-    def apply_ticks(self, ticks: list[Tick], now: int = 0, account: str | None = None) -> list[Tick]:
-        """Keep the newest valid price per symbol; return the ticks that changed something.
+    def apply_ticks(self, ticks: list[Tick], now: int = 0, account: str | None = None) -> AppliedTicks:
+        """Keep the newest valid price per symbol; say which ticks changed something, and which symbols
+        were refused because the account already streams `max_symbols_per_account` others.
 
         Terminals send bid/ask 0 while disconnected from their broker: those are not prices.
         """
-        accepted = []
+        accepted: list[Tick] = []
+        refused: list[str] = []
         view = self.account(account) if account is not None else None
         for tick in ticks:
             if tick.bid <= 0 or tick.ask <= 0:
                 continue
-            if view is not None and view.quotes.get(tick.symbol) != (tick.bid, tick.ask):
-                view.quotes[tick.symbol] = (tick.bid, tick.ask)
-                view.price_changed[tick.symbol] = now
+            if view is not None:
+                quote = (tick.bid, tick.ask)
+                known = view.quotes.get(tick.symbol)
+                if known != quote:
+                    if known is None and len(view.quotes) >= self.max_symbols_per_account:
+                        refused.append(tick.symbol)
+                        continue
+                    view.quotes[tick.symbol] = quote
+                    view.price_changed[tick.symbol] = now
             current = self.prices.get(tick.symbol)
             if current is not None and tick.ts < current.ts:
                 continue
             self.prices[tick.symbol] = tick
             accepted.append(tick)
-        return accepted
+        return AppliedTicks(accepted, refused)
 
     # --- views --------------------------------------------------------------------------------
     def summary(self, account_id: str, now: int) -> AccountSummary:

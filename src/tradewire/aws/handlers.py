@@ -44,7 +44,16 @@ from tradewire.aws.publisher import EventPublisher, PublishError
 from tradewire.aws.state import Connection, LiveTable
 from tradewire.config import Settings, load_settings
 from tradewire.ingest import protocol as p
-from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile, account_info, account_state
+from tradewire.ingest.session import (
+    Durable,
+    Greet,
+    Reply,
+    SessionCore,
+    Volatile,
+    account_info,
+    account_state,
+    symbols_refused,
+)
 from tradewire.model import Alert, is_account_id, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
@@ -237,7 +246,7 @@ class _Frame:
         self.rt, self.store, self.conns, self.conn = rt, store, conns, conn
         self.account = conn.account
         self.now = rt.clock()
-        self.state = LiveState()
+        self.state = LiveState(max_symbols_per_account=rt.settings.limits.max_symbols_per_account)
         self.rules = AlertRules(rt.settings.alerts, rt.settings.server.heartbeat_sec)
         self.ended_at: int | None = None
         self.alert_futures: list[asyncio.Future[WriteResult]] = []
@@ -359,9 +368,12 @@ class _Frame:
                 )
             self.positions_changed = True
         elif isinstance(msg, p.TicksMsg):
-            for tick in self.state.apply_ticks(msg.ticks, now, account):
+            accepted, refused = self.state.apply_ticks(msg.ticks, now, account)
+            for tick in accepted:
                 if await self.rt.live.put_tick(tick):
                     self.rt.publish(channels.prices(tick.symbol), tick)
+            if refused:  # the account's item holds every symbol it streams: a bound keeps it under 400 KB
+                await self.send(symbols_refused(account, refused, self.state.max_symbols_per_account))
 
     def submit_durable(self, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
         self.touch()

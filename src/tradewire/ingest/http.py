@@ -15,7 +15,7 @@ from aiohttp import web
 from tradewire.appkeys import HUB
 from tradewire.hub import Hub
 from tradewire.ingest import protocol as p
-from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
+from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Step, Volatile
 from tradewire.ingest.ws import bearer_token
 from tradewire.store.base import StoreError
 
@@ -102,12 +102,16 @@ async def ea_batch(request: web.Request) -> web.Response:
     errors: list[p.ErrorReply] = []
     durable: list[tuple[p.DurableMsg, asyncio.Future]] = []
     welcome: p.Welcome | None = None
-    steps = core.steps([hello]) if hello is not None else []
-    for step in [*steps, *core.steps(items)]:
+    steps: list[tuple[int | None, Step]] = [(None, s) for s in core.steps([hello])] if hello is not None else []
+    many = len(items) > 1  # as for every other error: an index only among several messages
+    steps += ((i if many else None, s) for i, s in enumerate(core.steps(items)))
+    for index, step in steps:
         if isinstance(step, Greet):
             welcome = await hub.greet(account, step.hello, "http")
         elif isinstance(step, Volatile):
-            hub.apply_volatile(account, step.msg, now)  # the request's time: one clock read, one touch
+            refused = hub.apply_volatile(account, step.msg, now)  # the request's time: one clock read, one touch
+            if refused is not None:
+                errors.append(refused if index is None else msgspec.structs.replace(refused, index=index))
         elif isinstance(step, Durable):
             durable.append((step.msg, hub.submit_durable(account, step.msg)))
         elif isinstance(step, Reply):

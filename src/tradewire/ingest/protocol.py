@@ -129,6 +129,7 @@ DUPLICATE_ID = "duplicate_id"
 SEQ_NOT_INCREASING = "seq_not_increasing"
 STORE_UNAVAILABLE = "store_unavailable"
 RATE_LIMITED = "rate_limited"
+TOO_MANY_SYMBOLS = "too_many_symbols"
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=False):

@@ -43,6 +43,17 @@ def account_state(msg: p.AccountMsg) -> AccountState:
     )
 
 
+def symbols_refused(account: str, refused: list[str], limit: int) -> p.ErrorReply:
+    """The error for ticks of symbols past the account's limit (the rest of the message was applied)."""
+    shown = ", ".join(repr(s) for s in refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+    return p.ErrorReply(
+        code=p.TOO_MANY_SYMBOLS,
+        message=f"account {account!r} already streams {limit} symbols ([limits] max_symbols_per_account): "
+        f"ticks for {shown} refused",
+        ref="ticks",
+    )
+
+
 @dataclass(slots=True)
 class Greet:
     hello: p.Hello

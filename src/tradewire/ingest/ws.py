@@ -12,6 +12,7 @@ import collections
 import contextlib
 import logging
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from tradewire.appkeys import HUB
@@ -85,9 +86,12 @@ class EAWebSocketSession:
         self._last_count = len(steps)
         self.hub.counters["messages"] += len(steps)
         now = self.hub.touch(self.account) if self.core.greeted else 0  # once per frame, not per message
-        for step in steps:
+        for index, step in enumerate(steps):
             if isinstance(step, Volatile):
-                self.hub.apply_volatile(self.account, step.msg, now)
+                refused = self.hub.apply_volatile(self.account, step.msg, now)
+                if refused is not None:
+                    self.hub.counters["errors"] += 1
+                    await self._send(refused if len(steps) == 1 else msgspec.structs.replace(refused, index=index))
             elif isinstance(step, Durable):
                 self._queue_durable(step.msg)
             elif isinstance(step, Reply):
