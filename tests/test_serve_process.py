@@ -187,6 +187,37 @@ async def test_json_logs_never_contain_secrets(tmp_path):
     assert token not in rest and token.split("_")[2] not in rest
 
 
+async def raw_request(url: str, request: bytes) -> bytes:
+    """Send bytes no HTTP client would; the status line of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+
+
+async def test_a_malformed_request_is_one_warning_line_that_quotes_nothing_of_it(tmp_path):
+    """aiohttp logs these as an ERROR with a traceback whose parser message quotes the request's bytes."""
+    db = str(tmp_path / "bad.db")
+    token = await issue(db, "acc-1")
+    server = await serve(db, "--log-format", "json")
+    long_line = b"GET /api/v1/accounts?x=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad_header = b"GET /api/v1/healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() + b"\x01\r\n\r\n"
+    for request in (long_line, bad_header):
+        assert (await raw_request(server.url, request)).split()[1] == b"400"
+    assert await server.stop() == 0
+    entries = [json.loads(line) for line in "".join(server.log).splitlines() if line.strip()]
+    bad = [e for e in entries if e["logger"] == "aiohttp.server"]
+    assert [(e["level"], "exc" in e) for e in bad] == [("warning", False)] * 2, bad
+    assert "LineTooLong" in bad[0]["msg"] and "answered 400" in bad[1]["msg"]
+    assert not [e for e in entries if e["level"] == "error"], entries
+    text = "".join(server.log)
+    assert token not in text and token.split("_")[2] not in text and "aaaaaaaa" not in text
+
+
 async def test_a_stderr_nobody_reads_does_not_stall_the_hub(tmp_path):
     """The hub logs from a thread: with its stderr pipe full, EAs are still served, and the lines are kept
     (up to the log queue's bound) for when the pipe is read again. The soak once stalled on exactly this."""

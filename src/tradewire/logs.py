@@ -17,6 +17,7 @@ import threading
 import time
 
 import msgspec
+from aiohttp.http_exceptions import HttpProcessingError
 
 QUEUE_RECORDS = 10_000  # about 2-5 MiB of formatted records at most
 _STOP = None  # the writer thread's sentinel
@@ -68,6 +69,22 @@ class DroppingQueueHandler(logging.handlers.QueueHandler):
             self.dropped += 1
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a malformed request (a line over 8 KiB, a bad header) as an ERROR with a traceback,
+    though it is the client's mistake and is answered with a 4xx: one warning line says all there is to
+    say. The exception's text is left out, as its parser quotes the request's bytes, credentials included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "bad HTTP request from %s, answered %d: %s"
+            record.args = (remote, exc.code, type(exc).__name__)
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class _Writer:
     """The thread that formats nothing and writes everything: records arrive already formatted."""
 
@@ -116,6 +133,9 @@ def setup_logging(fmt: str = "text", level: str = "info", *, stream=None, queue_
     root.handlers[:] = [_handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ClientErrorFilter())
 
 
 def stop_logging() -> None:
