@@ -123,8 +123,9 @@ async def test_sigterm_drains_then_a_restart_loses_nothing(tmp_path):
     assert rows == (total, total) and events == total
 
 
-async def test_the_served_hub_keeps_its_startup_heap_out_of_the_collectors_way(tmp_path):
-    # A full collection walking every module and the app caused the event loop's longest pauses.
+async def test_the_served_hub_freezes_its_startup_heap_and_pins_the_mmap_threshold(tmp_path):
+    # A full collection walking every module and the app caused the event loop's longest pauses; glibc's
+    # sliding mmap threshold fragmented the heap (tradewire/malloc.py, test_malloc.py).
     db = str(tmp_path / "gc.db")
     store = SQLiteStore(db)
     await store.open()
@@ -141,6 +142,7 @@ async def test_the_served_hub_keeps_its_startup_heap_out_of_the_collectors_way(t
         await srv.stop()
     frozen = re.search(r"^tradewire_gc_frozen_objects (\S+)$", text, re.M)
     assert frozen is not None and float(frozen.group(1)) > 10_000
+    assert "malloc: mmap threshold fixed at 131072 bytes" in "".join(srv.log)
 
 
 async def test_port_in_use_is_a_clear_error(tmp_path):

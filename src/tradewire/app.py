@@ -19,6 +19,7 @@ from tradewire.config import Settings
 from tradewire.hub import BrokerFanout, Hub
 from tradewire.ingest.http import ea_batch
 from tradewire.ingest.ws import ea_websocket
+from tradewire.malloc import fix_mmap_threshold
 from tradewire.metrics import Metrics
 from tradewire.notify import WebhookNotifier
 from tradewire.realtime.gateway import Gateway
@@ -152,6 +153,7 @@ class Server:
         # collection no longer walks it: 13-30 ms pauses of the event loop became 1-2 ms (bench scenario 7,
         # where a reconnect storm's connections leave cycles behind and trigger them every second or so).
         gc.freeze()
+        fix_mmap_threshold()  # large buffers mmapped and given back, not fragmenting the heap (malloc.py)
         try:
             await stop.wait()
             log.info("signal received: draining")
