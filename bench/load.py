@@ -609,6 +609,9 @@ class SlowConsumers(Role):
       get its snapshot), stay 10-50 ms, leave (half with a close frame, half by resetting the connection),
       again, in a loop, `storm_rate` connects a second in all. While connected, a storm client is one more
       subscriber of everything.
+    - `steady`: not slow at all. Subscribers to /trading/* like the storm's, that connect once and stay: as
+      many as the storm has connected on average (`storm_connected_mean`), they are the storm's load
+      without its reconnects, so the two runs' difference is what the reconnecting itself costs others.
 
     A stalled or trickling subscriber that the server drops reconnects after `reconnect_s`, as a client
     told 4008 would (without `since`: this measures the server, not a catch-up)."""
@@ -629,8 +632,13 @@ class SlowConsumers(Role):
         self.lost_total = self.reconnects = self.errors = 0
         self.storm_cycles = 0
         self.storm_subscribe_s: list[float] = []
+        self.storm_connected_s = 0.0  # storm clients' subscribed time inside the window, summed
         self.error_sample: list[str] = []
-        return {"slow_subscribers": len(self.socks), "storm_clients": p.get("storm", 0)}
+        steady = [self.subscriber(p["key"], f"steady{i}", "/trading/*", True) for i in range(p.get("steady", 0))]
+        self.steady = await asyncio.gather(*steady)
+        for ws in self.steady:
+            ws.scan(_ignore)
+        return {"slow_subscribers": len(self.socks), "storm_clients": p.get("storm", 0), "steady": len(self.steady)}
 
     async def _open(self, i: int) -> Any:
         kind, channel = self.slots[i]
@@ -652,6 +660,7 @@ class SlowConsumers(Role):
             "reconnects": self.reconnects,
             "still_open": sum(1 for sock in self.socks if sock is not None and tcp_established(sock)),
             "storm_cycles": self.storm_cycles,
+            "storm_connected_mean": round(self.storm_connected_s / (s["t1"] - s["t0"]), 2),
             "storm_subscribe_ms_p50": round(lat[len(lat) // 2] * 1e3, 2) if lat else None,
             "storm_subscribe_ms_p99": round(lat[int(len(lat) * 0.99)] * 1e3, 2) if lat else None,
             "errors": self.errors,
@@ -703,6 +712,8 @@ class SlowConsumers(Role):
                 ws.close()
             else:
                 ws.abort()  # gone without a goodbye
+            left = time.perf_counter()
+            self.storm_connected_s += max(0.0, min(left, s["t1"]) - max(subscribed, s["t0"]))
             if s["t0"] <= started < s["t1"]:
                 self.storm_cycles += 1
                 self.storm_subscribe_s.append(subscribed - started)
@@ -713,6 +724,8 @@ class SlowConsumers(Role):
         for sock in self.socks:
             if sock is not None:
                 sock.close()
+        for ws in self.steady:
+            ws.close()
 
 
 ROLES: dict[str, type[Role]] = {

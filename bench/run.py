@@ -274,7 +274,7 @@ def slow_row(r: dict) -> dict:
     vs, srv, rss, cl = r.get("vs_clean", {}), r["server"], r["rss_kib"], r.get("slow_clients") or {}
     ratios = "/".join(f"{vs[q]:.2f}" for q in ("p50", "p99", "p99.9")) if vs else "—"
     mib = "→".join(f"{rss[at] / 1024:.1f}" for at in ("t0", "t1"))
-    kinds = ("stalled", "trickle", "storm")
+    kinds = ("stalled", "trickle", "storm", "steady")
     misbehaving = ", ".join(f"{r['params'][kind]} {kind}" for kind in kinds if r["params"][kind]) or "nothing slow"
     notes = f"{r['params']['subscribers']} healthy subs + {misbehaving}; timed {pct(r['timed_share'])}; "
     notes += f"p50/p99/p99.9 x{ratios} of clean; server CPU x{vs.get('server_cpu', 0):.2f}, "
@@ -286,7 +286,11 @@ def slow_row(r: dict) -> dict:
         notes += f"; queued→written in the server p50/p99 ≤ {ms(fan['p50_le'])}/{ms(fan['p99_le'])} ms"
     if cl.get("storm_cycles"):
         notes += f"; storm {k(cl['storm_cycles'] / r['window']['wall_s'])} connects/s, subscribed in "
-        notes += f"{cl['storm_subscribe_ms_p50']}/{cl['storm_subscribe_ms_p99']} ms p50/p99"
+        notes += f"{cl['storm_subscribe_ms_p50']}/{cl['storm_subscribe_ms_p99']} ms p50/p99, "
+        notes += f"{cl['storm_connected_mean']} connected on average"
+    if r.get("vs_steady"):
+        vs_steady = r["vs_steady"]
+        notes += f"; p50/p99 x{vs_steady['p50']:.2f}/{vs_steady['p99']:.2f} of steady (the same load, staying)"
     if cl.get("lost_total") is not None and (r["params"]["stalled"] or r["params"]["trickle"]):
         notes += f"; clients saw {cl['lost_total']} drops (in the window: {cl['lost_in_window'] or 'none'})"
     if cl.get("errors"):

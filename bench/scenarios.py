@@ -58,6 +58,9 @@ class Profile:
     slow_trickle: int = 10  # read one byte a second: half on /trading/* (durable too), half on /trading/prices/*
     slow_storm: int = 10  # clients connecting, subscribing to /trading/*, leaving, in a loop
     slow_storm_rate: float = 100.0  # their connects per second in all
+    # Subscribers that stay, as many as the storm's connected on average (10 clients, each subscribed for
+    # 10-50 ms of every 100 ms, ~3.5 measured): the `steady` variant, the storm's load without its reconnects.
+    slow_steady: int = 3
     slow_durable_eas: int = 4
     # Position events/s in all. Sparse durable events cost the server far more CPU each than a flood (a commit
     # of one or two events each): 500/s took ~0.35 of a core here, which leaves the latency load no room.
@@ -666,6 +669,7 @@ class Bench:
             "stalled": {"stalled": p.slow_stalled},
             "trickle": {"trickle": p.slow_trickle},
             "storm": {"storm": p.slow_storm},
+            "steady": {"steady": p.slow_steady},
         }
         if p.name == "full":
             variants["all"] = {"stalled": p.slow_stalled, "trickle": p.slow_trickle, "storm": p.slow_storm}
@@ -685,9 +689,12 @@ class Bench:
             # Server CPU per healthy delivery: what the slow consumers take, robust to how much CPU the server
             # got. A lower bound once the server falls behind (batches grow, and a write carries more frames).
             r["vs_clean"]["cpu_per_delivery"] = round(clean["deliveries_per_cpu_s"] / r["deliveries_per_cpu_s"], 3)
+        storm, steady = out.get("storm", {}), out.get("steady", {})
+        if "vs_clean" in storm and "vs_clean" in steady:  # what the reconnecting costs, apart from the load
+            storm["vs_steady"] = {q: round(storm["latency_ms"][q] / steady["latency_ms"][q], 3) for q in ("p50", "p99")}
         return out
 
-    def slow_run(self, variant: str, stalled: int = 0, trickle: int = 0, storm: int = 0) -> dict:
+    def slow_run(self, variant: str, stalled: int = 0, trickle: int = 0, storm: int = 0, steady: int = 0) -> dict:
         p = self.p
         PROFILE["label"] = f"slow-{variant}"
         symbols = [f"{load.PROBE_PREFIX}{i}" for i in range(p.latency_probes)]
@@ -696,7 +703,7 @@ class Bench:
         accounts += [f"bench-durable-{i}" for i in range(p.slow_durable_eas)]
         config = f"\n[realtime]\nmax_backlog_bytes = {p.slow_backlog_bytes}\n"
         config += f"flush_interval_ms = {p.slow_flush_interval_ms}\n"
-        misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm}
+        misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm, "steady": steady}
         with (
             self.server("tradewire", accounts, config=config) as (srv, tokens, key),
             Workers(self.load_cpus) as w,
