@@ -1,7 +1,13 @@
 """REST API over a real socket: API keys, listings, filters, named parameter errors."""
 
+import gc
+import re
+
 import pytest
 
+from tradewire.app import Server
+
+from conftest import make_settings
 from helpers import EA, account_state, issue_key, issue_token, position, position_event
 
 
@@ -138,6 +144,23 @@ async def test_metrics_need_a_key_and_count_what_happened(server, http, fleet):
     # What an operator watches a long run by (the soak reads these too).
     assert values["process_resident_memory_bytes"] > 10 * 2**20 and values["process_open_fds"] > 3
     assert values["tradewire_sqlite_memory_bytes"] > 0
+
+
+async def test_metrics_time_the_collectors_pauses_until_the_hub_stops(tmp_path, http):
+    callbacks = len(gc.callbacks)
+    srv = Server(make_settings(tmp_path))
+    await srv.start()
+    try:
+        gc.collect(1)
+        gc.collect(2)
+        key = await issue_key(srv)
+        async with http.get(srv.url + "/api/v1/metrics", headers={"Authorization": f"Bearer {key}"}) as r:
+            text = await r.text()
+    finally:
+        await srv.stop()
+    count = {g: re.search(rf'^tradewire_gc_pause_seconds_count{{generation="{g}"}} (\S+)$', text, re.M) for g in "12"}
+    assert all(m is not None and float(m.group(1)) >= 1 for m in count.values()), text
+    assert len(gc.callbacks) == callbacks  # a stopped hub times nothing more
 
 
 async def test_equity_series_is_bucketed_per_minute(server, http, fleet):

@@ -47,6 +47,7 @@ def build_app(hub: Hub, gateway: Gateway, metrics: Metrics) -> web.Application:
         # EAs first, so that what they had in flight is committed and published, then subscribers.
         await hub.drain(hub.settings.server.drain_timeout_s)
         await gateway.stop()
+        metrics.close()
 
     app.on_shutdown.append(on_shutdown)
     return app
