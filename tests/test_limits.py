@@ -5,10 +5,10 @@ import asyncio
 import aiohttp
 
 from tradewire.app import Server
-from tradewire.limits import ConnectionCaps, TokenBucket
+from tradewire.limits import ConnectionCaps, ConnectRates, TokenBucket
 
 from conftest import make_settings
-from helpers import EA, db_rows, hello, issue_token, position_event
+from helpers import EA, Subscriber, db_rows, hello, issue_key, issue_token, position_event
 
 
 def test_token_bucket():
@@ -28,6 +28,25 @@ def test_connection_caps():
     assert "connection limit (3)" in caps.admit("c")
     caps.release("a")
     assert caps.admit("c") is None and caps.refused == 2
+
+
+def test_connect_rates_refuse_past_the_burst_without_locking_the_client_out():
+    now = [0.0]
+    rates = ConnectRates(rate=2, burst=3, clock=lambda: now[0])
+    assert [rates.admit("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert rates.admit("a") == 0.5 and rates.admit("a") == 0.5  # hammering does not push the next one back
+    assert rates.admit("b") == 0.0  # per credential
+    now[0] = 0.5
+    assert rates.admit("a") == 0.0 and rates.admit("a") > 0
+    assert rates.refused == 3
+
+
+def test_connect_rates_forget_everyone_rather_than_grow_without_bound():
+    rates = ConnectRates(rate=1, burst=1)
+    rates.MAX_TRACKED = 10
+    for i in range(25):
+        rates.admit(f"k{i}")
+    assert len(rates.buckets) <= 10
 
 
 async def start(tmp_path, **limits):
@@ -93,5 +112,57 @@ async def test_an_http_batch_over_the_rate_is_429_and_acks_nothing(tmp_path, htt
         small = {"hello": hello(platform="MT4"), "messages": [position_event(1)]}
         async with http.post(srv.url + "/ea/v1/batch", json=small, headers=headers) as r:
             assert r.status == 200 and (await r.json())["ackedSeq"] == 1  # refused batch cost nothing
+    finally:
+        await srv.stop()
+
+
+def metric(text: str, name: str) -> float:
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+async def test_an_ea_reconnecting_in_a_loop_is_refused_with_429_and_others_are_not(tmp_path, http):
+    srv = await start(tmp_path, connects_per_s=5, connect_burst=2)
+    try:
+        token = await issue_token(srv, "acc-1")
+        url = srv.url.replace("http", "ws", 1) + "/ea/v1"
+        for _ in range(2):
+            ea = await EA.connect(http, srv, token)
+            await ea.greet()
+            await ea.close()
+        try:
+            await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
+            raise AssertionError("a third connect within the burst's second was accepted")
+        except aiohttp.WSServerHandshakeError as exc:
+            assert exc.status == 429 and int(exc.headers["Retry-After"]) >= 1
+        other = await EA.connect(http, srv, await issue_token(srv, "acc-2"))  # its own rate
+        await other.greet()
+        await asyncio.sleep(0.3)  # 5 a second: the next one is due
+        again = await EA.connect(http, srv, token)
+        await again.greet()
+        key = await issue_key(srv)
+        async with http.get(srv.url + "/api/v1/metrics", headers={"Authorization": f"Bearer {key}"}) as r:
+            assert metric(await r.text(), "tradewire_connects_throttled_total") == 1
+    finally:
+        await srv.stop()
+
+
+async def test_a_subscriber_key_reconnecting_in_a_loop_is_refused_and_a_wrong_key_is_told_why(tmp_path, http):
+    srv = await start(tmp_path, connects_per_s=0.01, connect_burst=2)
+    try:
+        stormy, calm = await issue_key(srv), await issue_key(srv)
+        for _ in range(2):
+            sub = await Subscriber.connect(http, srv, stormy)
+            await sub.expect("connection_ack")
+            await sub.ws.close()
+        try:
+            await Subscriber.connect(http, srv, stormy)
+            raise AssertionError("a third connect was accepted")
+        except aiohttp.WSServerHandshakeError as exc:
+            assert exc.status == 429
+        sub = await Subscriber.connect(http, srv, calm)
+        assert (await sub.subscribe("p", "/trading/prices/*"))["type"] == "subscribe_success"
+        for _ in range(3):  # a wrong key has no rate to run out of: it is refused as unauthorized, after the upgrade
+            wrong = await Subscriber.connect(http, srv, "twk_nope_nope")
+            assert (await wrong.expect("connection_error"))["errors"][0]["errorType"] == "UnauthorizedException"
     finally:
         await srv.stop()

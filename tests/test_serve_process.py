@@ -228,9 +228,10 @@ async def test_a_stderr_nobody_reads_does_not_stall_the_hub(tmp_path):
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # a pipe that fills after ~40 lines
     os.set_blocking(read_end, False)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tradewire.cli", "serve", "--port", "0", "--store", f"sqlite:///{db}", stderr=write_end
-    )
+    # 300 sessions of one account in a few seconds is a reconnect loop the connect rate would refuse.
+    env = {**os.environ, "TRADEWIRE_LIMITS_CONNECTS_PER_S": "1e6"}
+    argv = ["-m", "tradewire.cli", "serve", "--port", "0", "--store", f"sqlite:///{db}"]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *argv, stderr=write_end, env=env)
     os.close(write_end)
     log = b""
 

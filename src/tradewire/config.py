@@ -38,6 +38,10 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_connections_per_ip: Annotated[int, msgspec.Meta(ge=1)] = 1_000
     ea_messages_per_s: Annotated[float, msgspec.Meta(gt=0)] = 2_000.0  # per account: reading slows down past it
     ea_burst: Annotated[int, msgspec.Meta(ge=1)] = 5_000
+    # WebSocket connects per EA account or API key: past the burst, a client reconnecting faster than
+    # `connects_per_s` is refused with 429 and Retry-After before the upgrade.
+    connects_per_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    connect_burst: Annotated[int, msgspec.Meta(ge=1)] = 100
     # Distinct symbols one account's ticks may bring; a tick for one more is refused with too_many_symbols.
     max_symbols_per_account: Annotated[int, msgspec.Meta(ge=1)] = MAX_SYMBOLS_PER_ACCOUNT
 

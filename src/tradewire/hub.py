@@ -20,7 +20,7 @@ from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import account_info, account_state, symbols_refused
-from tradewire.limits import ConnectionCaps, TokenBucket
+from tradewire.limits import ConnectionCaps, ConnectRates, TokenBucket
 from tradewire.model import Alert, Role, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
@@ -133,6 +133,7 @@ class Hub:
         self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0, "throttled": 0}
         limits = settings.limits
         self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip)
+        self.connects = ConnectRates(limits.connects_per_s, limits.connect_burst)
         self._buckets: dict[str, TokenBucket] = {}
         self.rules = AlertRules(settings.alerts, settings.server.heartbeat_sec)
         self.notifier = notifier

@@ -1,4 +1,4 @@
-"""Limits that keep one client from hurting the others: connection caps and per-account rates. Pure."""
+"""Limits that keep one client from hurting the others: connection caps, connect and message rates. Pure."""
 
 from __future__ import annotations
 
@@ -50,3 +50,32 @@ class ConnectionCaps:
             self.by_ip[ip] = left
         else:
             self.by_ip.pop(ip, None)
+
+
+class ConnectRates:
+    """WebSocket connects a second per credential (an EA's account, a subscriber's API key).
+
+    A client that reconnects in a loop (a script gone wrong, two terminals on one token taking the
+    session from each other) costs the hub a session and, for a subscriber, its snapshot and a share
+    of every fan-out, each time. Past `burst`, such a client is refused before the upgrade, for the
+    price of an HTTP answer. Per credential, not per address: behind a proxy every client shares one."""
+
+    MAX_TRACKED = 100_000  # bounded: the table is cleared (everyone's burst restored) rather than grown
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.buckets: dict[str, TokenBucket] = {}
+        self.refused = 0
+
+    def admit(self, who: str) -> float:
+        """0 when this connect may go on, else the seconds until the next one may."""
+        bucket = self.buckets.get(who)
+        if bucket is None:
+            if len(self.buckets) >= self.MAX_TRACKED:
+                self.buckets.clear()
+            bucket = self.buckets[who] = TokenBucket(self.rate, self.burst, self.clock)
+        wait = bucket.take()
+        if wait:
+            bucket.tokens += 1  # a refused connect takes nothing: the client is not locked out for longer
+            self.refused += 1
+        return wait

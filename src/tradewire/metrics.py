@@ -63,6 +63,11 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily(
             "tradewire_connections_refused", "WebSocket connections refused by the caps", value=self.hub.caps.refused
         )
+        yield CounterMetricFamily(
+            "tradewire_connects_throttled",
+            "WebSocket connects refused (429) for a credential connecting faster than its rate",
+            value=self.hub.connects.refused,
+        )
         yield GaugeMetricFamily(
             "tradewire_websocket_connections", "open WebSocket connections", value=self.hub.caps.total
         )

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -195,6 +196,18 @@ def admit(hub: Hub, request: web.Request) -> web.Response | None:
     return web.Response(status=503, body=body, content_type="application/json", headers={"Retry-After": "5"})
 
 
+def connect_refused(hub: Hub, who: str, named: str) -> web.Response | None:
+    """The 429 for a credential connecting faster than `[limits] connects_per_s`, else None (ConnectRates)."""
+    wait = hub.connects.admit(who)
+    if not wait:
+        return None
+    limits = hub.settings.limits
+    message = f"{named} connects more than {limits.connects_per_s:g} times a second (burst {limits.connect_burst})"
+    body = p.encode(p.ErrorReply(code=p.RATE_LIMITED, message=f"{message}; retry after the Retry-After seconds"))
+    headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    return web.Response(status=429, body=body, content_type="application/json", headers=headers)
+
+
 async def ea_websocket(request: web.Request) -> web.StreamResponse:
     hub: Hub = request.app[HUB]
     refused = admit(hub, request)
@@ -206,10 +219,12 @@ async def ea_websocket(request: web.Request) -> web.StreamResponse:
         hub.caps.release(request.remote or "?")
 
 
-async def _ea_websocket(hub: Hub, request: web.Request) -> web.WebSocketResponse:
+async def _ea_websocket(hub: Hub, request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=hub.settings.server.max_frame_bytes, autoping=True)
     token = bearer_token(request)
     account = await hub.ea_account(token) if token else None
+    if account is not None and (refused := connect_refused(hub, "ea:" + account, f"account {account!r}")):
+        return refused
     await ws.prepare(request)
     if account is None:
         # Close after the upgrade rather than refuse it: MQL WebSocket clients often ignore the HTTP

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from tradewire.appkeys import GATEWAY, HUB
-from tradewire.ingest.ws import admit
+from tradewire.ingest.ws import admit, connect_refused
 from tradewire.realtime import protocol as rp
 from tradewire.realtime.gateway import Connection
 
@@ -28,12 +28,16 @@ async def realtime_websocket(request: web.Request) -> web.StreamResponse:
         hub.caps.release(request.remote or "?")
 
 
-async def _realtime_websocket(request: web.Request) -> web.WebSocketResponse:
+async def _realtime_websocket(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     # Auth arrives base64url-encoded in a `header-…` subprotocol (browsers, Amplify JS) or as plain
     # headers on the upgrade (the Swift SDK, scripts).
     auth = rp.auth_from_subprotocols(_offered_subprotocols(request)) or {}
     key = rp.api_key_of(auth) or request.headers.get("x-api-key")
+    hub = request.app[HUB]
+    # Only a valid key has a rate of its own: a wrong one is refused after the upgrade, as AppSync does.
+    if key and await hub.api_role(key) is not None and (refused := connect_refused(hub, "key:" + key, "this API key")):
+        return refused
     # No permessage-deflate: browsers always offer it, and aiohttp compresses a frame over 16 KiB in its thread
     # pool chunk by chunk, so a dashboard's batch frames waited on dozens of round trips each (bench/dashboard_fps.py).
     ws = web.WebSocketResponse(
