@@ -24,7 +24,16 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from bench.wsclient import WS, auth_subprotocol, client_frame, connect, json_frame, raw_subscriber, tcp_established
+from bench.wsclient import (
+    WS,
+    Refused,
+    auth_subprotocol,
+    client_frame,
+    connect,
+    json_frame,
+    raw_subscriber,
+    tcp_established,
+)
 
 STAMP_OFFSET_US = 1_000_000  # probe prices are µs since the run's base instant, plus this (a price must be > 0)
 PROBE_PREFIX = "PRB"
@@ -633,6 +642,7 @@ class SlowConsumers(Role):
         self.storm_cycles = 0
         self.storm_subscribe_s: list[float] = []
         self.storm_connected_s = 0.0  # storm clients' subscribed time inside the window, summed
+        self.storm_refused = 0  # connects the hub refused (429) inside the window
         self.error_sample: list[str] = []
         steady = [self.subscriber(p["key"], f"steady{i}", "/trading/*", True) for i in range(p.get("steady", 0))]
         self.steady = await asyncio.gather(*steady)
@@ -660,6 +670,7 @@ class SlowConsumers(Role):
             "reconnects": self.reconnects,
             "still_open": sum(1 for sock in self.socks if sock is not None and tcp_established(sock)),
             "storm_cycles": self.storm_cycles,
+            "storm_refused": self.storm_refused,
             "storm_connected_mean": round(self.storm_connected_s / (s["t1"] - s["t0"]), 2),
             "storm_subscribe_ms_p50": round(lat[len(lat) // 2] * 1e3, 2) if lat else None,
             "storm_subscribe_ms_p99": round(lat[int(len(lat) * 0.99)] * 1e3, 2) if lat else None,
@@ -698,7 +709,13 @@ class SlowConsumers(Role):
         started = time.perf_counter()
         while started < s["stop"]:
             try:
-                ws = await self.subscriber(self.p["key"], f"storm{n}", "/trading/*", True)
+                ws = await self.subscriber(self.p.get("storm_key", self.p["key"]), f"storm{n}", "/trading/*", True)
+            except Refused:  # the hub's connect rate: the storm carries on at its pace, as a stubborn client would
+                if s["t0"] <= started < s["t1"]:
+                    self.storm_refused += 1
+                started = max(started + period, time.perf_counter())
+                await sleep_until(started)
+                continue
             except (OSError, ConnectionError, TimeoutError) as exc:
                 self._error(exc)
                 await asyncio.sleep(0.1)

@@ -288,6 +288,10 @@ def slow_row(r: dict) -> dict:
         notes += f"; storm {k(cl['storm_cycles'] / r['window']['wall_s'])} connects/s, subscribed in "
         notes += f"{cl['storm_subscribe_ms_p50']}/{cl['storm_subscribe_ms_p99']} ms p50/p99, "
         notes += f"{cl['storm_connected_mean']} connected on average"
+        if r["params"].get("connect_rate"):
+            rate, burst = r["params"]["connect_rate"]
+            notes += f"; the hub's connect rate ({rate:g}/s per key after {burst}) refused "
+            notes += f"{k(cl['storm_refused'] / r['window']['wall_s'])} connects/s"
     if r.get("vs_steady"):
         vs_steady = r["vs_steady"]
         notes += f"; p50/p99 x{vs_steady['p50']:.2f}/{vs_steady['p99']:.2f} of steady (the same load, staying)"

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
-from bench.server import ServerProcess, issue_credentials, machine_busy_seconds
+from bench.server import LIFTED_CONNECT_RATE, ServerProcess, issue_credentials, machine_busy_seconds
+from tradewire.config import LimitSettings
 
 
 # --- sizes ------------------------------------------------------------------------------------------
@@ -341,15 +342,25 @@ class Bench:
         store_options: str = "",
         max_connections: int = 50_000,
         config: str = "",
+        read_keys: int = 1,
+        connect_rate: tuple[float, int] = LIFTED_CONNECT_RATE,
     ) -> Iterator[tuple[ServerProcess, list[str], str]]:
+        """A server and its credentials: a token per account, and the first read key (all in `srv.keys`)."""
         self._n += 1
         workdir = self.root / f"{self._n:02d}-{kind}"
         workdir.mkdir(parents=True)
         store_url = f"sqlite:///{workdir / 'tradewire.db'}{store_options}"
-        tokens, keys = issue_credentials(store_url, accounts)
+        tokens, keys = issue_credentials(store_url, accounts, read_keys)
         srv = ServerProcess(
-            kind, workdir, store_url, cpus=self.server_cpus, max_connections=max_connections, extra_config=config
+            kind,
+            workdir,
+            store_url,
+            cpus=self.server_cpus,
+            max_connections=max_connections,
+            extra_config=config,
+            connect_rate=connect_rate,
         )
+        srv.keys = keys
         srv.start()
         try:
             yield srv, tokens, keys[0]
@@ -670,6 +681,8 @@ class Bench:
             "trickle": {"trickle": p.slow_trickle},
             "storm": {"storm": p.slow_storm},
             "steady": {"steady": p.slow_steady},
+            # The same storm against the hub's default connect rate per key: what an operator's hub does to it.
+            "storm-limited": {"storm": p.slow_storm, "limited": True},
         }
         if p.name == "full":
             variants["all"] = {"stalled": p.slow_stalled, "trickle": p.slow_trickle, "storm": p.slow_storm}
@@ -694,7 +707,9 @@ class Bench:
             storm["vs_steady"] = {q: round(storm["latency_ms"][q] / steady["latency_ms"][q], 3) for q in ("p50", "p99")}
         return out
 
-    def slow_run(self, variant: str, stalled: int = 0, trickle: int = 0, storm: int = 0, steady: int = 0) -> dict:
+    def slow_run(
+        self, variant: str, stalled: int = 0, trickle: int = 0, storm: int = 0, steady: int = 0, limited: bool = False
+    ) -> dict:
         p = self.p
         PROFILE["label"] = f"slow-{variant}"
         symbols = [f"{load.PROBE_PREFIX}{i}" for i in range(p.latency_probes)]
@@ -704,8 +719,15 @@ class Bench:
         config = f"\n[realtime]\nmax_backlog_bytes = {p.slow_backlog_bytes}\n"
         config += f"flush_interval_ms = {p.slow_flush_interval_ms}\n"
         misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm, "steady": steady}
+        defaults = LimitSettings()
+        connect_rate = (defaults.connects_per_s, defaults.connect_burst) if limited else LIFTED_CONNECT_RATE
         with (
-            self.server("tradewire", accounts, config=config) as (srv, tokens, key),
+            # The storm has a key of its own (as a misbehaving script would), so a connect rate is its alone.
+            self.server("tradewire", accounts, config=config, read_keys=2, connect_rate=connect_rate) as (
+                srv,
+                tokens,
+                key,
+            ),
             Workers(self.load_cpus) as w,
         ):
             rss_empty = srv.rss_kib()
@@ -719,7 +741,8 @@ class Bench:
             durable = {"tokens": tokens[p.latency_eas :], "rate": p.slow_durable_rate}
             w.spawn("paced_durable", {**self.addr(srv), **durable})
             if any(misbehaving.values()):
-                slow = {"key": key, "storm_rate": p.slow_storm_rate, "background": True, **misbehaving}
+                slow = {"key": key, "storm_key": srv.keys[1], "storm_rate": p.slow_storm_rate, "background": True}
+                slow |= misbehaving
                 w.spawn("slow_consumers", {**self.addr(srv), **slow})
             w.expect("ready", 120)
             rss_ready = srv.rss_kib()
@@ -749,6 +772,7 @@ class Bench:
                 "storm_rate": p.slow_storm_rate if storm else 0,
                 "max_backlog_bytes": p.slow_backlog_bytes,
                 "flush_interval_ms": p.slow_flush_interval_ms,
+                "connect_rate": list(connect_rate) if limited else None,
             },
             "window": win,
             "updates_sent": pub_res["ticks_sent"],

@@ -18,16 +18,21 @@ from pathlib import Path
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LISTENING = re.compile(r"listening on (\S+)")
 
-# The hub's own limits, told through its config file: per-account message rate and connections per address
-# are policies with production defaults (2,000 messages/s per account, 1,000 connections per address) that
-# a benchmark from one address must lift; the code paths that enforce them still run.
+# The hub's own limits, told through its config file: per-account message rate, connections per address and
+# connects per credential are policies with production defaults (2,000 messages/s per account, 1,000
+# connections per address, 5 connects/s per key after 100) that a benchmark from one address, with one key
+# for thousands of subscribers, must lift; the code paths that enforce them still run. Scenario 7 puts the
+# connect rate back to show what it does to a reconnect storm.
 BENCH_CONFIG = """\
 [limits]
 max_connections = {max_connections}
 max_connections_per_ip = {max_connections}
 ea_messages_per_s = 1e9
 ea_burst = 1000000000
+connects_per_s = {connects_per_s}
+connect_burst = {connect_burst}
 """
+LIFTED_CONNECT_RATE = (1e9, 1_000_000_000)
 
 
 def _child_setup(cpus: list[int] | None) -> Callable[[], None]:
@@ -54,6 +59,7 @@ class ServerProcess:
         max_connections: int = 50_000,
         name: str = "",
         extra_config: str = "",
+        connect_rate: tuple[float, int] = LIFTED_CONNECT_RATE,
     ) -> None:
         self.kind = kind
         self.workdir = workdir
@@ -61,6 +67,8 @@ class ServerProcess:
         self.cpus = cpus
         self.max_connections = max_connections
         self.extra_config = extra_config  # more TOML sections for tradewire's config file
+        self.connect_rate = connect_rate  # [limits] connects_per_s, connect_burst
+        self.keys: list[str] = []  # read keys issued for it, when the bench issued them
         self.name = name or kind
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -71,7 +79,9 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         if self.kind == "tradewire":
             config = self.workdir / f"{self.name}.toml"
-            config.write_text(BENCH_CONFIG.format(max_connections=self.max_connections) + self.extra_config)
+            rate, burst = self.connect_rate
+            limits = BENCH_CONFIG.format(max_connections=self.max_connections, connects_per_s=rate, connect_burst=burst)
+            config.write_text(limits + self.extra_config)
             argv = [sys.executable, "-m", "tradewire.cli", "serve", "--config", str(config)]
             argv += ["--host", self.host, "--port", "0", "--store", self.store_url]
         else:

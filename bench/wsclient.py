@@ -118,7 +118,8 @@ class WS(asyncio.Protocol):
             rest = bytes(self._head[end + 4 :])
             self._head.clear()
             if b" 101 " not in status + b" ":
-                self.handshake.set_exception(ConnectionError(f"upgrade refused: {status.decode(errors='replace')}"))
+                error = Refused if b" 429 " in status + b" " else ConnectionError
+                self.handshake.set_exception(error(f"upgrade refused: {status.decode(errors='replace')}"))
                 return
             self.handshake.set_result(None)
             if not rest:
@@ -255,6 +256,10 @@ def upgrade_request(
         lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
     lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class Refused(ConnectionError):
+    """The server answered the upgrade with 429: over its connect rate."""
 
 
 async def connect(
