@@ -9,6 +9,7 @@ fanout and latency. Prints a table and writes the full figures as JSON. Asserts 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -42,7 +43,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="record the server with py-spy (pip install py-spy) during every window: DIR/<run>-<server>.txt "
         "(collapsed stacks), and print its top functions. Sampling costs CPU: figures of a profiled run are off.",
     )
+    parser.add_argument(
+        "--slow-rounds",
+        type=int,
+        metavar="N",
+        help="rounds of each scenario 7 variant (full mode 3, quick 1): more, where the rounds' spread hides +10 %%",
+    )
     args = parser.parse_args(argv)
+    if args.slow_rounds is not None and args.slow_rounds < 1:
+        parser.error(f"--slow-rounds must be at least 1, not {args.slow_rounds}")
     only = {s.strip() for s in (args.only or "").split(",") if s.strip()}
     unknown = only - set(SCENARIOS) - {"baseline"}
     if unknown:
@@ -352,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench import scenarios as sc
 
     profile = sc.QUICK if args.quick else sc.FULL
+    if args.slow_rounds:
+        profile = dataclasses.replace(profile, slow_rounds=args.slow_rounds)
     server_cpus, load_cpus = sc.cpu_split(not args.no_pin)
     root = sc.make_root()
     bench = sc.Bench(profile, root, server_cpus, load_cpus)
