@@ -98,6 +98,7 @@ async def test_stalled_durable_subscriber_is_closed_and_others_get_everything(tm
                 break
             await asyncio.sleep(0.05)
         assert len(srv.gateway.connections) == 1  # the stalled one is gone, its memory with it
+        assert srv.gateway.missed.parked == 0 and not srv.gateway.missed.active  # parked until it went
         # ...and the client is told, though it reads nothing: a graceful close would sit behind the unsent
         # backlog in the kernel for minutes, leaving the client ESTABLISHED and never reconnecting.
         sock = stalled.get_extra_info("socket")
@@ -139,6 +140,69 @@ async def test_stalled_latest_wins_subscriber_is_conflated_not_closed(tmp_path, 
             frame = await healthy.expect("data")
             event = json.loads(frame["event"])
             seen[event["symbol"]] = event["bid"]
+        stalled.close()
+    finally:
+        await srv.stop()
+
+
+async def read_text_frame(reader: asyncio.StreamReader) -> bytes:
+    """One unmasked server-to-client WebSocket frame's payload (RFC 6455 §5.2)."""
+    head = await reader.readexactly(2)
+    length = head[1] & 0x7F
+    if length == 126:
+        length = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif length == 127:
+        length = struct.unpack("!Q", await reader.readexactly(8))[0]
+    return await reader.readexactly(length)
+
+
+async def test_a_parked_subscriber_takes_no_value_per_tick_and_resumes_with_the_newest(tmp_path, http):
+    """A latest-wins subscriber that stops reading is parked: publications no longer touch its pending
+    values one by one; when it reads again it gets the newest value of every channel, those published
+    while it was parked (a symbol it never had, too), as conflation would have left them."""
+    srv = await start(tmp_path)
+    try:
+        gw = srv.gateway
+        key = await issue_key(srv)
+        reader, stalled = await raw_stalled_subscriber(srv, key, "/trading/prices/*")
+        ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+        await ea.greet()
+        last: dict[str, float] = {}
+
+        async def tick(n: int, symbols: list[str]) -> None:
+            ticks = [{"symbol": s, "bid": n + i / 100, "ask": n + i / 100 + 1, "ts": n} for i, s in enumerate(symbols)]
+            await ea.send({"type": "ticks", "ticks": ticks})
+            last.update((t["symbol"], t["bid"]) for t in ticks)
+
+        symbols = [f"SYM{i}" for i in range(20)]
+        for n in range(1, 6001):  # ~5 MB of frames: past the kernel's buffers and the transport's
+            await tick(n, symbols)
+        await ea.send(position_event(1))  # acked only once everything before it on the session was applied
+        await ea.wait_ack(1, timeout=60)
+        assert gw.missed.parked == 1
+        async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": key}) as r:
+            assert "tradewire_subscriber_connections_parked 1.0" in await r.text()
+        (slow,) = [c for c in gw.connections if c.parked_at is not None]
+        (sub,) = slow.subs.values()
+        before = dict(sub.pending)
+        assert 0 < len(before) <= len(symbols)
+
+        for n in range(6001, 6101):  # while parked: a few symbols move, one appears
+            await tick(n, [*symbols[:5], "NEW"])
+        await ea.send(position_event(2))
+        await ea.wait_ack(2, timeout=30)
+        assert sub.pending == before  # the fan-out left it alone...
+        assert len(gw.missed) == len(symbols) + 1  # ...and noted one value per channel: bounded by channels
+
+        view: dict[str, float] = {}
+        async with asyncio.timeout(30):
+            while view != last:  # it reads again: everything, then what it missed
+                frame = json.loads(await read_text_frame(reader))
+                if frame["type"] == "data":
+                    event = json.loads(frame["event"])
+                    view[event["symbol"]] = event["bid"]
+        assert gw.missed.parked == 0 and len(gw.missed) == 0 and slow.parked_at is None
+        assert gw.stats["closed_slow"] == 0
         stalled.close()
     finally:
         await srv.stop()

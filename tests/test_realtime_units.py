@@ -197,6 +197,7 @@ class _Conn:
 
     def __init__(self):
         self.outbox = Outbox(max_stream_bytes=1000)
+        self.parked_at = None
 
 
 def routed(route) -> tuple:
@@ -265,3 +266,45 @@ def test_a_publications_event_literal_is_encoded_once_and_kept_with_it():
     first = literal_of(pub)
     assert first == rp.event_literal(pub.data) and json.loads(json.loads(first)) == {"id": "a", "note": 'say "hi" é'}
     assert literal_of(pub) is first
+
+
+def test_missed_values_are_the_newest_per_channel_after_a_mark_and_only_while_something_is_parked():
+    from tradewire.realtime.parking import MissedValues
+
+    missed = MissedValues()
+    assert not missed.active
+    first = missed.park()
+    missed.note("/trading/prices/a/EURUSD", b"1")
+    missed.note("/trading/accounts/a", b"acc")
+    second = missed.park()
+    missed.note("/trading/prices/a/EURUSD", b"2")  # moves to the end: the newest value only
+    assert missed.since(first, "/trading/*") == [("/trading/accounts/a", b"acc"), ("/trading/prices/a/EURUSD", b"2")]
+    assert missed.since(second, "/trading/*") == [("/trading/prices/a/EURUSD", b"2")]
+    assert missed.since(first, "/trading/prices/*") == [("/trading/prices/a/EURUSD", b"2")]
+    assert missed.since(first, "/trading/accounts/b") == []
+    assert len(missed) == 2 and missed.parked == 2
+    missed.unpark()
+    assert missed.active and len(missed) == 2  # the second is still parked
+    missed.unpark()
+    assert not missed.active and len(missed) == 0 and missed.parked == 0
+
+
+def test_a_parked_connections_subscriptions_leave_the_latest_wins_shapes_but_not_the_stream():
+    index = SubscriptionIndex()
+    awake, asleep = Subscription(_Conn(), "a", "/trading/*"), Subscription(_Conn(), "s", "/trading/*")
+    for sub in (awake, asleep):
+        index.add(sub)
+        index.ready(sub)
+    (group,) = index.route("/trading/events/acc-1")
+    assert group.pendings == (awake.pending, asleep.pending) and group.parked == 0
+    asleep.conn.parked_at = 0
+    index.refresh(asleep)
+    assert group.pendings == (awake.pending,) and group.conns == {awake.conn}
+    assert group.subs == (awake, asleep) and group.size == 2 and group.parked == 1  # stream data still reaches it
+    late = Subscription(asleep.conn, "late", "/trading/*")  # subscribes while its connection is parked
+    index.add(late)
+    index.ready(late)
+    assert group.pendings == (awake.pending,) and group.parked == 2
+    asleep.conn.parked_at = None
+    index.refresh(asleep)
+    assert group.pendings == (awake.pending, asleep.pending, late.pending) and group.parked == 0

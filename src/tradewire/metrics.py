@@ -55,6 +55,11 @@ class _LiveCollector(Collector):
             "tradewire_subscriber_connections", "open subscriber connections", value=len(self.gateway.connections)
         )
         yield GaugeMetricFamily("tradewire_subscriptions", "active subscriptions", value=len(self.gateway.index))
+        yield GaugeMetricFamily(
+            "tradewire_subscriber_connections_parked",
+            "subscriber connections not taking writes (parked: latest-wins values wait for them in one place)",
+            value=self.gateway.missed.parked,
+        )
         for key, doc in HUB_COUNTERS.items():
             yield CounterMetricFamily(f"tradewire_ea_{key}", doc, value=self.hub.counters[key])
         for key, doc in GATEWAY_COUNTERS.items():

@@ -30,6 +30,7 @@ from tradewire.model import Role
 from tradewire.realtime import protocol as rp
 from tradewire.realtime import wire
 from tradewire.realtime.outbox import Outbox
+from tradewire.realtime.parking import MissedValues
 from tradewire.realtime.wire import DirectWriter
 from tradewire.store.base import Store
 
@@ -69,28 +70,35 @@ class Group:
     a subscriber joining `/trading/*` costs O(subscribers of `/trading/*`), not a rebuild of every route.
     """
 
-    __slots__ = ("conns", "members", "pendings", "subs")
+    __slots__ = ("conns", "members", "parked", "pendings", "size", "subs")
 
     def __init__(self) -> None:
         self.members: dict[Subscription, None] = {}
-        self.subs: tuple[Subscription, ...] = ()
+        self.subs: tuple[Subscription, ...] = ()  # every member: stream data goes to parked ones too
+        self.size = 0
+        # Latest-wins values go only to members whose connection is not parked (see parking.py).
         self.pendings: tuple[dict[str, bytes], ...] = ()  # where latest-wins values wait, per subscription
         self.conns: frozenset[Connection] = frozenset()  # the connections to flush after a delivery
+        self.parked = 0  # members left out of `pendings`: each publication is one value they miss
 
     def add(self, sub: Subscription) -> None:
         self.members[sub] = None
-        self._refresh()
+        self.refresh()
 
     def discard(self, sub: Subscription) -> bool:
         if self.members.pop(sub, False) is None:
-            self._refresh()
+            self.refresh()
             return True
         return False
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Rebuild the shapes from the members (one joined or left, or a connection parked or resumed)."""
         self.subs = tuple(self.members)
-        self.pendings = tuple(s.pending for s in self.subs)
-        self.conns = frozenset(s.conn for s in self.subs)
+        self.size = len(self.subs)
+        awake = [s for s in self.subs if s.conn.parked_at is None]
+        self.pendings = tuple(s.pending for s in awake)
+        self.conns = frozenset(s.conn for s in awake)
+        self.parked = self.size - len(awake)
 
 
 Route = tuple[Group, ...]  # the groups whose pattern matches a channel: the exact one, then /a/*, /a/b/*, ...
@@ -132,6 +140,12 @@ class SubscriptionIndex:
         if group is not None and group.discard(sub) and not group.members:
             del self._groups[sub.pattern]
             self._forget_routes(sub.pattern)
+
+    def refresh(self, sub: Subscription) -> None:
+        """Its connection parked or resumed: the group it is ready in takes that in."""
+        group = self._groups.get(sub.pattern)
+        if group is not None and sub in group.members:
+            group.refresh()
 
     def _forget_routes(self, pattern: str) -> None:
         """The routes of the channels `pattern` matches: rebuilt lazily, each on its next publication."""
@@ -182,6 +196,7 @@ class Gateway:
         # quiet interval is written on the next loop turn, not an interval later; 0: every loop turn.
         self._flush_s = settings.flush_interval_ms / 1000
         self._last_flush = -math.inf
+        self.missed = MissedValues()  # what parked connections miss while they do not read
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -203,7 +218,8 @@ class Gateway:
 
         A latest-wins delivery is one dict assignment into each ready subscription's pending values,
         and their connections are marked for the next flush. Frames are built and written there,
-        once per connection, for what survived.
+        once per connection, for what survived. A parked connection (not reading) is left out: the
+        value is noted once in `missed`, and it takes what it missed when it resumes.
         """
         index = self.index
         route = index.route(pub.channel)
@@ -220,7 +236,13 @@ class Gateway:
             dirty = self._dirty
             for group in route:  # usually one: a channel rarely has subscribers under several patterns
                 pendings = group.pendings
-                stats["deliveries"] += len(pendings)
+                stats["deliveries"] += group.size
+                if group.parked:
+                    # A parked member's previous value counts as replaced: it will be written at most the
+                    # newest (an overcount of at most one per channel it missed, at its resume).
+                    stats["conflated"] += group.parked
+                    if not pendings:
+                        continue
                 # The hottest loop of the hub, so it runs in C: count the values about to be replaced
                 # (conflation), store the new one in every ready subscription, mark their connections.
                 conflated = sum(map(operator.contains, pendings, repeat(channel)))
@@ -228,6 +250,8 @@ class Gateway:
                     stats["conflated"] += conflated
                 deque(map(operator.setitem, pendings, repeat(channel), repeat(literal)), maxlen=0)
                 dirty |= group.conns
+            if self.missed.active:
+                self.missed.note(channel, literal)
             if self._flush_handle is None:
                 self._schedule_flush()
         else:
@@ -252,6 +276,28 @@ class Gateway:
         self._dirty.add(conn)
         if self._flush_handle is None:
             self._schedule_flush()
+
+    def park(self, conn: Connection) -> None:
+        """`conn` stopped taking writes: its subscriptions stop taking latest-wins values one by one."""
+        if conn.parked_at is not None:
+            return
+        conn.parked_at = self.missed.park()
+        for sub in conn.subs.values():
+            self.index.refresh(sub)
+
+    def unpark(self, conn: Connection, *, resumed: bool) -> None:
+        """`conn` parked and now takes writes again (`resumed`), or went away. A resumed connection's
+        subscriptions get the newest value of every channel published while it was parked: what
+        conflation would have left them."""
+        mark, conn.parked_at = conn.parked_at, None
+        if mark is None:
+            return
+        if resumed:
+            for sub in conn.subs.values():
+                if sub not in self.index.loading:  # a loading one buffers every publication anyway
+                    sub.pending.update(self.missed.since(mark, sub.pattern))
+                self.index.refresh(sub)
+        self.missed.unpark()
 
     def _schedule_flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -317,6 +363,7 @@ class Connection:
         self.outbox = Outbox(gateway.settings.max_backlog_bytes)
         self.wire = DirectWriter(ws)
         self._drainer: asyncio.Task | None = None  # set while the transport is paused: wait, then flush
+        self.parked_at: int | None = None  # parked (see parking.py): its mark in the gateway's missed values
         self._closing = False
         self._closer: asyncio.Future | None = None
 
@@ -350,8 +397,9 @@ class Connection:
         if self._closing or self._closer is not None or self._drainer is not None:
             return
         if not self.wire.writable:
-            if self.wire.open:  # paused: what is pending keeps conflating until the peer catches up
+            if self.wire.open:  # paused: park until the peer catches up; then it gets the newest values
                 self._drainer = asyncio.ensure_future(self._await_drain())
+                self.gateway.park(self)
             return
         stats = self.gateway.stats
         if self.batch:
@@ -373,9 +421,11 @@ class Connection:
         try:
             await self.wire.drained()
         except (ConnectionError, RuntimeError):
-            return  # connection lost: nothing more to write
+            return  # connection lost: nothing more to write (run() unparks it when it ends)
         finally:
             self._drainer = None
+        if not self._closing:
+            self.gateway.unpark(self, resumed=True)
         if self.outbox:
             self.gateway.mark_dirty(self)
 
@@ -425,6 +475,7 @@ class Connection:
                     break
         finally:
             self._closing = True
+            gw.unpark(self, resumed=False)
             for sub in self.subs.values():
                 gw.index.remove(sub)
             self.subs.clear()
