@@ -298,7 +298,7 @@ def test_a_parked_connections_subscriptions_leave_the_latest_wins_shapes_but_not
     (group,) = index.route("/trading/events/acc-1")
     assert group.pendings == (awake.pending, asleep.pending) and group.parked == 0
     asleep.conn.parked_at = 0
-    index.refresh(asleep)
+    index.refresh([asleep])
     assert group.pendings == (awake.pending,) and group.conns == {awake.conn}
     assert group.subs == (awake, asleep) and group.size == 2 and group.parked == 1  # stream data still reaches it
     late = Subscription(asleep.conn, "late", "/trading/*")  # subscribes while its connection is parked
@@ -306,5 +306,5 @@ def test_a_parked_connections_subscriptions_leave_the_latest_wins_shapes_but_not
     index.ready(late)
     assert group.pendings == (awake.pending,) and group.parked == 2
     asleep.conn.parked_at = None
-    index.refresh(asleep)
+    index.refresh([asleep])
     assert group.pendings == (awake.pending, asleep.pending, late.pending) and group.parked == 0

@@ -17,7 +17,7 @@ import operator
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from itertools import repeat
 from typing import Any
 
@@ -141,10 +141,10 @@ class SubscriptionIndex:
             del self._groups[sub.pattern]
             self._forget_routes(sub.pattern)
 
-    def refresh(self, sub: Subscription) -> None:
-        """Its connection parked or resumed: the group it is ready in takes that in."""
-        group = self._groups.get(sub.pattern)
-        if group is not None and sub in group.members:
+    def refresh(self, subs: Iterable[Subscription]) -> None:
+        """Their connection parked or resumed: each group one of them is ready in rebuilds, once."""
+        groups = self._groups
+        for group in {g for s in subs if (g := groups.get(s.pattern)) is not None and s in g.members}:
             group.refresh()
 
     def _forget_routes(self, pattern: str) -> None:
@@ -282,8 +282,7 @@ class Gateway:
         if conn.parked_at is not None:
             return
         conn.parked_at = self.missed.park()
-        for sub in conn.subs.values():
-            self.index.refresh(sub)
+        self.index.refresh(conn.subs.values())
 
     def unpark(self, conn: Connection, *, resumed: bool) -> None:
         """`conn` parked and now takes writes again (`resumed`), or went away. A resumed connection's
@@ -296,7 +295,7 @@ class Gateway:
             for sub in conn.subs.values():
                 if sub not in self.index.loading:  # a loading one buffers every publication anyway
                     sub.pending.update(self.missed.since(mark, sub.pattern))
-                self.index.refresh(sub)
+            self.index.refresh(conn.subs.values())
         self.missed.unpark()
 
     def _schedule_flush(self) -> None:
