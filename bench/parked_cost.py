@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.subscribe_cost import _NoSocket, _role_of, _Store
+from bench.subscribe_cost import _NoSocket, _role_of, _Store, comma_ints
 from tradewire.broker.base import Publication
 from tradewire.broker.memory import MemoryBroker
 from tradewire.config import RealtimeSettings
@@ -83,10 +83,7 @@ def main() -> None:
     parser.add_argument("--publications", type=int, default=100_000)
     parser.add_argument("--out", default="bench/results/parked_cost.json")
     args = parser.parse_args()
-    try:
-        sizes = [int(n) for n in args.stalled.split(",")]
-    except ValueError:
-        parser.error(f"--stalled: comma-separated integers, not {args.stalled!r}")
+    sizes = comma_ints(parser, "--stalled", args.stalled)
     if args.publications < PER_FLUSH:
         parser.error(f"--publications: at least {PER_FLUSH}")
     results = [asyncio.run(measure(n, args.publications)) for n in sizes]

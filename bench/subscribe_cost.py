@@ -98,15 +98,20 @@ async def measure(accounts: int, rounds: int) -> dict:
     return out
 
 
+def comma_ints(parser: argparse.ArgumentParser, flag: str, text: str) -> list[int]:
+    """A flag's comma-separated integers, or the parser's error naming the flag."""
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        parser.error(f"{flag}: comma-separated integers, not {text!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", default="10,100,550,2000", help="fleet sizes, comma-separated")
     parser.add_argument("--out", default="bench/results/subscribe_cost.json")
     args = parser.parse_args()
-    try:
-        sizes = [int(n) for n in args.accounts.split(",")]
-    except ValueError:
-        parser.error(f"--accounts: comma-separated integers, not {args.accounts!r}")
+    sizes = comma_ints(parser, "--accounts", args.accounts)
     results = [asyncio.run(measure(n, max(20, 200_000 // (2 * n + 28)))) for n in sizes]
     print(f"{'accounts':>8} {'channels':>8} {'snapshot':>10} {'tradewire':>12} {'per value':>12} {'x':>6}")
     for r in results:
