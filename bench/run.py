@@ -285,7 +285,9 @@ def slow_row(r: dict) -> dict:
     mib = "→".join(f"{rss[at] / 1024:.1f}" for at in ("t0", "t1"))
     kinds = ("stalled", "trickle", "storm", "steady")
     misbehaving = ", ".join(f"{r['params'][kind]} {kind}" for kind in kinds if r["params"][kind]) or "nothing slow"
-    notes = f"{r['params']['subscribers']} healthy subs + {misbehaving}; timed {pct(r['timed_share'])}; "
+    prm = r["params"]
+    notes = f"{prm['subscribers']} healthy subs + {misbehaving}; {prm.get('timed_subscribers', prm['subscribers'])} "
+    notes += f"timed ({prm.get('timed_priority') or 'normal'} priority), {pct(r['timed_share'])} of probes; "
     notes += f"p50/p99/p99.9 x{ratios} of clean; server CPU x{vs.get('server_cpu', 0):.2f}, "
     notes += f"per healthy delivery x{vs.get('cpu_per_delivery', 0):.2f}; "
     notes += f"RSS {mib} MiB (peak {rss['peak'] / 1024:.1f}); closed 4008: {srv['closed_slow_window']:.0f} in window "
@@ -308,6 +310,10 @@ def slow_row(r: dict) -> dict:
         notes += f"; clients saw {cl['lost_total']} drops (in the window: {cl['lost_in_window'] or 'none'})"
     if cl.get("errors"):
         notes += f"; client errors {cl['errors']}: {cl['error_sample'][:1]}"
+    if r.get("rounds") and r.get("vs_clean_pooled"):
+        pooled = r["vs_clean_pooled"]
+        notes += f"; all {len(r['rounds'])} rounds pooled: p50/p99/p99.9 x{pooled['p50']:.2f}/{pooled['p99']:.2f}/"
+        notes += f"{pooled['p99.9']:.2f} of clean's ({ms(r['latency_pooled_ms']['p99'])} ms p99)"
     if r.get("rounds"):
         p99s = "/".join("FAILED" if "error" in x else ms(x["latency_ms"].get("p99", 0.0)) for x in r["rounds"])
         notes += f"; median of {len(r['rounds'])} rounds (p99 of each: {p99s} ms)"
@@ -364,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.slow_rounds:
         profile = dataclasses.replace(profile, slow_rounds=args.slow_rounds)
     server_cpus, load_cpus = sc.cpu_split(not args.no_pin)
+    if load_cpus:
+        # This process scrapes metrics and samples the server's RSS during every window: on the load's CPUs
+        # it takes nothing from the server's core.
+        os.sched_setaffinity(0, load_cpus)
     root = sc.make_root()
     bench = sc.Bench(profile, root, server_cpus, load_cpus)
     meta = {
