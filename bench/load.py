@@ -661,7 +661,7 @@ class SlowConsumers(Role):
 
     async def run(self, s: dict) -> dict:
         tasks = [self._slow(i, sock, s) for i, sock in enumerate(self.socks)]
-        tasks += [self._storm(random.Random(i), s) for i in range(self.p.get("storm", 0))]
+        tasks += [self._storm(i, s) for i in range(self.p.get("storm", 0))]
         await asyncio.gather(*tasks)
         lat = sorted(self.storm_subscribe_s)
         return {
@@ -703,13 +703,16 @@ class SlowConsumers(Role):
                     self.lost[name] = self.lost.get(name, 0) + 1
                 await asyncio.sleep(self.p.get("reconnect_s", 0.2))
 
-    async def _storm(self, rng: random.Random, s: dict) -> None:
+    async def _storm(self, i: int, s: dict) -> None:
+        rng, keys = random.Random(i), self.p.get("storm_keys") or [self.p["key"]]
         n, period = 0, self.p["storm"] / self.p["storm_rate"]
         await asyncio.sleep(rng.uniform(0, period))
         started = time.perf_counter()
         while started < s["stop"]:
             try:
-                ws = await self.subscriber(self.p.get("storm_key", self.p["key"]), f"storm{n}", "/trading/*", True)
+                # Connects go round the keys (client i's n-th uses key n * clients + i): each key as often.
+                key = keys[(n * self.p["storm"] + i) % len(keys)]
+                ws = await self.subscriber(key, f"storm{n}", "/trading/*", True)
             except Refused:  # the hub's connect rate: the storm carries on at its pace, as a stubborn client would
                 if s["t0"] <= started < s["t1"]:
                     self.storm_refused += 1

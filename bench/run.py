@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 SCENARIOS = ("ingest", "fanout", "latency", "durable", "connections", "slow")
+# scenario 7's variants
+SLOW_VARIANTS = ("clean", "clean-again", "stalled", "trickle", "storm", "steady", "storm-limited", "all")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -49,9 +51,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="rounds of each scenario 7 variant (full mode 3, quick 1): more, where the rounds' spread hides +10 %%",
     )
+    parser.add_argument(
+        "--slow-subs",
+        type=int,
+        metavar="N",
+        help="healthy subscribers of scenario 7 (default 20): fewer, to compare where the server has headroom "
+        "(the clean load then takes less of its core)",
+    )
+    parser.add_argument(
+        "--slow-variants",
+        metavar="NAMES",
+        help="comma-separated scenario 7 variants to run (clean always runs, as the reference): "
+        "clean-again, stalled, trickle, storm, steady, storm-limited, all (full mode)",
+    )
     args = parser.parse_args(argv)
     if args.slow_rounds is not None and args.slow_rounds < 1:
         parser.error(f"--slow-rounds must be at least 1, not {args.slow_rounds}")
+    if args.slow_subs is not None and args.slow_subs < 2:
+        parser.error(f"--slow-subs must be at least 2 (two of them time the probes), not {args.slow_subs}")
+    args.slow_variant_set = tuple(v.strip() for v in (args.slow_variants or "").split(",") if v.strip())
+    unknown_variants = set(args.slow_variant_set) - set(SLOW_VARIANTS)
+    if unknown_variants:
+        names = ", ".join(sorted(unknown_variants))
+        parser.error(f"unknown scenario 7 variant(s): {names}; choose from {', '.join(SLOW_VARIANTS)}")
     only = {s.strip() for s in (args.only or "").split(",") if s.strip()}
     unknown = only - set(SCENARIOS) - {"baseline"}
     if unknown:
@@ -288,7 +310,7 @@ def slow_row(r: dict) -> dict:
     prm = r["params"]
     notes = f"{prm['subscribers']} healthy subs + {misbehaving}; {prm.get('timed_subscribers', prm['subscribers'])} "
     notes += f"timed ({prm.get('timed_priority') or 'normal'} priority), {pct(r['timed_share'])} of probes; "
-    notes += f"p50/p99/p99.9 x{ratios} of clean; server CPU x{vs.get('server_cpu', 0):.2f}, "
+    notes += f"p50/p99/p99.9 x{ratios} of clean on the same server; server CPU x{vs.get('server_cpu', 0):.2f}, "
     notes += f"per healthy delivery x{vs.get('cpu_per_delivery', 0):.2f}; "
     notes += f"RSS {mib} MiB (peak {rss['peak'] / 1024:.1f}); closed 4008: {srv['closed_slow_window']:.0f} in window "
     notes += f"({srv['closed_slow_total']:.0f} in all)"
@@ -299,10 +321,9 @@ def slow_row(r: dict) -> dict:
         notes += f"; storm {k(cl['storm_cycles'] / r['window']['wall_s'])} connects/s, subscribed in "
         notes += f"{cl['storm_subscribe_ms_p50']}/{cl['storm_subscribe_ms_p99']} ms p50/p99, "
         notes += f"{cl['storm_connected_mean']} connected on average"
-        if r["params"].get("connect_rate"):
-            rate, burst = r["params"]["connect_rate"]
-            notes += f"; the hub's connect rate ({rate:g}/s per key after {burst}) refused "
-            notes += f"{k(cl['storm_refused'] / r['window']['wall_s'])} connects/s"
+        rate, burst = r["params"]["connect_rate"]
+        notes += f", over {r['params']['storm_keys']} key(s); the hub's connect rate ({rate:g}/s per key after "
+        notes += f"{burst}) refused {k(cl['storm_refused'] / r['window']['wall_s'])} connects/s"
     if r.get("vs_steady"):
         vs_steady = r["vs_steady"]
         notes += f"; p50/p99 x{vs_steady['p50']:.2f}/{vs_steady['p99']:.2f} of steady (the same load, staying)"
@@ -314,6 +335,9 @@ def slow_row(r: dict) -> dict:
         pooled = r["vs_clean_pooled"]
         notes += f"; all {len(r['rounds'])} rounds pooled: p50/p99/p99.9 x{pooled['p50']:.2f}/{pooled['p99']:.2f}/"
         notes += f"{pooled['p99.9']:.2f} of clean's ({ms(r['latency_pooled_ms']['p99'])} ms p99)"
+    if r.get("vs_clean_rounds") and len(r["vs_clean_rounds"]) > 1:
+        paired = "/".join(f"{x:.2f}" for x in r["vs_clean_rounds"])
+        notes += f"; p99 against the same server's clean, round by round: x{paired}"
     if r.get("rounds"):
         p99s = "/".join("FAILED" if "error" in x else ms(x["latency_ms"].get("p99", 0.0)) for x in r["rounds"])
         notes += f"; median of {len(r['rounds'])} rounds (p99 of each: {p99s} ms)"
@@ -369,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     profile = sc.QUICK if args.quick else sc.FULL
     if args.slow_rounds:
         profile = dataclasses.replace(profile, slow_rounds=args.slow_rounds)
+    if args.slow_subs:
+        profile = dataclasses.replace(profile, slow_subs=args.slow_subs)
+    if args.slow_variant_set:
+        profile = dataclasses.replace(profile, slow_variants=args.slow_variant_set)
     server_cpus, load_cpus = sc.cpu_split(not args.no_pin)
     if load_cpus:
         # This process scrapes metrics and samples the server's RSS during every window: on the load's CPUs
