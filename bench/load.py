@@ -622,8 +622,12 @@ class SlowConsumers(Role):
       many as the storm has connected on average (`storm_connected_mean`), they are the storm's load
       without its reconnects, so the two runs' difference is what the reconnecting itself costs others.
 
-    A stalled or trickling subscriber that the server drops reconnects after `reconnect_s`, as a client
-    told 4008 would (without `since`: this measures the server, not a catch-up)."""
+    A stalled or trickling subscriber that the server drops reconnects after `reconnect_s` ± half of it,
+    at random, as a client told 4008 would (without `since`: this measures the server, not a catch-up).
+    The jitter is what real clients do (Amplify retries with jittered back-off) and what keeps these
+    variants about the slow reader: the durable ones all fill their backlog in the same instant, and
+    with a fixed delay they came back as a herd of simultaneous `/trading/*` subscribes, the storm's
+    subject, which stalled the hub's loop for ~4 ms each time (bench/RESULTS.md, eighth session)."""
 
     async def setup(self) -> dict:
         p = self.p
@@ -681,6 +685,7 @@ class SlowConsumers(Role):
     async def _slow(self, i: int, sock: Any, s: dict) -> None:
         kind, channel = self.slots[i]
         poll = 1.0 if kind == "trickle" else 0.2
+        rng = random.Random(i)
         while time.perf_counter() < s["stop"]:
             if sock is None:
                 try:
@@ -688,7 +693,7 @@ class SlowConsumers(Role):
                     self.reconnects += 1
                 except (OSError, ConnectionError, TimeoutError) as exc:
                     self._error(exc)
-                    await asyncio.sleep(self.p.get("reconnect_s", 0.2))
+                    await asyncio.sleep(self.p.get("reconnect_s", 0.2) * rng.uniform(0.5, 1.5))
                     continue
             await asyncio.sleep(poll)
             if kind == "trickle":
@@ -701,7 +706,7 @@ class SlowConsumers(Role):
                 if s["t0"] <= time.perf_counter() < s["t1"]:
                     name = f"{kind} {channel}"
                     self.lost[name] = self.lost.get(name, 0) + 1
-                await asyncio.sleep(self.p.get("reconnect_s", 0.2))
+                await asyncio.sleep(self.p.get("reconnect_s", 0.2) * rng.uniform(0.5, 1.5))
 
     async def _storm(self, i: int, s: dict) -> None:
         rng, keys = random.Random(i), self.p.get("storm_keys") or [self.p["key"]]
