@@ -830,8 +830,9 @@ PRIORITY = {"got": "normal"}
 def foreground() -> str:
     """Let this process run as soon as it has something to read: the timed subscribers of scenario 7 stand
     for dashboards on machines of their own, which do not wait for the load generator's other processes to
-    give up the shared core. Real-time FIFO where allowed (root or CAP_SYS_NICE), else the highest nice
-    level allowed; which one it got is reported with the results."""
+    give up the shared core. Real-time FIFO where allowed (root or CAP_SYS_NICE), else nice -10 where
+    allowed, else as it was; which one it got is reported with the results. A FIFO process that spun would
+    starve the core, so only processes that wait on sockets or timers between bursts of work get this."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
         return "fifo"
