@@ -791,7 +791,8 @@ class Bench:
         symbols = [f"{load.PROBE_PREFIX}{i}" for i in range(p.latency_probes)]
         symbols += [f"SYM{i}" for i in range(p.latency_symbols - p.latency_probes)]
         misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm, "steady": steady}
-        key, slow_key, storm_keys = srv.keys[0], srv.keys[1], srv.keys[2:]
+        key, slow_key = srv.keys[0], srv.keys[1]
+        storm_keys = (srv.keys[2:3] if limited else srv.keys[2:]) if storm else []
         with Workers(self.load_cpus) as w:
             start = srv.metrics(key)
             rss_empty = srv.rss_kib()
@@ -807,8 +808,7 @@ class Bench:
             durable = {"tokens": tokens[p.latency_eas :], "rate": p.slow_durable_rate}
             w.spawn("paced_durable", {**self.addr(srv), **durable})
             if any(misbehaving.values()):
-                keys = storm_keys[:1] if limited else storm_keys
-                slow = {"key": slow_key, "storm_keys": keys, "storm_rate": p.slow_storm_rate, "background": True}
+                slow = {"key": slow_key, "storm_keys": storm_keys, "storm_rate": p.slow_storm_rate, "background": True}
                 slow |= misbehaving
                 w.spawn("slow_consumers", {**self.addr(srv), **slow})
             ready = w.expect("ready", 120)
@@ -840,10 +840,10 @@ class Bench:
                 "timed_priority": ready[0].get("priority"),
                 "durable_rate": p.slow_durable_rate,
                 "storm_rate": p.slow_storm_rate if storm else 0,
-                "storm_keys": (1 if limited else len(storm_keys)) if storm else 0,
+                "storm_keys": len(storm_keys),
                 "max_backlog_bytes": p.slow_backlog_bytes,
                 "flush_interval_ms": p.slow_flush_interval_ms,
-                "connect_rate": [LimitSettings().connects_per_s, LimitSettings().connect_burst],
+                "connect_rate": list(srv.connect_rate),
             },
             "window": win,
             "updates_sent": pub_res["ticks_sent"],
