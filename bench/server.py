@@ -60,6 +60,7 @@ class ServerProcess:
         name: str = "",
         extra_config: str = "",
         connect_rate: tuple[float, int] = LIFTED_CONNECT_RATE,
+        src: Path | None = None,
     ) -> None:
         self.kind = kind
         self.workdir = workdir
@@ -68,6 +69,7 @@ class ServerProcess:
         self.max_connections = max_connections
         self.extra_config = extra_config  # more TOML sections for tradewire's config file
         self.connect_rate = connect_rate  # [limits] connects_per_s, connect_burst
+        self.src = src  # another tradewire source tree to run (an A/B against an earlier commit), else this one
         self.keys: list[str] = []  # read keys issued for it, when the bench issued them
         self.name = name or kind
         self.proc: subprocess.Popen | None = None
@@ -89,6 +91,8 @@ class ServerProcess:
             argv += ["--store", self.store_url]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         root = str(Path(__file__).resolve().parent.parent)
+        if self.src is not None:  # ahead of the editable install's path entry: its `tradewire` is imported
+            root = str(self.src) + os.pathsep + root
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         log = self.log_path.open("w")
         self.proc = subprocess.Popen(
