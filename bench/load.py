@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -602,6 +603,9 @@ class PacedDurable(Durable):
             await asyncio.sleep(0.005)
 
 
+HERD_STAY_S = 0.02  # how long a herd member stays subscribed
+
+
 def _ignore(data: bytes) -> None:
     pass
 
@@ -618,6 +622,8 @@ class SlowConsumers(Role):
       get its snapshot), stay 10-50 ms, leave (half with a close frame, half by resetting the connection),
       again, in a loop, `storm_rate` connects a second in all. While connected, a storm client is one more
       subscriber of everything.
+    - `herd`: dashboards that all reconnect in the same instant: every `herd_period_s`, each of `herd` clients
+      subscribes to /trading/* (with its snapshot), all at once, stays 20 ms and leaves.
     - `steady`: not slow at all. Subscribers to /trading/* like the storm's, that connect once and stay: as
       many as the storm has connected on average (`storm_connected_mean`), they are the storm's load
       without its reconnects, so the two runs' difference is what the reconnecting itself costs others.
@@ -647,6 +653,8 @@ class SlowConsumers(Role):
         self.storm_subscribe_s: list[float] = []
         self.storm_connected_s = 0.0  # storm clients' subscribed time inside the window, summed
         self.storm_refused = 0  # connects the hub refused (429) inside the window
+        self.herd_cycles = 0
+        self.herd_subscribe_s: list[float] = []  # a herd member's connect to subscribe_success, in the window
         self.error_sample: list[str] = []
         steady = [self.subscriber(p["key"], f"steady{i}", "/trading/*", True) for i in range(p.get("steady", 0))]
         self.steady = await asyncio.gather(*steady)
@@ -666,8 +674,9 @@ class SlowConsumers(Role):
     async def run(self, s: dict) -> dict:
         tasks = [self._slow(i, sock, s) for i, sock in enumerate(self.socks)]
         tasks += [self._storm(i, s) for i in range(self.p.get("storm", 0))]
+        tasks += [self._herd(i, s) for i in range(self.p.get("herd", 0))]
         await asyncio.gather(*tasks)
-        lat = sorted(self.storm_subscribe_s)
+        lat, herd = sorted(self.storm_subscribe_s), sorted(self.herd_subscribe_s)
         return {
             "lost_in_window": self.lost,
             "lost_total": self.lost_total,
@@ -678,6 +687,9 @@ class SlowConsumers(Role):
             "storm_connected_mean": round(self.storm_connected_s / (s["t1"] - s["t0"]), 2),
             "storm_subscribe_ms_p50": round(lat[len(lat) // 2] * 1e3, 2) if lat else None,
             "storm_subscribe_ms_p99": round(lat[int(len(lat) * 0.99)] * 1e3, 2) if lat else None,
+            "herd_cycles": self.herd_cycles,
+            "herd_subscribe_ms_p50": round(herd[len(herd) // 2] * 1e3, 2) if herd else None,
+            "herd_subscribe_ms_max": round(herd[-1] * 1e3, 2) if herd else None,
             "errors": self.errors,
             "error_sample": self.error_sample,
         }
@@ -744,6 +756,27 @@ class SlowConsumers(Role):
                 self.storm_subscribe_s.append(subscribed - started)
             started = max(started + period, time.perf_counter())  # paced; never catching up in a burst
             await sleep_until(started)
+
+    async def _herd(self, i: int, s: dict) -> None:
+        """Connect and subscribe together with the rest of the herd, stay a moment, leave; again each period.
+        They leave soon so that the variant is about the simultaneous set-up, not about more subscribers."""
+        keys, period = self.p.get("storm_keys") or [self.p["key"]], self.p["herd_period_s"]
+        tick = math.ceil(time.perf_counter() / period)  # every member goes on the same instants
+        while tick * period < s["stop"]:
+            await sleep_until(tick * period)
+            started = time.perf_counter()
+            key = keys[(tick * self.p["herd"] + i) % len(keys)]  # round the keys: none passes the connect rate
+            try:  # upgrade, connection_init and subscribe in one write, as a client with its key at hand sends them
+                sock = await raw_subscriber(self.host, self.port, key, f"herd{i}", "/trading/*", rcvbuf=0)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                self._error(exc)
+            else:
+                if s["t0"] <= started < s["t1"]:
+                    self.herd_cycles += 1
+                    self.herd_subscribe_s.append(time.perf_counter() - started)
+                await asyncio.sleep(HERD_STAY_S)
+                sock.close()  # with its snapshot unread: a reset
+            tick += 1
 
     def close(self) -> None:
         for sock in self.socks:

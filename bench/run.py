@@ -23,7 +23,7 @@ from typing import Any
 
 SCENARIOS = ("ingest", "fanout", "latency", "durable", "connections", "slow")
 # scenario 7's variants
-SLOW_VARIANTS = ("clean", "clean-again", "stalled", "trickle", "storm", "steady", "storm-limited", "all")
+SLOW_VARIANTS = ("clean", "clean-again", "stalled", "trickle", "storm", "steady", "storm-limited", "herd", "all")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -64,6 +64,10 @@ class Profile:
     # Subscribers that stay, as many as the storm's connected on average (10 clients, each subscribed for
     # 10-50 ms of every 100 ms, ~3.5 measured): the `steady` variant, the storm's load without its reconnects.
     slow_steady: int = 3
+    # Dashboards that all reconnect in the same instant, every period (after a network blip, or a durable stream
+    # that closed them 4008 together): each herd is `slow_herd` simultaneous /trading/* subscribes with snapshots.
+    slow_herd: int = 10
+    slow_herd_period_s: float = 0.5
     slow_durable_eas: int = 4
     # Position events/s in all. Sparse durable events cost the server far more CPU each than a flood (a commit
     # of one or two events each): 500/s took ~0.35 of a core here, which leaves the latency load no room.
@@ -705,6 +709,7 @@ class Bench:
             "steady": {"steady": p.slow_steady},
             # The same storm with one key: what the hub's connect rate per credential does to it.
             "storm-limited": {"storm": p.slow_storm, "limited": True},
+            "herd": {"herd": p.slow_herd},
         }
         if p.name == "full":
             variants["all"] = {"stalled": p.slow_stalled, "trickle": p.slow_trickle, "storm": p.slow_storm}
@@ -785,14 +790,15 @@ class Bench:
         storm: int = 0,
         steady: int = 0,
         limited: bool = False,
+        herd: int = 0,
     ) -> dict:
         p = self.p
         PROFILE["label"] = f"slow-{variant}"
         symbols = [f"{load.PROBE_PREFIX}{i}" for i in range(p.latency_probes)]
         symbols += [f"SYM{i}" for i in range(p.latency_symbols - p.latency_probes)]
-        misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm, "steady": steady}
+        misbehaving = {"stalled": stalled, "trickle": trickle, "storm": storm, "steady": steady, "herd": herd}
         key, slow_key = srv.keys[0], srv.keys[1]
-        storm_keys = (srv.keys[2:3] if limited else srv.keys[2:]) if storm else []
+        storm_keys = (srv.keys[2:3] if limited else srv.keys[2:]) if storm or herd else []
         with Workers(self.load_cpus) as w:
             start = srv.metrics(key)
             rss_empty = srv.rss_kib()
@@ -809,6 +815,7 @@ class Bench:
             w.spawn("paced_durable", {**self.addr(srv), **durable})
             if any(misbehaving.values()):
                 slow = {"key": slow_key, "storm_keys": storm_keys, "storm_rate": p.slow_storm_rate, "background": True}
+                slow["herd_period_s"] = p.slow_herd_period_s
                 slow |= misbehaving
                 w.spawn("slow_consumers", {**self.addr(srv), **slow})
             ready = w.expect("ready", 120)
@@ -841,6 +848,7 @@ class Bench:
                 "durable_rate": p.slow_durable_rate,
                 "storm_rate": p.slow_storm_rate if storm else 0,
                 "storm_keys": len(storm_keys),
+                "herd_period_s": p.slow_herd_period_s if herd else 0,
                 "max_backlog_bytes": p.slow_backlog_bytes,
                 "flush_interval_ms": p.slow_flush_interval_ms,
                 "connect_rate": list(srv.connect_rate),
