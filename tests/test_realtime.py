@@ -313,3 +313,23 @@ async def test_position_lists_and_events_flow_to_their_channels(server, http, ke
     assert event["_sub"] == "ev" and event["system"] is True and event["_offset"] > 0
     positions = await sub.event(account="acc-1")
     assert [p["id"] for p in positions["positions"]] == [5]
+
+
+async def test_a_herd_of_subscribers_connecting_at_once_all_get_the_snapshot(server, http, keys):
+    # Their upgrades and subscribes take turns on the loop (realtime/turns.py): each still gets in, in full.
+    ea = await live_ea(http, server)
+    await ea.send(account_state(equity=4_321.0))
+    await ea.send({"type": "ticks", "ticks": [{"symbol": f"S{i}", "bid": 1.0, "ask": 1.1, "ts": 1} for i in range(50)]})
+    await ea.send({"type": "heartbeat", "ts": 1})
+    await asyncio.sleep(0.1)
+
+    async def dashboard(i: int) -> dict:
+        sub = await Subscriber.connect(http, server, keys["read"])
+        await sub.subscribe(f"d{i}", "/trading/*")
+        prices = {(await sub.event(symbol=f"S{s}"))["symbol"] for s in range(50)}
+        account = await sub.event(id="acc-1")
+        await sub.ws.close()
+        return {"prices": len(prices), "equity": account["state"]["equity"]}
+
+    herd = await asyncio.gather(*(dashboard(i) for i in range(20)))
+    assert herd == [{"prices": 50, "equity": 4_321.0}] * 20

@@ -31,6 +31,7 @@ from tradewire.realtime import protocol as rp
 from tradewire.realtime import wire
 from tradewire.realtime.outbox import Outbox
 from tradewire.realtime.parking import MissedValues
+from tradewire.realtime.turns import Turns
 from tradewire.realtime.wire import DirectWriter
 from tradewire.store.base import Store
 
@@ -197,6 +198,7 @@ class Gateway:
         self._flush_s = settings.flush_interval_ms / 1000
         self._last_flush = -math.inf
         self.missed = MissedValues()  # what parked connections miss while they do not read
+        self.turns = Turns()  # upgrades and subscribes, one per loop turn (see turns.py)
 
     async def start(self) -> None:
         await self.broker.start(self.deliver)
@@ -526,6 +528,9 @@ class Connection:
             return refuse(rp.BAD_REQUEST, f"subscription id {msg.id!r} is already in use on this connection")
         if len(self.subs) >= gw.settings.max_subscriptions:
             return refuse(rp.LIMIT_EXCEEDED, f"at most {gw.settings.max_subscriptions} subscriptions per connection")
+        await gw.turns.take()  # the snapshot: one subscriber's per loop turn
+        if self._closing:
+            return None
         sub = Subscription(self, msg.id, pattern)
         self.subs[msg.id] = sub
         gw.index.add(sub)  # live publications are buffered for it from now on: nothing falls in a gap

@@ -43,6 +43,7 @@ async def _realtime_websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=[rp.SUBPROTOCOL], max_msg_size=rp.MAX_PUBLISH_BYTES, autoping=True, compress=False
     )
+    await gateway.turns.take()  # the upgrade: one per loop turn
     await ws.prepare(request)
     await Connection(gateway, ws, key).run()
     return ws
