@@ -14,6 +14,7 @@ previous kind, and closing:
     sub-one      + subscribe to one price channel and read its snapshot (one value)
     sub-prices   subscribe to /trading/prices/* instead (`--symbols` values)
     sub-all      subscribe to /trading/* instead, the dashboard's subscription (every value)
+    sub-all-reset  the same, but leave by resetting the connection, without a close frame
 
 The figure is the server process's CPU time (utime + stime, /proc) over the kind's connects, per connect,
 in µs; each kind runs once per round, the order rotating, and the table shows the median over rounds. The
@@ -43,7 +44,7 @@ from bench.load import hello
 from bench.server import ServerProcess, issue_credentials
 from bench.wsclient import WS, auth_subprotocol, connect
 
-KINDS = ("http", "upgrade", "init", "sub-one", "sub-prices", "sub-all")
+KINDS = ("http", "upgrade", "init", "sub-one", "sub-prices", "sub-all", "sub-all-reset")
 SERVER_CPU, CLIENT_CPU = 0, 1
 
 
@@ -109,7 +110,10 @@ async def one_connect(kind: str, host: str, port: int, key: str, values: dict[st
         values.setdefault(kind, got)
         return None
     finally:
-        ws.close()
+        if kind.endswith("-reset"):
+            ws.abort()
+        else:
+            ws.close()
         await ws.closed
 
 

@@ -335,7 +335,9 @@ class Publisher(Role):
 class Tally:
     """Counts data frames in a subscriber's raw byte stream and, optionally, the latency of probe ticks."""
 
-    __slots__ = ("base", "bytes", "count", "lat", "probe", "t0", "t1", "tail", "tail_p", "throttle_s", "total", "ws")
+    __slots__ = (
+        "base", "bytes", "count", "lat", "probe", "sent", "t0", "t1", "tail", "tail_p", "throttle_s", "total", "ws"
+    )  # fmt: skip
 
     def __init__(self, ws: WS, probe: bool, throttle_s: float, base_us: int) -> None:
         self.ws = ws
@@ -347,6 +349,7 @@ class Tally:
         self.tail_p = b""
         self.count = self.total = self.bytes = 0
         self.lat: list[float] = []
+        self.sent: list[float] = []  # each timed probe's send time (perf_counter seconds), with `lat`
 
     def feed(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -361,9 +364,11 @@ class Tally:
                 at = now_us() + self.base
                 pbuf = self.tail_p + data
                 last = 0
-                lat = self.lat
+                lat, sent, base = self.lat, self.sent, self.base
                 for m in PROBE_RE.finditer(pbuf):
-                    lat.append(at - float(m.group(1)))
+                    stamp = float(m.group(1))
+                    lat.append(at - stamp)
+                    sent.append((stamp - base) / 1e6)
                     last = m.end()
                 self.tail_p = pbuf[max(last, len(pbuf) - PROBE_TAIL) :]
         else:
@@ -411,8 +416,10 @@ class Subscribers(Role):
         await sleep_until(s["stop"] + self.p.get("drain_s", 0.3))
         throttled = self.p.get("throttled", 0)
         lat: list[float] = []
+        sent: list[float] = []
         for t in self.tallies:
             lat.extend(t.lat)
+            sent.extend(t.sent)
         return {
             "received": sum(t.count for t in self.tallies),
             "received_throttled": sum(t.count for t in self.tallies[:throttled]),
@@ -420,6 +427,7 @@ class Subscribers(Role):
             "bytes": sum(t.bytes for t in self.tallies),
             "closed": sum(1 for ws in self.conns if ws.is_closed),
             "latency_us": lat,
+            "latency_sent_s": sent,
         }
 
 

@@ -833,6 +833,7 @@ class Bench:
             slow_res = results[-1]
         received = sum(r["received"] for r in subs_res)
         lat = [x for r in subs_res for x in r["latency_us"]]
+        sent = [x for r in subs_res for x in r.pop("latency_sent_s")]
         # Probe ticks are `latency_probes` of `latency_symbols`, sent round-robin: what every timed subscriber sees.
         expected = pub_res["ticks_sent"] * p.latency_probes / p.latency_symbols * timed
         closed_total = end.get("tradewire_realtime_closed_slow_total", 0.0)
@@ -878,7 +879,24 @@ class Bench:
                 "fanout_latency_ms": histogram_window(a, b, "tradewire_fanout_latency_seconds"),
             },
             "slow_clients": slow_res,
+            **({"herd_window": herd_window(lat, sent, p.slow_herd_period_s)} if herd else {}),
         }
+
+
+HERD_WINDOW_S = 0.02  # a herd's set-up, from its instant: ~5-15 ms measured (herd_subscribe_ms)
+
+
+def herd_window(lat_us: list[float], sent_s: list[float], period: float) -> dict:
+    """The healthy latency of probes sent within HERD_WINDOW_S of a herd's instant, and of the others: what
+    the herd's set-up itself does, apart from the rest of the window."""
+    near = [x for x, t in zip(lat_us, sent_s, strict=True) if t % period < HERD_WINDOW_S]
+    far = [x for x, t in zip(lat_us, sent_s, strict=True) if t % period >= HERD_WINDOW_S]
+    # p99 by when in the period a probe was sent, 10 ms bins over the first 100 ms (the rest in the last)
+    bins: list[list[float]] = [[] for _ in range(11)]
+    for x, t in zip(lat_us, sent_s, strict=True):
+        bins[min(10, int(t % period * 100))].append(x)
+    p99_by_10ms = [percentiles(b, 1e-3).get("p99") for b in bins]
+    return {"near_ms": percentiles(near, 1e-3), "far_ms": percentiles(far, 1e-3), "p99_ms_by_10ms": p99_by_10ms}
 
 
 def measured(result: dict) -> bool:
