@@ -718,18 +718,22 @@ class Bench:
         names = list(variants)
         rounds: dict[str, list[dict]] = {name: [] for name in names}
         samples: dict[str, list[float]] = {name: [] for name in names}
+        sent: dict[str, list[float]] = {name: [] for name in names}  # each sample's send time, for herd_window
         for i in range(p.slow_rounds):
             order = names[i % len(names) :] + names[: i % len(names)]
             phases = run_scenario("slow", self.slow_round, {name: variants[name] for name in order})
             for name in names:
                 result = phases.get(name) or {"error": phases.get("error", "not run")}
                 samples[name] += result.pop("_latency_us", [])
+                sent[name] += result.pop("_latency_sent_s", [])
                 rounds[name].append(result)
         out = {name: median_round(rs) for name, rs in rounds.items()}
         for name, r in out.items():
             # Every round's samples in one distribution: a stall that sets one round's p99 weighs as one round's
             # share of the pool, where the median round can only take one round's figure or another's.
             r["latency_pooled_ms"] = percentiles(samples[name], 1e-3)
+            if "herd_window" in r:  # over every round's probes: a round has only ~20 herds
+                r["herd_window_pooled"] = herd_window(samples[name], sent[name], p.slow_herd_period_s)
         clean = out["clean"]
         for name, r in out.items():
             if "error" in r or "error" in clean or not clean["latency_ms"].get("n") or not r["latency_ms"].get("n"):
@@ -864,6 +868,7 @@ class Bench:
             "deliveries_per_cpu_s": per(received, win["server_cpu_s"]),
             "latency_ms": percentiles(lat, 1e-3),
             "_latency_us": lat,  # taken out by `slow`, which pools the rounds' samples
+            "_latency_sent_s": sent,
             "timed_share": round(len(lat) / expected, 4) if expected else None,
             "healthy_closed": sum(r["closed"] for r in subs_res),
             "durable_acked_per_s": per(dur_res["acked"], win["wall_s"]),

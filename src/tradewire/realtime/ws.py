@@ -19,6 +19,8 @@ def _offered_subprotocols(request: web.Request) -> list[str]:
 
 async def realtime_websocket(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
+    # Checks, then the upgrade: one connection's per loop turn, however many arrive together (turns.py).
+    await request.app[GATEWAY].turns.take()
     refused = admit(hub, request)
     if refused is not None:
         return refused
@@ -43,7 +45,6 @@ async def _realtime_websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=[rp.SUBPROTOCOL], max_msg_size=rp.MAX_PUBLISH_BYTES, autoping=True, compress=False
     )
-    await gateway.turns.take()  # the upgrade: one per loop turn
     await ws.prepare(request)
     await Connection(gateway, ws, key).run()
     return ws
