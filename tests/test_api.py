@@ -141,6 +141,7 @@ async def test_metrics_need_a_key_and_count_what_happened(server, http, fleet):
     assert values["tradewire_store_commit_seconds_count"] >= 1
     assert values["tradewire_store_operations_total"] >= 2
     assert values["tradewire_log_records_dropped_total"] == 0  # exported; tests/test_logs.py counts drops
+    assert values["tradewire_realtime_setups_waited_total"] == 0  # exported; test_realtime_turns.py counts
     # What an operator watches a long run by (the soak reads these too).
     assert values["process_resident_memory_bytes"] > 10 * 2**20 and values["process_open_fds"] > 3
     assert values["tradewire_sqlite_memory_bytes"] > 0

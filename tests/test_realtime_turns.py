@@ -46,7 +46,7 @@ async def test_a_herd_gets_one_turn_per_loop_turn_in_arrival_order():
     assert [i for i, _ in got] == list(range(10))
     at = [n for _, n in got]
     assert all(b > a for a, b in pairwise(at)), at  # never two in the same loop turn
-    assert len(turns) == 0
+    assert len(turns) == 0 and turns.waited == 9  # the first went at once
 
 
 async def test_a_set_up_abandoned_while_waiting_passes_its_turn_on():

@@ -66,6 +66,11 @@ class _LiveCollector(Collector):
             name = key.removesuffix("_total")
             yield CounterMetricFamily(f"tradewire_realtime_{name}", doc, value=self.gateway.stats[key])
         yield CounterMetricFamily(
+            "tradewire_realtime_setups_waited",
+            "subscriber connects and subscribes that waited a loop turn for their set-up: clients arriving together",
+            value=self.gateway.turns.waited,
+        )
+        yield CounterMetricFamily(
             "tradewire_connections_refused", "WebSocket connections refused by the caps", value=self.hub.caps.refused
         )
         yield CounterMetricFamily(

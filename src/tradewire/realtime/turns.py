@@ -21,6 +21,7 @@ class Turns:
     def __init__(self) -> None:
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._given = False  # a turn was given in this loop turn: the next one waits for the next loop turn
+        self.waited = 0  # set-ups that had to wait for a loop turn of their own: clients arriving together
 
     def __len__(self) -> int:
         """Set-ups waiting for their turn."""
@@ -29,6 +30,7 @@ class Turns:
     async def take(self) -> None:
         """Return when this caller's set-up may run: at once if nobody else's ran in this loop turn."""
         if self._given or self._waiting:
+            self.waited += 1
             turn = asyncio.get_running_loop().create_future()
             self._waiting.append(turn)
             await turn  # cancelled (the client left while waiting): `_next` skips it
