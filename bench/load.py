@@ -614,6 +614,28 @@ class PacedDurable(Durable):
 HERD_STAY_S = 0.02  # how long a herd member stays subscribed
 
 
+def on_now(s: dict) -> bool:
+    """Whether the storm and herd act now: always, unless the schedule has on-blocks (--slow-blocks)."""
+    blocks = s.get("on_blocks")
+    if blocks is None:
+        return True
+    now = time.perf_counter()
+    return any(a <= now < b for a, b in blocks)
+
+
+async def until_on(s: dict) -> bool:
+    """Wait for the next on-block if outside one; False when there is none left."""
+    blocks = s.get("on_blocks")
+    if blocks is None or on_now(s):
+        return True
+    upcoming = [a for a, _ in blocks if a > time.perf_counter()]
+    if not upcoming:
+        await sleep_until(s["stop"])
+        return False
+    await sleep_until(upcoming[0])
+    return True
+
+
 def _ignore(data: bytes) -> None:
     pass
 
@@ -734,6 +756,11 @@ class SlowConsumers(Role):
         await asyncio.sleep(rng.uniform(0, period))
         started = time.perf_counter()
         while started < s["stop"]:
+            if not on_now(s):  # --slow-blocks: wait for the next on-block, then spread out again as at the start
+                if not await until_on(s):
+                    return
+                await asyncio.sleep(rng.uniform(0, period))
+                started = time.perf_counter()
             try:
                 # Connects go round the keys (client i's n-th uses key n * clients + i): each key as often.
                 key = keys[(n * self.p["storm"] + i) % len(keys)]
@@ -772,6 +799,9 @@ class SlowConsumers(Role):
         tick = math.ceil(time.perf_counter() / period)  # every member goes on the same instants
         while tick * period < s["stop"]:
             await sleep_until(tick * period)
+            if not on_now(s):  # --slow-blocks: a herd only in on-blocks
+                tick += 1
+                continue
             started = time.perf_counter()
             key = keys[(tick * self.p["herd"] + i) % len(keys)]  # round the keys: none passes the connect rate
             try:  # upgrade, connection_init and subscribe in one write, as a client with its key at hand sends them

@@ -62,9 +62,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--slow-variants",
         metavar="NAMES",
         help="comma-separated scenario 7 variants to run (clean always runs, as the reference): "
-        "clean-again, stalled, trickle, storm, steady, storm-limited, all (full mode)",
+        "clean-again, stalled, trickle, storm, steady, storm-limited, herd, all (full mode)",
+    )
+    parser.add_argument(
+        "--slow-blocks",
+        type=float,
+        metavar="S",
+        help="scenario 7: storm and herd clients act only in alternate blocks of S seconds of the window (in random "
+        "order per pair), and every variant's probes are split by the block they were sent in: the on/off ratio "
+        "compares neighbouring seconds, which the machine's drift over a round does not reach",
     )
     args = parser.parse_args(argv)
+    if args.slow_blocks is not None and not 0.1 <= args.slow_blocks <= 10:
+        parser.error(f"--slow-blocks takes 0.1 to 10 seconds, not {args.slow_blocks}")
     if args.slow_rounds is not None and args.slow_rounds < 1:
         parser.error(f"--slow-rounds must be at least 1, not {args.slow_rounds}")
     if args.slow_subs is not None and args.slow_subs < 2:
@@ -397,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, slow_subs=args.slow_subs)
     if args.slow_variant_set:
         profile = dataclasses.replace(profile, slow_variants=args.slow_variant_set)
+    if args.slow_blocks:
+        profile = dataclasses.replace(profile, slow_blocks_s=args.slow_blocks)
     server_cpus, load_cpus = sc.cpu_split(not args.no_pin)
     if load_cpus:
         # This process scrapes metrics and samples the server's RSS during every window: on the load's CPUs

@@ -12,6 +12,7 @@ import contextlib
 import math
 import multiprocessing as mp
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -80,6 +81,8 @@ class Profile:
     # that the latency is the server's and not the load core's queue. The rest are counted, not timed.
     slow_timed_subs: int = 2
     slow_variants: tuple[str, ...] = ()  # a subset to run (clean always runs); empty: all of them
+    # > 0: storm and herd clients act only in alternate blocks of this many seconds (see `on_blocks`)
+    slow_blocks_s: float = 0.0
 
 
 # Scenario 7's storm clients, each with a key of its own: 100 connects/s over 50 keys is 2/s a key, under the
@@ -719,19 +722,32 @@ class Bench:
         rounds: dict[str, list[dict]] = {name: [] for name in names}
         samples: dict[str, list[float]] = {name: [] for name in names}
         sent: dict[str, list[float]] = {name: [] for name in names}  # each sample's send time, for herd_window
+        # Per variant, each round's samples split by on/off block (--slow-blocks), pooled over the rounds.
+        split: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
         for i in range(p.slow_rounds):
             order = names[i % len(names) :] + names[: i % len(names)]
             phases = run_scenario("slow", self.slow_round, {name: variants[name] for name in order})
             for name in names:
                 result = phases.get(name) or {"error": phases.get("error", "not run")}
-                samples[name] += result.pop("_latency_us", [])
-                sent[name] += result.pop("_latency_sent_s", [])
+                lat, at, blocks = (result.pop(k, []) for k in ("_latency_us", "_latency_sent_s", "_on_blocks"))
+                samples[name] += lat
+                sent[name] += at
+                for x, t in zip(lat, at, strict=True):
+                    split[name][0 if in_blocks(t, blocks) else 1].append(x)
                 rounds[name].append(result)
         out = {name: median_round(rs) for name, rs in rounds.items()}
         for name, r in out.items():
             # Every round's samples in one distribution: a stall that sets one round's p99 weighs as one round's
             # share of the pool, where the median round can only take one round's figure or another's.
             r["latency_pooled_ms"] = percentiles(samples[name], 1e-3)
+            if p.slow_blocks_s and "error" not in r:
+                on, off = split[name]
+                r["blocks_pooled"] = {"on_ms": percentiles(on, 1e-3), "off_ms": percentiles(off, 1e-3)}
+                if on and off:
+                    pooled_on, pooled_off = r["blocks_pooled"]["on_ms"], r["blocks_pooled"]["off_ms"]
+                    r["blocks_pooled"]["on_vs_off"] = {
+                        q: round(pooled_on[q] / pooled_off[q], 3) for q in ("p50", "p99", "p99.9")
+                    }
             if "herd_window" in r:  # over every round's probes: a round has only ~20 herds
                 r["herd_window_pooled"] = herd_window(samples[name], sent[name], p.slow_herd_period_s)
         clean = out["clean"]
@@ -825,6 +841,8 @@ class Bench:
             ready = w.expect("ready", 120)
             rss_ready = srv.rss_kib()
             sched = schedule(p.warmup_s, p.window_s)
+            if p.slow_blocks_s:
+                sched["on_blocks"] = on_blocks(sched["t0"], sched["t1"], p.slow_blocks_s, random.Random())
             w.send(("start", sched))
             rss = _RSS.submit(rss_over, srv, sched["t0"], sched["t1"])
             a, b = measure(srv, sched, key)
@@ -885,7 +903,38 @@ class Bench:
             },
             "slow_clients": slow_res,
             **({"herd_window": herd_window(lat, sent, p.slow_herd_period_s)} if herd else {}),
+            **({"blocks": split_by_blocks(lat, sent, sched["on_blocks"])} if p.slow_blocks_s else {}),
+            "_on_blocks": sched.get("on_blocks", []),
         }
+
+
+def on_blocks(t0: float, t1: float, block_s: float, rng: random.Random) -> list[tuple[float, float]]:
+    """The window cut into blocks of `block_s`, taken in pairs, one of each pair "on" at random: the intervals
+    in which scenario 7's storm and herd clients act. Comparing a phase's probes sent in on-blocks with those
+    sent in off-blocks compares neighbouring seconds, so the machine's drift over a round cancels out; the
+    random order keeps anything periodic from lining up with the blocks."""
+    blocks = []
+    start = t0
+    while start + 2 * block_s <= t1 + 1e-9:
+        first = rng.random() < 0.5
+        on = start if first else start + block_s
+        blocks.append((on, on + block_s))
+        start += 2 * block_s
+    return blocks
+
+
+def in_blocks(t: float, blocks: list[tuple[float, float]]) -> bool:
+    return any(a <= t < b for a, b in blocks)
+
+
+def split_by_blocks(lat_us: list[float], sent_s: list[float], blocks: list[tuple[float, float]]) -> dict:
+    """Probe latency in on-blocks and in off-blocks, and their ratio."""
+    on = [x for x, t in zip(lat_us, sent_s, strict=True) if in_blocks(t, blocks)]
+    off = [x for x, t in zip(lat_us, sent_s, strict=True) if not in_blocks(t, blocks)]
+    out = {"on_ms": percentiles(on, 1e-3), "off_ms": percentiles(off, 1e-3)}
+    if on and off:
+        out["on_vs_off"] = {q: round(out["on_ms"][q] / out["off_ms"][q], 3) for q in ("p50", "p99", "p99.9")}
+    return out
 
 
 HERD_WINDOW_S = 0.02  # a herd's set-up, from its instant: ~5-15 ms measured (herd_subscribe_ms)
