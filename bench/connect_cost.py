@@ -1,6 +1,7 @@
 """Server CPU per subscriber connect, over real sockets, step by step: what a reconnect herd costs the hub's loop.
 
     .venv/bin/python -m bench.connect_cost [--connects 1000] [--rounds 5] [--symbols 200] [--accounts 8]
+                                           [--kinds http,sub-all,...] [--against REV]
                                            [--out bench/results/connect_cost.json] [--profile DIR]
 
 A tradewire server (its own process, on one core) holds the latest values of a small fleet (`--accounts` EAs'
@@ -19,6 +20,10 @@ previous kind, and closing:
 The figure is the server process's CPU time (utime + stime, /proc) over the kind's connects, per connect,
 in µs; each kind runs once per round, the order rotating, and the table shows the median over rounds. The
 difference between two rows is what that step costs. Asserts nothing.
+
+`--against REV`: the server of git commit REV (its `src/`, exported) runs next to this tree's, on the same
+core, interleaved kind by kind; the table adds this tree's figure over REV's. Two servers of the same commit
+differed by up to 10 % over 2 rounds: use several rounds.
 
 `--profile DIR`: after the rounds, run `sub-all` again under py-spy (1000 Hz, native frames off) and write
 its collapsed stacks to DIR/connect_cost.folded, with the top functions by own and inclusive time printed.
