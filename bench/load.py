@@ -794,7 +794,8 @@ class SlowConsumers(Role):
 
     async def _herd(self, i: int, s: dict) -> None:
         """Connect and subscribe together with the rest of the herd, stay a moment, leave; again each period.
-        They leave soon so that the variant is about the simultaneous set-up, not about more subscribers."""
+        They leave soon to keep the variant about arriving together; even so, ten more subscribers for 20 ms
+        is most of what a herd costs the others (bench/RESULTS.md, ninth session)."""
         keys, period = self.p.get("storm_keys") or [self.p["key"]], self.p["herd_period_s"]
         tick = math.ceil(time.perf_counter() / period)  # every member goes on the same instants
         while tick * period < s["stop"]:
