@@ -26,7 +26,7 @@ core, interleaved kind by kind; the table adds this tree's figure over REV's. Tw
 differed by up to 10 % over 2 rounds: use several rounds.
 
 `--profile DIR`: after the rounds, run `sub-all` again under py-spy (1000 Hz, native frames off) and write
-its collapsed stacks to DIR/connect_cost.folded, with the top functions by own and inclusive time printed.
+its collapsed stacks to DIR/connect_cost.folded, with the top functions by own time (and their inclusive share) printed.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 from bench.load import hello
+from bench.scenarios import top_functions
 from bench.server import ServerProcess, issue_credentials
 from bench.wsclient import WS, auth_subprotocol, connect
 
@@ -133,8 +133,8 @@ async def run_kind(kind: str, srv: ServerProcess, key: str, connects: int, value
     return {"server_us": cpu / connects * 1e6, "wall_us": wall / connects * 1e6, "values": values.get(kind, 0)}
 
 
-def profile(srv: ServerProcess, key: str, connects: int, values: dict[str, int], out_dir: Path) -> dict:
-    """`sub-all` under py-spy: collapsed stacks, and the top functions by own and inclusive samples."""
+def profile(srv: ServerProcess, key: str, connects: int, values: dict[str, int], out_dir: Path) -> list:
+    """`sub-all` under py-spy: its collapsed stacks, and the top functions (scenarios.top_functions)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     folded = out_dir / "connect_cost.folded"
     spy = subprocess.Popen(
@@ -146,18 +146,7 @@ def profile(srv: ServerProcess, key: str, connects: int, values: dict[str, int],
     asyncio.run(run_kind("sub-all", srv, key, connects, values))
     spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT, not SIGTERM
     spy.wait(60)
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in folded.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        n = int(count)
-        total += n
-        own[frames[-1]] += n
-        for frame in set(frames):
-            inclusive[frame] += n
-    return {"samples": total, "own": own.most_common(25), "inclusive": inclusive.most_common(40)}
+    return top_functions(folded, 25)
 
 
 def source_of(rev: str, into: Path) -> Path:
@@ -170,7 +159,7 @@ def source_of(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-def measure(args: argparse.Namespace, kinds: tuple[str, ...], work: Path) -> tuple[dict, dict | None]:
+def measure(args: argparse.Namespace, kinds: tuple[str, ...], work: Path) -> tuple[dict, list | None]:
     """Every kind, round after round, against this tree's server and (`--against`) the other's, interleaved."""
     trees: dict[str, Path | None] = {"this": None}
     if args.against:
@@ -256,12 +245,9 @@ def main() -> None:
         )
         previous = kind
     if spy is not None:
-        print(f"\npy-spy, sub-all: {spy['samples']} samples; own time:")
-        for frame, n in spy["own"]:
-            print(f"  {n:6d} {frame}")
-        print("inclusive:")
-        for frame, n in spy["inclusive"]:
-            print(f"  {n:6d} {frame}")
+        print("\npy-spy, sub-all: self% incl% function")
+        for func, own, incl in spy:
+            print(f"  {100 * own:5.1f} {100 * incl:5.1f}  {func}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "servers": rows, "profile": spy}
     args.out.write_text(json.dumps(result, indent=2))
