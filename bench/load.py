@@ -11,6 +11,7 @@ that a run where the load generators, not the server, were the bottleneck shows 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -614,13 +615,16 @@ class PacedDurable(Durable):
 HERD_STAY_S = 0.02  # how long a herd member stays subscribed
 
 
+def in_blocks(t: float, blocks: list[tuple[float, float]]) -> bool:
+    """Whether instant `t` falls in one of `blocks`: (start, end) intervals, in time order."""
+    i = bisect.bisect_right(blocks, (t, math.inf)) - 1
+    return i >= 0 and t < blocks[i][1]
+
+
 def on_now(s: dict) -> bool:
     """Whether the storm and herd act now: always, unless the schedule has on-blocks (--slow-blocks)."""
     blocks = s.get("on_blocks")
-    if blocks is None:
-        return True
-    now = time.perf_counter()
-    return any(a <= now < b for a, b in blocks)
+    return blocks is None or in_blocks(time.perf_counter(), blocks)
 
 
 async def until_on(s: dict) -> bool:

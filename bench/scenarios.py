@@ -721,19 +721,16 @@ class Bench:
         names = list(variants)
         rounds: dict[str, list[dict]] = {name: [] for name in names}
         samples: dict[str, list[float]] = {name: [] for name in names}
-        sent: dict[str, list[float]] = {name: [] for name in names}  # each sample's send time, for herd_window
-        # Per variant, each round's samples split by on/off block (--slow-blocks), pooled over the rounds.
-        split: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in names}
+        sent: dict[str, list[float]] = {name: [] for name in names}  # each sample's send time
+        blocks: dict[str, list[tuple[float, float]]] = {name: [] for name in names}  # every round's on-blocks
         for i in range(p.slow_rounds):
             order = names[i % len(names) :] + names[: i % len(names)]
             phases = run_scenario("slow", self.slow_round, {name: variants[name] for name in order})
             for name in names:
                 result = phases.get(name) or {"error": phases.get("error", "not run")}
-                lat, at, blocks = (result.pop(k, []) for k in ("_latency_us", "_latency_sent_s", "_on_blocks"))
-                samples[name] += lat
-                sent[name] += at
-                for x, t in zip(lat, at, strict=True):
-                    split[name][0 if in_blocks(t, blocks) else 1].append(x)
+                samples[name] += result.pop("_latency_us", [])
+                sent[name] += result.pop("_latency_sent_s", [])
+                blocks[name] += result.pop("_on_blocks", [])  # rounds follow each other: still in time order
                 rounds[name].append(result)
         out = {name: median_round(rs) for name, rs in rounds.items()}
         for name, r in out.items():
@@ -741,13 +738,7 @@ class Bench:
             # share of the pool, where the median round can only take one round's figure or another's.
             r["latency_pooled_ms"] = percentiles(samples[name], 1e-3)
             if p.slow_blocks_s and "error" not in r:
-                on, off = split[name]
-                r["blocks_pooled"] = {"on_ms": percentiles(on, 1e-3), "off_ms": percentiles(off, 1e-3)}
-                if on and off:
-                    pooled_on, pooled_off = r["blocks_pooled"]["on_ms"], r["blocks_pooled"]["off_ms"]
-                    r["blocks_pooled"]["on_vs_off"] = {
-                        q: round(pooled_on[q] / pooled_off[q], 3) for q in ("p50", "p99", "p99.9")
-                    }
+                r["blocks_pooled"] = split_by_blocks(samples[name], sent[name], blocks[name])
             if "herd_window" in r:  # over every round's probes: a round has only ~20 herds
                 r["herd_window_pooled"] = herd_window(samples[name], sent[name], p.slow_herd_period_s)
         clean = out["clean"]
@@ -923,14 +914,10 @@ def on_blocks(t0: float, t1: float, block_s: float, rng: random.Random) -> list[
     return blocks
 
 
-def in_blocks(t: float, blocks: list[tuple[float, float]]) -> bool:
-    return any(a <= t < b for a, b in blocks)
-
-
 def split_by_blocks(lat_us: list[float], sent_s: list[float], blocks: list[tuple[float, float]]) -> dict:
     """Probe latency in on-blocks and in off-blocks, and their ratio."""
-    on = [x for x, t in zip(lat_us, sent_s, strict=True) if in_blocks(t, blocks)]
-    off = [x for x, t in zip(lat_us, sent_s, strict=True) if not in_blocks(t, blocks)]
+    on = [x for x, t in zip(lat_us, sent_s, strict=True) if load.in_blocks(t, blocks)]
+    off = [x for x, t in zip(lat_us, sent_s, strict=True) if not load.in_blocks(t, blocks)]
     out = {"on_ms": percentiles(on, 1e-3), "off_ms": percentiles(off, 1e-3)}
     if on and off:
         out["on_vs_off"] = {q: round(out["on_ms"][q] / out["off_ms"][q], 3) for q in ("p50", "p99", "p99.9")}
