@@ -44,6 +44,7 @@ PROBE_PREFIX = "PRB"
 PROBE_RE = re.compile(rb'\\"' + PROBE_PREFIX.encode() + rb'\d+\\", ?\\"bid\\": ?(\d+(?:\.\d+)?),')
 PROBE_TAIL = 96
 FLOOD_BUFFER = 64 * 1024  # client send buffer and write high-water of EAs that send as fast as they can
+MARK_POLL_S = 0.01  # how often SlowConsumers looks for dropped slow subscribers, to time the drop
 SLOW_RCVBUF = 4096  # a slow subscriber: a small socket buffer, one read per throttle_s: it falls behind
 DATA_MARK = b'"data"'  # one per data frame, batched or not, for both servers (escaped inside events: \"data\")
 
@@ -651,7 +652,8 @@ class SlowConsumers(Role):
       /trading/events/* (durable: the backlog grows until the server closes them with 4008), half on
       /trading/prices/* (latest-wins: conflated, never closed).
     - `trickle`: read one byte a second; half on /trading/* (durable events too: closed with 4008), half on
-      /trading/prices/* (latest-wins only: they stay, trickling, for the whole run).
+      /trading/prices/* (latest-wins only: they stay, trickling, for the whole run). `trickle_on` "durable" or
+      "latest" puts them all on one of the two, to tell the halves' costs apart.
     - `storm`: connect, connection_init (batching on, as the healthy ones), subscribe to /trading/* (and
       get its snapshot), stay 10-50 ms, leave (half with a close frame, half by resetting the connection),
       again, in a loop, `storm_rate` connects a second in all. While connected, a storm client is one more
@@ -674,9 +676,13 @@ class SlowConsumers(Role):
         self.slots: list[tuple[str, str]] = [
             ("stalled", "/trading/events/*" if i % 2 == 0 else "/trading/prices/*") for i in range(p.get("stalled", 0))
         ]
-        self.slots += [
-            ("trickle", "/trading/*" if i % 2 == 0 else "/trading/prices/*") for i in range(p.get("trickle", 0))
-        ]
+        trickle_on = {
+            "both": ("/trading/*", "/trading/prices/*"),
+            "durable": ("/trading/*",),
+            "latest": ("/trading/prices/*",),
+        }
+        on = trickle_on[p.get("trickle_on", "both")]
+        self.slots += [("trickle", on[i % len(on)]) for i in range(p.get("trickle", 0))]
         results = await gather_limited([self._open(i) for i in range(len(self.slots))], 50)
         self.socks, errors = split_ok(results)
         if errors:
@@ -690,6 +696,9 @@ class SlowConsumers(Role):
         self.herd_cycles = 0
         self.herd_subscribe_s: list[float] = []  # a herd member's connect to subscribe_success, in the window
         self.error_sample: list[str] = []
+        # When a stalled or trickling subscriber was seen dropped (polled every MARK_POLL_S) and when it began
+        # to reconnect: what the healthy probes sent around those instants went through (`mark_windows`).
+        self.marks: dict[str, list[float]] = {"dropped": [], "reconnect": []}
         steady = [self.subscriber(p["key"], f"steady{i}", "/trading/*", True) for i in range(p.get("steady", 0))]
         self.steady = await asyncio.gather(*steady)
         for ws in self.steady:
@@ -707,6 +716,8 @@ class SlowConsumers(Role):
 
     async def run(self, s: dict) -> dict:
         tasks = [self._slow(i, sock, s) for i, sock in enumerate(self.socks)]
+        if self.socks:
+            tasks.append(self._watch(s))
         tasks += [self._storm(i, s) for i in range(self.p.get("storm", 0))]
         tasks += [self._herd(i, s) for i in range(self.p.get("herd", 0))]
         await asyncio.gather(*tasks)
@@ -726,6 +737,7 @@ class SlowConsumers(Role):
             "herd_subscribe_ms_max": round(herd[-1] * 1e3, 2) if herd else None,
             "errors": self.errors,
             "error_sample": self.error_sample,
+            "_marks": self.marks,
         }
 
     async def _slow(self, i: int, sock: Any, s: dict) -> None:
@@ -734,6 +746,7 @@ class SlowConsumers(Role):
         rng = random.Random(i)
         while time.perf_counter() < s["stop"]:
             if sock is None:
+                self.marks["reconnect"].append(time.perf_counter())
                 try:
                     sock = self.socks[i] = await self._open(i)
                     self.reconnects += 1
@@ -753,6 +766,20 @@ class SlowConsumers(Role):
                     name = f"{kind} {channel}"
                     self.lost[name] = self.lost.get(name, 0) + 1
                 await asyncio.sleep(self.p.get("reconnect_s", 0.2) * rng.uniform(0.5, 1.5))
+
+    async def _watch(self, s: dict) -> None:
+        """Note when each slow subscriber's connection is found dropped, to within MARK_POLL_S (their own
+        loops look once a second, as a slow reader would, and must not change pace to be timed)."""
+        seen: set[Any] = set()  # the sockets themselves: an id() could be reused by a reconnect's socket
+        while time.perf_counter() < s["stop"]:
+            await asyncio.sleep(MARK_POLL_S)
+            for sock in self.socks:
+                if sock is None or sock in seen:
+                    continue
+                with contextlib.suppress(OSError):
+                    if not tcp_established(sock):
+                        seen.add(sock)
+                        self.marks["dropped"].append(time.perf_counter())
 
     async def _storm(self, i: int, s: dict) -> None:
         rng, keys = random.Random(i), self.p.get("storm_keys") or [self.p["key"]]

@@ -23,7 +23,19 @@ from typing import Any
 
 SCENARIOS = ("ingest", "fanout", "latency", "durable", "connections", "slow")
 # scenario 7's variants
-SLOW_VARIANTS = ("clean", "clean-again", "stalled", "trickle", "storm", "steady", "storm-limited", "herd", "all")
+SLOW_VARIANTS = (
+    "clean",
+    "clean-again",
+    "stalled",
+    "trickle",
+    "trickle-durable",
+    "trickle-latest",
+    "storm",
+    "steady",
+    "storm-limited",
+    "herd",
+    "all",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -339,6 +351,13 @@ def slow_row(r: dict) -> dict:
         notes += f"; p50/p99 x{vs_steady['p50']:.2f}/{vs_steady['p99']:.2f} of steady (the same load, staying)"
     if cl.get("lost_total") is not None and (r["params"]["stalled"] or r["params"]["trickle"]):
         notes += f"; clients saw {cl['lost_total']} drops (in the window: {cl['lost_in_window'] or 'none'})"
+    windows = r.get("mark_windows_pooled") or r.get("mark_windows") or {}
+    for name, w in windows.items():
+        if w.get("on_vs_off"):
+            notes += f"; p50/p99 of probes within {w['window_ms']:g} ms after a slow client's {name} "
+            notes += (
+                f"({pct(w['share'])} of them) x{w['on_vs_off']['p50']:.2f}/{w['on_vs_off']['p99']:.2f} of the others'"
+            )
     if cl.get("errors"):
         notes += f"; client errors {cl['errors']}: {cl['error_sample'][:1]}"
     if r.get("rounds") and r.get("vs_clean_pooled"):

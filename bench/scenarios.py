@@ -707,6 +707,10 @@ class Bench:
             "clean-again": {},
             "stalled": {"stalled": p.slow_stalled},
             "trickle": {"trickle": p.slow_trickle},
+            # Its two halves apart, each with half of its clients: /trading/* (durable too, closed 4008, back
+            # with a snapshot), and /trading/prices/* (latest-wins only: parked for good).
+            "trickle-durable": {"trickle": p.slow_trickle // 2, "trickle_on": "durable"},
+            "trickle-latest": {"trickle": p.slow_trickle // 2, "trickle_on": "latest"},
             # The storm spread over STORM_KEYS keys: no key passes the hub's connect rate, every connect goes in.
             "storm": {"storm": p.slow_storm},
             "steady": {"steady": p.slow_steady},
@@ -723,6 +727,7 @@ class Bench:
         samples: dict[str, list[float]] = {name: [] for name in names}
         sent: dict[str, list[float]] = {name: [] for name in names}  # each sample's send time
         blocks: dict[str, list[tuple[float, float]]] = {name: [] for name in names}  # every round's on-blocks
+        marks: dict[str, dict[str, list[float]]] = {name: {} for name in names}  # slow clients' drops, reconnects
         for i in range(p.slow_rounds):
             order = names[i % len(names) :] + names[: i % len(names)]
             phases = run_scenario("slow", self.slow_round, {name: variants[name] for name in order})
@@ -731,6 +736,8 @@ class Bench:
                 samples[name] += result.pop("_latency_us", [])
                 sent[name] += result.pop("_latency_sent_s", [])
                 blocks[name] += result.pop("_on_blocks", [])  # rounds follow each other: still in time order
+                for kind, times in result.pop("_marks", {}).items():
+                    marks[name].setdefault(kind, []).extend(times)
                 rounds[name].append(result)
         out = {name: median_round(rs) for name, rs in rounds.items()}
         for name, r in out.items():
@@ -739,6 +746,8 @@ class Bench:
             r["latency_pooled_ms"] = percentiles(samples[name], 1e-3)
             if p.slow_blocks_s and "error" not in r:
                 r["blocks_pooled"] = split_by_blocks(samples[name], sent[name], blocks[name])
+            if marks[name].get("reconnect"):
+                r["mark_windows_pooled"] = mark_windows(samples[name], sent[name], marks[name])
             if "herd_window" in r:  # over every round's probes: a round has only ~20 herds
                 r["herd_window_pooled"] = herd_window(samples[name], sent[name], p.slow_herd_period_s)
         clean = out["clean"]
@@ -802,6 +811,7 @@ class Bench:
         steady: int = 0,
         limited: bool = False,
         herd: int = 0,
+        trickle_on: str = "both",
     ) -> dict:
         p = self.p
         PROFILE["label"] = f"slow-{variant}"
@@ -828,6 +838,7 @@ class Bench:
                 slow = {"key": slow_key, "storm_keys": storm_keys, "storm_rate": p.slow_storm_rate, "background": True}
                 slow["herd_period_s"] = p.slow_herd_period_s
                 slow |= misbehaving
+                slow["trickle_on"] = trickle_on
                 w.spawn("slow_consumers", {**self.addr(srv), **slow})
             ready = w.expect("ready", 120)
             rss_ready = srv.rss_kib()
@@ -844,6 +855,7 @@ class Bench:
         subs_res, (pub_res, dur_res), slow_res = results[: len(parts)], results[len(parts) : len(parts) + 2], {}
         if len(results) > len(parts) + 2:
             slow_res = results[-1]
+        phase_marks = slow_res.pop("_marks", {})
         received = sum(r["received"] for r in subs_res)
         lat = [x for r in subs_res for x in r["latency_us"]]
         sent = [x for r in subs_res for x in r.pop("latency_sent_s")]
@@ -854,6 +866,7 @@ class Bench:
             "params": {
                 "variant": variant,
                 **misbehaving,
+                **({"trickle_on": trickle_on} if trickle else {}),
                 "rate": p.latency_rate,
                 "symbols": p.latency_symbols,
                 "subscribers": p.slow_subs,
@@ -895,7 +908,9 @@ class Bench:
             "slow_clients": slow_res,
             **({"herd_window": herd_window(lat, sent, p.slow_herd_period_s)} if herd else {}),
             **({"blocks": split_by_blocks(lat, sent, sched["on_blocks"])} if p.slow_blocks_s else {}),
+            **({"mark_windows": mark_windows(lat, sent, phase_marks)} if phase_marks.get("reconnect") else {}),
             "_on_blocks": sched.get("on_blocks", []),
+            "_marks": phase_marks,
         }
 
 
@@ -938,6 +953,36 @@ def herd_window(lat_us: list[float], sent_s: list[float], period: float) -> dict
         bins[min(10, int(t % period * 100))].append(x)
     p99_by_10ms = [percentiles(b, 1e-3).get("p99") for b in bins]
     return {"near_ms": percentiles(near, 1e-3), "far_ms": percentiles(far, 1e-3), "p99_ms_by_10ms": p99_by_10ms}
+
+
+# What a slow subscriber's drop and return might cost the others, looked for where it would show: the probes sent
+# within MARK_WINDOW_S after each of these instants (the server decides a 4008 close one second before the reset
+# its client sees: `Connection.close(abort=True)` waits that long for the close frame to go out).
+MARK_WINDOW_S = 0.05
+MARK_OFFSETS = {"overflow": ("dropped", -1.0), "reset": ("dropped", -load.MARK_POLL_S), "reconnect": ("reconnect", 0.0)}
+
+
+def mark_windows(lat_us: list[float], sent_s: list[float], marks: dict[str, list[float]]) -> dict:
+    """Probe latency within MARK_WINDOW_S after each kind of slow-client instant, against the rest; and the share of
+    probes the windows hold (the most they can move the whole window's p99 by)."""
+    out = {}
+    for name, (kind, offset) in MARK_OFFSETS.items():
+        starts = sorted(t + offset for t in marks.get(kind, []))
+        merged: list[tuple[float, float]] = []
+        for t in starts:  # overlapping windows as one: in_blocks needs disjoint intervals in order
+            if merged and t <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], t + MARK_WINDOW_S)
+            else:
+                merged.append((t, t + MARK_WINDOW_S))
+        split = split_by_blocks(lat_us, sent_s, merged)
+        near = split["on_ms"].get("n", 0)
+        out[name] = {
+            "marks": len(starts),
+            "window_ms": MARK_WINDOW_S * 1e3,
+            "share": round(near / len(lat_us), 4) if lat_us else None,
+            **split,
+        }
+    return out
 
 
 def measured(result: dict) -> bool:
