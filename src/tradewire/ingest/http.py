@@ -54,6 +54,8 @@ def decode_body(raw: bytes) -> tuple[p.Hello | None, list[p.ClientMsg | p.ErrorR
         hello = _hello_decoder.decode(body.hello)
     except msgspec.ValidationError as exc:
         raise BadBody(p.INVALID_MESSAGE, f"hello: {exc}") from None
+    except msgspec.DecodeError as exc:  # not UTF-8 inside the hello (msgspec >= 0.23)
+        raise BadBody(p.BAD_JSON, f"hello: {exc}") from None
     except p.UNDECODABLE as exc:
         raise BadBody(p.BAD_JSON, f"hello: {p.undecodable(exc)}") from None
     return hello, p.decode_items(body.messages)

@@ -189,6 +189,8 @@ def _decode_one(raw: msgspec.Raw, index: int | None) -> ClientMsg | ErrorReply:
             return ErrorReply(code=INVALID_MESSAGE, message="a message must be a JSON object", index=index)
     except UNDECODABLE as exc:
         return ErrorReply(code=BAD_JSON, message=f"message is not valid JSON: {undecodable(exc)}", index=index)
+    except msgspec.DecodeError as exc:  # msgspec >= 0.23 checks a string's UTF-8 only here, not when splitting
+        return ErrorReply(code=BAD_JSON, message=f"message is not valid JSON: {exc}", index=index)
     ref = env.id if isinstance(env.id, str) else (env.type if isinstance(env.type, str) else None)
     if env.type is None:
         return ErrorReply(code=INVALID_MESSAGE, message="missing field `type`", ref=ref, index=index)
