@@ -902,6 +902,15 @@ class Bench:
                 "closed_slow_total": closed_total - start.get("tradewire_realtime_closed_slow_total", 0.0),
                 "conflated_window": delta(a, b, "tradewire_realtime_conflated_total"),
                 "subscriber_connections_t1": b.metrics.get("tradewire_subscriber_connections"),
+                "parked_t1": b.metrics.get("tradewire_subscriber_connections_parked"),
+                # Collections of the older generations in the window, and how long they held the loop in all.
+                "gc": {
+                    f"gen{g}": {
+                        "n": delta(a, b, f'tradewire_gc_pause_seconds_count{{generation="{g}"}}'),
+                        "ms": round(delta(a, b, f'tradewire_gc_pause_seconds_sum{{generation="{g}"}}') * 1e3, 2),
+                    }
+                    for g in (1, 2)
+                },
                 # Queued to written, inside the server: what the subscribers' own scheduling does not touch.
                 "fanout_latency_ms": histogram_window(a, b, "tradewire_fanout_latency_seconds"),
             },

@@ -147,14 +147,17 @@ class ServerProcess:
         return 0
 
     def metrics(self, key: str, timeout: float = 10.0) -> dict[str, float]:
-        """The server's Prometheus counters and gauges (unlabelled samples only), and histogram buckets
-        (keyed `name_bucket{le="0.001"}`: cumulative counts)."""
+        """The server's Prometheus counters and gauges (unlabelled samples only), histogram buckets (keyed
+        `name_bucket{le="0.001"}`: cumulative counts), and labelled histograms' sums and counts (keyed
+        `name_sum{generation="2"}`)."""
         req = urllib.request.Request(self.url + "/api/v1/metrics", headers={"x-api-key": key})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read().decode()
         out: dict[str, float] = {}
         for line in text.splitlines():
-            if not line or line.startswith("#") or ("{" in line and '_bucket{le="' not in line):
+            if not line or line.startswith("#"):
+                continue
+            if "{" in line and '_bucket{le="' not in line and not line.partition("{")[0].endswith(("_sum", "_count")):
                 continue
             name, _, value = line.partition(" ")
             with contextlib.suppress(ValueError):
