@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--slow-variants",
         metavar="NAMES",
         help="comma-separated scenario 7 variants to run (clean always runs, as the reference): "
-        "clean-again, stalled, trickle, storm, steady, storm-limited, herd, all (full mode)",
+        "clean-again, stalled, trickle, trickle-durable, trickle-latest, storm, steady, storm-limited, herd, "
+        "all (full mode)",
     )
     parser.add_argument(
         "--slow-blocks",
