@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 from tradewire.app import Server
+from tradewire.config import Settings
 
 
 def hello(**extra: Any) -> dict:
@@ -75,6 +78,17 @@ def account_state(equity: float = 10_000.0, margin: float = 200.0, **extra: Any)
         "stopOutLevel": 50.0,
         **extra,
     }
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Server]:
+    """A hub on `settings` for the length of an `async with` block, stopped however the block ends."""
+    server = Server(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 async def issue_token(server: Server, account: str) -> str:

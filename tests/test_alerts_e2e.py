@@ -11,7 +11,7 @@ from tradewire.app import Server
 from tradewire.config import WebhookSettings
 
 from conftest import fast_alert_settings
-from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event
+from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event, running
 
 
 def fast_settings(tmp_path):
@@ -175,9 +175,7 @@ async def test_after_a_restart_open_alerts_stay_open_and_timers_restart(tmp_path
     await client.close()
     await srv.stop()
 
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         [still] = await alerts(http, srv, key, state="open", type="MARGIN_CALL")
         assert still["resolvedAt"] is None
         # the EA that had a session does not come back: CONNECTION_LOST once the grace period is over
@@ -188,8 +186,6 @@ async def test_after_a_restart_open_alerts_stay_open_and_timers_restart(tmp_path
             await asyncio.sleep(0.05)
         assert len(lost) == 1
         assert len(await alerts(http, srv, key, type="MARGIN_CALL")) == 1  # not raised a second time
-    finally:
-        await srv.stop()
 
 
 async def test_webhook_receives_raised_and_resolved(tmp_path, http):

@@ -8,7 +8,7 @@ import pytest
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, account_state, issue_key, issue_token, position, position_event
+from helpers import EA, account_state, issue_key, issue_token, position, position_event, running
 
 
 async def get(http, server, path, key=None):
@@ -191,11 +191,7 @@ async def test_after_a_restart_accounts_that_had_connected_are_lost_not_never(tm
     await ea.greet()
     await ea.close()
     await srv.stop()
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         key = await issue_key(srv)
         _, body = await get(http, srv, "/accounts/acc-1", key)
         assert body["status"] == "lost"
-    finally:
-        await srv.stop()

@@ -162,6 +162,7 @@ class Lambda:
             "TRADEWIRE_APPSYNC_NAMESPACE": "fleet",
             "TRADEWIRE_SYSTEM_MAGIC_NUMBERS": "7001",
             "TRADEWIRE_LIMITS_MAX_SYMBOLS_PER_ACCOUNT": "2",
+            "TRADEWIRE_LIMITS_MAX_POSITIONS_PER_ACCOUNT": "2",
         }
         handlers.reset()
         self.runtime = handlers.runtime(env, connections=lambda request_context: self.recorder)
@@ -288,6 +289,26 @@ async def test_symbols_past_the_accounts_limit_are_refused_across_invocations(aw
     await aws(handlers.default, message_event("c3", ticks("CCC", "AAA")))  # the state came back from DynamoDB
     error = aws.recorder.sent("c3")[-1]
     assert error["code"] == "too_many_symbols" and "'CCC'" in error["message"] and "'AAA'" not in error["message"]
+
+
+async def test_positions_past_the_accounts_limit_are_stored_but_not_kept_in_its_item(aws):
+    """The account's item holds its open positions too (DynamoDB items stop at 400 KB): past the limit an
+    OPEN is stored and acked but left out of the item, and a snapshot over the limit is refused by name."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-4"))
+    read_key, _ = await aws.store_call(lambda s: s.add_api_key("read"))
+    await aws(handlers.connect, connect_event("c4", token))
+    await aws(handlers.default, message_event("c4", hello(account="acct-4")))
+    for seq in (1, 2, 3):  # one invocation each: the item is loaded and saved around every frame
+        await aws(handlers.default, message_event("c4", position_event(seq, pid=seq)))
+        assert aws.recorder.sent("c4")[-1] == {"type": "ack", "seq": seq}
+    page = await aws.store_call(lambda s: s.events(EventQuery(account="acct-4")))
+    assert sorted(e.positionId for e in page.items) == [1, 2, 3]
+    resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/positions", {"account": "acct-4"}, read_key))
+    assert sorted(p["id"] for p in json.loads(resp["body"])["items"]) == [1, 2]
+    snapshot = {"type": "positions", "ts": 1, "positions": [position(1), position(2), position(3)]}
+    await aws(handlers.default, message_event("c4", snapshot))
+    error = aws.recorder.sent("c4")[-1]
+    assert (error["code"], error["ref"]) == ("too_many_positions", "positions")
 
 
 def test_the_sam_template_lints_clean():

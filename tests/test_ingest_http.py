@@ -5,7 +5,7 @@ import sqlite3
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import account_state, db_rows, hello, issue_token, position_event
+from helpers import account_state, db_rows, hello, issue_token, position_event, running
 
 
 async def batch(http, server, token, body=None, raw=None):
@@ -83,9 +83,7 @@ async def test_oversize_body_is_413(tmp_path, http):
 async def test_store_failure_is_503_and_acks_nothing(tmp_path, http):
     settings = make_settings(tmp_path)
     settings.store.url += "?busy_timeout_ms=200"
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         token = await issue_token(srv, "mt4-1")
         blocker = sqlite3.connect(srv.store.path, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
@@ -99,8 +97,6 @@ async def test_store_failure_is_503_and_acks_nothing(tmp_path, http):
         assert status == 503 and body["error"]["code"] == "store_unavailable" and "ackedSeq" not in body
         status, body = await batch(http, srv, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]})
         assert status == 200 and body["ackedSeq"] == 1
-    finally:
-        await srv.stop()
 
 
 async def test_hello_is_needed_again_after_the_liveness_window(server, http):
@@ -128,9 +124,7 @@ async def test_an_mt4_account_going_silent_is_published_as_lost(server, http):
 async def test_ticks_past_the_accounts_symbol_limit_are_named_in_the_answer(tmp_path, http):
     settings = make_settings(tmp_path)
     settings.limits.max_symbols_per_account = 1
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         token = await issue_token(srv, "mt4-1")
         tick = {"type": "ticks", "ticks": [{"symbol": "EURUSD", "bid": 1.1, "ask": 1.1002, "ts": 1}]}
         more = {"type": "ticks", "ticks": [{"symbol": "GBPUSD", "bid": 1.3, "ask": 1.3002, "ts": 2}]}
@@ -140,5 +134,3 @@ async def test_ticks_past_the_accounts_symbol_limit_are_named_in_the_answer(tmp_
         [error] = answer["errors"]
         assert (error["code"], error["index"]) == ("too_many_symbols", 1) and "'GBPUSD'" in error["message"]
         assert set(srv.hub.state.prices) == {"EURUSD"}
-    finally:
-        await srv.stop()

@@ -10,7 +10,18 @@ import pytest
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, Subscriber, account_state, db_rows, hello, issue_key, issue_token, position, position_event
+from helpers import (
+    EA,
+    Subscriber,
+    account_state,
+    db_rows,
+    hello,
+    issue_key,
+    issue_token,
+    position,
+    position_event,
+    running,
+)
 
 
 async def stored_ids(server, account="acc-1"):
@@ -212,9 +223,7 @@ def ticks(*quotes: tuple[str, float]) -> dict:
 async def test_symbols_past_the_accounts_limit_are_refused_by_name_and_nothing_else_is(tmp_path, http):
     settings = make_settings(tmp_path)
     settings.limits.max_symbols_per_account = 2
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         sub = await Subscriber.connect(http, srv, await issue_key(srv))
         await sub.subscribe("p", "/trading/prices/*")
         ea = await connect(http, srv)
@@ -234,8 +243,6 @@ async def test_symbols_past_the_accounts_limit_are_refused_by_name_and_nothing_e
         await other.send(ticks(("CCC", 3.0)))
         assert (await sub.event(symbol="CCC"))["bid"] == 3.0
         assert not [m for m in other.inbox if m["type"] == "error"]
-    finally:
-        await srv.stop()
 
 
 async def test_oversize_frame_closes_with_1009(tmp_path, http):
@@ -276,9 +283,7 @@ async def test_a_new_session_for_the_same_account_replaces_the_old(server, http)
 async def test_store_failure_acks_nothing_and_closes_1011_then_resend_is_stored(tmp_path, http):
     settings = make_settings(tmp_path)
     settings.store.url += "?busy_timeout_ms=200"
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         token = await issue_token(srv, "acc-1")
         ea = await EA.connect(http, srv, token)
         await ea.greet()
@@ -299,8 +304,6 @@ async def test_store_failure_acks_nothing_and_closes_1011_then_resend_is_stored(
         await ea.send(position_event(1))
         await ea.wait_ack(1)
         assert db_rows(srv, "SELECT msg_id FROM ea_inbox") == [("open-1001-1",)]
-    finally:
-        await srv.stop()
 
 
 async def test_welcome_reports_the_highest_durable_seq(server, http):
@@ -318,3 +321,43 @@ async def test_hello_for_another_account_is_refused(server, http):
     await ea.send(hello(account="acc-2"))
     err = await ea.expect("error")
     assert err["code"] == "wrong_account"
+
+
+async def test_positions_past_the_accounts_limit_are_stored_but_left_out_of_the_live_list(tmp_path, http):
+    """One EA's open positions cannot grow what every publication of its list costs without bound: past
+    `max_positions_per_account` an OPEN is still stored and acked, but the live list leaves it out, and a
+    snapshot over the limit is refused by name rather than cut (which would make positions look closed)."""
+    settings = make_settings(tmp_path)
+    settings.limits.max_positions_per_account = 2
+    async with running(settings) as srv:
+        key = await issue_key(srv)
+        sub = await Subscriber.connect(http, srv, key)
+        await sub.subscribe("pos", "/trading/positions/acc-1")
+        ea = await connect(http, srv)
+
+        async def live_ids() -> set[int]:
+            async with http.get(srv.url + "/api/v1/positions?account=acc-1", headers={"x-api-key": key}) as r:
+                return {p["id"] for p in (await r.json())["items"]}
+
+        await ea.send([position_event(seq, pid=seq) for seq in (1, 2, 3)])
+        await ea.wait_ack(3)
+        assert db_rows(srv, "SELECT position_id FROM position_events WHERE event = 'OPEN' ORDER BY 1") == [
+            (1,),
+            (2,),
+            (3,),
+        ]
+        assert await live_ids() == {1, 2}
+        assert [p["id"] for p in (await sub.event(account="acc-1"))["positions"]] == [1, 2]
+
+        await ea.send({"type": "positions", "ts": 1, "positions": [position(1), position(2), position(3)]})
+        err = await ea.expect("error")
+        assert (err["code"], err["ref"]) == ("too_many_positions", "positions")
+        assert "3 open positions" in err["message"] and "max_positions_per_account (2)" in err["message"]
+        async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": key}) as r:
+            assert "tradewire_ea_positions_left_out_total 2.0" in await r.text()
+
+        # a close makes room; nothing about the limit touched the durable record or the session
+        await ea.send([position_event(4, "CLOSE", pid=1), position_event(5, pid=4)])
+        await ea.wait_ack(5)
+        assert await live_ids() == {2, 4}
+        assert not [e for e in sub.inbox if e["type"] == "data" and '"id":3' in e["event"].replace(" ", "")]

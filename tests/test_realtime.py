@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event
+from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event, running
 
 
 @pytest.fixture
@@ -87,23 +87,18 @@ async def test_durable_events_carry_offsets_and_since_replays_them(server, http,
 
 
 async def test_since_too_far_back_is_not_recoverable(tmp_path, http):
-    from tradewire.app import Server
 
     from conftest import make_settings
 
     settings = make_settings(tmp_path)
     settings.realtime.history_limit = 2
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         ea = await live_ea(http, srv)
         await ea.send([position_event(s, pid=s) for s in (1, 2, 3)])
         await ea.wait_ack(3)
         sub = await Subscriber.connect(http, srv, await issue_key(srv))
         ok = await sub.subscribe("ev", "/trading/events/*", since=0)
         assert ok["recovered"] is False
-    finally:
-        await srv.stop()
 
 
 async def test_admin_publish_reaches_subscribers_read_key_cannot(server, http, keys):
@@ -265,15 +260,12 @@ async def test_batching_extension_groups_frames(server, http, keys):
 
 
 async def test_a_flush_interval_spaces_writes_without_holding_back_the_first(tmp_path, http):
-    from tradewire.app import Server
 
     from conftest import make_settings
 
     settings = make_settings(tmp_path)
     settings.realtime.flush_interval_ms = 1000  # the most allowed: room for three HTTP round trips on a slow box
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         admin = await issue_key(srv, "admin")
         sub = await Subscriber.connect(http, srv, admin, init={"batch": True})
         await sub.expect("connection_ack")
@@ -294,8 +286,6 @@ async def test_a_flush_interval_spaces_writes_without_holding_back_the_first(tmp
         await asyncio.gather(*(publish(n) for n in (2, 3, 4)))
         rest = await sub.recv()
         rest_s = loop.time() - sent
-    finally:
-        await srv.stop()
     # After a quiet interval the first event is written at once, not an interval later ...
     assert json.loads(first["event"]) == {"n": 1} and first_s < 0.5
     # ... and what follows within the interval waits for its end, then goes in one write.

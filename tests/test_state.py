@@ -70,6 +70,26 @@ def test_an_account_streams_at_most_its_limit_of_symbols_and_keeps_those_moving(
     assert s.apply_ticks(more[:1], 40, "a").refused == ["CCC"]
 
 
+def test_an_accounts_live_positions_stop_at_its_limit_and_a_snapshot_over_it_is_not_applied():
+    s = LiveState(max_positions_per_account=2)
+    s.seed_positions("a", [])  # as the hub does at hello: the store knows of nothing open
+    one, two, three = pos(1), pos(2), pos(3)
+    assert s.apply_position_event("a", "OPEN", one, 10) and s.apply_position_event("a", "OPEN", two, 10)
+    assert not s.apply_position_event("a", "OPEN", three, 20)  # left out: the view holds its limit
+    assert not s.apply_position_event("a", "MODIFY", three, 20)  # a MODIFY does not bring it in either
+    assert set(s.account("a").positions) == {1, 2} and s.account("a").updated_at == 10
+    assert s.apply_position_event("a", "MODIFY", msgspec.structs.replace(one, sl=1.0), 30)  # a known one moves
+    assert s.account("a").positions[1].sl == 1.0
+    assert s.apply_position_event("b", "OPEN", three, 30)  # the limit is per account
+    # a snapshot over the limit is not applied at all: cut to the limit, it would make a position look closed
+    rec = s.apply_snapshot("a", [one, two, three], 40)
+    assert (rec.opened, rec.closed, rec.refused) == ([], [], 3) and set(s.account("a").positions) == {1, 2}
+    assert s.apply_position_event("a", "CLOSE", one, 50)  # a close always applies, and makes room
+    assert s.apply_position_event("a", "OPEN", three, 60) and set(s.account("a").positions) == {2, 3}
+    rec = s.apply_snapshot("a", [two], 70)  # within the limit: applied and reconciled as ever
+    assert (rec.opened, [p.id for p in rec.closed], rec.refused) == ([], [3], 0)
+
+
 def test_connection_status_follows_sessions():
     s = LiveState(http_live_ms=3000)
     info = AccountInfo(platform="MT5", login=1, server="s", currency="USD", leverage=100)

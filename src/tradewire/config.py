@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from tradewire.state import MAX_SYMBOLS_PER_ACCOUNT
+from tradewire.state import MAX_POSITIONS_PER_ACCOUNT, MAX_SYMBOLS_PER_ACCOUNT
 
 DEFAULT_STORE = "sqlite:///./tradewire.db"
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
@@ -44,6 +44,9 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     connect_burst: Annotated[int, msgspec.Meta(ge=1)] = 100
     # Distinct symbols one account's ticks may bring; a tick for one more is refused with too_many_symbols.
     max_symbols_per_account: Annotated[int, msgspec.Meta(ge=1)] = MAX_SYMBOLS_PER_ACCOUNT
+    # Open positions in one account's live view; past it a snapshot is refused with too_many_positions and an
+    # OPEN event is stored and acked but left out of the live list.
+    max_positions_per_account: Annotated[int, msgspec.Meta(ge=1)] = MAX_POSITIONS_PER_ACCOUNT
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -19,7 +19,7 @@ from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transi
 from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
-from tradewire.ingest.session import account_info, account_state, symbols_refused
+from tradewire.ingest.session import account_info, account_state, positions_refused, symbols_refused
 from tradewire.limits import ConnectionCaps, ConnectRates, TokenBucket
 from tradewire.model import Alert, Role, new_alert, now_ms
 from tradewire.state import LiveState
@@ -121,7 +121,8 @@ class Hub:
         self.presence: Presence = presence or NoPresence()
         self.clock = clock
         heartbeat_ms = settings.server.heartbeat_sec * 1000
-        self.state = LiveState(3 * heartbeat_ms, settings.limits.max_symbols_per_account)
+        limits = settings.limits
+        self.state = LiveState(3 * heartbeat_ms, limits.max_symbols_per_account, limits.max_positions_per_account)
         self.system_magics = frozenset(settings.system.magic_numbers)
         self._auth = _TTLCache(settings.server.auth_cache_s)
         self.sessions: dict[str, Drainable] = {}
@@ -130,8 +131,16 @@ class Hub:
         self._exposure_dirty = False
         self._positions_dirty: set[str] = set()
         self._ticker: asyncio.Task | None = None
-        self.counters = {"frames": 0, "messages": 0, "durable": 0, "errors": 0, "reconciled": 0, "throttled": 0}
-        limits = settings.limits
+        self.counters = {
+            "frames": 0,
+            "messages": 0,
+            "durable": 0,
+            "errors": 0,
+            "reconciled": 0,
+            "throttled": 0,
+            "positions_left_out": 0,
+        }
+        self._over_position_limit: set[str] = set()  # accounts already warned about in the log
         self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip)
         self.connects = ConnectRates(limits.connects_per_s, limits.connect_burst)
         self._buckets: dict[str, TokenBucket] = {}
@@ -248,12 +257,28 @@ class Hub:
                 self.apply_transitions(transitions)
         elif kind is p.PositionsMsg:
             rec = self.state.apply_snapshot(account, msg.positions, now)  # type: ignore[union-attr]
+            if rec.refused:
+                self._positions_left_out(account)
+                return positions_refused(account, rec.refused, self.state.max_positions_per_account)
             for position in rec.opened:
                 self._reconcile(ReconcileOp(account, "OPEN", position, msg.ts, position.magic in self.system_magics))
             for position in rec.closed:
                 self._reconcile(ReconcileOp(account, "CLOSE", position, msg.ts, position.magic in self.system_magics))
             self._publish_positions(account)
         return None
+
+    def _positions_left_out(self, account: str) -> None:
+        """A position event or snapshot was left out of the account's live view (its limit): counted, and
+        said in the log once per account, not once per event."""
+        self.counters["positions_left_out"] += 1
+        if account not in self._over_position_limit:
+            self._over_position_limit.add(account)
+            log.warning(
+                "account %s: over [limits] max_positions_per_account (%d); its live position list leaves "
+                "the rest out (their events are still stored)",
+                account,
+                self.state.max_positions_per_account,
+            )
 
     def _reconcile(self, op: ReconcileOp) -> None:
         self.counters["reconciled"] += 1
@@ -266,10 +291,12 @@ class Hub:
         self.counters["durable"] += 1
         self.touch(account)
         if isinstance(msg, p.PositionMsg):
-            self.state.apply_position_event(account, msg.event, msg.position, self.clock())
+            if self.state.apply_position_event(account, msg.event, msg.position, self.clock()):
+                self._publish_positions(account)
+            else:  # stored and acked all the same: the durable record stays whole
+                self._positions_left_out(account)
             if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
                 self.apply_transitions(self.rules.stop_out_close(account, msg.position.id, msg.position.symbol, msg.ts))
-            self._publish_positions(account)
             op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics)
         else:
             op = EAErrorOp(account, msg)

@@ -25,6 +25,8 @@ HUB_COUNTERS = {
     "errors": "EA messages refused with an error",
     "reconciled": "position events inferred from snapshots",
     "throttled": "times an EA was slowed down (or a batch refused with 429) for its message rate",
+    "positions_left_out": "position events and snapshots left out of a live view: the account was at "
+    "[limits] max_positions_per_account",
 }
 GATEWAY_COUNTERS = {
     "connections_total": "subscriber connections accepted",

@@ -91,6 +91,7 @@ class Reconciliation:
 
     opened: list[Position]
     closed: list[Position]
+    refused: int = 0  # > 0: a snapshot of this many positions, over the account's limit, was not applied
 
 
 class AccountSummary(msgspec.Struct, omit_defaults=True):
@@ -122,6 +123,9 @@ class ExposureRow(msgspec.Struct):
 
 
 MAX_SYMBOLS_PER_ACCOUNT = 1_000
+# Every change to an account's open positions republishes its whole list (/trading/positions/{account}):
+# 1,000 positions are ~1 ms to encode and ~250 KiB to each subscriber, 10,000 are 15 ms of the event loop.
+MAX_POSITIONS_PER_ACCOUNT = 1_000
 
 
 class AppliedTicks(NamedTuple):
@@ -130,13 +134,23 @@ class AppliedTicks(NamedTuple):
 
 
 class LiveState:
-    def __init__(self, http_live_ms: int = 30_000, max_symbols_per_account: int = MAX_SYMBOLS_PER_ACCOUNT) -> None:
+    def __init__(
+        self,
+        http_live_ms: int = 30_000,
+        max_symbols_per_account: int = MAX_SYMBOLS_PER_ACCOUNT,
+        max_positions_per_account: int = MAX_POSITIONS_PER_ACCOUNT,
+    ) -> None:
         self.accounts: dict[str, AccountView] = {}
         self.prices: dict[str, Tick] = {}
         self.http_live_ms = http_live_ms
         # Each symbol an EA streams is kept for good (its price, its channel's latest value): without a
         # bound, one buggy or hostile EA could grow the hub's memory with made-up symbols.
         self.max_symbols_per_account = max_symbols_per_account
+        # The live view of an account's open positions is bounded too: what one EA reports must not make
+        # every publication of its list cost the hub's loop and every dashboard more without limit. Past it
+        # the durable record is still complete (events are stored and acked as ever); only the live list,
+        # and what is derived from it, leaves the extra positions out.
+        self.max_positions_per_account = max_positions_per_account
 
     def account(self, account_id: str) -> AccountView:
         view = self.accounts.get(account_id)
@@ -186,8 +200,12 @@ class LiveState:
             view.positions_known = True
 
     def apply_snapshot(self, account_id: str, positions: list[Position], now: int) -> Reconciliation:
+        """Take an EA's full open set, and say what it reveals. A set over the account's limit is not
+        applied at all: cut to the limit, it would make the positions left out look closed."""
         view = self.account(account_id)
         incoming = {p.id: p for p in positions}
+        if len(incoming) > self.max_positions_per_account:
+            return Reconciliation([], [], refused=len(incoming))
         if view.positions_known:
             opened = [p for pid, p in incoming.items() if pid not in view.positions]
             closed = [p for pid, p in view.positions.items() if pid not in incoming]
@@ -198,13 +216,18 @@ class LiveState:
         view.updated_at = now
         return Reconciliation(opened, closed)
 
-    def apply_position_event(self, account_id: str, event: str, position: Position, now: int) -> None:
+    def apply_position_event(self, account_id: str, event: str, position: Position, now: int) -> bool:
+        """Apply an OPEN, MODIFY or CLOSE to the live view. False when it was left out: a position the
+        view does not hold yet, on an account that already holds its limit of open positions."""
         view = self.account(account_id)
         if event == "CLOSE":
             view.positions.pop(position.id, None)
-        else:
+        elif position.id in view.positions or len(view.positions) < self.max_positions_per_account:
             view.positions[position.id] = position
+        else:
+            return False
         view.updated_at = now
+        return True
 
     def apply_ticks(self, ticks: list[Tick], now: int = 0, account: str | None = None) -> AppliedTicks:
         """Keep the newest valid price per symbol; say which ticks changed something, and which symbols

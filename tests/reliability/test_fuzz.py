@@ -252,6 +252,7 @@ EA_CODES_ON_SOCKET = EA_REFUSALS | {
     ea_protocol.DUPLICATE_ID,
     ea_protocol.SEQ_NOT_INCREASING,
     ea_protocol.TOO_MANY_SYMBOLS,
+    ea_protocol.TOO_MANY_POSITIONS,
 }
 RT_FRAME_TYPES = {"connection_ack", "ka", "subscribe_success", "unsubscribe_success", "publish_success", "data"}
 TOO_BIG = aiohttp.WSCloseCode.MESSAGE_TOO_BIG  # 1009: a frame over the limit is refused by closing

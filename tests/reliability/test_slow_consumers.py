@@ -7,10 +7,8 @@ import random
 
 import aiohttp
 
-from tradewire.app import Server
-
 from conftest import make_settings
-from helpers import EA, Subscriber, auth_subprotocol, issue_key, issue_token, position_event
+from helpers import EA, Subscriber, auth_subprotocol, issue_key, issue_token, position_event, running
 
 STORM = int(os.environ.get("TRADEWIRE_STORM_SUBSCRIBERS", "100"))
 
@@ -21,9 +19,7 @@ async def test_a_reconnect_storm_and_a_trickling_reader_cost_a_healthy_subscribe
     # Every stormy connect goes through: what is tested here is the gateway taking them in and letting them
     # go. With the default connect rate most would be refused before the upgrade (test_limits.py).
     settings.limits.connects_per_s = 1e6
-    srv = Server(settings)
-    await srv.start()
-    try:
+    async with running(settings) as srv:
         key = await issue_key(srv)
         healthy = await Subscriber.connect(http, srv, key)
         await healthy.subscribe("ev", "/trading/events/*")
@@ -85,5 +81,3 @@ async def test_a_reconnect_storm_and_a_trickling_reader_cost_a_healthy_subscribe
         assert len(srv.gateway.connections) == 1  # only the healthy subscriber
         assert srv.hub.caps.total == 2  # its slot and the EA's
         assert len(srv.gateway.index) == 1
-    finally:
-        await srv.stop()

@@ -52,6 +52,7 @@ from tradewire.ingest.session import (
     Volatile,
     account_info,
     account_state,
+    positions_refused,
     symbols_refused,
 )
 from tradewire.model import Alert, is_account_id, new_alert, now_ms
@@ -246,7 +247,11 @@ class _Frame:
         self.rt, self.store, self.conns, self.conn = rt, store, conns, conn
         self.account = conn.account
         self.now = rt.clock()
-        self.state = LiveState(max_symbols_per_account=rt.settings.limits.max_symbols_per_account)
+        limits = rt.settings.limits
+        self.state = LiveState(
+            max_symbols_per_account=limits.max_symbols_per_account,
+            max_positions_per_account=limits.max_positions_per_account,
+        )
         self.rules = AlertRules(rt.settings.alerts, rt.settings.server.heartbeat_sec)
         self.ended_at: int | None = None
         self.alert_futures: list[asyncio.Future[WriteResult]] = []
@@ -357,6 +362,9 @@ class _Frame:
             self.transitions(self.rules.margin(account, state, platform, now))
         elif isinstance(msg, p.PositionsMsg):
             rec = self.state.apply_snapshot(account, msg.positions, now)
+            if rec.refused:  # the account's item holds its open positions too: the bound keeps it small
+                await self.send(positions_refused(account, rec.refused, self.state.max_positions_per_account))
+                return
             magics = self.rt.system_magics
             for pos in rec.opened:
                 self.other_futures.append(
@@ -378,10 +386,10 @@ class _Frame:
     def submit_durable(self, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
         self.touch()
         if isinstance(msg, p.PositionMsg):
-            self.state.apply_position_event(self.account, msg.event, msg.position, self.now)
+            if self.state.apply_position_event(self.account, msg.event, msg.position, self.now):
+                self.positions_changed = True  # else left out of the live list; the event is stored all the same
             if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
                 self.transitions(self.rules.stop_out_close(self.account, msg.position.id, msg.position.symbol, msg.ts))
-            self.positions_changed = True
             op: EAPositionOp | EAErrorOp = EAPositionOp(self.account, msg, msg.position.magic in self.rt.system_magics)
         else:
             op = EAErrorOp(self.account, msg)

@@ -130,6 +130,7 @@ SEQ_NOT_INCREASING = "seq_not_increasing"
 STORE_UNAVAILABLE = "store_unavailable"
 RATE_LIMITED = "rate_limited"
 TOO_MANY_SYMBOLS = "too_many_symbols"
+TOO_MANY_POSITIONS = "too_many_positions"
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=False):

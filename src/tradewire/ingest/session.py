@@ -54,6 +54,16 @@ def symbols_refused(account: str, refused: list[str], limit: int) -> p.ErrorRepl
     )
 
 
+def positions_refused(account: str, count: int, limit: int) -> p.ErrorReply:
+    """The error for a positions snapshot over the account's limit (nothing of it was applied)."""
+    return p.ErrorReply(
+        code=p.TOO_MANY_POSITIONS,
+        message=f"a snapshot of {count} open positions for account {account!r} is over "
+        f"[limits] max_positions_per_account ({limit}): not applied",
+        ref="positions",
+    )
+
+
 @dataclass(slots=True)
 class Greet:
     hello: p.Hello
