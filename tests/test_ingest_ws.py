@@ -361,3 +361,12 @@ async def test_positions_past_the_accounts_limit_are_stored_but_left_out_of_the_
         await ea.wait_ack(5)
         assert await live_ids() == {2, 4}
         assert not [e for e in sub.inbox if e["type"] == "data" and '"id":3' in e["event"].replace(" ", "")]
+        await ea.close()
+    # restarted, the hub seeds the live list from the store, which holds 2, 3 and 4 open: still two of them
+    async with running(settings) as srv:
+        ea = await connect(http, srv)
+        key = await issue_key(srv)
+        ids = await live_ids()
+        assert len(ids) == 2 and ids < {2, 3, 4}
+        async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": key}) as r:
+            assert "tradewire_ea_positions_left_out_total 1.0" in await r.text()

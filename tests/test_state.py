@@ -88,6 +88,11 @@ def test_an_accounts_live_positions_stop_at_its_limit_and_a_snapshot_over_it_is_
     assert s.apply_position_event("a", "OPEN", three, 60) and set(s.account("a").positions) == {2, 3}
     rec = s.apply_snapshot("a", [two], 70)  # within the limit: applied and reconciled as ever
     assert (rec.opened, [p.id for p in rec.closed], rec.refused) == ([], [3], 0)
+    # after a restart the store holds every OPEN, those past the limit too: the view takes no more than before
+    assert LiveState(max_positions_per_account=2).seed_positions("a", [one, two, three]) == 1
+    restarted = LiveState(max_positions_per_account=2)
+    restarted.seed_positions("a", [one, two, three])
+    assert set(restarted.account("a").positions) == {1, 2}
 
 
 def test_connection_status_follows_sessions():

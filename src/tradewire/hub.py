@@ -205,8 +205,8 @@ class Hub:
     async def greet(self, account: str, hello: p.Hello, transport: str) -> p.Welcome:
         now = self.clock()
         view = self.state.account(account)
-        if not view.positions_known:
-            self.state.seed_positions(account, await self.store.open_positions(account))
+        if not view.positions_known and self.state.seed_positions(account, await self.store.open_positions(account)):
+            self._positions_left_out(account)
         acked = await self.store.acked_seq(account)
         info = account_info(hello)
         self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now)

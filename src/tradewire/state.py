@@ -192,12 +192,17 @@ class LiveState:
         series.add(now - now % SERIES_BUCKET_MS, state.equity, state.balance)
         return view
 
-    def seed_positions(self, account_id: str, positions: list[Position]) -> None:
-        """Load what the store knows is open, so the first snapshot after a restart is diffed correctly."""
+    def seed_positions(self, account_id: str, positions: list[Position]) -> int:
+        """Load what the store knows is open, so the first snapshot after a restart is diffed correctly.
+        Returns how many were left out: the store holds every OPEN, those that came past the account's
+        limit too, and the live view takes no more after a restart than it did before."""
         view = self.account(account_id)
-        if not view.positions_known:
-            view.positions = {p.id: p for p in positions}
-            view.positions_known = True
+        if view.positions_known:
+            return 0
+        kept = positions[: self.max_positions_per_account]
+        view.positions = {p.id: p for p in kept}
+        view.positions_known = True
+        return len(positions) - len(kept)
 
     def apply_snapshot(self, account_id: str, positions: list[Position], now: int) -> Reconciliation:
         """Take an EA's full open set, and say what it reveals. A set over the account's limit is not
