@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -336,14 +337,19 @@ async def test_notify_returns_immediately_with_a_hanging_receiver(receivers, not
     assert len(rx.requests) == 1
 
 
-async def test_full_queue_drops_the_oldest(receivers, notifiers, caplog):
+async def gated_receiver(receivers) -> tuple[Receiver, asyncio.Event]:
+    """A receiver that holds every request until the gate is set: deliveries queue up behind the first."""
     gate = asyncio.Event()
 
     async def gated(n: int, request: web.Request) -> web.StreamResponse:
         await gate.wait()
         return web.Response(status=200)
 
-    rx = await receivers(gated)
+    return await receivers(gated), gate
+
+
+async def test_full_queue_drops_the_oldest(receivers, notifiers, caplog):
+    rx, gate = await gated_receiver(receivers)
     notifier = await notifiers(hook(rx.url), queue_size=2)
     notifier.notify(alert(1), "raised")
     await rx.arrived.wait()  # alert-1 is in flight, the queue is empty
@@ -358,6 +364,28 @@ async def test_full_queue_drops_the_oldest(receivers, notifiers, caplog):
     await asyncio.sleep(0.05)
     assert [b["alert"]["id"] for b in rx.bodies()] == ["alert-1", "alert-4", "alert-5"]
     assert notifier.stats == {"sent": 3, "retried": 0, "failed": 0, "dropped": 2}
+
+
+async def test_one_accounts_storm_of_alerts_neither_delays_nor_pushes_out_anothers(receivers, notifiers, caplog):
+    """An EA that reports errors in a loop raises a SYSTEM_ERROR each time: its deliveries wait behind one
+    another, not in front of another account's margin call, and a full queue drops its own, not that one."""
+    rx, gate = await gated_receiver(receivers)
+    notifier = await notifiers(hook(rx.url), queue_size=10)
+    notifier.notify(alert(0), "raised")
+    await rx.arrived.wait()  # acc-1's alert is in flight, the queue is empty
+    for n in range(1, 51):
+        storm = msgspec.structs.replace(alert(n, type="SYSTEM_ERROR", severity="CRITICAL"), account="acc-noisy")
+        notifier.notify(storm, "raised")
+    notifier.notify(msgspec.structs.replace(alert(99), account="acc-2"), "raised")
+    assert notifier.stats["dropped"] == 41  # all of them the noisy account's oldest
+    assert "the most queued, acc-noisy" in caplog.text and "acc-2" not in caplog.text
+
+    gate.set()
+    await until(lambda: notifier.stats["sent"] == 11)
+    sent = [(b["alert"]["account"], b["alert"]["id"]) for b in rx.bodies()]
+    # after the one in flight, the accounts take turns: acc-2 waits for one of the storm's, not for nine
+    assert sent[:3] == [("acc-1", "alert-0"), ("acc-noisy", "alert-42"), ("acc-2", "alert-99")]
+    assert [i for a, i in sent[3:]] == [f"alert-{n}" for n in range(43, 51)]
 
 
 async def test_stop_flushes_queued_deliveries_then_gives_up(receivers):

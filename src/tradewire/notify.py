@@ -23,9 +23,11 @@ from your own clock (for example more than 5 minutes) to defeat replays. The tim
 Delivery: a 2xx answer is success. Network errors, timeouts (``timeout_s``), 408, 429 and 5xx are retried with
 exponential back-off and jitter (0.5 s doubling, capped at 30 s; a numeric ``Retry-After`` on 429/503 is
 honoured up to the cap) up to ``max_attempts`` attempts in all. Any other answer (4xx, and 3xx: redirects are not
-followed) fails the delivery at once. Deliveries to one webhook are sent in order, one at a time, by that
-webhook's own worker, so a slow or dead webhook never delays another. Each webhook has a bounded queue
-(``queue_size``); when it is full the oldest queued delivery is dropped. ``notify`` never blocks and never raises.
+followed) fails the delivery at once. Deliveries to one webhook are sent one at a time by that webhook's own
+worker, so a slow or dead webhook never delays another; they are sent in order for each account, the accounts
+taking turns, so that one account's storm of alerts (an EA reporting errors in a loop) never delays another
+account's. Each webhook has a bounded queue (``queue_size``); when it is full the oldest queued delivery of
+the account with the most queued is dropped (``fairqueue.py``). ``notify`` never blocks and never raises.
 
 Webhook URLs often embed credentials (Slack, Discord, ...), so logs name a webhook by its index and origin only;
 the secret is never logged.
@@ -52,6 +54,7 @@ import msgspec
 import yarl
 
 from tradewire.config import NotifySettings, WebhookSettings
+from tradewire.fairqueue import FairQueue
 from tradewire.model import Alert
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,7 @@ class _Delivery(msgspec.Struct):
     id: str
     event: str
     alert_id: str
+    account: str  # whose turn it takes in the webhook's queue
     alert_json: bytes  # encoded at notify() time: a snapshot, whatever happens to the Alert afterwards
 
 
@@ -103,7 +107,7 @@ class _Hook:
     index: int
     settings: WebhookSettings
     name: str
-    queue: asyncio.Queue[_Delivery]
+    queue: FairQueue[_Delivery]  # by account
     task: asyncio.Task[None] | None = None
     current: _Delivery | None = None  # the delivery being attempted right now
 
@@ -125,7 +129,7 @@ class WebhookNotifier:
         self.backoff_cap_s = backoff_cap_s
         self.stats: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "dropped": 0}
         self._hooks = [
-            _Hook(i, hook, describe(i, hook.url), asyncio.Queue(maxsize=settings.queue_size))
+            _Hook(i, hook, describe(i, hook.url), FairQueue(settings.queue_size))
             for i, hook in enumerate(settings.webhook)
         ]
         self._session: aiohttp.ClientSession | None = None
@@ -163,9 +167,7 @@ class WebhookNotifier:
         for hook in self._hooks:
             hook.task = None
             hook.current = None
-            while not hook.queue.empty():
-                hook.queue.get_nowait()
-                hook.queue.task_done()
+            hook.queue.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -194,20 +196,20 @@ class WebhookNotifier:
                 continue
             if alert_json is None:
                 alert_json = msgspec.json.encode(alert)
-            delivery = _Delivery(str(uuid.uuid4()), transition, alert.id, alert_json)
-            if hook.queue.full():
-                old = hook.queue.get_nowait()
-                hook.queue.task_done()
+            delivery = _Delivery(str(uuid.uuid4()), transition, alert.id, alert.account, alert_json)
+            old = hook.queue.put(alert.account, delivery)
+            if old is not None:
                 self.stats["dropped"] += 1
                 log.warning(
-                    "%s: queue full (%d), dropped the oldest delivery %s (%s of alert %s)",
+                    "%s: queue full (%d), dropped the oldest delivery %s (%s of alert %s) of the account with "
+                    "the most queued, %s",
                     hook.name,
                     hook.queue.maxsize,
                     old.id,
                     old.event,
                     old.alert_id,
+                    old.account,
                 )
-            hook.queue.put_nowait(delivery)
 
     # ------------------------------------------------------------------ delivery
 
