@@ -8,7 +8,7 @@ from tradewire.app import Server
 from tradewire.limits import ConnectionCaps, ConnectRates, TokenBucket
 
 from conftest import make_settings
-from helpers import EA, Subscriber, db_rows, hello, issue_key, issue_token, position_event
+from helpers import EA, Subscriber, db_rows, hello, issue_key, issue_token, position_event, running
 
 
 def test_token_bucket():
@@ -49,11 +49,16 @@ def test_connect_rates_forget_everyone_rather_than_grow_without_bound():
     assert len(rates.buckets) <= 10
 
 
-async def start(tmp_path, **limits):
+def limited(tmp_path, **limits):
+    """Test settings with these `[limits]`."""
     settings = make_settings(tmp_path)
     for key, value in limits.items():
         setattr(settings.limits, key, value)
-    srv = Server(settings)
+    return settings
+
+
+async def start(tmp_path, **limits):
+    srv = Server(limited(tmp_path, **limits))
     await srv.start()
     return srv
 
@@ -100,20 +105,38 @@ async def test_a_fast_ea_is_slowed_down_and_loses_nothing(tmp_path, http):
 
 
 async def test_an_http_batch_over_the_rate_is_429_and_acks_nothing(tmp_path, http):
-    srv = await start(tmp_path, ea_messages_per_s=5, ea_burst=10)
-    try:
+    async with running(limited(tmp_path, ea_messages_per_s=5, ea_burst=10)) as srv:
         token = await issue_token(srv, "mt4-1")
         headers = {"Authorization": f"Bearer {token}"}
-        body = {"hello": hello(platform="MT4"), "messages": [position_event(s, pid=s) for s in range(1, 31)]}
-        async with http.post(srv.url + "/ea/v1/batch", json=body, headers=headers) as r:
+        first = {"hello": hello(platform="MT4"), "messages": [position_event(s, pid=s) for s in range(1, 10)]}
+        async with http.post(srv.url + "/ea/v1/batch", json=first, headers=headers) as r:
+            assert r.status == 200 and (await r.json())["ackedSeq"] == 9  # the whole burst
+        more = {"messages": [position_event(s, pid=s) for s in range(10, 15)]}
+        async with http.post(srv.url + "/ea/v1/batch", json=more, headers=headers) as r:
             assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
             assert (await r.json())["error"]["code"] == "rate_limited"
-        assert db_rows(srv, "SELECT COUNT(*) FROM ea_inbox") == [(0,)]
-        small = {"hello": hello(platform="MT4"), "messages": [position_event(1)]}
+        assert db_rows(srv, "SELECT COUNT(*) FROM ea_inbox") == [(9,)]
+        await asyncio.sleep(0.3)  # a message's worth of rate: enough only if the refused batch cost nothing
+        small = {"messages": [position_event(10, pid=10)]}
         async with http.post(srv.url + "/ea/v1/batch", json=small, headers=headers) as r:
-            assert r.status == 200 and (await r.json())["ackedSeq"] == 1  # refused batch cost nothing
-    finally:
-        await srv.stop()
+            assert r.status == 200 and (await r.json())["ackedSeq"] == 10
+
+
+async def test_an_http_batch_larger_than_the_burst_is_413_not_429(tmp_path, http):
+    """A batch of more messages than the bucket holds could never be taken: 429 would have the EA retry it
+    forever. 413 is what an EA answers by sending smaller batches (TradewireEA.mq4 halves its batch)."""
+    async with running(limited(tmp_path, ea_messages_per_s=5, ea_burst=10)) as srv:
+        token = await issue_token(srv, "mt4-1")
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"hello": hello(platform="MT4"), "messages": [position_event(s, pid=s) for s in range(1, 11)]}
+        async with http.post(srv.url + "/ea/v1/batch", json=body, headers=headers) as r:
+            assert r.status == 413
+            error = (await r.json())["error"]
+            assert error["code"] == "too_large" and "11 messages" in error["message"] and "ea_burst" in error["message"]
+        assert db_rows(srv, "SELECT COUNT(*) FROM ea_inbox") == [(0,)]
+        body["messages"] = body["messages"][:9]  # split: within the burst, taken at once
+        async with http.post(srv.url + "/ea/v1/batch", json=body, headers=headers) as r:
+            assert r.status == 200 and (await r.json())["ackedSeq"] == 9
 
 
 def metric(text: str, name: str) -> float:

@@ -90,9 +90,15 @@ async def ea_batch(request: web.Request) -> web.Response:
         hello, items = decode_body(raw)
     except BadBody as exc:
         return json_error(400, exc.code, str(exc))
-    delay = hub.throttle(account, len(items) + (hello is not None))
+    count = len(items) + (hello is not None)
+    burst = hub.settings.limits.ea_burst
+    if count > burst:  # more than the account's bucket ever holds: a 429 would be retried forever
+        return json_error(
+            413, "too_large", f"a batch of {count} messages is over [limits] ea_burst ({burst}); send smaller batches"
+        )
+    delay = hub.throttle(account, count)
     if delay:
-        hub.refund(account, len(items) + (hello is not None))
+        hub.refund(account, count)
         refused = json_error(429, p.RATE_LIMITED, f"over {hub.settings.limits.ea_messages_per_s:g} messages/s; retry")
         refused.headers["Retry-After"] = str(max(1, round(delay)))
         return refused
