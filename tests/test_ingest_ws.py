@@ -370,3 +370,18 @@ async def test_positions_past_the_accounts_limit_are_stored_but_left_out_of_the_
         assert len(ids) == 2 and ids < {2, 3, 4}
         async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": key}) as r:
             assert "tradewire_ea_positions_left_out_total 1.0" in await r.text()
+
+
+async def test_a_big_frame_takes_turns_with_the_rest_of_the_hub(server, http):
+    """A frame of a thousand ticks is applied a slice at a time, the loop writing to subscribers in between:
+    applied in one go, it held every delivery and every other EA until its end (a 1 MiB frame: ~10,000
+    messages). Seen from a subscriber of a symbol the frame moves 1,000 times: values from the middle of the
+    frame arrive, where one write after the whole frame would hold the last only."""
+    sub = await Subscriber.connect(http, server, await issue_key(server))
+    await sub.subscribe("p", "/trading/prices/EURUSD")
+    ea = await connect(http, server)
+    frame = [ticks(("EURUSD", 1.0 + n / 10_000)) for n in range(1, 1001)]
+    await ea.send(frame)
+    last = await sub.event(symbol="EURUSD", bid=1.1)  # the frame's last value
+    seen = [json.loads(m["event"])["bid"] for m in sub.inbox if m["type"] == "data"]
+    assert last["bid"] == 1.1 and len(set(seen)) >= 1000 // 128, seen

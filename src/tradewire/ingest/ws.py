@@ -24,6 +24,12 @@ from tradewire.store.base import StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
+# Messages of one frame applied between two turns of the event loop. A 1 MiB frame holds ~10,000 ticks, which
+# applied in one go held the loop for the whole frame, every subscriber's delivery and every other EA waiting
+# behind it; 128 at a time is ~1 ms. (An HTTP batch is applied whole: two batches of one account posted at
+# once must not interleave, and a batch holds at most `[limits] ea_burst` messages.)
+MESSAGES_PER_TURN = 128
+
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # bad or revoked token
 CLOSE_TOO_BIG = 1009
@@ -88,6 +94,8 @@ class EAWebSocketSession:
         self.hub.counters["messages"] += len(steps)
         now = self.hub.touch(self.account) if self.core.greeted else 0  # once per frame, not per message
         for index, step in enumerate(steps):
+            if index and not index % MESSAGES_PER_TURN:
+                await asyncio.sleep(0)  # a big frame takes turns with everyone else on the loop
             if isinstance(step, Volatile):
                 refused = self.hub.apply_volatile(self.account, step.msg, now)
                 if refused is not None:
