@@ -69,6 +69,10 @@ class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     max_backlog_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 4 * 1024 * 1024
     max_subscriptions: Annotated[int, msgspec.Meta(ge=1)] = 200
     history_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # What one subscriber connection may send (subscribe, unsubscribe, publish, ...): past the rate, after a
+    # burst, the hub reads its next message only when the rate allows (AppSync's quota is 25 publishes/s).
+    messages_per_s: Positive = 25.0
+    messages_burst: Annotated[int, msgspec.Meta(ge=1)] = 100
 
 
 AlertType = Literal["MARGIN_CALL", "STOP_OUT", "CONNECTION_LOST", "SYSTEM_ERROR", "STALE_DATA"]

@@ -43,7 +43,8 @@ from tradewire.realtime import protocol as rt_protocol
 
 from .mutations import TARGETS
 from .soak import rss_kib
-from helpers import EA, Subscriber, issue_key, issue_token, position_event
+from conftest import make_settings
+from helpers import EA, Subscriber, issue_key, issue_token, position_event, running
 
 SCALE = int(os.environ.get("TRADEWIRE_FUZZ_SCALE", "1"))
 SEED = 20261124
@@ -342,7 +343,18 @@ async def check_http(http: aiohttp.ClientSession, method: str, url: URL | str, *
     return r.status
 
 
-async def test_fuzzed_connections_never_hurt_the_server_or_a_clean_connection(server, http):
+@pytest.fixture
+async def unthrottled(tmp_path):
+    """A hub whose subscriber connections may send as fast as they like: the fuzzer sends 100 frames a round
+    down one connection, and what it tests is what each frame gets, not the rate (test_limits.py)."""
+    settings = make_settings(tmp_path)
+    settings.realtime.messages_per_s = 1e9
+    async with running(settings) as srv:
+        yield srv
+
+
+async def test_fuzzed_connections_never_hurt_the_server_or_a_clean_connection(unthrottled, http):
+    server = unthrottled
     fix_mmap_threshold()  # as `tradewire serve` does: the memory bound below is the served hub's
     rng = random.Random(SEED)
     token_fuzz, token_clean = await issue_token(server, "acc-fuzz"), await issue_token(server, "acc-clean")

@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 from tradewire import channels
 from tradewire.broker.base import Broker, Publication
 from tradewire.config import RealtimeSettings
+from tradewire.limits import TokenBucket
 from tradewire.model import Role
 from tradewire.realtime import protocol as rp
 from tradewire.realtime import wire
@@ -187,6 +188,7 @@ class Gateway:
             "messages_in": 0,
             "conflated": 0,
             "closed_slow": 0,
+            "throttled": 0,
         }
         self._ka_task: asyncio.Task | None = None
         self.on_flush: Callable[[float], None] | None = None  # seconds from first queued frame to its write
@@ -365,6 +367,9 @@ class Connection:
         self.wire = DirectWriter(ws)
         self._drainer: asyncio.Task | None = None  # set while the transport is paused: wait, then flush
         self.parked_at: int | None = None  # parked (see parking.py): its mark in the gateway's missed values
+        # Every message costs the hub something (a subscribe with its snapshot up to a millisecond): one
+        # connection subscribing and unsubscribing in a loop is held to a rate, as reconnecting is.
+        self._rate = TokenBucket(gateway.settings.messages_per_s, gateway.settings.messages_burst)
         self._closing = False
         self._closer: asyncio.Future | None = None
 
@@ -471,6 +476,10 @@ class Connection:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break
                 gw.stats["messages_in"] += 1
+                delay = self._rate.take()
+                if delay:  # past the rate this message waits, and TCP holds the rest: nobody else's do
+                    gw.stats["throttled"] += 1
+                    await asyncio.sleep(delay)
                 await self.handle(msg.data)
                 if self._closing:
                     break
