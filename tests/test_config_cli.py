@@ -1,9 +1,12 @@
 """Settings precedence and validation; the CLI's credential commands."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tradewire.cli import main
-from tradewire.config import ConfigError, load_settings
+from tradewire.config import ConfigError, LimitSettings, RealtimeSettings, load_settings
 
 
 def test_defaults():
@@ -108,3 +111,26 @@ def test_bad_flags_are_named(argv, needle, capsys):
 def test_bad_store_url_is_a_clear_error(capsys):
     assert main(["token", "list", "--store", "mysql://x"]) == 2
     assert "unknown scheme" in capsys.readouterr().err
+
+
+def readme_toml_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_the_readmes_configuration_examples_load(tmp_path, index):
+    """What the README shows as configuration is configuration this hub takes: a misspelt or stale key
+    would be refused by name (unknown fields are errors)."""
+    blocks = readme_toml_blocks()
+    assert len(blocks) == 2
+    cfg = tmp_path / "tw.toml"
+    cfg.write_text(blocks[index])
+    load_settings(str(cfg), env={})
+
+
+def test_the_readme_names_every_limit_and_realtime_setting():
+    shown = "\n".join(readme_toml_blocks())
+    for section in (LimitSettings, RealtimeSettings):
+        missing = [f for f in section.__struct_fields__ if not re.search(rf"^{f} = ", shown, flags=re.M)]
+        assert not missing, f"{section.__name__}: not in the README's configuration: {missing}"
