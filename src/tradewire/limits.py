@@ -9,6 +9,8 @@ from collections.abc import Callable
 class TokenBucket:
     """`rate` tokens a second, up to `burst`. `take(n)` says how long to wait (0 when within the rate)."""
 
+    __slots__ = ("at", "burst", "clock", "rate", "tokens")  # one per subscriber connection: kept small
+
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
         self.tokens = float(burst)
