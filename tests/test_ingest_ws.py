@@ -385,3 +385,20 @@ async def test_a_big_frame_takes_turns_with_the_rest_of_the_hub(server, http):
     last = await sub.event(symbol="EURUSD", bid=1.1)  # the frame's last value
     seen = [json.loads(m["event"])["bid"] for m in sub.inbox if m["type"] == "data"]
     assert last["bid"] == 1.1 and len(set(seen)) >= 1000 // 128, seen
+
+
+async def test_a_fleet_reconnecting_at_once_is_taken_in_turn_and_whole(server, http):
+    """After a restart every EA comes back at once. Their upgrades take turns with every other set-up on the
+    loop (realtime/turns.py, whose order test_realtime_turns.py checks): each is still welcomed and acked."""
+    tokens = [await issue_token(server, f"acc-{i}") for i in range(30)]
+
+    async def ea(i: int) -> int:
+        client = await EA.connect(http, server, tokens[i])
+        await client.greet()
+        await client.send(position_event(1, pid=i + 1))
+        ack = await client.wait_ack(1)
+        await client.close()
+        return ack["seq"]
+
+    assert await asyncio.gather(*(ea(i) for i in range(30))) == [1] * 30
+    assert [await stored_ids(server, f"acc-{i}") for i in range(30)] == [[f"open-{i + 1}-1"] for i in range(30)]

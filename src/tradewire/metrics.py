@@ -70,7 +70,8 @@ class _LiveCollector(Collector):
             yield CounterMetricFamily(f"tradewire_realtime_{name}", doc, value=self.gateway.stats[key])
         yield CounterMetricFamily(
             "tradewire_realtime_setups_waited",
-            "subscriber connects and subscribes that waited a loop turn for their set-up: clients arriving together",
+            "connects (EA and subscriber) and subscribes that waited a loop turn for their set-up: clients arriving "
+            "together",
             value=self.gateway.turns.waited,
         )
         yield CounterMetricFamily(

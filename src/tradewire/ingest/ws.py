@@ -16,7 +16,7 @@ import math
 import msgspec
 from aiohttp import WSMsgType, web
 
-from tradewire.appkeys import HUB
+from tradewire.appkeys import GATEWAY, HUB
 from tradewire.hub import Hub
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
@@ -231,6 +231,9 @@ async def _ea_websocket(hub: Hub, request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=hub.settings.server.max_frame_bytes, autoping=True)
     token = bearer_token(request)
     account = await hub.ea_account(token) if token else None
+    # The rate check and the upgrade: one set-up per loop turn, as for subscribers (realtime/turns.py), so a
+    # fleet reconnecting together after a restart does not hold every delivery while it upgrades.
+    await request.app[GATEWAY].turns.take()
     if account is not None and (refused := connect_refused(hub, "ea:" + account, f"account {account!r}")):
         return refused
     await ws.prepare(request)
