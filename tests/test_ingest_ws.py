@@ -402,3 +402,14 @@ async def test_a_fleet_reconnecting_at_once_is_taken_in_turn_and_whole(server, h
 
     assert await asyncio.gather(*(ea(i) for i in range(30))) == [1] * 30
     assert [await stored_ids(server, f"acc-{i}") for i in range(30)] == [[f"open-{i + 1}-1"] for i in range(30)]
+
+
+async def test_an_over_long_comment_is_cut_not_the_trade_refused(server, http):
+    """Terminals allow 31 characters of comment; another client may send more. The position event is a
+    durable record: it is stored and acked with its comment cut to 256 characters, never refused for it."""
+    ea = await connect(http, server)
+    await ea.send(position_event(1, position=position(1001, comment="x" * 300)))
+    await ea.wait_ack(1)
+    assert not [m for m in ea.inbox if m["type"] == "error"]
+    (body,) = db_rows(server, "SELECT body FROM position_events WHERE position_id = 1001")[0]
+    assert json.loads(body)["position"]["comment"] == "x" * 256

@@ -38,6 +38,9 @@ def is_account_id(value: str) -> bool:
     return bool(ACCOUNT_ID_RE.match(value))
 
 
+MAX_COMMENT = 256
+
+
 class Position(msgspec.Struct, forbid_unknown_fields=False):
     """An open position as the terminal reports it (MT5 position / MT4 market order)."""
 
@@ -55,7 +58,13 @@ class Position(msgspec.Struct, forbid_unknown_fields=False):
     swap: float = 0.0
     commission: float = 0.0
     magic: Int64 = 0
-    comment: Annotated[str, msgspec.Meta(max_length=256)] = ""
+    comment: str = ""  # at most MAX_COMMENT characters: see __post_init__
+
+    def __post_init__(self) -> None:
+        # Terminals allow 31 characters. A longer comment from another client is cut here, not refused:
+        # refusing would refuse the durable event that carries it, and the trade matters, its comment not.
+        if len(self.comment) > MAX_COMMENT:
+            self.comment = self.comment[:MAX_COMMENT]
 
 
 class Tick(msgspec.Struct):
