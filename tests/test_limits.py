@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from tradewire.app import Server
-from tradewire.limits import ConnectionCaps, ConnectRates, TokenBucket
+from tradewire.limits import ConnectionCaps, CredentialRates, TokenBucket
 
 from conftest import make_settings
 from helpers import EA, Subscriber, db_rows, hello, issue_key, issue_token, position_event, running
@@ -33,7 +33,7 @@ def test_connection_caps():
 
 def test_connect_rates_refuse_past_the_burst_without_locking_the_client_out():
     now = [0.0]
-    rates = ConnectRates(rate=2, burst=3, clock=lambda: now[0])
+    rates = CredentialRates(rate=2, burst=3, clock=lambda: now[0])
     assert [rates.admit("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert rates.admit("a") == 0.5 and rates.admit("a") == 0.5  # hammering does not push the next one back
     assert rates.admit("b") == 0.0  # per credential
@@ -43,7 +43,7 @@ def test_connect_rates_refuse_past_the_burst_without_locking_the_client_out():
 
 
 def test_connect_rates_forget_everyone_rather_than_grow_without_bound():
-    rates = ConnectRates(rate=1, burst=1)
+    rates = CredentialRates(rate=1, burst=1)
     rates.MAX_TRACKED = 10
     for i in range(25):
         rates.admit(f"k{i}")
@@ -217,3 +217,25 @@ async def test_a_subscriber_sending_too_fast_waits_and_nobody_else_does(tmp_path
                 await busy.recv()
         async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": key}) as r:
             assert metric(await r.text(), "tradewire_realtime_throttled_total") >= 1
+
+
+async def test_an_api_key_polling_too_fast_is_429_and_others_are_not(tmp_path, http):
+    """Each REST request is a store query and its encoding: a script polling in a loop is refused past
+    `[limits] requests_per_s` (after a burst) with 429 and Retry-After; another key, and healthz, are not."""
+    async with running(limited(tmp_path, requests_per_s=1.0, request_burst=3)) as srv:
+        busy, other = await issue_key(srv), await issue_key(srv)
+
+        async def get(key: str, path: str = "/api/v1/accounts") -> aiohttp.ClientResponse:
+            async with http.get(srv.url + path, headers={"x-api-key": key}) as r:
+                await r.read()
+                return r
+
+        assert [(await get(busy)).status for _ in range(3)] == [200, 200, 200]
+        async with http.get(srv.url + "/api/v1/accounts", headers={"x-api-key": busy}) as r:
+            assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+            error = (await r.json())["error"]
+            assert error["code"] == "rate_limited" and "1 requests a second (burst 3)" in error["message"]
+        assert (await get(other)).status == 200
+        assert (await get(busy, "/api/v1/healthz")).status == 200
+        async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": other}) as r:
+            assert metric(await r.text(), "tradewire_requests_throttled_total") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,6 +48,17 @@ async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaita
     role = await hub.api_role(key) if key else None
     if role is None:
         return error_response(401, "unauthorized", "missing API key (x-api-key)" if not key else "invalid API key")
+    wait = hub.requests.admit(key or "")  # a valid key here: it has a role
+    if wait:
+        limits = hub.settings.limits
+        refused = error_response(
+            429,
+            "rate_limited",
+            f"this API key made more than {limits.requests_per_s:g} requests a second (burst {limits.request_burst}); "
+            "retry after the Retry-After seconds",
+        )
+        refused.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        return refused
     request[ROLE] = role
     try:
         return await handler(request)

@@ -42,6 +42,9 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # `connects_per_s` is refused with 429 and Retry-After before the upgrade.
     connects_per_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     connect_burst: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # REST requests per API key (healthz and the OpenAPI document excepted): past it, 429 + Retry-After.
+    requests_per_s: Positive = 50.0
+    request_burst: Annotated[int, msgspec.Meta(ge=1)] = 200
     # Distinct symbols one account's ticks may bring; a tick for one more is refused with too_many_symbols.
     max_symbols_per_account: Annotated[int, msgspec.Meta(ge=1)] = MAX_SYMBOLS_PER_ACCOUNT
     # Open positions in one account's live view; past it a snapshot is refused with too_many_positions and an

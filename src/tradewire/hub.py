@@ -20,7 +20,7 @@ from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import account_info, account_state, positions_refused, symbols_refused
-from tradewire.limits import ConnectionCaps, ConnectRates, TokenBucket
+from tradewire.limits import ConnectionCaps, CredentialRates, TokenBucket
 from tradewire.model import Alert, Role, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
@@ -142,7 +142,8 @@ class Hub:
         }
         self._over_position_limit: set[str] = set()  # accounts already warned about in the log
         self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip)
-        self.connects = ConnectRates(limits.connects_per_s, limits.connect_burst)
+        self.connects = CredentialRates(limits.connects_per_s, limits.connect_burst)
+        self.requests = CredentialRates(limits.requests_per_s, limits.request_burst)  # REST, per API key
         self._buckets: dict[str, TokenBucket] = {}
         self.rules = AlertRules(settings.alerts, settings.server.heartbeat_sec)
         self.notifier = notifier

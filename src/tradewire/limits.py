@@ -54,13 +54,15 @@ class ConnectionCaps:
             self.by_ip.pop(ip, None)
 
 
-class ConnectRates:
-    """WebSocket connects a second per credential (an EA's account, a subscriber's API key).
+class CredentialRates:
+    """Something a second per credential: WebSocket connects (an EA's account, a subscriber's API key),
+    REST requests (an API key).
 
     A client that reconnects in a loop (a script gone wrong, two terminals on one token taking the
     session from each other) costs the hub a session and, for a subscriber, its snapshot and a share
-    of every fan-out, each time. Past `burst`, such a client is refused before the upgrade, for the
-    price of an HTTP answer. Per credential, not per address: behind a proxy every client shares one."""
+    of every fan-out, each time; one that polls the REST API in a loop, a store query and its encoding
+    each time. Past `burst`, such a client is refused for the price of an HTTP answer. Per credential,
+    not per address: behind a proxy every client shares one."""
 
     MAX_TRACKED = 100_000  # bounded: the table is cleared (everyone's burst restored) rather than grown
 
@@ -70,7 +72,7 @@ class ConnectRates:
         self.refused = 0
 
     def admit(self, who: str) -> float:
-        """0 when this connect may go on, else the seconds until the next one may."""
+        """0 when this one may go on, else the seconds until the next one may."""
         bucket = self.buckets.get(who)
         if bucket is None:
             if len(self.buckets) >= self.MAX_TRACKED:
@@ -78,6 +80,6 @@ class ConnectRates:
             bucket = self.buckets[who] = TokenBucket(self.rate, self.burst, self.clock)
         wait = bucket.take()
         if wait:
-            bucket.tokens += 1  # a refused connect takes nothing: the client is not locked out for longer
+            bucket.tokens += 1  # a refused one takes nothing: the client is not locked out for longer
             self.refused += 1
         return wait

@@ -82,6 +82,11 @@ class _LiveCollector(Collector):
             "WebSocket connects refused (429) for a credential connecting faster than its rate",
             value=self.hub.connects.refused,
         )
+        yield CounterMetricFamily(
+            "tradewire_requests_throttled",
+            "REST requests refused (429) for an API key asking faster than [limits] requests_per_s",
+            value=self.hub.requests.refused,
+        )
         yield GaugeMetricFamily(
             "tradewire_websocket_connections", "open WebSocket connections", value=self.hub.caps.total
         )

@@ -345,10 +345,12 @@ async def check_http(http: aiohttp.ClientSession, method: str, url: URL | str, *
 
 @pytest.fixture
 async def unthrottled(tmp_path):
-    """A hub whose subscriber connections may send as fast as they like: the fuzzer sends 100 frames a round
-    down one connection, and what it tests is what each frame gets, not the rate (test_limits.py)."""
+    """A hub whose subscriber connections and API key may go as fast as they like: the fuzzer sends 100
+    frames a round down one connection and its REST queries with one key, and what it tests is what each
+    input gets, not the rate (test_limits.py)."""
     settings = make_settings(tmp_path)
     settings.realtime.messages_per_s = 1e9
+    settings.limits.requests_per_s = 1e9  # and its REST queries all go through one key
     async with running(settings) as srv:
         yield srv
 

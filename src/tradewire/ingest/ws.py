@@ -205,7 +205,7 @@ def admit(hub: Hub, request: web.Request) -> web.Response | None:
 
 
 def connect_refused(hub: Hub, who: str, named: str) -> web.Response | None:
-    """The 429 for a credential connecting faster than `[limits] connects_per_s`, else None (ConnectRates)."""
+    """The 429 for a credential connecting faster than `[limits] connects_per_s`, else None (CredentialRates)."""
     wait = hub.connects.admit(who)
     if not wait:
         return None
