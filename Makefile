@@ -5,22 +5,35 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
+# The versions installed are pinned by constraints.txt (pip -c): those the suite last passed with.
+CONSTRAINTS := constraints.txt
 
 NODE_DEPS := tests/amplify/node_modules/.package-lock.json
 
-.PHONY: install demo serve test test-reliability soak bench lint format clean
+.PHONY: install upgrade constraints demo serve test test-reliability soak bench lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
+## Try the newest releases pyproject.toml allows: `make upgrade test`, then `make constraints` to pin them.
+upgrade: install
+	$(BIN)/pip install --quiet --upgrade -e '.[test,bench]'
+	touch $(STAMP) $(BENCH_STAMP)
+
+## Pin what .venv holds now (after a green `make test`) into constraints.txt.
+constraints: install
+	@{ echo "# Versions make, CI and the bench install (pip -c): the ones the suite last passed with. pyproject.toml"; \
+	  echo "# keeps the ranges a user's own install may take. To move them: make upgrade test, then make constraints."; \
+	  $(BIN)/pip freeze --exclude-editable; } > $(CONSTRAINTS)
+
 # The benchmark suite's extra: Starlette and uvicorn for the naive baseline (bench/baseline/).
-$(BENCH_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+$(BENCH_STAMP): pyproject.toml constraints.txt $(STAMP)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
 # The real Amplify JS client, for the AppSync Events compatibility tests (skipped without Node).
