@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import random
 import shutil
+import string
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import aiohttp
+import msgspec
 import pytest
 
 from tradewire.app import Server
 from tradewire.aws import handlers
 from tradewire.aws.connections import RecordingConnections
+from tradewire.aws.state import LiveTable, pack_view, to_stored, unpack_view
 from tradewire.config import load_settings
+from tradewire.model import MAX_COMMENT, Position
+from tradewire.state import MAX_POSITIONS_PER_ACCOUNT, MAX_SYMBOLS_PER_ACCOUNT, AccountView, LiveState
 from tradewire.store.base import EventQuery
 
 from helpers import Subscriber, account_state, hello, issue_key, position, position_event
@@ -309,6 +316,88 @@ async def test_positions_past_the_accounts_limit_are_stored_but_not_kept_in_its_
     await aws(handlers.default, message_event("c4", snapshot))
     error = aws.recorder.sent("c4")[-1]
     assert (error["code"], error["ref"]) == ("too_many_positions", "positions")
+
+
+async def _stored_and_loaded(view: AccountView) -> tuple[AccountView, int, int]:
+    """`view` saved to a live table on the DynamoDB test server and loaded back; its item's size and the
+    uncompressed JSON's."""
+    url = f"dynamodb://tw-item-{uuid.uuid4().hex[:8]}?region=us-east-1&endpoint={need_dynamodb()}"
+    live = LiveTable(url)
+    await live.open(create=True)
+    try:
+        await live.save(view, None)
+        state = LiveState()
+        await live.load(state, view.id)
+        item = await live._client.get_item(TableName=live.table, Key={"pk": {"S": "ACCOUNT"}, "sk": {"S": view.id}})
+        return state.accounts[view.id], len(item["Item"]["body"]["B"]), len(msgspec.json.encode(to_stored(view, None)))
+    finally:
+        await live.close()
+        await drop_dynamodb_tables(url)
+
+
+def _view(account: str, positions: int, symbols: list[str], comment) -> AccountView:
+    """An account with `positions` open (each with a comment) over `symbols`, a quote for each symbol."""
+    opened = {
+        i: Position(
+            id=i,
+            symbol=symbols[i % len(symbols)],
+            side="buy",
+            volume=0.1,
+            openPrice=1.1,
+            openTime=1_732_184_100_000,
+            ticket=100_000 + i,
+            price=1.1234,
+            sl=1.0,
+            tp=1.2,
+            profit=12.5,
+            magic=7001,
+            comment=comment(i),
+        )
+        for i in range(1, positions + 1)
+    }
+    quotes = {s: (1.1 + i / 1000, 1.1002 + i / 1000) for i, s in enumerate(symbols)}
+    view = AccountView(id=account, positions=opened, positions_known=True, quotes=quotes)
+    view.price_changed = {s: 1_732_184_100_000 + i for i, s in enumerate(symbols)}
+    return view
+
+
+def _noise(rng: random.Random, n: int) -> str:
+    return "".join(rng.choices(string.ascii_letters + string.digits, k=n))
+
+
+async def test_the_most_an_account_can_send_within_the_default_limits_fits_one_dynamodb_item():
+    """1,000 positions with 256 characters of random comment, 1,000 random 64-character symbols: ~700 KB of
+    JSON, which DynamoDB refuses as one item (400 KB). Stored compressed, comments and all, read back the same."""
+    rng = random.Random(7)
+    symbols = [_noise(rng, 64) for _ in range(MAX_SYMBOLS_PER_ACCOUNT)]
+    view = _view("acct-full", MAX_POSITIONS_PER_ACCOUNT, symbols, lambda i: _noise(rng, MAX_COMMENT))
+    loaded, item_bytes, json_bytes = await _stored_and_loaded(view)
+    assert json_bytes > 400 * 1024 >= item_bytes
+    assert loaded.positions == view.positions and loaded.quotes == view.quotes
+
+
+async def test_a_view_too_big_for_an_item_even_compressed_is_kept_without_position_comments(caplog):
+    """With the position limit raised (1,500), the same noise no longer fits compressed: the account's
+    positions are kept without their comments (its stored events keep them), and the log says so."""
+    rng = random.Random(8)
+    symbols = [_noise(rng, 64) for _ in range(MAX_SYMBOLS_PER_ACCOUNT)]
+    view = _view("acct-noisy", 1_500, symbols, lambda i: _noise(rng, MAX_COMMENT))
+    with caplog.at_level(logging.WARNING, logger="tradewire.aws"):
+        loaded, item_bytes, _ = await _stored_and_loaded(view)
+    assert item_bytes <= 400 * 1024
+    assert loaded.quotes == view.quotes
+    assert loaded.positions == {i: msgspec.structs.replace(p, comment="") for i, p in view.positions.items()}
+    assert "acct-noisy" in caplog.text and "without position comments" in caplog.text
+
+
+def test_a_typical_account_is_one_write_unit_and_old_items_still_load():
+    """10 positions over 28 symbols: ~4 KB of JSON, 5 write units a frame uncompressed; the cost model
+    (tradewire.cost) counts one. Items written before compression (plain JSON) still load."""
+    view = _view("acct-typical", 10, [f"SYM{i}.m" for i in range(28)], lambda i: f"hedge leg {i} of basket 42")
+    stored = to_stored(view, None)
+    plain = msgspec.json.encode(stored)
+    assert len(plain) > 3 * 1024 and len(pack_view(stored)) <= 1024
+    assert unpack_view(plain) == unpack_view(pack_view(stored)) == stored
 
 
 def test_the_sam_template_lints_clean():

@@ -87,7 +87,9 @@ def apigw_lambda_dynamodb(load: Load, p: Prices = PRICES) -> dict:
     apigw = messages / 1e6 * p.apigw_per_million_messages + ea_minutes / 1e6 * p.apigw_per_million_connection_minutes
     gb_seconds = messages * load.lambda_ms / 1000 * load.lambda_mb / 1024
     lam = messages / 1e6 * p.lambda_per_million_requests + gb_seconds * p.lambda_per_gb_second
-    writes = messages + 2 * durable  # state write per update; event + idempotency item per durable one
+    # One write unit per update: the account item, compressed, is under 1 KB for a typical account
+    # (aws/state.py; ~4 KB of JSON, 5 units, uncompressed). Event + idempotency item per durable one.
+    writes = messages + 2 * durable
     ddb = writes / 1e6 * p.dynamodb_per_million_writes + messages / 1e6 * p.dynamodb_per_million_reads
     return {
         "messages": messages,

@@ -19,12 +19,19 @@ one EA handled at once by two Lambdas may interleave, which is what latest-wins 
 OPEN/CLOSE records they imply are still written once each (the store's conditional writes decide).
 The equity series the server keeps in memory for charts is not kept here (one write per update would
 rewrite ~35 KB); `/accounts/{id}/equity` is not served on AWS.
+
+An account's body is zlib-compressed past 1 KB (`pack_view`): DynamoDB bills a write per KB of item and
+refuses items over 400 KB, and the view's JSON (positions and quotes repeating the same keys) shrinks
+4-8 times. At the default limits even 1,000 positions with 256-character comments fit; where one
+account's view still does not, its positions are kept without comments (the stored events keep them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
+import zlib
 from typing import Any
 
 import msgspec
@@ -60,6 +67,45 @@ class StoredView(msgspec.Struct, omit_defaults=True):
 _view_decoder = msgspec.json.Decoder(StoredView)
 _tick_decoder = msgspec.json.Decoder(Tick)
 _encode = msgspec.json.encode
+log = logging.getLogger("tradewire.aws")
+
+COMPRESS_OVER = 1024  # bytes of JSON: a smaller body is one write unit either way, and stays readable
+# DynamoDB's item limit is 400 KB, attribute names and the other attributes included (a few dozen bytes).
+MAX_BODY = 399 * 1024
+
+
+class ViewTooLarge(ValueError):
+    """An account's view that does not fit one DynamoDB item even without its positions' comments."""
+
+
+def pack_view(stored: StoredView) -> bytes:
+    """The account item's body: JSON, zlib-compressed past COMPRESS_OVER; without the positions' comments
+    if that is what it takes to fit an item (an account sending long comments on hundreds of positions)."""
+    body = _compress(_encode(stored))
+    if len(body) <= MAX_BODY:
+        return body
+    bare = msgspec.structs.replace(stored, positions=[msgspec.structs.replace(p, comment="") for p in stored.positions])
+    smaller = _compress(_encode(bare))
+    if len(smaller) > MAX_BODY:
+        raise ViewTooLarge(
+            f"account {stored.id}: its live view is {len(smaller) // 1024} KB compressed, over DynamoDB's "
+            "400 KB item; lower [limits] max_positions_per_account or max_symbols_per_account"
+        )
+    log.warning(
+        "account %s: live view %d KB compressed, over DynamoDB's item limit: kept without position comments",
+        stored.id,
+        len(body) // 1024,
+    )
+    return smaller
+
+
+def _compress(raw: bytes) -> bytes:
+    return zlib.compress(raw, 6) if len(raw) > COMPRESS_OVER else raw
+
+
+def unpack_view(body: bytes) -> StoredView:
+    # A JSON body starts with "{", a zlib stream with 0x78: items written before compression still load.
+    return _view_decoder.decode(body if body[:1] == b"{" else zlib.decompress(body))
 
 
 def to_stored(view: AccountView, ended_at: int | None) -> StoredView:
@@ -195,7 +241,7 @@ class LiveTable:
         if item is None:
             state.account(account)
             return None
-        stored = _view_decoder.decode(item["body"]["B"])
+        stored = unpack_view(item["body"]["B"])
         state.accounts[account] = from_stored(stored)
         return stored.endedAt
 
@@ -205,7 +251,7 @@ class LiveTable:
             Item={
                 "pk": {"S": ACCOUNTS_PK},
                 "sk": {"S": view.id},
-                "body": {"B": _encode(to_stored(view, ended_at))},
+                "body": {"B": pack_view(to_stored(view, ended_at))},
                 "lastSeen": {"N": str(view.last_seen)},
             },
         )
@@ -214,7 +260,7 @@ class LiveTable:
         """Every account into `state`; return {account: endedAt} of those whose session ended."""
         ended: dict[str, int] = {}
         for item in await self._partition(ACCOUNTS_PK):
-            stored = _view_decoder.decode(item["body"]["B"])
+            stored = unpack_view(item["body"]["B"])
             state.accounts[stored.id] = from_stored(stored)
             if stored.endedAt is not None:
                 ended[stored.id] = stored.endedAt
