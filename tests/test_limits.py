@@ -219,6 +219,43 @@ async def test_a_subscriber_sending_too_fast_waits_and_nobody_else_does(tmp_path
             assert metric(await r.text(), "tradewire_realtime_throttled_total") >= 1
 
 
+async def test_a_big_snapshot_counts_against_the_subscribers_message_rate_by_its_size(tmp_path, http):
+    """A subscribe's snapshot costs the hub by its size (/trading/* at 2,000 accounts is ~1.1 MiB): each 32 KiB
+    of it counts as one more message, so re-subscribing to something big in a loop slows that connection.
+    Small subscribes cost one message each, as before."""
+    settings = limited(tmp_path)
+    settings.realtime.messages_per_s, settings.realtime.messages_burst = 10.0, 3
+    async with running(settings) as srv:
+        key = await issue_key(srv)
+        ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+        await ea.greet(account="acc-1")
+        symbols = [f"S{i:04}" + "X" * 59 for i in range(1000)]  # ~140 KiB of prices: four more messages
+        await ea.send({"type": "ticks", "ticks": [{"symbol": s, "bid": 1.1, "ask": 1.1002, "ts": 1} for s in symbols]})
+        async with asyncio.timeout(5):
+            while True:
+                async with http.get(srv.url + "/api/v1/prices", headers={"x-api-key": key}) as r:
+                    if len((await r.json())["items"]) == len(symbols):
+                        break
+
+        async def throttled() -> float:
+            async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": key}) as r:
+                return metric(await r.text(), "tradewire_realtime_throttled_total")
+
+        small = await Subscriber.connect(http, srv, key)  # connection_init and two small subscribes: the burst
+        await small.subscribe("a", "/trading/alerts/*")
+        await small.subscribe("b", "/trading/prices/S0000" + "X" * 45)  # a channel segment stops at 50
+        assert await throttled() == 0
+
+        big = await Subscriber.connect(http, srv, key)
+        await big.subscribe("all", "/trading/prices/*")
+        assert sum(1 for m in big.inbox if m["type"] == "data") <= len(symbols)
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        await big.subscribe("one", "/trading/alerts/*")  # 1 + 1 + 4 messages against a burst of 3: waits
+        assert loop.time() - asked >= 0.2
+        assert await throttled() == 1
+
+
 async def test_an_api_key_polling_too_fast_is_429_and_others_are_not(tmp_path, http):
     """Each REST request is a store query and its encoding: a script polling in a loop is refused past
     `[limits] requests_per_s` (after a burst) with 429 and Retry-After; another key, and healthz, are not."""
