@@ -653,7 +653,8 @@ class SlowConsumers(Role):
       /trading/prices/* (latest-wins: conflated, never closed).
     - `trickle`: read one byte a second; half on /trading/* (durable events too: closed with 4008), half on
       /trading/prices/* (latest-wins only: they stay, trickling, for the whole run). `trickle_on` "durable" or
-      "latest" puts them all on one of the two, to tell the halves' costs apart.
+      "latest" puts them all on one of the two, to tell the halves' costs apart. `trickle_reads` False: the same
+      clients on the same channels, polled at the same pace, that never read (trickle's layout, stalled's reading).
     - `storm`: connect, connection_init (batching on, as the healthy ones), subscribe to /trading/* (and
       get its snapshot), stay 10-50 ms, leave (half with a close frame, half by resetting the connection),
       again, in a loop, `storm_rate` connects a second in all. While connected, a storm client is one more
@@ -755,7 +756,7 @@ class SlowConsumers(Role):
                     await asyncio.sleep(self.p.get("reconnect_s", 0.2) * rng.uniform(0.5, 1.5))
                     continue
             await asyncio.sleep(poll)
-            if kind == "trickle":
+            if kind == "trickle" and self.p.get("trickle_reads", True):
                 with contextlib.suppress(OSError):  # BlockingIOError: nothing there; a reset shows below
                     sock.recv(1)
             if not tcp_established(sock):

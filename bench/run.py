@@ -30,6 +30,7 @@ SLOW_VARIANTS = (
     "trickle",
     "trickle-durable",
     "trickle-latest",
+    "trickle-unread",
     "storm",
     "steady",
     "storm-limited",
@@ -74,8 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--slow-variants",
         metavar="NAMES",
         help="comma-separated scenario 7 variants to run (clean always runs, as the reference): "
-        "clean-again, stalled, trickle, trickle-durable, trickle-latest, storm, steady, storm-limited, herd, "
-        "all (full mode)",
+        "clean-again, stalled, trickle, trickle-durable, trickle-latest, trickle-unread, storm, steady, "
+        "storm-limited, herd, all (full mode)",
     )
     parser.add_argument(
         "--slow-blocks",
@@ -85,7 +86,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "order per pair), and every variant's probes are split by the block they were sent in: the on/off ratio "
         "compares neighbouring seconds, which the machine's drift over a round does not reach",
     )
+    parser.add_argument(
+        "--slow-rate",
+        type=int,
+        metavar="N",
+        help="scenario 7: updates/s of the latency load (default 20000): lower on a slow machine, so that the clean "
+        "load leaves the server headroom (the table's 'Server cores' of clean: ~0.45 is what earlier runs had)",
+    )
+    parser.add_argument(
+        "--slow-backlog",
+        type=int,
+        metavar="KIB",
+        help="scenario 7: the server's [realtime] max_backlog_bytes in KiB (default 64, so that durable slow readers "
+        "are closed 4008 within the window; the hub's own default is 4096)",
+    )
     args = parser.parse_args(argv)
+    if args.slow_rate is not None and not 100 <= args.slow_rate <= 1_000_000:
+        parser.error(f"--slow-rate takes 100 to 1000000 updates/s, not {args.slow_rate}")
+    if args.slow_backlog is not None and not 1 <= args.slow_backlog <= 1024 * 1024:
+        parser.error(f"--slow-backlog takes 1 to 1048576 KiB, not {args.slow_backlog}")
     if args.slow_blocks is not None and not 0.1 <= args.slow_blocks <= 10:
         parser.error(f"--slow-blocks takes 0.1 to 10 seconds, not {args.slow_blocks}")
     if args.slow_rounds is not None and args.slow_rounds < 1:
@@ -425,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, slow_rounds=args.slow_rounds)
     if args.slow_subs:
         profile = dataclasses.replace(profile, slow_subs=args.slow_subs)
+    if args.slow_rate:
+        profile = dataclasses.replace(profile, slow_rate=args.slow_rate)
+    if args.slow_backlog:
+        profile = dataclasses.replace(profile, slow_backlog_bytes=args.slow_backlog * 1024)
     if args.slow_variant_set:
         profile = dataclasses.replace(profile, slow_variants=args.slow_variant_set)
     if args.slow_blocks:

@@ -73,6 +73,9 @@ class Profile:
     # Position events/s in all. Sparse durable events cost the server far more CPU each than a flood (a commit
     # of one or two events each): 500/s took ~0.35 of a core here, which leaves the latency load no room.
     slow_durable_rate: int = 100
+    # Updates/s of scenario 7's latency load; 0: latency_rate. Lower where the machine is slow, so that the clean
+    # load leaves the server the headroom the comparison needs (at 0.8 of a core, +4 % of CPU is +20 % of p99).
+    slow_rate: int = 0
     slow_backlog_bytes: int = 64 * 1024  # [realtime] max_backlog_bytes: past it, a subscriber is closed (4008)
     slow_flush_interval_ms: float = 0.0  # [realtime] flush_interval_ms of the server, the same in every variant
     slow_rounds: int = 1  # each variant this many times, interleaved; the round with the median p99 is shown
@@ -711,6 +714,8 @@ class Bench:
             # with a snapshot), and /trading/prices/* (latest-wins only: parked for good).
             "trickle-durable": {"trickle": p.slow_trickle // 2, "trickle_on": "durable"},
             "trickle-latest": {"trickle": p.slow_trickle // 2, "trickle_on": "latest"},
+            # Trickle's clients, channels and pace, never reading: what is left of trickle when its reads are not.
+            "trickle-unread": {"trickle": p.slow_trickle, "trickle_reads": False},
             # The storm spread over STORM_KEYS keys: no key passes the hub's connect rate, every connect goes in.
             "storm": {"storm": p.slow_storm},
             "steady": {"steady": p.slow_steady},
@@ -769,6 +774,7 @@ class Bench:
                 statistics.median(c["deliveries_per_cpu_s"] / v["deliveries_per_cpu_s"] for v, c in pairs), 3
             )
             r["vs_clean_rounds"] = [round(v["latency_ms"]["p99"] / c["latency_ms"]["p99"], 3) for v, c in pairs]
+            r["vs_clean_rounds_p50"] = [round(v["latency_ms"]["p50"] / c["latency_ms"]["p50"], 3) for v, c in pairs]
             pooled, clean_pooled = r["latency_pooled_ms"], clean["latency_pooled_ms"]
             r["vs_clean_pooled"] = {q: round(pooled[q] / clean_pooled[q], 3) for q in ("p50", "p99", "p99.9")}
         storm, steady = out.get("storm", {}), out.get("steady", {})
@@ -812,6 +818,7 @@ class Bench:
         limited: bool = False,
         herd: int = 0,
         trickle_on: str = "both",
+        trickle_reads: bool = True,
     ) -> dict:
         p = self.p
         PROFILE["label"] = f"slow-{variant}"
@@ -830,7 +837,8 @@ class Bench:
             for i, count in enumerate(parts):
                 role = {"probe": True, "foreground": True} if i == 0 else {"probe": False}
                 w.spawn("subscribers", {**self.addr(srv), **healthy, **role, "count": count, "first": sum(parts[:i])})
-            pub = {"tokens": tokens[: p.latency_eas], "rate": p.latency_rate, "symbols": symbols, "base_us": base_us}
+            rate = p.slow_rate or p.latency_rate
+            pub = {"tokens": tokens[: p.latency_eas], "rate": rate, "symbols": symbols, "base_us": base_us}
             w.spawn("publisher", {**self.addr(srv), **pub, "foreground": True})
             durable = {"tokens": tokens[p.latency_eas :], "rate": p.slow_durable_rate}
             w.spawn("paced_durable", {**self.addr(srv), **durable})
@@ -839,6 +847,7 @@ class Bench:
                 slow["herd_period_s"] = p.slow_herd_period_s
                 slow |= misbehaving
                 slow["trickle_on"] = trickle_on
+                slow["trickle_reads"] = trickle_reads
                 w.spawn("slow_consumers", {**self.addr(srv), **slow})
             ready = w.expect("ready", 120)
             rss_ready = srv.rss_kib()
@@ -866,8 +875,8 @@ class Bench:
             "params": {
                 "variant": variant,
                 **misbehaving,
-                **({"trickle_on": trickle_on} if trickle else {}),
-                "rate": p.latency_rate,
+                **({"trickle_on": trickle_on, "trickle_reads": trickle_reads} if trickle else {}),
+                "rate": p.slow_rate or p.latency_rate,
                 "symbols": p.latency_symbols,
                 "subscribers": p.slow_subs,
                 "timed_subscribers": timed,
