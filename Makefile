@@ -22,7 +22,7 @@ install: $(STAMP)
 
 ## Try the newest releases pyproject.toml allows: `make upgrade test`, then `make constraints` to pin them.
 upgrade: install
-	$(BIN)/pip install --quiet --upgrade -e '.[test,bench]'
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,bench]'
 	touch $(STAMP) $(BENCH_STAMP)
 
 ## Pin what .venv holds now (after a green `make test`) into constraints.txt.
