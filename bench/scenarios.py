@@ -876,7 +876,7 @@ class Bench:
                 "variant": variant,
                 **misbehaving,
                 **({"trickle_on": trickle_on, "trickle_reads": trickle_reads} if trickle else {}),
-                "rate": p.slow_rate or p.latency_rate,
+                "rate": rate,
                 "symbols": p.latency_symbols,
                 "subscribers": p.slow_subs,
                 "timed_subscribers": timed,

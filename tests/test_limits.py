@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 
 from tradewire.app import Server
-from tradewire.limits import ConnectionCaps, CredentialRates, TokenBucket
+from tradewire.limits import ConnectionCaps, CredentialRates, TokenBucket, retry_after
 
 from conftest import make_settings
 from helpers import EA, Subscriber, db_rows, hello, issue_key, issue_token, position_event, running
@@ -19,6 +19,11 @@ def test_token_bucket():
     assert bucket.take(2) == 0.2  # 2 over at 10/s
     now[0] = 1.0
     assert bucket.take(5) == 0.0  # refilled (capped at the burst)
+
+
+def test_retry_after_is_whole_seconds_rounded_up():
+    # A client told to come back before the bucket refills would only be refused again.
+    assert [retry_after(w) for w in (0.01, 1.0, 1.2, 2.5)] == ["1", "1", "2", "3"]
 
 
 def test_connection_caps():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from tradewire import openapi
 from tradewire.alerts import CONNECTION_LOST, MARGIN_CALL, STALE_DATA, STOP_OUT, SYSTEM_ERROR
 from tradewire.appkeys import HUB, METRICS
 from tradewire.hub import Hub
+from tradewire.limits import retry_after
 from tradewire.metrics import CONTENT_TYPE
 from tradewire.model import ACCOUNT_ID_RULE, INT64_MAX, is_account_id
 from tradewire.state import SERIES_BUCKET_MS
@@ -57,7 +57,7 @@ async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaita
             f"this API key made more than {limits.requests_per_s:g} requests a second (burst {limits.request_burst}); "
             "retry after the Retry-After seconds",
         )
-        refused.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        refused.headers["Retry-After"] = retry_after(wait)
         return refused
     request[ROLE] = role
     try:

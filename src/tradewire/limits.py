@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+
+
+def retry_after(wait: float) -> str:
+    """A Retry-After header for a wait in seconds: whole seconds, rounded up (a client retrying sooner would
+    only be refused again), at least 1."""
+    return str(max(1, math.ceil(wait)))
 
 
 class TokenBucket:

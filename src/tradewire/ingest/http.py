@@ -17,6 +17,7 @@ from tradewire.hub import Hub
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Step, Volatile
 from tradewire.ingest.ws import bearer_token
+from tradewire.limits import retry_after
 from tradewire.store.base import StoreError
 
 
@@ -100,7 +101,7 @@ async def ea_batch(request: web.Request) -> web.Response:
     if delay:
         hub.refund(account, count)
         refused = json_error(429, p.RATE_LIMITED, f"over {hub.settings.limits.ea_messages_per_s:g} messages/s; retry")
-        refused.headers["Retry-After"] = str(max(1, round(delay)))
+        refused.headers["Retry-After"] = retry_after(delay)
         return refused
     # An account greeted by an earlier POST within the liveness window need not repeat hello.
     view = hub.state.accounts.get(account)

@@ -11,7 +11,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -20,6 +19,7 @@ from tradewire.appkeys import GATEWAY, HUB
 from tradewire.hub import Hub
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
+from tradewire.limits import retry_after
 from tradewire.store.base import StoreError, WriteResult
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def connect_refused(hub: Hub, who: str, named: str) -> web.Response | None:
     limits = hub.settings.limits
     message = f"{named} connects more than {limits.connects_per_s:g} times a second (burst {limits.connect_burst})"
     body = p.encode(p.ErrorReply(code=p.RATE_LIMITED, message=f"{message}; retry after the Retry-After seconds"))
-    headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    headers = {"Retry-After": retry_after(wait)}
     return web.Response(status=429, body=body, content_type="application/json", headers=headers)
 
 
