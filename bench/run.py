@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(collapsed stacks), and print its top functions. Sampling costs CPU: figures of a profiled run are off.",
     )
     parser.add_argument(
+        "--profiler",
+        choices=("py-spy", "perf"),
+        default="py-spy",
+        help="with --profile: perf records kernel and native code too (DIR/<run>-<server>.<window>.perf.data; "
+        "read them with perf report -i)",
+    )
+    parser.add_argument(
         "--slow-rounds",
         type=int,
         metavar="N",
@@ -476,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.profile:
         sc.PROFILE["dir"] = args.profile
+        sc.PROFILE["with"] = args.profiler
     started = time.perf_counter()
     results: dict[str, Any] = {}
     try:

@@ -230,7 +230,7 @@ def take_sample(srv: ServerProcess, key: str | None) -> tuple[Sample, Future | N
 _SCRAPER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrape")
 
 
-PROFILE: dict[str, Any] = {"dir": None, "label": ""}  # set by run.py --profile DIR
+PROFILE: dict[str, Any] = {"dir": None, "label": "", "with": "py-spy", "n": 0}  # set by run.py --profile DIR
 
 
 def measure(srv: ServerProcess, sched: dict, key: str | None) -> tuple[Sample, Sample]:
@@ -250,15 +250,25 @@ def measure(srv: ServerProcess, sched: dict, key: str | None) -> tuple[Sample, S
 
 
 def start_profile(srv: ServerProcess, seconds: float) -> subprocess.Popen | None:
-    """py-spy on the server for the window (--profile): collapsed stacks, sampled without pausing the server."""
+    """Record the server for the window (--profile), without pausing it: py-spy's collapsed Python stacks,
+    or (--profiler perf) `perf record` of the whole process, kernel and native code included: where
+    uvloop, the sockets and the TCP stack spend what py-spy can only show as the event loop's own time."""
     folder = PROFILE["dir"]
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not folder or not Path(spy).exists():
+    if not folder:
         return None
-    out = Path(folder) / f"{PROFILE['label'] or srv.name}-{srv.kind}.txt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [spy, "record", "--nonblocking", "--format", "raw", "-r", "200", "-d", str(max(1, int(seconds)))]
-    argv += ["-o", str(out), "--pid", str(srv.pid)]
+    duration = str(max(1, int(seconds)))
+    name = f"{PROFILE['label'] or srv.name}-{srv.kind}"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    if PROFILE["with"] == "perf":
+        PROFILE["n"] += 1  # one file per window: every round's, to be reported together
+        out = Path(folder) / f"{name}.{PROFILE['n']}.perf.data"
+        argv = ["perf", "record", "-q", "-F", "499", "-g", "-p", str(srv.pid), "-o", str(out), "--", "sleep", duration]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    argv = [spy, "record", "--nonblocking", "--format", "raw", "-r", "200", "-d", duration]
+    argv += ["-o", str(Path(folder) / f"{name}.txt"), "--pid", str(srv.pid)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
