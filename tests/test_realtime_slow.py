@@ -10,7 +10,7 @@ import struct
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, Subscriber, auth_subprotocol, issue_key, issue_token, position, position_event
+from helpers import EA, Subscriber, account_state, auth_subprotocol, issue_key, issue_token, position, position_event
 
 
 async def start(tmp_path, **realtime):
@@ -165,6 +165,8 @@ async def test_a_parked_subscriber_takes_no_value_per_tick_and_resumes_with_the_
         gw = srv.gateway
         key = await issue_key(srv)
         reader, stalled = await raw_stalled_subscriber(srv, key, "/trading/prices/*")
+        watcher = await Subscriber.connect(http, srv, key)  # someone reads the accounts: they are published
+        await watcher.subscribe("a", "/trading/accounts/*")
         ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
         await ea.greet()
         last: dict[str, float] = {}
@@ -189,10 +191,17 @@ async def test_a_parked_subscriber_takes_no_value_per_tick_and_resumes_with_the_
 
         for n in range(6001, 6101):  # while parked: a few symbols move, one appears
             await tick(n, [*symbols[:5], "NEW"])
+        await ea.send(account_state(equity=9_000.0))  # latest-wins too, on a channel it does not watch
         await ea.send(position_event(2))
         await ea.wait_ack(2, timeout=30)
+        async with asyncio.timeout(10):  # the account was published, to the watcher
+            while not any('"equity":9000' in i.get("event", "") for i in watcher.inbox):
+                await watcher.recv(10)
         assert sub.pending == before  # the fan-out left it alone...
-        assert len(gw.missed) == len(symbols) + 1  # ...and noted one value per channel: bounded by channels
+        # ...and noted one value per channel it watches (bounded by channels), nothing for the others
+        assert sorted(c for c, _ in gw.missed.since(0, "/trading/*")) == sorted(
+            f"/trading/prices/{s}" for s in [*symbols, "NEW"]
+        )
 
         view: dict[str, float] = {}
         async with asyncio.timeout(30):

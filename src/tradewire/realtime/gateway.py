@@ -227,7 +227,8 @@ class Gateway:
         A latest-wins delivery is one dict assignment into each ready subscription's pending values,
         and their connections are marked for the next flush. Frames are built and written there,
         once per connection, for what survived. A parked connection (not reading) is left out: the
-        value is noted once in `missed`, and it takes what it missed when it resumes.
+        value is noted once in `missed` (if one of its subscriptions matches the channel), and it takes
+        what it missed when it resumes.
         """
         index = self.index
         route = index.route(pub.channel)
@@ -242,6 +243,7 @@ class Gateway:
         if pub.latest:
             channel = pub.channel
             dirty = self._dirty
+            missed = False
             for group in route:  # usually one: a channel rarely has subscribers under several patterns
                 pendings = group.pendings
                 stats["deliveries"] += group.size
@@ -249,6 +251,7 @@ class Gateway:
                     # A parked member's previous value counts as replaced: it will be written at most the
                     # newest (an overcount of at most one per channel it missed, at its resume).
                     stats["conflated"] += group.parked
+                    missed = True
                     if not pendings:
                         continue
                 # The hottest loop of the hub, so it runs in C: count the values about to be replaced
@@ -258,7 +261,7 @@ class Gateway:
                     stats["conflated"] += conflated
                 deque(map(operator.setitem, pendings, repeat(channel), repeat(literal)), maxlen=0)
                 dirty |= group.conns
-            if self.missed.active:
+            if missed:  # only channels a parked subscription matches: nobody else will ask for them
                 self.missed.note(channel, literal)
             if self._flush_handle is None:
                 self._schedule_flush()

@@ -3,9 +3,10 @@
 A subscriber whose transport is paused (it stopped reading, or reads slower than it is sent to) is
 *parked*: the fan-out stops storing every new value into its pending ones, which it would otherwise
 do for every publication on its routes, for as long as it does not read. Latest-wins semantics only
-need the newest value of each channel it missed, once it reads again; so while anything is parked, the
-gateway notes here the newest value of every latest-wins channel (one dict update per publication, not
-one per parked subscriber), and a connection that resumes takes what changed since it parked.
+need the newest value of each channel it missed, once it reads again; so the gateway notes here the
+newest value of every latest-wins channel that a parked subscription matches (one dict update per such
+publication, not one per parked subscriber; nothing for channels no parked subscription watches), and a
+connection that resumes takes what changed since it parked.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class MissedValues:
         self._parked = 0
         # channel -> (seq, event literal), oldest first: a channel noted again moves to the end.
         self._recent: dict[str, tuple[int, bytes]] = {}
-        self.active = False  # anything parked: the fan-out must note what it publishes
+        self.active = False  # anything parked
 
     def park(self) -> int:
         """A connection parks: returns its mark (it misses what is noted after it)."""
@@ -32,7 +33,7 @@ class MissedValues:
         return self._seq
 
     def note(self, channel: str, literal: bytes) -> None:
-        """A latest-wins value was published while something is parked."""
+        """A latest-wins value was published on a channel that a parked subscription matches."""
         recent = self._recent
         recent.pop(channel, None)
         self._seq += 1
