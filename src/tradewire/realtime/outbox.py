@@ -33,7 +33,11 @@ class Outbox:
         # ~0.6 KiB against a list's 56 bytes, per connection.
         self.replies: list[bytes] = []
         self.slots: dict[str, tuple[bytes, dict[str, bytes]]] = {}  # subscription id -> (frame prefix, pending)
-        self.stream: list[tuple[str, bytes]] = []  # (subscription id, frame)
+        # Never-conflated frames, and the subscription of each, side by side: a (id, frame) tuple per
+        # frame would be a garbage-collected object, and a parked subscriber's backlog would be thousands
+        # of them, each counted toward the next collection while it waits.
+        self.stream: list[bytes] = []
+        self.stream_ids: list[str] = []
         self.stream_bytes = 0
         self.overflowed = False
 
@@ -61,7 +65,8 @@ class Outbox:
         """Queue a never-conflated frame; False once the backlog is past its bound."""
         if self.overflowed:
             return False
-        self.stream.append((sub_id, frame))
+        self.stream.append(frame)
+        self.stream_ids.append(sub_id)
         self.stream_bytes += len(frame)
         if self.stream_bytes > self.max_stream_bytes:
             self.overflowed = True
@@ -76,9 +81,11 @@ class Outbox:
         entry = self.slots.pop(sub_id, None)
         if entry is not None:
             entry[1].clear()  # the gateway may still hold the dict until its routes are rebuilt
-        kept = [item for item in self.stream if item[0] != sub_id]
-        self.stream_bytes = sum(len(f) for _, f in kept)
-        self.stream = kept
+        if sub_id in self.stream_ids:
+            kept = [(i, f) for i, f in zip(self.stream_ids, self.stream, strict=True) if i != sub_id]
+            self.stream_ids = [i for i, _ in kept]
+            self.stream = [f for _, f in kept]
+            self.stream_bytes = sum(map(len, self.stream))
 
     def take(self) -> tuple[list[bytes], int]:
         """Everything pending, in writing order, and how many of those frames were latest-wins data."""
@@ -107,8 +114,9 @@ class Outbox:
                 pending.clear()
         streamed = len(self.stream)
         if streamed:
-            parts.extend([f for _, f in self.stream])
+            parts.extend(self.stream)
             self.stream = []
+            self.stream_ids = []
             self.stream_bytes = 0
         return parts, replies + latest + streamed, latest
 
