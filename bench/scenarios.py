@@ -785,6 +785,10 @@ class Bench:
             )
             r["vs_clean_rounds"] = [round(v["latency_ms"]["p99"] / c["latency_ms"]["p99"], 3) for v, c in pairs]
             r["vs_clean_rounds_p50"] = [round(v["latency_ms"]["p50"] / c["latency_ms"]["p50"], 3) for v, c in pairs]
+            # What else each round saw, in the same order: a round's p99 set by a collection or by a busy load
+            # core can be told from one set by the server's own work.
+            r["rounds_gc1"] = [v["server"]["gc"]["gen1"]["n"] for v, _ in pairs]
+            r["rounds_load_cpu_wait"] = [v["window"].get("load_cpu_wait") for v, _ in pairs]
             pooled, clean_pooled = r["latency_pooled_ms"], clean["latency_pooled_ms"]
             r["vs_clean_pooled"] = {q: round(pooled[q] / clean_pooled[q], 3) for q in ("p50", "p99", "p99.9")}
         storm, steady = out.get("storm", {}), out.get("steady", {})
