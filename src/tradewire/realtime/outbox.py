@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import compress
 
 from tradewire.realtime.protocol import BATCH_HEAD, BATCH_TAIL
 
@@ -82,9 +83,9 @@ class Outbox:
         if entry is not None:
             entry[1].clear()  # the gateway may still hold the dict until its routes are rebuilt
         if sub_id in self.stream_ids:
-            kept = [(i, f) for i, f in zip(self.stream_ids, self.stream, strict=True) if i != sub_id]
-            self.stream_ids = [i for i, _ in kept]
-            self.stream = [f for _, f in kept]
+            keep = [i != sub_id for i in self.stream_ids]
+            self.stream_ids = list(compress(self.stream_ids, keep))
+            self.stream = list(compress(self.stream, keep))
             self.stream_bytes = sum(map(len, self.stream))
 
     def take(self) -> tuple[list[bytes], int]:

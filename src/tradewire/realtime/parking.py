@@ -17,19 +17,17 @@ from tradewire import channels
 
 
 class MissedValues:
-    __slots__ = ("_parked", "_recent", "_seq", "active")
+    __slots__ = ("_parked", "_recent", "_seq")
 
     def __init__(self) -> None:
         self._seq = 0  # publications noted, ever: a parked connection's mark is a position in this
         self._parked = 0
         # channel -> (seq, event literal), oldest first: a channel noted again moves to the end.
         self._recent: dict[str, tuple[int, bytes]] = {}
-        self.active = False  # anything parked
 
     def park(self) -> int:
         """A connection parks: returns its mark (it misses what is noted after it)."""
         self._parked += 1
-        self.active = True
         return self._seq
 
     def note(self, channel: str, literal: bytes) -> None:
@@ -51,12 +49,16 @@ class MissedValues:
         self._parked -= 1
         if self._parked <= 0:
             self._parked = 0
-            self.active = False
             self._recent = {}
 
     @property
     def parked(self) -> int:
         return self._parked
+
+    @property
+    def active(self) -> bool:
+        """Anything parked (the fan-out asks its routes' groups, not this, whether to note a value)."""
+        return self._parked > 0
 
     def __len__(self) -> int:
         return len(self._recent)
