@@ -926,14 +926,16 @@ class Bench:
                 "conflated_window": delta(a, b, "tradewire_realtime_conflated_total"),
                 "subscriber_connections_t1": b.metrics.get("tradewire_subscriber_connections"),
                 "parked_t1": b.metrics.get("tradewire_subscriber_connections_parked"),
-                # Collections of the older generations in the window, and how long they held the loop in all.
+                # Collections of the older generations in the window, and how long they held the loop in all;
+                # generation 0's count (each is short, but many say the window kept making tracked objects).
                 "gc": {
                     f"gen{g}": {
                         "n": delta(a, b, f'tradewire_gc_pause_seconds_count{{generation="{g}"}}'),
                         "ms": round(delta(a, b, f'tradewire_gc_pause_seconds_sum{{generation="{g}"}}') * 1e3, 2),
                     }
                     for g in (1, 2)
-                },
+                }
+                | {"gen0": {"n": delta(a, b, 'python_gc_collections_total{generation="0"}')}},
                 # Queued to written, inside the server: what the subscribers' own scheduling does not touch.
                 "fanout_latency_ms": histogram_window(a, b, "tradewire_fanout_latency_seconds"),
             },

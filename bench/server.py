@@ -148,8 +148,8 @@ class ServerProcess:
 
     def metrics(self, key: str, timeout: float = 10.0) -> dict[str, float]:
         """The server's Prometheus counters and gauges (unlabelled samples only), histogram buckets (keyed
-        `name_bucket{le="0.001"}`: cumulative counts), and labelled histograms' sums and counts (keyed
-        `name_sum{generation="2"}`)."""
+        `name_bucket{le="0.001"}`: cumulative counts), labelled histograms' sums and counts (keyed
+        `name_sum{generation="2"}`) and labelled counters (`python_gc_collections_total{generation="0"}`)."""
         req = urllib.request.Request(self.url + "/api/v1/metrics", headers={"x-api-key": key})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read().decode()
@@ -157,7 +157,8 @@ class ServerProcess:
         for line in text.splitlines():
             if not line or line.startswith("#"):
                 continue
-            if "{" in line and '_bucket{le="' not in line and not line.partition("{")[0].endswith(("_sum", "_count")):
+            labelled_kept = '_bucket{le="' in line or line.partition("{")[0].endswith(("_sum", "_count", "_total"))
+            if "{" in line and not labelled_kept:
                 continue
             name, _, value = line.partition(" ")
             with contextlib.suppress(ValueError):

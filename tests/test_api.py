@@ -161,6 +161,9 @@ async def test_metrics_time_the_collectors_pauses_until_the_hub_stops(tmp_path, 
         await srv.stop()
     count = {g: re.search(rf'^tradewire_gc_pause_seconds_count{{generation="{g}"}} (\S+)$', text, re.M) for g in "12"}
     assert all(m is not None and float(m.group(1)) >= 1 for m in count.values()), text
+    # Every generation's collections are counted too, generation 0 (not timed) included.
+    gen0 = re.search(r'^python_gc_collections_total{generation="0"} (\S+)$', text, re.M)
+    assert gen0 is not None and 0 < float(gen0.group(1)) <= gc.get_stats()[0]["collections"], text
     assert len(gc.callbacks) == callbacks  # a stopped hub times nothing more
 
 

@@ -8,7 +8,7 @@ import gc
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -161,6 +161,9 @@ class Metrics:
         gc.callbacks.append(self._gc_pauses)
         self.registry.register(_LiveCollector(hub, gateway, store))
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, process_open_fds, CPU
+        # python_gc_collections_total by generation, generation 0 included (read from gc.get_stats() at a scrape):
+        # what the pause histogram leaves out, and what tells whether a workload keeps making tracked objects.
+        GCCollector(registry=self.registry)
         store.on_commit = self._on_commit
         gateway.on_flush = self.fanout_latency.observe
 
