@@ -71,6 +71,42 @@ def test_missing_field_names_the_field():
     assert err.ref == msg["id"]  # the durable id is named so the EA knows which message failed
 
 
+def test_every_string_a_hello_carries_is_bounded():
+    """The EA's name and version are republished with every account update: a megabyte name was not refused."""
+    for field, size in (("name", 65), ("version", 33)):
+        msg = hello()
+        msg["ea"] = {"name": "TradewireEA", "version": "1.0.0", field: "x" * size}
+        [err] = p.decode_frame(json.dumps(msg))
+        assert isinstance(err, p.ErrorReply) and err.code == p.INVALID_MESSAGE and f"$.ea.{field}" in err.message
+    assert isinstance(p.decode_frame(json.dumps(hello()))[0], p.Hello)
+
+
+def test_an_account_id_with_a_trailing_newline_is_not_an_account_id():
+    [err] = p.decode_frame(json.dumps({**account_state(), "account": "acc-1\n"}))
+    assert err.code == p.INVALID_MESSAGE and "$.account" in err.message
+
+
+def test_a_nul_character_in_a_stored_string_is_refused_by_name_and_in_a_comment_dropped():
+    """PostgreSQL's text refuses NUL: such a row failed at commit (store_unavailable, close 1011), and the EA
+    resent it forever. Refused here, every store engine alike; a comment loses the character, not the trade."""
+    for named, patch in (
+        (
+            "symbol may not contain a NUL character (\\u0000) - at `$.position`",
+            {"position": {**position(), "symbol": "EUR\x00"}},
+        ),
+        ("id may not contain a NUL", {"id": "open-1\x00"}),
+        ("reason may not contain a NUL", {"reason": "sl\x00"}),
+    ):
+        [err] = p.decode_frame(json.dumps({**position_event(1), **patch}))
+        assert isinstance(err, p.ErrorReply) and err.code == p.INVALID_MESSAGE, patch
+        assert named in err.message, err.message
+    error = {"type": "error", "seq": 2, "id": "err-2", "code": "E\x00", "message": "m"}
+    [err] = p.decode_frame(json.dumps(error))
+    assert err.code == p.INVALID_MESSAGE and "code may not contain a NUL" in err.message and err.ref == "err-2"
+    [msg] = p.decode_frame(json.dumps({**position_event(1), "position": {**position(), "comment": "hedge\x00 1"}}))
+    assert isinstance(msg, p.PositionMsg) and msg.position.comment == "hedge 1"
+
+
 def test_unknown_type_is_named():
     [err] = p.decode_frame('{"type": "orders", "x": 1}')
     assert err.code == p.UNKNOWN_TYPE and "'orders'" in err.message

@@ -39,6 +39,7 @@ def test_valid_channels_normalise(raw, wildcard, expected):
         ("/trading/-x", False, "segment '-x'"),
         ("/trading/" + "x" * 51, False, "1-50"),
         ("/trading/a*/b", True, "segment 'a*'"),
+        ("/trading/acc-1\n", False, "segment 'acc-1\\n'"),  # `$` alone would let a trailing newline in
     ],
 )
 def test_invalid_channels_say_why(raw, wildcard, problem):
@@ -125,6 +126,9 @@ def test_decode_client_frames():
     assert isinstance(sub, rp.Subscribe) and sub.since == 5
     err = rp.decode('{"type":"subscribe","id":"x y","channel":"/t/*"}')
     assert isinstance(err, rp.ProtocolError) and err.reply == "subscribe_error" and err.id == "x y"
+    # An id goes into every data frame as-is: a trailing newline would make them all invalid JSON.
+    err = rp.decode('{"type":"subscribe","id":"s1\\n","channel":"/trading/*"}')
+    assert isinstance(err, rp.ProtocolError) and err.error_type == rp.BAD_REQUEST and err.id == "s1\n"
     err = rp.decode('{"type":"publish","id":"p","channel":"/c/a","events":"nope"}')
     assert err.reply == "publish_error" and "events" in err.message
     err = rp.decode("[1,2]")

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 NAMESPACE = "trading"
 MAX_SEGMENTS = 5
-_SEGMENT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$")
+_SEGMENT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?")  # fullmatch (not `$`: "\n")
 _NOT_SLUG = re.compile(r"[^A-Za-z0-9]+")
 
 
@@ -36,7 +36,7 @@ def normalise(path: str, *, wildcard: bool = False) -> str:
     if len(segments) > MAX_SEGMENTS:
         raise ChannelError(f"channel {path!r}: at most {MAX_SEGMENTS} segments")
     for seg in segments:
-        if not _SEGMENT.match(seg):
+        if not _SEGMENT.fullmatch(seg):
             raise ChannelError(
                 f"channel {path!r}: segment {seg!r} must be 1-50 characters of A-Z, a-z, 0-9 and '-' "
                 "(not starting or ending with '-')"

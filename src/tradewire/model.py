@@ -14,8 +14,10 @@ from typing import Annotated, Literal
 import msgspec
 
 # An account id is used as a channel segment as-is, so it follows the AppSync segment rule:
-# 1-50 of [A-Za-z0-9-], not starting or ending with '-'.
-ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$"
+# 1-50 of [A-Za-z0-9-], not starting or ending with '-'. Patterns that msgspec checks (re.search) and JSON
+# Schema shows end in END: Python's `$` alone also matches before a trailing newline.
+END = r"(?!\n)$"
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?" + END
 ACCOUNT_ID_RE = re.compile(ACCOUNT_ID_PATTERN)
 AccountId = Annotated[str, msgspec.Meta(pattern=ACCOUNT_ID_PATTERN)]
 ACCOUNT_ID_RULE = "1-50 characters of A-Z, a-z, 0-9 and '-', not starting or ending with '-'"
@@ -65,6 +67,17 @@ class Position(msgspec.Struct, forbid_unknown_fields=False):
         # refusing would refuse the durable event that carries it, and the trade matters, its comment not.
         if len(self.comment) > MAX_COMMENT:
             self.comment = self.comment[:MAX_COMMENT]
+        if "\x00" in self.comment:  # no store's text column takes one (PostgreSQL refuses the row)
+            self.comment = self.comment.replace("\x00", "")
+        refuse_nul(symbol=self.symbol)
+
+
+def refuse_nul(**fields: str | None) -> None:
+    """A NUL character in a string that is stored (PostgreSQL's text refuses it, and an EA would resend the
+    refused row forever) is bad input, named like any other: msgspec reports this ValueError with its path."""
+    for name, value in fields.items():
+        if value and "\x00" in value:
+            raise ValueError(f"{name} may not contain a NUL character (\\u0000)")
 
 
 class Tick(msgspec.Struct):

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from tradewire.jsonerrors import UNDECODABLE, undecodable
-from tradewire.model import INT64_MAX, AccountId, Int64, Millis, Position, Tick
+from tradewire.model import INT64_MAX, AccountId, Int64, Millis, Position, Tick, refuse_nul
 
 MsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Seq = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
@@ -23,8 +23,9 @@ class _Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
 
 
 class EAInfo(msgspec.Struct):
-    name: str = ""
-    version: str = ""
+    # Bounded like every other string: they are republished with every account update.
+    name: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    version: Annotated[str, msgspec.Meta(max_length=32)] = ""
 
 
 class Hello(_Msg, tag="hello"):
@@ -82,6 +83,9 @@ class PositionMsg(_Msg, tag="position"):
     reason: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     account: AccountId | None = None
 
+    def __post_init__(self) -> None:
+        refuse_nul(id=self.id, reason=self.reason)
+
 
 class ErrorMsg(_Msg, tag="error"):
     """Durable: an EA-side failure, stored as a SYSTEM_ERROR alert."""
@@ -93,6 +97,9 @@ class ErrorMsg(_Msg, tag="error"):
     ts: Millis = 0
     severity: Literal["HIGH", "CRITICAL"] = "HIGH"
     account: AccountId | None = None
+
+    def __post_init__(self) -> None:
+        refuse_nul(id=self.id, code=self.code, message=self.message)
 
 
 ClientMsg = Hello | AccountMsg | PositionsMsg | TicksMsg | HeartbeatMsg | PositionMsg | ErrorMsg

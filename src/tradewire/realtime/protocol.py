@@ -20,7 +20,7 @@ import msgspec
 from tradewire.jsonerrors import UNDECODABLE, undecodable
 
 SUBPROTOCOL = "aws-appsync-event-ws"
-ID_RE = re.compile(r"^[a-zA-Z0-9\-_+]{1,128}$")
+ID_RE = re.compile(r"[a-zA-Z0-9\-_+]{1,128}")  # fullmatch: `$` would let a trailing newline in
 MAX_EVENTS = 5
 MAX_EVENT_BYTES = 240 * 1024
 MAX_PUBLISH_BYTES = 2 * 1024 * 1024  # a frame or POST /event body: 5 events of 240 KB, JSON-escaped
@@ -113,7 +113,7 @@ def _explain(frame: str | bytes, exc: msgspec.DecodeError) -> ProtocolError:
 def _validate(msg: ClientMsg) -> ProtocolError | None:
     if isinstance(msg, ConnectionInit):
         return None
-    if not ID_RE.match(msg.id):
+    if not ID_RE.fullmatch(msg.id):
         return ProtocolError(
             REPLY_FOR[msg.__struct_config__.tag],
             msg.id[:128],

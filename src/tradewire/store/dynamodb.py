@@ -113,7 +113,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
-TABLE_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+TABLE_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 TX_MAX_ITEMS = 100  # DynamoDB's limit for one TransactWriteItems
 OP_MAX_ITEMS = 8  # the most items one operation can add to a transaction (see _plan_*)
 MAX_ATTEMPTS = 8  # plans of one group before giving up on races
@@ -152,7 +152,7 @@ def split_url(url: str) -> tuple[str, str, str | None]:
     if parts.scheme != "dynamodb":
         raise ValueError(f"store URL {url!r}: expected dynamodb://TABLE_PREFIX?region=REGION&endpoint=URL")
     prefix = parts.netloc or parts.path.strip("/")
-    if (parts.netloc and parts.path.strip("/")) or not TABLE_PREFIX_RE.match(prefix):
+    if (parts.netloc and parts.path.strip("/")) or not TABLE_PREFIX_RE.fullmatch(prefix):
         raise ValueError(
             f"store URL {url!r}: the table prefix must be 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
         )
