@@ -1,6 +1,8 @@
 """Who may do what: every actor x every action, each cell's expected answer asserted over real sockets."""
 
+import asyncio
 import json
+import logging
 
 import aiohttp
 import pytest
@@ -44,6 +46,38 @@ async def creds(server):
         "admin_key": await issue_key(server, "admin"),
         "wrong_key": "twk_00000000_" + "x" * 43,
     }
+
+
+@pytest.fixture(autouse=True)
+def no_secret_logged(request):
+    """Every record the hub logs while a cell runs (its server's start and stop included, DEBUG and up,
+    tracebacks too) holds none of the credentials tried, nor their random part alone; and no cell is an
+    error on the hub's side (a refusal is an answer, not a failure)."""
+    lines: list[str] = []
+    errors: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(record: logging.LogRecord) -> None:
+        lines.append(handler.format(record))
+        if record.levelno >= logging.ERROR:
+            errors.append(lines[-1])
+
+    handler.emit = emit  # type: ignore[method-assign]
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield  # autouse: set up before the server and torn down after it, so its stop is in the scan
+    root.removeHandler(handler)
+    root.setLevel(level)
+    creds = request.node.funcargs.get("creds", {})
+    assert lines, "expected the hub to log something (its start at least)"
+    assert not errors, errors
+    text = "\n".join(lines)
+    for actor, cred in creds.items():
+        if cred:
+            assert cred not in text and cred.split("_", 2)[-1] not in text, f"{actor}'s credential was logged"
 
 
 def bearer(cred):
@@ -110,3 +144,35 @@ async def test_rest(server, http, creds, actor):
         assert r.status == expected("alert_ack", actor)
     async with http.post(server.url + "/api/v1/tokens", json={"account": "x"}, headers=headers) as r:
         assert r.status in (expected("token_issue_via_api", actor), 405)
+
+
+async def _raw_status(server, request: bytes) -> int:
+    """The status of an answer to bytes no HTTP client sends (header values that are not UTF-8)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return int((await asyncio.wait_for(reader.readline(), 5)).split()[1])
+    finally:
+        writer.close()
+
+
+async def test_a_credential_that_is_not_utf8_is_refused_like_any_wrong_one(server, http):
+    """aiohttp decodes such header bytes to lone surrogates, and JSON may carry them: hashing one for the
+    lookup raised, a 500 with a traceback (the fixture above fails on the error it logged)."""
+    garbled = b"tw\xff\xfe_x"
+    for line, header in (
+        (b"GET /api/v1/accounts", b"x-api-key: " + garbled),
+        (b"GET /api/v1/metrics", b"Authorization: Bearer " + garbled),
+        (b"POST /ea/v1/batch", b"Authorization: Bearer " + garbled),
+        (b"POST /event", b"x-api-key: " + garbled),
+    ):
+        body = b'{"channel":"/custom/x","events":["1"]}' if line.startswith(b"POST") else b""
+        request = line + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\nContent-Type: application/json\r\n"
+        request += b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+        assert await _raw_status(server, request) == 401, line
+    # In the connect's auth subprotocol: base64 of JSON, where "\ud800" is a lone surrogate too.
+    sub = await Subscriber.connect(http, server, "\ud800")
+    await sub.send({"type": "subscribe", "id": "s", "channel": "/trading/*"})
+    assert (await _first_answer(sub, "s"))["type"] == "connection_error"

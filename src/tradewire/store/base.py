@@ -211,4 +211,6 @@ def new_secret(prefix: str) -> tuple[str, str]:
 
 def hash_secret(secret: str) -> str:
     # The secrets are 256-bit random, so a fast hash is enough (no password stretching needed).
-    return hashlib.sha256(secret.encode()).hexdigest()
+    # surrogatepass: a presented credential may hold lone surrogates (a header's non-UTF-8 bytes, as aiohttp
+    # decodes them; a JSON "\ud800"). It then matches nothing, as any wrong credential, instead of raising.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
