@@ -3,6 +3,7 @@
 import sqlite3
 
 from tradewire.app import Server
+from tradewire.store.base import StoreError
 
 from conftest import make_settings
 from helpers import account_state, db_rows, hello, issue_token, position_event, running
@@ -134,3 +135,22 @@ async def test_ticks_past_the_accounts_symbol_limit_are_named_in_the_answer(tmp_
         [error] = answer["errors"]
         assert (error["code"], error["index"]) == ("too_many_symbols", 1) and "'GBPUSD'" in error["message"]
         assert set(srv.hub.state.prices) == {"EURUSD"}
+
+
+async def test_a_store_that_cannot_be_read_is_503_not_a_server_error(server, http, monkeypatch):
+    """The token lookup, the hello's reads and the acked seq read the store too: when one fails, the EA is
+    told to retry (503 store_unavailable), as when a commit fails, not answered 500."""
+    token = await issue_token(server, "mt4-1")
+
+    async def down(*_args):
+        raise StoreError("injected: the store cannot be read")
+
+    for method in ("open_positions", "acked_seq", "token_account"):  # the last one: before the cache has it
+        with monkeypatch.context() as patch:
+            patch.setattr(server.store, method, down)
+            if method == "token_account":
+                token = await issue_token(server, "mt4-2")
+            status, body = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": []})
+        assert status == 503 and body["error"]["code"] == "store_unavailable", (method, body)
+    status, body = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]})
+    assert status == 200 and body["ackedSeq"] == 1

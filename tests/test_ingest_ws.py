@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from tradewire.app import Server
+from tradewire.store.base import StoreError
 
 from conftest import make_settings
 from helpers import (
@@ -413,3 +414,31 @@ async def test_an_over_long_comment_is_cut_not_the_trade_refused(server, http):
     assert not [m for m in ea.inbox if m["type"] == "error"]
     (body,) = db_rows(server, "SELECT body FROM position_events WHERE position_id = 1001")[0]
     assert json.loads(body)["position"]["comment"] == "x" * 256
+
+
+async def test_a_store_that_cannot_be_read_at_connect_or_hello_closes_1011_and_the_ea_comes_back(
+    server, http, monkeypatch
+):
+    """The token lookup and the hello's reads (acked seq, open positions) fail as a commit can: the EA is
+    closed 1011 (hello: with store_unavailable first), it retries, nothing is lost; not a traceback and 1001."""
+
+    async def down(*_args):
+        raise StoreError("injected: the store cannot be read")
+
+    token = await issue_token(server, "acc-1")
+    with monkeypatch.context() as patch:
+        patch.setattr(server.store, "token_account", down)
+        ea = await EA.connect(http, server, token)
+        msg = await ea.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+    with monkeypatch.context() as patch:
+        patch.setattr(server.store, "acked_seq", down)
+        ea = await EA.connect(http, server, token)
+        await ea.send(hello())
+        err = await ea.expect("error")
+        assert err["code"] == "store_unavailable" and err["ref"] == "hello"
+        msg = await ea.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+    ea = await EA.connect(http, server, token)
+    await ea.greet()
+    await still_works(ea, 1, server)

@@ -8,6 +8,7 @@ failure answers 503 and acks nothing, so the EA posts the same messages again la
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import msgspec
 from aiohttp import web
@@ -19,6 +20,8 @@ from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Step, V
 from tradewire.ingest.ws import bearer_token
 from tradewire.limits import retry_after
 from tradewire.store.base import StoreError
+
+log = logging.getLogger(__name__)
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -74,7 +77,18 @@ def json_error(status: int, code: str, message: str) -> web.Response:
     )
 
 
+STORE_DOWN = "store unavailable; nothing after this was acked, resend"
+
+
 async def ea_batch(request: web.Request) -> web.Response:
+    try:
+        return await _ea_batch(request)
+    except StoreError as exc:  # a read (the token, the hello's positions, the acked seq) failed: retry later
+        log.warning("MT4 batch: store unavailable: %s", exc)
+        return json_error(503, p.STORE_UNAVAILABLE, STORE_DOWN)
+
+
+async def _ea_batch(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
     token = bearer_token(request)
     account = await hub.ea_account(token) if token else None
@@ -133,7 +147,7 @@ async def ea_batch(request: web.Request) -> web.Response:
         try:
             result = await fut
         except StoreError:
-            return json_error(503, p.STORE_UNAVAILABLE, "store unavailable; nothing after this was acked, resend")
+            return json_error(503, p.STORE_UNAVAILABLE, STORE_DOWN)
         highest = max(highest, msg.seq)
         error = SessionCore.outcome(msg, result)
         if error is not None:

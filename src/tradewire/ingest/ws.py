@@ -107,7 +107,12 @@ class EAWebSocketSession:
                 self.hub.counters["errors"] += 1
                 await self._send(step.msg)
             elif isinstance(step, Greet):
-                await self._send(await self.hub.greet(self.account, step.hello, "ws"))
+                try:
+                    welcome = await self.hub.greet(self.account, step.hello, "ws")
+                except StoreError as exc:  # it reads what the store knows (acked seq, open positions)
+                    await self._store_down("hello", exc)
+                    return
+                await self._send(welcome)
 
     def _queue_durable(self, msg: p.DurableMsg) -> None:
         if self._pending is None:
@@ -127,7 +132,7 @@ class EAWebSocketSession:
                 try:
                     result = await fut
                 except StoreError as exc:
-                    await self._fail(msg, exc)
+                    await self._store_down(msg.id, exc)
                     return
                 pending.popleft()
                 await self._settle(msg, result)
@@ -170,13 +175,14 @@ class EAWebSocketSession:
             self.hub.counters["errors"] += 1
             await self._send(error)
 
-    async def _fail(self, msg: p.DurableMsg, exc: Exception) -> None:
-        """The store could not commit: ack nothing more on this session, tell the EA, close it."""
-        log.error("account %s: store failed for %s: %s", self.account, msg.id, exc)
+    async def _store_down(self, ref: str, exc: Exception) -> None:
+        """The store failed (a commit, or the reads of a hello): ack nothing more on this session, tell the
+        EA, close it 1011. It reconnects and resends what was not acked."""
+        log.error("account %s: store failed for %s: %s", self.account, ref, exc)
         self._accepting = False
         if self._pending:
             self._pending.clear()
-        await self._send(p.ErrorReply(code=p.STORE_UNAVAILABLE, message="store unavailable; resend later", ref=msg.id))
+        await self._send(p.ErrorReply(code=p.STORE_UNAVAILABLE, message="store unavailable; resend later", ref=ref))
         self._close = (CLOSE_INTERNAL, "store unavailable")
         await self.ws.close(code=CLOSE_INTERNAL, message=b"store unavailable")
 
@@ -230,7 +236,13 @@ async def ea_websocket(request: web.Request) -> web.StreamResponse:
 async def _ea_websocket(hub: Hub, request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=hub.settings.server.max_frame_bytes, autoping=True)
     token = bearer_token(request)
-    account = await hub.ea_account(token) if token else None
+    try:
+        account = await hub.ea_account(token) if token else None
+    except StoreError as exc:  # the token cannot be looked up: a close code the EA retries on, as for a commit
+        log.warning("EA connect: store unavailable: %s", exc)
+        await ws.prepare(request)
+        await ws.close(code=CLOSE_INTERNAL, message=b"store unavailable")
+        return ws
     # The rate check and the upgrade: one set-up per loop turn, as for subscribers (realtime/turns.py), so a
     # fleet reconnecting together after a restart does not hold every delivery while it upgrades.
     await request.app[GATEWAY].turns.take()
