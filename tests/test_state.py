@@ -55,6 +55,18 @@ def test_zero_or_negative_prices_are_not_prices_and_old_ticks_do_not_win():
     assert s.prices["EURUSD"].bid == 1.1 and "GBPUSD" not in s.prices
 
 
+def test_a_terminal_whose_clock_runs_ahead_does_not_hold_a_symbols_price_for_everyone():
+    s, now, year = LiveState(), 1_700_000_000_000, 365 * 86_400_000
+    assert s.apply_ticks([Tick(symbol="EURUSD", bid=1.1, ask=1.1001, ts=now + year)], now, "ahead").accepted
+    # another terminal's tick a second later, by its own (right) clock, is the price again
+    assert s.apply_ticks([Tick(symbol="EURUSD", bid=1.2, ask=1.2001, ts=now + 1_000)], now + 1_000, "right").accepted
+    assert s.prices["EURUSD"].bid == 1.2
+    # within CLOCK_AHEAD_MS a tick's own ts still orders: an older one does not win over a newer
+    assert s.apply_ticks([Tick(symbol="EURUSD", bid=1.3, ask=1.3001, ts=now + 1_800)], now + 1_100, "a").accepted
+    assert not s.apply_ticks([Tick(symbol="EURUSD", bid=1.4, ask=1.4001, ts=now + 1_500)], now + 1_200, "b").accepted
+    assert s.prices["EURUSD"].bid == 1.3
+
+
 def test_an_account_streams_at_most_its_limit_of_symbols_and_keeps_those_moving():
     s = LiveState(max_symbols_per_account=2)
     first = [Tick(symbol=sym, bid=1.0, ask=1.1, ts=1) for sym in ("AAA", "BBB")]

@@ -133,6 +133,16 @@ class AppliedTicks(NamedTuple):
     refused: list[str]  # symbols over the account's limit, in the order they came
 
 
+CLOCK_AHEAD_MS = 1_000  # how far a tick's ts may run ahead of the hub's clock and still order prices by it
+
+
+def price_order(tick: Tick, now: int) -> int:
+    """What orders the shared price of a symbol: the tick's ts, but not past the hub's clock (`now`, 0 if
+    unknown) by more than CLOCK_AHEAD_MS. One terminal whose clock runs far ahead, or a tick dated next
+    year, would otherwise hold that symbol's price for every account for as long as its ts is ahead."""
+    return min(tick.ts, now + CLOCK_AHEAD_MS) if now else tick.ts
+
+
 class LiveState:
     def __init__(
         self,
@@ -142,6 +152,7 @@ class LiveState:
     ) -> None:
         self.accounts: dict[str, AccountView] = {}
         self.prices: dict[str, Tick] = {}
+        self._price_order: dict[str, int] = {}  # symbol -> price_order() of its price
         self.http_live_ms = http_live_ms
         # Each symbol an EA streams is kept for good (its price, its channel's latest value): without a
         # bound, one buggy or hostile EA could grow the hub's memory with made-up symbols.
@@ -255,12 +266,18 @@ class LiveState:
                         continue
                     view.quotes[tick.symbol] = quote
                     view.price_changed[tick.symbol] = now
-            current = self.prices.get(tick.symbol)
-            if current is not None and tick.ts < current.ts:
+            order = price_order(tick, now)
+            if order < self._price_order.get(tick.symbol, -1):
                 continue
+            self._price_order[tick.symbol] = order
             self.prices[tick.symbol] = tick
             accepted.append(tick)
         return AppliedTicks(accepted, refused)
+
+    def load_price(self, tick: Tick, order: int) -> None:
+        """A symbol's shared price as stored elsewhere (the AWS live table), with its `price_order`."""
+        self.prices[tick.symbol] = tick
+        self._price_order[tick.symbol] = order
 
     # --- views --------------------------------------------------------------------------------
     def summary(self, account_id: str, now: int) -> AccountSummary:

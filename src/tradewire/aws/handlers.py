@@ -378,7 +378,7 @@ class _Frame:
         elif isinstance(msg, p.TicksMsg):
             accepted, refused = self.state.apply_ticks(msg.ticks, now, account)
             for tick in accepted:
-                if await self.rt.live.put_tick(tick):
+                if await self.rt.live.put_tick(tick, now):
                     self.rt.publish(channels.prices(tick.symbol), tick)
             if refused:  # the account's item holds every symbol it streams: a bound keeps it under 400 KB
                 await self.send(symbols_refused(account, refused, self.state.max_symbols_per_account))

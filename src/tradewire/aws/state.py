@@ -39,7 +39,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from tradewire.model import AccountInfo, AccountState, Position, Tick
-from tradewire.state import AccountView, LiveState, Transport
+from tradewire.state import AccountView, LiveState, Transport, price_order
 from tradewire.store.dynamodb import _session, split_url
 
 CONNECTION_TTL_S = 3 * 3600  # API Gateway closes a WebSocket after 2 h at most
@@ -267,8 +267,10 @@ class LiveTable:
         return ended
 
     # --- prices ---------------------------------------------------------------------------------
-    async def put_tick(self, tick: Tick) -> bool:
-        """Store a tick unless a newer one is stored; False when it was older (nothing to publish)."""
+    async def put_tick(self, tick: Tick, now: int = 0) -> bool:
+        """Store a tick unless a newer one is stored (by `price_order`); False when it was older (nothing
+        to publish)."""
+        order = str(price_order(tick, now))
         try:
             await self._client.put_item(
                 TableName=self.table,
@@ -276,11 +278,11 @@ class LiveTable:
                     "pk": {"S": PRICES_PK},
                     "sk": {"S": tick.symbol},
                     "body": {"B": _encode(tick)},
-                    "ts": {"N": str(tick.ts)},
+                    "ts": {"N": order},
                 },
                 ConditionExpression="attribute_not_exists(pk) OR #ts <= :ts",
                 ExpressionAttributeNames={"#ts": "ts"},
-                ExpressionAttributeValues={":ts": {"N": str(tick.ts)}},
+                ExpressionAttributeValues={":ts": {"N": order}},
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
@@ -290,8 +292,7 @@ class LiveTable:
 
     async def load_prices(self, state: LiveState) -> None:
         for item in await self._partition(PRICES_PK):
-            tick = _tick_decoder.decode(item["body"]["B"])
-            state.prices[tick.symbol] = tick
+            state.load_price(_tick_decoder.decode(item["body"]["B"]), int(item["ts"]["N"]))
 
     async def _partition(self, pk: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
