@@ -158,6 +158,9 @@ def test_market_hours_weekly_window_and_daily_break():
     index = MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"])
     assert not market_open(index, utc(2026, 11, 25, 21, 30))  # daily break
     assert market_open(index, utc(2026, 11, 25, 22, 30))
+    overnight = MarketHours(daily_break=["23:55", "00:05"])  # a break over midnight (it was never one)
+    assert not market_open(overnight, utc(2026, 11, 25, 23, 58)) and not market_open(overnight, utc(2026, 11, 26, 0, 2))
+    assert market_open(overnight, utc(2026, 11, 25, 23, 50)) and market_open(overnight, utc(2026, 11, 26, 0, 5))
 
 
 def pos(symbol):

@@ -50,6 +50,11 @@ def test_unrelated_tradewire_variables_are_not_settings():
         ("[realtime]\nconnection_timeout_ms = 30000\n", {}, "ka_interval_s"),
         ("[alerts.accounts.a]\nstop_out_levl = 1\n", {}, "stop_out_levl"),
         ("[[notify.webhook]]\nurl = 'ftp://x'\n", {}, "notify.webhook[0].url"),
+        # checked at load, not at each symbol's first check (a bad one raised there every second)
+        ("[alerts.symbol_classes]\ncrypto = '^(BTC'\n", {}, "symbol_classes.crypto"),
+        ("[alerts.market_hours.fx]\nopen = '99:99'\n", {}, "open: '99:99' is not a time of day"),
+        ("[alerts.market_hours.fx]\ndaily_break = ['21:00']\n", {}, "daily_break"),
+        ("[realtime]\npublish_namespaces = ['custom\\n']\n", {}, "publish_namespaces"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, toml, env, needle):
@@ -100,6 +105,7 @@ def test_key_issue_list_revoke(tmp_path, capsys):
         (["key", "issue", "--role", "root"], "invalid choice"),
         (["serve", "--port", "99999"], "outside"),
         (["simulate", "--url", "http://x", "--accounts", "0"], "above 0"),
+        (["cost", "--accounts", "10", "--updates-per-sec", "1", "--dashboards", "-5"], "0 or more"),
     ],
 )
 def test_bad_flags_are_named(argv, needle, capsys):
@@ -108,9 +114,15 @@ def test_bad_flags_are_named(argv, needle, capsys):
     assert info.value.code == 2 and needle in capsys.readouterr().err
 
 
-def test_bad_store_url_is_a_clear_error(capsys):
+def test_bad_store_url_is_a_clear_error(capsys, tmp_path):
     assert main(["token", "list", "--store", "mysql://x"]) == 2
     assert "unknown scheme" in capsys.readouterr().err
+    # a store that cannot be opened: the CLI's error line, not a traceback
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("these are not the pages of a database\n" * 100)
+    assert main(["token", "list", "--store", f"sqlite:///{not_a_db}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tradewire: error:") and "Traceback" not in err, err
 
 
 def readme_toml_blocks() -> list[str]:

@@ -274,3 +274,27 @@ async def test_a_stderr_nobody_reads_does_not_stall_the_hub(tmp_path):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(proc.wait(), 0.05)
         os.close(read_end)
+
+
+async def test_demo_runs_a_fleet_on_its_own_hub_and_its_scenario_raises_the_alert(tmp_path):
+    """`tradewire demo` (what `make demo` runs): a hub, a simulated fleet against it, and with --scenario
+    one scripted alert; it ends by itself with --duration and says what the fleet saw."""
+    db = tmp_path / "demo.db"
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tradewire.cli", "demo", "--port", "0", "--accounts", "3", "--duration", "5"),
+        *("--scenario", "error", "--store", f"sqlite:///{db}"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    out, err = (b.decode() for b in await asyncio.wait_for(proc.communicate(), 60))
+    assert proc.returncode == 0, err
+    assert re.search(r"hub on http://127\.0\.0\.1:\d+ .*3 simulated EAs for 5s", out), out
+    assert re.search(r"admin API key twk_\w+", out) and "dashboard     http://127.0.0.1:" in out, out
+    summary = re.search(r"demo: 3 accounts, .* durable (\d+)/(\d+) acked .* (\d+) errors", out)
+    assert summary, out
+    acked, sent, errors = map(int, summary.groups())
+    assert sent > 0 and acked == sent and errors == 0, out
+    assert "sent a durable EA error" in err, err
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT type FROM alerts").fetchall() == [("SYSTEM_ERROR",)]

@@ -23,6 +23,7 @@ STOP_OUT = "STOP_OUT"
 CONNECTION_LOST = "CONNECTION_LOST"
 SYSTEM_ERROR = "SYSTEM_ERROR"
 STALE_DATA = "STALE_DATA"
+ALERT_TYPES = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, SYSTEM_ERROR, STALE_DATA)
 EPISODIC = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, STALE_DATA)  # SYSTEM_ERROR: one alert per error
 
 
@@ -85,9 +86,9 @@ def market_open(hours: MarketHours, now_ms: int) -> bool:
         in_week = start <= week_minute < end
     else:  # the window wraps over the week's end (Sunday evening to Friday evening)
         in_week = week_minute >= start or week_minute < end
-    if in_week and len(hours.daily_break) == 2:
+    if in_week and hours.daily_break:
         b0, b1 = (_minutes(x) for x in hours.daily_break)
-        if b0 <= minute_of_day < b1:
+        if (b0 <= minute_of_day < b1) if b0 < b1 else (minute_of_day >= b0 or minute_of_day < b1):  # over midnight
             return False
     return in_week
 

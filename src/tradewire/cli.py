@@ -14,6 +14,7 @@ from tradewire.config import ConfigError, Settings, load_settings
 from tradewire.logs import setup_logging
 from tradewire.model import ACCOUNT_ID_RULE, is_account_id
 from tradewire.store import make_store
+from tradewire.store.base import StoreError
 
 log = logging.getLogger("tradewire")
 
@@ -27,6 +28,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="URL", help="store URL (default sqlite:///./tradewire.db, env TRADEWIRE_STORE)")
 
 
+def _add_scenario(p: argparse.ArgumentParser) -> None:
+    """The simulated fleet's scripted alert: `simulate` and `demo` both run a fleet."""
+    p.add_argument(
+        "--scenario",
+        choices=["margin-call", "stop-out", "disconnect", "error", "stale"],
+        help="a few seconds in, make one account raise that alert type: margin-call (margin level held at 80%%), "
+        "stop-out (level under 50%% and a stop-out CLOSE), disconnect (leaves for good), error (an EA error "
+        "message), stale (its prices freeze)",
+    )
+    p.add_argument(
+        "--scenario-account",
+        type=_account_id,
+        metavar="ACCOUNT",
+        help="the account --scenario scripts (default: the first)",
+    )
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -37,14 +55,16 @@ def _port(value: str) -> int:
     return port
 
 
-def _positive(kind: type) -> Any:
+def _positive(kind: type, *, zero: bool = False) -> Any:
+    """A flag's number, above 0 (or at least 0 with `zero`): argparse names the flag when it is not."""
+
     def parse(value: str) -> Any:
         try:
             number = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a {kind.__name__}") from None
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"{value} must be above 0")
+        if number < 0 or (number == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{value} must be {'0 or more' if zero else 'above 0'}")
         return number
 
     return parse
@@ -102,19 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--issue-tokens", action="store_true", help="issue the fleet's EA tokens in --store")
     sim.add_argument("--tokens", metavar="FILE", help="file of 'account token' lines to use instead")
     sim.add_argument("--quiet", action="store_true", help="no live status line")
-    sim.add_argument(
-        "--scenario",
-        choices=["margin-call", "stop-out", "disconnect", "error", "stale"],
-        help="a few seconds in, make one account raise that alert type: margin-call (margin level held at 80%%), "
-        "stop-out (level under 50%% and a stop-out CLOSE), disconnect (leaves for good), error (an EA error "
-        "message), stale (its prices freeze)",
-    )
-    sim.add_argument(
-        "--scenario-account",
-        type=_account_id,
-        metavar="ACCOUNT",
-        help="the account --scenario scripts (default: the first)",
-    )
+    _add_scenario(sim)
 
     demo = sub.add_parser("demo", help="serve on embedded defaults with a simulated fleet")
     _add_common(demo)
@@ -122,11 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=_positive(int), default=20)
     demo.add_argument("--rate", type=_positive(float), default=2.0)
     demo.add_argument("--duration", type=_positive(float), help="seconds to run (default: until Ctrl-C)")
+    _add_scenario(demo)
 
     cost = sub.add_parser("cost", help="monthly cost: AppSync Events, API Gateway+Lambda+DynamoDB, self-hosted")
     cost.add_argument("--accounts", type=_positive(int), required=True)
     cost.add_argument("--updates-per-sec", type=_positive(float), required=True, help="per account")
-    cost.add_argument("--dashboards", type=int, default=1, help="subscribers receiving everything")
+    cost.add_argument(
+        "--dashboards", type=_positive(int, zero=True), default=1, help="subscribers receiving everything"
+    )
     cost.add_argument("--hours-per-day", type=_positive(float), default=24.0, help="hours dashboards are open")
     cost.add_argument("--json", action="store_true", help="print JSON instead of a table")
     for name in (
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (ConfigError, CliError, ValueError, OSError) as exc:
+    except (ConfigError, CliError, StoreError, ValueError, OSError) as exc:
         print(f"tradewire: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,18 +6,21 @@ Every value is validated; an error names the key and where it came from.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from tradewire.model import END
 from tradewire.state import MAX_POSITIONS_PER_ACCOUNT, MAX_SYMBOLS_PER_ACCOUNT
 
 DEFAULT_STORE = "sqlite:///./tradewire.db"
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
-Namespace = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$")]
+Namespace = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?" + END)]
+CLOCK_TIME = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")  # HH:MM, 00:00-23:59
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -97,10 +100,21 @@ class MarketHours(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     (days 0=Monday..6=Sunday), with an optional daily break. The same open and close: all week."""
 
     open_day: Annotated[int, msgspec.Meta(ge=0, le=6)] = 6
-    open: Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}$")] = "22:00"
+    open: str = "22:00"
     close_day: Annotated[int, msgspec.Meta(ge=0, le=6)] = 4
-    close: Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}$")] = "22:00"
-    daily_break: list[Annotated[str, msgspec.Meta(pattern=r"^\d{2}:\d{2}$")]] = []  # ["21:00", "22:00"]
+    close: str = "22:00"
+    daily_break: list[str] = []  # ["21:00", "22:00"]; it may run over midnight: ["23:55", "00:05"]
+
+    def __post_init__(self) -> None:
+        for name, value in (
+            ("open", self.open),
+            ("close", self.close),
+            *(("daily_break", t) for t in self.daily_break),
+        ):
+            if not CLOCK_TIME.fullmatch(value):
+                raise ValueError(f"{name}: {value!r} is not a time of day (HH:MM, 00:00 to 23:59, UTC)")
+        if len(self.daily_break) not in (0, 2) or (self.daily_break and self.daily_break[0] == self.daily_break[1]):
+            raise ValueError(f"daily_break: {self.daily_break} is neither [] nor [start, end] (two different times)")
 
 
 class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -122,6 +136,13 @@ class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         }
     )
     accounts: dict[str, AlertLevels] = {}
+
+    def __post_init__(self) -> None:
+        for name, pattern in self.symbol_classes.items():  # checked here, not at every symbol's first check
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"symbol_classes.{name}: {pattern!r} is not a regular expression ({exc})") from None
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -234,7 +234,7 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
                 stop=stop,
                 system_magics=settings.system.magic_numbers,
                 on_stats=status.update,
-                scenario=getattr(args, "scenario", None),  # the demo parser has no --scenario (yet)
+                scenario=args.scenario,
                 scenario_account=scenario_account(args, tokens),
             )
         print(f"demo: {stats.summary()}", flush=True)
