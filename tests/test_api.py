@@ -4,7 +4,9 @@ import gc
 import re
 
 import pytest
+from aiohttp import web
 
+from tradewire import api
 from tradewire.app import Server
 
 from conftest import make_settings
@@ -121,8 +123,25 @@ async def test_bad_query_parameters_are_named(server, http, query, param):
 async def test_openapi_document_is_public_and_lists_the_endpoints(server, http):
     status, doc = await get(http, server, "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    assert {"/accounts", "/events", "/system-trades", "/alerts", "/metrics"} <= set(doc["paths"])
-    assert "PositionEvent" in doc["components"]["schemas"]
+    # Every route of the REST API is in it, with its method, and nothing that is not a route.
+    app = web.Application()
+    api.add_routes(app)
+    routes = {
+        (r.resource.canonical.removeprefix(api.PREFIX), r.method.lower())
+        for r in app.router.routes()
+        if r.method in ("GET", "POST")
+    }
+    assert {(path, method) for path, ops in doc["paths"].items() for method in ops} == routes
+    assert {"PositionEvent", "Position", "Alert"} <= set(doc["components"]["schemas"])
+    # The alerts query's parameters are the ones the handler reads (a wrong one is named: see above).
+    assert {p["name"] for p in doc["paths"]["/alerts"]["get"]["parameters"]} == {
+        "account",
+        "type",
+        "state",
+        "from",
+        "to",
+        "limit",
+    }
 
 
 async def test_metrics_need_a_key_and_count_what_happened(server, http, fleet):

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from tradewire import openapi
-from tradewire.alerts import CONNECTION_LOST, MARGIN_CALL, STALE_DATA, STOP_OUT, SYSTEM_ERROR
+from tradewire.alerts import ALERT_TYPES
 from tradewire.appkeys import HUB, METRICS
 from tradewire.hub import Hub
 from tradewire.limits import retry_after
@@ -23,7 +23,6 @@ PREFIX = "/api/v1"
 ROLE = web.RequestKey("role", str)  # the caller's API-key role, for handlers that need admin
 PUBLIC = {f"{PREFIX}/healthz", f"{PREFIX}/openapi.json"}
 MAX_LIMIT = 1000
-ALERT_TYPES = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, SYSTEM_ERROR, STALE_DATA)
 
 
 class BadParam(Exception):

@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 
-from tradewire.model import Alert, PositionEvent, SystemTrade, Tick
+from tradewire.alerts import ALERT_TYPES
+from tradewire.model import Alert, Position, PositionEvent, SystemTrade, Tick
 from tradewire.state import AccountSummary, ExposureRow
 
 _LIST = ("limit", "cursor")
@@ -22,21 +23,37 @@ def _param(name: str, description: str, schema: dict | None = None, where: str =
     }
 
 
-def _ok(ref: str | None, description: str, paged: bool = False) -> dict:
-    items = {"$ref": f"#/components/schemas/{ref}"} if ref else {"type": "object"}
-    schema: dict[str, Any] = {"type": "object", "properties": {"items": {"type": "array", "items": items}}}
-    if paged:
-        schema["properties"]["nextCursor"] = {"type": ["string", "null"]}
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _answer(schema: dict, description: str) -> dict:
+    """A 200 with this body, and what every keyed request can also be answered."""
     return {
         "200": {"description": description, "content": {"application/json": {"schema": schema}}},
         "400": {"$ref": "#/components/responses/BadRequest"},
         "401": {"$ref": "#/components/responses/Unauthorized"},
+        "429": {"$ref": "#/components/responses/RateLimited"},
+        "503": {"$ref": "#/components/responses/StoreUnavailable"},
     }
+
+
+def _ok(ref: str | None, description: str, paged: bool = False) -> dict:
+    """A list answer: {"items": [...]} (and its nextCursor when paged)."""
+    items = _ref(ref) if ref else {"type": "object"}
+    schema: dict[str, Any] = {"type": "object", "properties": {"items": {"type": "array", "items": items}}}
+    if paged:
+        schema["properties"]["nextCursor"] = {"type": ["string", "null"]}
+    return _answer(schema, description)
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
 
 
 def build() -> dict:
     _, components = msgspec.json.schema_components(
-        [AccountSummary, PositionEvent, SystemTrade, Alert, Tick, ExposureRow],
+        [AccountSummary, Position, PositionEvent, SystemTrade, Alert, Tick, ExposureRow],
         ref_template="#/components/schemas/{name}",
     )
     ms = {"type": "integer", "description": "UTC milliseconds since the epoch"}
@@ -45,9 +62,33 @@ def build() -> dict:
         _param("cursor", "nextCursor of the previous page", {"type": "integer"}),
     ]
     window = [_param("account", "account id"), _param("from", "ts >= from", ms), _param("to", "ts < to", ms)]
+    not_found = {"404": _error("no such account or alert")}
     paths = {
         "/healthz": {
-            "get": {"summary": "liveness; no key needed", "security": [], "responses": {"200": {"description": "ok"}}}
+            "get": {
+                "summary": "liveness; no key needed",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "ok, or draining while the hub shuts down",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"status": {"enum": ["ok", "draining"]}, "time": ms},
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "this document; no key needed",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
         },
         "/accounts": {
             "get": {
@@ -59,7 +100,51 @@ def build() -> dict:
             "get": {
                 "summary": "one account with its open positions",
                 "parameters": [_param("id", "account id", where="path")],
-                "responses": {**_ok("AccountSummary", "the account"), "404": {"description": "no such account"}},
+                "responses": {
+                    **_answer(
+                        {
+                            "allOf": [
+                                _ref("AccountSummary"),
+                                {
+                                    "type": "object",
+                                    "properties": {"openPositions": {"type": "array", "items": _ref("Position")}},
+                                },
+                            ]
+                        },
+                        "the account",
+                    ),
+                    **not_found,
+                },
+            }
+        },
+        "/accounts/{id}/equity": {
+            "get": {
+                "summary": "the account's recent equity and balance, one point a minute for 24 h, oldest first",
+                "parameters": [_param("id", "account id", where="path"), _param("from", "ts >= from", ms)],
+                "responses": {
+                    **_answer(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "account": {"type": "string"},
+                                "bucketMs": {"type": "integer"},
+                                "items": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "ts": ms,
+                                            "equity": {"type": "number"},
+                                            "balance": {"type": "number"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "equity points",
+                    ),
+                    **not_found,
+                },
             }
         },
         "/positions": {
@@ -89,9 +174,27 @@ def build() -> dict:
         },
         "/alerts": {
             "get": {
-                "summary": "alerts",
-                "parameters": [_param("account", "account id"), _param("state", "open or resolved")],
+                "summary": "alerts, newest first",
+                "parameters": [
+                    _param("account", "account id"),
+                    _param("type", "alert type", {"enum": list(ALERT_TYPES)}),
+                    _param("state", "open or resolved", {"enum": ["open", "resolved"]}),
+                    _param("from", "raised at >= from", ms),
+                    _param("to", "raised at < to", ms),
+                    paging[0],
+                ],
                 "responses": _ok("Alert", "alerts"),
+            }
+        },
+        "/alerts/{id}/ack": {
+            "post": {
+                "summary": "acknowledge an alert (admin key)",
+                "parameters": [_param("id", "alert id", where="path")],
+                "responses": {
+                    **_answer(_ref("Alert"), "the alert, acknowledged"),
+                    "403": _error("a read key: acknowledging needs an admin key"),
+                    **not_found,
+                },
             }
         },
         "/metrics": {
@@ -117,14 +220,13 @@ def build() -> dict:
             "schemas": {**components, "Error": error},
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
             "responses": {
-                "BadRequest": {
-                    "description": "a parameter is wrong (named in the message)",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                "BadRequest": _error("a parameter is wrong (named in the message)"),
+                "Unauthorized": _error("missing or invalid API key"),
+                "RateLimited": {
+                    **_error("this key is over [limits] requests_per_s"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
                 },
-                "Unauthorized": {
-                    "description": "missing or invalid API key",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                },
+                "StoreUnavailable": _error("the store failed; retry later"),
             },
         },
     }
