@@ -84,6 +84,9 @@ WEIRD = [
     " ",
     "x" * 5000,
     "\u0000",
+    "x\u0000",
+    "s1\n",  # a trailing newline: what a `$`-anchored pattern lets through
+    "acc-fuzz\n",
     "NaN",
     "Infinity",
     "-Infinity",

@@ -40,6 +40,7 @@ from tradewire.ingest import session
 from tradewire.malloc import fix_mmap_threshold
 from tradewire.realtime import http as realtime_http
 from tradewire.realtime import protocol as rt_protocol
+from tradewire.realtime.outbox import data_prefix
 
 from .mutations import TARGETS
 from .soak import rss_kib
@@ -137,7 +138,11 @@ def judge_steps(steps: list[session.Step]) -> str:
         elif isinstance(step, session.Greet):
             session.account_info(step.hello)
         else:
-            ea_protocol.encode(step.msg)  # republished and stored as JSON
+            encoded = ea_protocol.encode(step.msg)  # republished and stored as JSON
+            if isinstance(step.msg, ea_protocol.DurableMsg):
+                # Stored by every engine alike: PostgreSQL's text takes no NUL (its row would fail at
+                # commit, the EA resending it forever), so none gets this far.
+                assert b"\\u0000" not in encoded, encoded
             if isinstance(step.msg, ea_protocol.AccountMsg):
                 session.account_state(step.msg)
     return outcome
@@ -188,6 +193,8 @@ def judge_realtime_frame(data: bytes) -> str:
         return msg.error_type
     if isinstance(msg, rt_protocol.ConnectionInit | rt_protocol.Unsubscribe):
         return "accepted"
+    if isinstance(msg, rt_protocol.Subscribe):  # its id goes into every data frame as it is: they must parse
+        assert json.loads(data_prefix(msg.id.encode()) + b'"e"}')["id"] == msg.id, msg.id
     rt_protocol.api_key_of(msg.authorization)
     outcome = judge_channel(msg.channel, wildcard=isinstance(msg, rt_protocol.Subscribe))
     return judge_events(msg.events) if isinstance(msg, rt_protocol.Publish) and outcome == "accepted" else outcome
