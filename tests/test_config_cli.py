@@ -7,6 +7,7 @@ import pytest
 
 from tradewire.cli import main
 from tradewire.config import ConfigError, LimitSettings, RealtimeSettings, load_settings
+from tradewire.redact import redact_url
 
 
 def test_defaults():
@@ -112,6 +113,33 @@ def test_bad_flags_are_named(argv, needle, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://tw:s3cret@db:5432/tw", "postgresql://***@db:5432/tw"),
+        (
+            "postgresql://tw@db/tw?sslmode=require&password=s3cret",
+            "postgresql://***@db/tw?sslmode=require&password=***",
+        ),
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://***@127.0.0.1:6379/0"),
+        ("sqlite:///./tradewire.db?synchronous=NORMAL", "sqlite:///./tradewire.db?synchronous=NORMAL"),
+        ("dynamodb://tw?region=eu-west-1&endpoint=http://127.0.0.1:8000", None),
+    ],
+)
+def test_urls_in_logs_and_errors_carry_no_password(url, shown):
+    assert redact_url(url) == (shown or url)
+
+
+def test_a_broker_that_cannot_be_reached_is_named_without_its_password(capsys, tmp_path):
+    store = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["serve", "--port", "0", "--store", store, "--broker", "redis://:s3cret@127.0.0.1:1/0"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach Redis at redis://***@127.0.0.1:1/0" in err and "s3cret" not in err, err
+    assert main(["token", "list", "--store", "postgresql://tw:s3cret@/tw"]) == 2  # no host: the URL is quoted
+    err = capsys.readouterr().err
+    assert "postgresql://***@/tw" in err and "s3cret" not in err, err
 
 
 def test_bad_store_url_is_a_clear_error(capsys, tmp_path):

@@ -70,3 +70,26 @@ def test_records_are_formatted_when_logged_not_when_written():
     finally:
         logs.stop_logging()
         os.close(read_end)
+
+
+def test_a_message_quoting_a_client_is_one_line_and_a_traceback_still_follows():
+    """An EA's error text is logged as it came: its line breaks must not start lines of their own."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w", buffering=1)
+    logs.setup_logging("text", "info", stream=stream)
+    try:
+        forged = "failed\n2025-01-01 00:00:00,000 INFO tradewire.app: forged\r"
+        logging.getLogger("tradewire.hub").warning("EA error 4756: %s", forged)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("tradewire.hub").exception("with a traceback")
+        logs.stop_logging()
+        stream.close()
+        lines = os.read(read_end, 1 << 16).decode().splitlines()
+        assert lines[0].endswith("EA error 4756: failed\\n2025-01-01 00:00:00,000 INFO tradewire.app: forged\\r")
+        assert not [line for line in lines if line.startswith("2025-01-01")]
+        assert lines[1].endswith("with a traceback") and lines[2] == "Traceback (most recent call last):"
+    finally:
+        logs.stop_logging()
+        os.close(read_end)

@@ -25,6 +25,7 @@ from tradewire.notify import WebhookNotifier
 from tradewire.realtime.gateway import Gateway
 from tradewire.realtime.http import cors, post_event
 from tradewire.realtime.ws import realtime_websocket
+from tradewire.redact import redact_url
 from tradewire.store import Store, make_store
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class Server:
             await self.store.close()
             raise OSError(f"cannot listen on {self.settings.server.host}:{self.settings.server.port}: {exc}") from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("tradewire listening on %s (store %s)", self.url, _redact(self.settings.store.url))
+        log.info("tradewire listening on %s (store %s)", self.url, redact_url(self.settings.store.url))
 
     async def stop(self) -> None:
         """Stop accepting, drain EA sessions (commit, ack, close 1001), then close the store."""
@@ -160,11 +161,3 @@ class Server:
             log.info("signal received: draining")
         finally:
             await self.stop()
-
-
-def _redact(url: str) -> str:
-    """Store URLs may carry passwords: never log them."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

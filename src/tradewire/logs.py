@@ -36,6 +36,19 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(entry).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One record, one line: a message's line breaks are written escaped. Messages quote what clients send
+    (an EA's error text, a URL): with a raw newline in it, an EA could write a line of its own making,
+    dated and levelled like the hub's. A traceback still follows on lines of its own."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        return line.replace("\r", "\\r").replace("\n", "\\n") if "\n" in line or "\r" in line else line
+
+
 class DroppingQueueHandler(logging.handlers.QueueHandler):
     """Hands records to the writer thread; never blocks the caller. A full queue drops the record."""
 
@@ -122,7 +135,7 @@ def setup_logging(fmt: str = "text", level: str = "info", *, stream=None, queue_
     if fmt == "json":
         target.setFormatter(JsonFormatter())
     else:
-        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        target.setFormatter(TextFormatter())
     records: queue.Queue = queue.Queue(queue_records)
     # The queue handler formats in the caller (the record's args may change later) with the target's format.
     _handler = DroppingQueueHandler(records)

@@ -4,6 +4,7 @@ from urllib.parse import urlsplit
 
 from tradewire.broker.base import Broker, Publication
 from tradewire.broker.memory import MemoryBroker
+from tradewire.redact import redact_url
 
 __all__ = ["Broker", "MemoryBroker", "Publication", "make_broker"]
 
@@ -18,4 +19,6 @@ def make_broker(url: str) -> Broker:
         except ImportError:
             raise ValueError("the Redis broker needs redis-py: pip install 'tradewire[redis]'") from None
         return RedisBroker(url)
-    raise ValueError(f"broker URL {url!r}: unknown scheme {scheme!r}; expected memory:// or redis://HOST:PORT/DB")
+    raise ValueError(
+        f"broker URL {redact_url(url)!r}: unknown scheme {scheme!r}; expected memory:// or redis://HOST:PORT/DB"
+    )

@@ -24,6 +24,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from tradewire.broker.base import Deliver, Publication
+from tradewire.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class RedisBroker:
         try:
             await self._redis.ping()
         except (OSError, aioredis.RedisError) as exc:
-            raise ConnectionError(f"cannot reach Redis at {self.url}: {exc}") from None
+            raise ConnectionError(f"cannot reach Redis at {redact_url(self.url)}: {exc}") from None
         self._pubsub = self._redis.pubsub()
         await self._pubsub.subscribe(self._pub_channel)
         self._reader = asyncio.create_task(self._read_loop(), name="tradewire-redis-reader")

@@ -20,6 +20,7 @@ from rich.text import Text
 from tradewire.cli import CliError
 from tradewire.config import Settings
 from tradewire.model import ACCOUNT_ID_RULE, is_account_id
+from tradewire.redact import redact_url
 from tradewire.sim.account import DEFAULT_SYSTEM_MAGIC
 from tradewire.sim.fleet import FleetStats, run_fleet, ws_url
 from tradewire.store import make_store
@@ -190,9 +191,7 @@ async def simulate(args: argparse.Namespace, settings: Settings) -> int:
 def banner(url: str, key: str, settings: Settings, accounts: int, duration: float | None) -> str:
     until = f"for {duration:g}s" if duration else "until Ctrl-C"
     api = f"{url}/api/v1"
-    store_url, magics = settings.store.url, settings.system.magic_numbers
-    if "@" in store_url:  # never print a store password
-        store_url = store_url.split("://", 1)[0] + "://***@" + store_url.rsplit("@", 1)[1]
+    store_url, magics = redact_url(settings.store.url), settings.system.magic_numbers  # never print a password
     return "\n".join(
         [
             f"tradewire demo: hub on {url} (store {store_url}), {accounts} simulated EAs {until}",

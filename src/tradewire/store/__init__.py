@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
+from tradewire.redact import redact_url
 from tradewire.store.base import Store, StoreError
 
 __all__ = ["Store", "StoreError", "open_store", "parse_store_url"]
@@ -18,31 +19,33 @@ def parse_store_url(url: str) -> tuple[str, str, dict[str, str]]:
         # sqlite:///relative/or/./path.db  and  sqlite:////absolute/path.db
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if parts.netloc:
-            raise ValueError(f"store URL {url!r}: write sqlite:///PATH (three slashes), not sqlite://{parts.netloc}")
+            raise ValueError(
+                f"store URL {redact_url(url)!r}: write sqlite:///PATH (three slashes), not sqlite://{parts.netloc}"
+            )
         if not path or path == ":memory:":
-            raise ValueError(f"store URL {url!r}: SQLite needs a file path, e.g. sqlite:///./tradewire.db")
+            raise ValueError(f"store URL {redact_url(url)!r}: SQLite needs a file path, e.g. sqlite:///./tradewire.db")
         unknown = set(options) - {"synchronous", "busy_timeout_ms"}
         if unknown:
-            raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+            raise ValueError(f"store URL {redact_url(url)!r}: unknown option(s) {', '.join(sorted(unknown))}")
         return "sqlite", path, options
     if parts.scheme in ("postgresql", "postgres"):
         if not parts.hostname and not options.get("host"):
-            raise ValueError(f"store URL {url!r}: write postgresql://USER@HOST:PORT/DATABASE")
+            raise ValueError(f"store URL {redact_url(url)!r}: write postgresql://USER@HOST:PORT/DATABASE")
         return "postgresql", url, options
     if parts.scheme == "dynamodb":
         # dynamodb://TABLE_PREFIX?region=REGION&endpoint=URL (tables PREFIX-state, -events, -alerts, -trades)
         prefix = parts.netloc or parts.path.strip("/")
         if (parts.netloc and parts.path.strip("/")) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", prefix):
             raise ValueError(
-                f"store URL {url!r}: write dynamodb://TABLE_PREFIX?region=REGION[&endpoint=URL], the prefix "
-                "1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
+                f"store URL {redact_url(url)!r}: write dynamodb://TABLE_PREFIX?region=REGION[&endpoint=URL], "
+                "the prefix 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
             )
         unknown = set(options) - {"region", "endpoint"}
         if unknown:
-            raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+            raise ValueError(f"store URL {redact_url(url)!r}: unknown option(s) {', '.join(sorted(unknown))}")
         return "dynamodb", url, options
     raise ValueError(
-        f"store URL {url!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH, postgresql://USER@HOST/DB"
+        f"store URL {redact_url(url)!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH, postgresql://USER@HOST/DB"
         " or dynamodb://TABLE_PREFIX?region=REGION"
     )
 
@@ -68,7 +71,9 @@ def make_store(url: str) -> Store:
     try:
         timeout = int(options.get("busy_timeout_ms", "5000"))
     except ValueError:
-        raise ValueError(f"store URL {url!r}: busy_timeout_ms must be a whole number of milliseconds") from None
+        raise ValueError(
+            f"store URL {redact_url(url)!r}: busy_timeout_ms must be a whole number of milliseconds"
+        ) from None
     return SQLiteStore(location, synchronous=options.get("synchronous", "FULL"), busy_timeout_ms=timeout)
 
 

@@ -84,6 +84,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo, now_ms
+from tradewire.redact import redact_url
 from tradewire.store import plan as planner
 from tradewire.store.base import (
     ALERT_DECODER,
@@ -150,16 +151,16 @@ def split_url(url: str) -> tuple[str, str, str | None]:
     """(table prefix, region, endpoint) of a dynamodb:// URL; ValueError naming what is wrong."""
     parts = urlsplit(url)
     if parts.scheme != "dynamodb":
-        raise ValueError(f"store URL {url!r}: expected dynamodb://TABLE_PREFIX?region=REGION&endpoint=URL")
+        raise ValueError(f"store URL {redact_url(url)!r}: expected dynamodb://TABLE_PREFIX?region=REGION&endpoint=URL")
     prefix = parts.netloc or parts.path.strip("/")
     if (parts.netloc and parts.path.strip("/")) or not TABLE_PREFIX_RE.fullmatch(prefix):
         raise ValueError(
-            f"store URL {url!r}: the table prefix must be 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
+            f"store URL {redact_url(url)!r}: the table prefix must be 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
         )
     options = dict(parse_qsl(parts.query))
     unknown = set(options) - {"region", "endpoint"}
     if unknown:
-        raise ValueError(f"store URL {url!r}: unknown option(s) {', '.join(sorted(unknown))}")
+        raise ValueError(f"store URL {redact_url(url)!r}: unknown option(s) {', '.join(sorted(unknown))}")
     region = (
         options.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     )
