@@ -7,7 +7,9 @@ import logging
 import aiohttp
 import pytest
 
-from helpers import EA, Subscriber, hello, issue_key
+from tradewire.store.base import EventQuery
+
+from helpers import EA, Subscriber, hello, issue_key, position_event
 
 ACTORS = ["nobody", "ea_token_A", "revoked_token", "read_key", "admin_key", "wrong_key"]
 
@@ -176,3 +178,46 @@ async def test_a_credential_that_is_not_utf8_is_refused_like_any_wrong_one(serve
     sub = await Subscriber.connect(http, server, "\ud800")
     await sub.send({"type": "subscribe", "id": "s", "channel": "/trading/*"})
     assert (await _first_answer(sub, "s"))["type"] == "connection_error"
+
+
+async def _close_code(ws, timeout: float = 5.0) -> int | None:
+    """Read until the peer closes: its close code (None if it did not within `timeout`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (left := deadline - loop.time()) > 0:
+        try:
+            msg = await ws.receive(timeout=left)
+        except TimeoutError:
+            return None
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            return msg.data if msg.type == aiohttp.WSMsgType.CLOSE else ws.close_code
+    return None
+
+
+async def test_a_token_revoked_during_a_session_writes_nothing_more(server, http):
+    """Checked at connect only, a revoked token kept writing on the session it had (auth_cache_s is 0 here)."""
+    token, info = await server.store.add_token("acc-a")
+    ea = await EA.connect(http, server, token)
+    await ea.greet()
+    await ea.send(position_event(1))
+    await ea.wait_ack(1)
+    assert await server.store.revoke_token(info.tokenId)
+    await ea.send(position_event(2, pid=1002))
+    assert await _close_code(ea.ws) == 1008
+    assert [e.position.id for e in (await server.store.events(EventQuery(account="acc-a"))).items] == [1001]
+
+
+async def test_a_key_revoked_while_subscribed_ends_its_subscriptions_and_no_one_elses(server, http):
+    """Checked at subscribe only, a revoked key kept every account's data coming on what it had subscribed."""
+    revoked, info = await server.store.add_api_key("read")
+    kept = await issue_key(server, "read")
+    gone, stays = [await Subscriber.connect(http, server, key) for key in (revoked, kept)]
+    for sub in (gone, stays):
+        await sub.send({"type": "subscribe", "id": "s", "channel": "/trading/*"})
+        assert (await _first_answer(sub, "s"))["type"] == "subscribe_success"
+    assert await server.store.revoke_api_key(info.keyId)
+    assert await _close_code(gone.ws) == 4401  # within the recheck (1 s here) and the auth cache (0 s)
+    token, _ = await server.store.add_token("acc-a")
+    ea = await EA.connect(http, server, token)
+    await ea.greet()
+    assert (await stays.expect("data"))["type"] == "data"  # the other key's subscription goes on

@@ -113,7 +113,13 @@ class Server:
         self.hub = Hub(
             self.settings, self.store, BrokerFanout(self.broker), notifier=self.notifier, presence=self.broker
         )
-        self.gateway = Gateway(self.settings.realtime, self.broker, self.store, self.hub.api_role)
+        self.gateway = Gateway(
+            self.settings.realtime,
+            self.broker,
+            self.store,
+            self.hub.api_role,
+            recheck_s=max(1.0, self.settings.server.auth_cache_s),  # a revoked key's subscriptions end then
+        )
         await self.gateway.start()
         await self.hub.start()
         self.runner = web.AppRunner(

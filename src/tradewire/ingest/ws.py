@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -43,10 +44,13 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 class EAWebSocketSession:
-    def __init__(self, hub: Hub, account: str, ws: web.WebSocketResponse) -> None:
+    def __init__(self, hub: Hub, account: str, ws: web.WebSocketResponse, token: str = "") -> None:
         self.hub = hub
         self.account = account
         self.ws = ws
+        # The token is asked again every auth_cache_s while frames come: a revoked one stops writing then.
+        self._token = token
+        self._token_checked = time.monotonic()
         self.core = SessionCore(account)
         # Durable messages awaiting their commit, in order, and the task that acks them: both made on
         # the first durable message and the task gone when all are acked, so an idle session (most of
@@ -63,6 +67,8 @@ class EAWebSocketSession:
         try:
             async for msg in self.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    if self._accepting and not await self._token_still_valid():
+                        break
                     if self._accepting:
                         await self._on_frame(msg.data)
                         # Over its rate the EA is slowed down, not refused: refusing a durable message
@@ -86,6 +92,25 @@ class EAWebSocketSession:
             if not self.ws.closed:
                 code, reason = self._close or (CLOSE_GOING_AWAY, "")
                 await self.ws.close(code=code, message=reason.encode())
+
+    async def _token_still_valid(self) -> bool:
+        """False once the session's token is known revoked (then closed 1008). Asked at most once per
+        auth_cache_s, before a frame: what it guards is writing. A store that cannot answer is asked next time."""
+        every = self.hub.settings.server.auth_cache_s
+        now = time.monotonic()
+        if not self._token or now - self._token_checked < every:
+            return True
+        self._token_checked = now
+        try:
+            if await self.hub.ea_account(self._token) == self.account:
+                return True
+        except StoreError as exc:
+            log.warning("account %s: token recheck: store unavailable: %s", self.account, exc)
+            return True
+        log.info("account %s: closing its session: the token was revoked", self.account)
+        self._accepting = False
+        self._close = (CLOSE_POLICY, "token revoked")
+        return False
 
     async def _on_frame(self, data: str | bytes) -> None:
         self.hub.counters["frames"] += 1
@@ -258,5 +283,5 @@ async def _ea_websocket(hub: Hub, request: web.Request) -> web.StreamResponse:
     if hub.draining:
         await ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
         return ws
-    await EAWebSocketSession(hub, account, ws).run()
+    await EAWebSocketSession(hub, account, ws, token or "").run()
     return ws

@@ -57,13 +57,14 @@ def literal_of(pub: Publication) -> bytes:
 
 
 class Subscription:
-    __slots__ = ("buffer", "conn", "id", "id_bytes", "pattern", "pending")
+    __slots__ = ("buffer", "conn", "id", "id_bytes", "key", "pattern", "pending")
 
-    def __init__(self, conn: Connection, sub_id: str, pattern: str) -> None:
+    def __init__(self, conn: Connection, sub_id: str, pattern: str, key: str | None = None) -> None:
         self.conn = conn
         self.id = sub_id
         self.id_bytes = sub_id.encode()
         self.pattern = pattern
+        self.key = key  # the API key that allowed it: a revoked key ends it (Gateway._recheck_keys)
         # While it loads its snapshot/history (in the index's `loading`), live publications wait here.
         self.buffer: list[tuple[Publication, bytes]] = []
         self.pending = conn.outbox.slot(sub_id)  # latest-wins literals waiting to be written, by channel
@@ -177,7 +178,9 @@ class SubscriptionIndex:
 
 
 class Gateway:
-    def __init__(self, settings: RealtimeSettings, broker: Broker, store: Store, role_of: RoleOf) -> None:
+    def __init__(
+        self, settings: RealtimeSettings, broker: Broker, store: Store, role_of: RoleOf, recheck_s: float = 5.0
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.store = store
@@ -195,6 +198,8 @@ class Gateway:
             "throttled": 0,
         }
         self._ka_task: asyncio.Task | None = None
+        self._recheck_s = recheck_s  # how often the keys of open subscriptions are checked again (auth_cache_s)
+        self._recheck_task: asyncio.Task | None = None
         self.on_flush: Callable[[float], None] | None = None  # seconds from first queued frame to its write
         self._dirty: set[Connection] = set()  # connections with something to write at the next flush
         self._flush_handle: asyncio.Handle | None = None
@@ -209,10 +214,13 @@ class Gateway:
     async def start(self) -> None:
         await self.broker.start(self.deliver)
         self._ka_task = asyncio.create_task(self._keepalive())
+        if self._recheck_s > 0:
+            self._recheck_task = asyncio.create_task(self._recheck_keys())
 
     async def stop(self) -> None:
-        if self._ka_task is not None:
-            self._ka_task.cancel()
+        for task in (self._ka_task, self._recheck_task):
+            if task is not None:
+                task.cancel()
         for conn in list(self.connections):
             await conn.close(1001, "server shutting down")
         await self.broker.stop()
@@ -338,6 +346,25 @@ class Gateway:
             for conn in list(self.connections):
                 conn.reply(rp.KA)
 
+    async def _recheck_keys(self) -> None:
+        """A key revoked while its subscriptions are open stops them within `recheck_s` (plus the auth
+        cache's own seconds): their connections are closed 4401. Every key in use is asked again (cached:
+        a store read per key per auth_cache_s at most); a store that cannot answer is asked next time."""
+        while True:
+            await asyncio.sleep(self._recheck_s)
+            keys = {sub.key for conn in self.connections for sub in conn.subs.values() if sub.key}
+            revoked = set()
+            for key in keys:
+                try:
+                    if await self.role_of(key) is None:
+                        revoked.add(key)
+                except Exception as exc:  # the store is down: nothing is known to be revoked
+                    log.warning("rechecking subscriber keys: %s", exc)
+                    break
+            for conn in [c for c in self.connections if any(s.key in revoked for s in c.subs.values())]:
+                log.info("closing a subscriber connection: its API key was revoked")
+                conn.close_soon(CLOSE_UNAUTHORIZED, "API key revoked")
+
     def known_namespace(self, ns: str) -> bool:
         return ns == channels.NAMESPACE or ns in self.publish_namespaces
 
@@ -402,8 +429,12 @@ class Connection:
         self.gateway.stats["closed_slow"] += 1
         limit = self.gateway.settings.max_backlog_bytes
         log.warning("closing a slow subscriber: backlog over %d bytes", limit)
-        reason = f"slow consumer: backlog over {limit} bytes; resubscribe with since"
-        self._closer = asyncio.ensure_future(self.close(CLOSE_SLOW, reason, abort=True))
+        self.close_soon(CLOSE_SLOW, f"slow consumer: backlog over {limit} bytes; resubscribe with since", abort=True)
+
+    def close_soon(self, code: int, reason: str, *, abort: bool = False) -> None:
+        """Close from code that cannot wait for it (the fan-out, a periodic check); nothing more is written."""
+        if self._closer is None:
+            self._closer = asyncio.ensure_future(self.close(code, reason, abort=abort))
 
     def flush(self) -> None:
         """Write everything pending in one write, unless the peer is behind (then wait for it to drain)."""
@@ -522,8 +553,12 @@ class Connection:
             self.batch = True
         self.reply(rp.connection_ack(self.gateway.settings.connection_timeout_ms))
 
+    def _key(self, authorization: dict[str, Any] | None) -> str | None:
+        """The API key a message acts with: its own `authorization`, else the one given at connect."""
+        return rp.api_key_of(authorization) or self.key
+
     async def _role(self, authorization: dict[str, Any] | None) -> Role | None:
-        key = rp.api_key_of(authorization) or self.key
+        key = self._key(authorization)
         return await self.gateway.role_of(key) if key else None
 
     async def _subscribe(self, msg: rp.Subscribe) -> None:
@@ -547,7 +582,7 @@ class Connection:
         await gw.turns.take()  # the snapshot: one subscriber's per loop turn
         if self._closing:
             return None
-        sub = Subscription(self, msg.id, pattern)
+        sub = Subscription(self, msg.id, pattern, self._key(msg.authorization))
         self.subs[msg.id] = sub
         gw.index.add(sub)  # live publications are buffered for it from now on: nothing falls in a gap
         try:
