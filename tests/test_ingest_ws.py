@@ -307,6 +307,38 @@ async def test_store_failure_acks_nothing_and_closes_1011_then_resend_is_stored(
         assert db_rows(srv, "SELECT msg_id FROM ea_inbox") == [("open-1001-1",)]
 
 
+async def test_a_message_sent_after_one_whose_commit_failed_is_not_stored_past_it(tmp_path, http):
+    """seq 2's group fails (the database is locked) and seq 3's group, next, would commit once the lock is
+    gone: the welcome's ackedSeq would then be 3, and the EA would drop seq 2 for good. Seq 3 fails too."""
+    settings = make_settings(tmp_path)
+    settings.store.url += "?busy_timeout_ms=300"
+    async with running(settings) as srv:
+        token = await issue_token(srv, "acc-1")
+        ea = await EA.connect(http, srv, token)
+        await ea.greet()
+        await ea.send(position_event(1, pid=1000))
+        await ea.wait_ack(1)  # and with it whatever the hello queued before it (presence, alerts)
+        blocker = sqlite3.connect(srv.store.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            await ea.send(position_event(2))  # its group waits for the lock, and fails at 300 ms
+            await asyncio.sleep(0.1)
+            await ea.send(position_event(3, pid=1002))  # the next group: it gets the lock at 450 ms
+            await asyncio.sleep(0.35)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        err = await ea.expect("error")
+        assert err["code"] == "store_unavailable" and err["ref"] == "open-1001-2"
+        msg = await ea.ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+        ea = await EA.connect(http, srv, token)
+        assert (await ea.greet())["ackedSeq"] == 1  # nothing past seq 2: the EA resends both
+        await ea.send([position_event(2), position_event(3, pid=1002)])
+        await ea.wait_ack(3)
+        assert await stored_ids(srv) == ["open-1000-1", "open-1001-2", "open-1002-3"]
+
+
 async def test_welcome_reports_the_highest_durable_seq(server, http):
     ea = await connect(http, server)
     await ea.send([position_event(s, pid=s) for s in (1, 2, 7)])

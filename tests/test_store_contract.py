@@ -11,11 +11,13 @@ from tradewire.store.base import (
     AlertQuery,
     AlertRaiseOp,
     AlertResolveOp,
+    DurableStream,
     EAErrorOp,
     EAPositionOp,
     EventQuery,
     PresenceOp,
     ReconcileOp,
+    StoreError,
 )
 
 from stores import ENGINES, factory_for
@@ -25,10 +27,10 @@ def pos(pid, magic=0):
     return Position(id=pid, symbol="EURUSD", side="buy", volume=0.1, openPrice=1.1, openTime=pid, magic=magic)
 
 
-def op(seq, event="OPEN", pid=None, account="a", msg_id=None, system=False):
+def op(seq, event="OPEN", pid=None, account="a", msg_id=None, system=False, stream=None):
     pid = pid if pid is not None else seq
     msg = PositionMsg(seq=seq, id=msg_id or f"m{seq}", event=event, ts=1000 + seq, position=pos(pid))
-    return EAPositionOp(account, msg, system)
+    return EAPositionOp(account, msg, system, stream)
 
 
 @pytest.fixture(params=ENGINES)
@@ -60,6 +62,22 @@ async def test_idempotency_survives_a_restart(factory):
     assert [r.status for r in await s.write([op(2, msg_id="fresh")])] == ["seq_not_increasing"]
     assert [r.status for r in await s.write([op(9, msg_id="m2")])] == ["conflict"]
     assert await s.acked_seq("a") == 3
+
+
+async def test_after_a_message_fails_the_later_ones_of_its_session_are_not_tried(store):
+    """Committed past a failed seq, a later one would be the account's highest: the next welcome's ackedSeq
+    would cover the failed one, and the EA drop it for good. So they fail too, in the same group or later."""
+    stream = DurableStream()
+    broken = EAPositionOp("a", None, False, stream)  # type: ignore[arg-type]  # one the engine cannot apply
+    first = await asyncio.gather(store.submit(broken), store.submit(op(2, stream=stream)), return_exceptions=True)
+    assert [type(r) for r in first] == [StoreError, StoreError], first
+    with pytest.raises(StoreError, match="earlier durable message"):
+        await store.submit(op(3, stream=stream))  # a later group: still not tried
+    assert await store.acked_seq("a") == 0 and not (await store.events(EventQuery())).items
+    # the EA reconnects (a new stream) and resends them all; another session never was affected
+    resent = [op(2, stream=(again := DurableStream())), op(3, stream=again)]
+    assert [r.status for r in await store.write(resent)] == ["stored", "stored"]
+    assert (await store.submit(op(1, account="b", stream=DurableStream()))).status == "stored"
 
 
 async def test_accounts_are_independent(store):

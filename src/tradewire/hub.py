@@ -27,6 +27,7 @@ from tradewire.store.base import (
     AlertAckOp,
     AlertRaiseOp,
     AlertResolveOp,
+    DurableStream,
     EAErrorOp,
     EAPositionOp,
     PresenceOp,
@@ -287,8 +288,11 @@ class Hub:
         fut.add_done_callback(self._after_commit)
 
     # --- durable ------------------------------------------------------------------------------
-    def submit_durable(self, account: str, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
-        """Queue a durable EA message; the future resolves after commit (or fails with StoreError)."""
+    def submit_durable(
+        self, account: str, msg: p.DurableMsg, stream: DurableStream | None = None
+    ) -> asyncio.Future[WriteResult]:
+        """Queue a durable EA message; the future resolves after commit (or fails with StoreError). `stream`:
+        the session's messages in order; once one fails, the later ones fail untried (see DurableStream)."""
         self.counters["durable"] += 1
         self.touch(account)
         if isinstance(msg, p.PositionMsg):
@@ -298,9 +302,9 @@ class Hub:
                 self._positions_left_out(account)
             if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
                 self.apply_transitions(self.rules.stop_out_close(account, msg.position.id, msg.position.symbol, msg.ts))
-            op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics)
+            op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics, stream)
         else:
-            op = EAErrorOp(account, msg)
+            op = EAErrorOp(account, msg, stream)
         fut = self.store.submit(op)
         fut.add_done_callback(lambda f: self._after_commit(f, account))
         return fut

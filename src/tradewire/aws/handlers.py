@@ -62,6 +62,7 @@ from tradewire.store.base import (
     AlertQuery,
     AlertRaiseOp,
     AlertResolveOp,
+    DurableStream,
     EAErrorOp,
     EAPositionOp,
     PresenceOp,
@@ -256,6 +257,7 @@ class _Frame:
         self.ended_at: int | None = None
         self.alert_futures: list[asyncio.Future[WriteResult]] = []
         self.other_futures: list[asyncio.Future[WriteResult]] = []
+        self.stream = DurableStream()  # this frame's durable messages, in order (see DurableStream)
         self.positions_changed = False
 
     async def send(self, msg: msgspec.Struct) -> None:
@@ -390,9 +392,11 @@ class _Frame:
                 self.positions_changed = True  # else left out of the live list; the event is stored all the same
             if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
                 self.transitions(self.rules.stop_out_close(self.account, msg.position.id, msg.position.symbol, msg.ts))
-            op: EAPositionOp | EAErrorOp = EAPositionOp(self.account, msg, msg.position.magic in self.rt.system_magics)
+            op: EAPositionOp | EAErrorOp = EAPositionOp(
+                self.account, msg, msg.position.magic in self.rt.system_magics, self.stream
+            )
         else:
-            op = EAErrorOp(self.account, msg)
+            op = EAErrorOp(self.account, msg, self.stream)
         return self.store.submit(op)
 
     def transitions(self, transitions: list[Transition]) -> None:

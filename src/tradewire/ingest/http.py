@@ -19,7 +19,7 @@ from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Step, Volatile
 from tradewire.ingest.ws import bearer_token
 from tradewire.limits import retry_after
-from tradewire.store.base import StoreError
+from tradewire.store.base import DurableStream, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ async def _ea_batch(request: web.Request) -> web.Response:
 
     errors: list[p.ErrorReply] = []
     durable: list[tuple[p.DurableMsg, asyncio.Future]] = []
+    stream = DurableStream()  # this batch's durable messages: one that fails fails the later ones untried
     welcome: p.Welcome | None = None
     steps: list[tuple[int | None, Step]] = [(None, s) for s in core.steps([hello])] if hello is not None else []
     many = len(items) > 1  # as for every other error: an index only among several messages
@@ -136,7 +137,7 @@ async def _ea_batch(request: web.Request) -> web.Response:
             if refused is not None:
                 errors.append(refused if index is None else msgspec.structs.replace(refused, index=index))
         elif isinstance(step, Durable):
-            durable.append((step.msg, hub.submit_durable(account, step.msg)))
+            durable.append((step.msg, hub.submit_durable(account, step.msg, stream)))
         elif isinstance(step, Reply):
             errors.append(step.msg)
     hub.counters["messages"] += len(items)

@@ -21,7 +21,7 @@ from tradewire.hub import Hub
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
 from tradewire.limits import retry_after
-from tradewire.store.base import StoreError, WriteResult
+from tradewire.store.base import DurableStream, StoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class EAWebSocketSession:
         self._token = token
         self._token_checked = time.monotonic()
         self.core = SessionCore(account)
+        self._stream = DurableStream()  # this session's durable messages, in order (see DurableStream)
         # Durable messages awaiting their commit, in order, and the task that acks them: both made on
         # the first durable message and the task gone when all are acked, so an idle session (most of
         # them, most of the time) holds neither.
@@ -142,7 +143,7 @@ class EAWebSocketSession:
     def _queue_durable(self, msg: p.DurableMsg) -> None:
         if self._pending is None:
             self._pending = collections.deque()
-        self._pending.append((msg, self.hub.submit_durable(self.account, msg)))
+        self._pending.append((msg, self.hub.submit_durable(self.account, msg, self._stream)))
         if self._acker is None:
             self._acker = asyncio.create_task(self._ack_loop(), name=f"acks-{self.account}")
 

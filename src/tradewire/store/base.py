@@ -21,6 +21,19 @@ from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, Sy
 
 
 # --- write operations ---------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class DurableStream:
+    """The durable messages of one EA session (or one HTTP batch), in the order they were received.
+
+    Group commit lets a later message commit after an earlier one failed (a lock, a deadlock, a throttle
+    that hit only the earlier group). Its seq would then be the account's highest: the next welcome's
+    `ackedSeq` covers the failed one, and the EA drops it for good. So once one message of a stream fails,
+    the store fails every later one of that stream without trying it (`blocked`, `note_failure`); the EA
+    reconnects and resends them all, in order, on a new stream."""
+
+    failed: bool = False
+
+
 @dataclass(slots=True)
 class EAPositionOp:
     """An EA-reported position event (durable, idempotent on (account, msg.id))."""
@@ -28,6 +41,7 @@ class EAPositionOp:
     account: str
     msg: PositionMsg
     system: bool  # magic is a configured system magic number
+    stream: DurableStream | None = None
 
 
 @dataclass(slots=True)
@@ -36,6 +50,7 @@ class EAErrorOp:
 
     account: str
     msg: ErrorMsg
+    stream: DurableStream | None = None
 
 
 @dataclass(slots=True)
@@ -178,6 +193,21 @@ def sql_where(clauses: list[str]) -> str:
 
 
 # --- group commit ---------------------------------------------------------------------------------
+def blocked(op: object) -> StoreError | None:
+    """The error for an op not to be tried: an earlier one of its stream failed (see DurableStream)."""
+    stream = getattr(op, "stream", None)
+    if stream is not None and stream.failed:
+        return StoreError("an earlier durable message of this session failed; resend from it")
+    return None
+
+
+def note_failure(op: object) -> None:
+    """An op failed (nothing of it is durable): the later ones of its stream must not be tried."""
+    stream = getattr(op, "stream", None)
+    if stream is not None:
+        stream.failed = True
+
+
 Q = TypeVar("Q")
 
 

@@ -105,8 +105,10 @@ from tradewire.store.base import (
     StoreError,
     WriteOp,
     WriteResult,
+    blocked,
     hash_secret,
     new_secret,
+    note_failure,
     take_group,
 )
 
@@ -541,7 +543,8 @@ class DynamoStore:
                     done += await self._commit_group(batch[done:])
                 except Exception as exc:  # never let the writer die: fail what was left
                     log.exception("dynamodb writer failed")
-                    for _, fut in batch[done:]:
+                    for op, fut in batch[done:]:
+                        note_failure(op)
                         _settle(fut, None, StoreError(f"commit failed: {exc}"))
                     break
             if stop:
@@ -598,18 +601,23 @@ class DynamoStore:
                 if self.on_commit is not None:
                     self.on_commit(time.perf_counter() - started, count)
             break
-        for (_, fut), (result, exc) in zip(pending, outcomes, strict=False):
+        for (op, fut), (result, exc) in zip(pending, outcomes, strict=False):
+            if exc is not None:
+                note_failure(op)  # before the next group is planned: its later ops are not tried
             _settle(fut, result, exc)
         return count or 1
 
     async def _plan_isolated(self, tx: _Tx, op: WriteOp) -> tuple[Any, BaseException | None]:
         """Each _plan_* reads first and changes `tx` only at its end, so a refusal spoils nothing."""
+        if (refused := blocked(op)) is not None:
+            return None, refused
         try:
             return await self._plan(tx, op), None
         except (ClientError, BotoCoreError):
             raise
         except (ValueError, TypeError, KeyError, msgspec.MsgspecError) as exc:
             log.exception("store operation failed")
+            note_failure(op)
             return None, StoreError(f"store operation failed: {exc}")
 
     async def _plan(self, tx: _Tx, op: WriteOp) -> WriteResult:

@@ -39,8 +39,10 @@ from tradewire.store.base import (
     StoreError,
     WriteOp,
     WriteResult,
+    blocked,
     hash_secret,
     new_secret,
+    note_failure,
     sql_where,
     take_group,
 )
@@ -162,9 +164,13 @@ class PostgresStore:
             async with self._pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
                 for op, fut in batch:
                     outcomes.append((fut, *await self._apply_isolated(conn, op)))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # the connection, the commit, or an op nobody foresaw: none of it is durable
+            if not isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+                log.exception("store group failed")  # a bug, not an outage: say where
             error = StoreError(f"commit failed: {exc}")
             outcomes = [(fut, None, error) for _, fut in batch]
+            for op, _ in batch:
+                note_failure(op)
         else:
             self.commits += 1
             self.committed_ops += len(batch)
@@ -181,6 +187,8 @@ class PostgresStore:
     async def _apply_isolated(
         self, conn: asyncpg.Connection, op: WriteOp | Callable
     ) -> tuple[Any, BaseException | None]:
+        if (refused := blocked(op)) is not None:
+            return None, refused
         for attempt in (1, 2):
             try:
                 async with conn.transaction():  # a savepoint: one failure does not spoil the batch
@@ -194,6 +202,7 @@ class PostgresStore:
                 # plan again from what is there now.
             except (asyncpg.PostgresError, ValueError) as exc:
                 log.exception("store operation failed")
+                note_failure(op)
                 return None, StoreError(f"store operation failed: {exc}")
         raise AssertionError("unreachable")
 

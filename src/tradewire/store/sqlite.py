@@ -43,8 +43,10 @@ from tradewire.store.base import (
     StoreError,
     WriteOp,
     WriteResult,
+    blocked,
     hash_secret,
     new_secret,
+    note_failure,
     sql_where,
     take_group,
 )
@@ -119,9 +121,10 @@ class SQLiteStore:
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         self.batch_max = batch_max
-        self._queue: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future] | None] = (
-            queue.SimpleQueue()
-        )
+        # (what to run, its future, the write it does if any); None stops the writer
+        self._queue: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future, WriteOp | None] | None
+        ] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -238,7 +241,9 @@ class SQLiteStore:
             with contextlib.suppress(Exception):
                 self._reload_caches(conn)
             error = StoreError(f"commit failed: {exc}")
-            outcomes = [(fut, None, error) for _, fut in batch]
+            outcomes = [(fut, None, error) for _, fut, _ in batch]
+            for _, _, op in batch:
+                note_failure(op)
         else:
             self._head = self._next_offset - 1  # offsets are taken only inside the transaction just committed
             self.commits += 1
@@ -264,7 +269,12 @@ class SQLiteStore:
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         self._optimistic = not isolate
         conn.execute("BEGIN IMMEDIATE")
-        for fn, fut in batch:
+        for fn, fut, op in batch:
+            if (refused := blocked(op)) is not None:
+                if not isolate:
+                    raise _OperationFailed  # rare: the group runs again, op by op
+                outcomes.append((fut, None, refused))
+                continue
             if not isolate:
                 try:
                     outcomes.append((fut, fn(conn), None))
@@ -279,6 +289,7 @@ class SQLiteStore:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 log.exception("store operation failed")
+                note_failure(op)
                 outcomes.append((fut, None, StoreError(f"store operation failed: {exc}")))
         conn.execute("COMMIT")
         return outcomes
@@ -298,16 +309,18 @@ class SQLiteStore:
         self._next_offset += 1
         return offset
 
-    def _call_writer(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future:
+    def _call_writer(self, fn: Callable[[sqlite3.Connection], Any], op: WriteOp | None = None) -> asyncio.Future:
+        """Run `fn` on the writer thread in the next group commit. `op`: the write it does, if any (its
+        stream decides whether it is tried at all: see DurableStream)."""
         if self._writer is None:
             raise StoreError("store is not open")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put((fn, fut))
+        self._queue.put((fn, fut, op))
         return fut
 
     # --- durable writes -----------------------------------------------------------------------
     def submit(self, op: WriteOp) -> asyncio.Future[WriteResult]:
-        return self._call_writer(lambda conn: self._apply(conn, op))
+        return self._call_writer(lambda conn: self._apply(conn, op), op)
 
     async def write(self, ops: list[WriteOp]) -> list[WriteResult]:
         return list(await asyncio.gather(*(self.submit(op) for op in ops)))
