@@ -274,3 +274,15 @@ class ServeProcess:
         code = await asyncio.wait_for(self.proc.wait(), 20)
         await asyncio.wait_for(self._drain, 5)  # the pipe ends with the process
         return code
+
+
+@contextlib.contextmanager
+def sqlite_locked(path: str):
+    """Another process holding the SQLite database's write lock: the hub's commits wait for it, then fail."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()

@@ -1,12 +1,10 @@
 """MT4's path: POST /ea/v1/batch over a real socket."""
 
-import sqlite3
-
 from tradewire.app import Server
 from tradewire.store.base import StoreError
 
 from conftest import make_settings
-from helpers import account_state, db_rows, hello, issue_token, position_event, running
+from helpers import account_state, db_rows, hello, issue_token, position_event, running, sqlite_locked
 
 
 async def batch(http, server, token, body=None, raw=None):
@@ -86,15 +84,10 @@ async def test_store_failure_is_503_and_acks_nothing(tmp_path, http):
     settings.store.url += "?busy_timeout_ms=200"
     async with running(settings) as srv:
         token = await issue_token(srv, "mt4-1")
-        blocker = sqlite3.connect(srv.store.path, isolation_level=None)
-        blocker.execute("BEGIN EXCLUSIVE")
-        try:
+        with sqlite_locked(srv.store.path):
             status, body = await batch(
                 http, srv, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]}
             )
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         assert status == 503 and body["error"]["code"] == "store_unavailable" and "ackedSeq" not in body
         status, body = await batch(http, srv, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]})
         assert status == 200 and body["ackedSeq"] == 1

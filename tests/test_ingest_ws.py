@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import sqlite3
 
 import aiohttp
 import pytest
@@ -22,6 +21,7 @@ from helpers import (
     position,
     position_event,
     running,
+    sqlite_locked,
 )
 
 
@@ -39,16 +39,11 @@ async def connect(http, server, account="acc-1"):
 async def test_an_ack_never_precedes_the_commit(server, http):
     ea = await connect(http, server)
     # Another process holds the database's write lock: the hub cannot commit.
-    blocker = sqlite3.connect(server.store.path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
-    try:
+    with sqlite_locked(server.store.path):
         await ea.send(position_event(1))
         with pytest.raises(asyncio.TimeoutError):
             await ea.wait_ack(1, timeout=0.8)
         assert db_rows(server, "SELECT COUNT(*) FROM ea_inbox") == [(0,)]
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
     ack = await ea.wait_ack(1)
     assert ack["seq"] == 1
     # The moment the ack is seen, another connection already sees the committed row.
@@ -288,18 +283,13 @@ async def test_store_failure_acks_nothing_and_closes_1011_then_resend_is_stored(
         token = await issue_token(srv, "acc-1")
         ea = await EA.connect(http, srv, token)
         await ea.greet()
-        blocker = sqlite3.connect(srv.store.path, isolation_level=None)
-        blocker.execute("BEGIN EXCLUSIVE")
-        try:
+        with sqlite_locked(srv.store.path):
             await ea.send(position_event(1))
             err = await ea.expect("error")
             assert err["code"] == "store_unavailable" and err["ref"] == "open-1001-1"
             msg = await ea.ws.receive(timeout=5)
             assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
             assert not [m for m in ea.inbox if m["type"] == "ack"]
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         ea = await EA.connect(http, srv, token)
         assert (await ea.greet())["ackedSeq"] == 0
         await ea.send(position_event(1))
@@ -318,16 +308,11 @@ async def test_a_message_sent_after_one_whose_commit_failed_is_not_stored_past_i
         await ea.greet()
         await ea.send(position_event(1, pid=1000))
         await ea.wait_ack(1)  # and with it whatever the hello queued before it (presence, alerts)
-        blocker = sqlite3.connect(srv.store.path, isolation_level=None)
-        blocker.execute("BEGIN EXCLUSIVE")
-        try:
+        with sqlite_locked(srv.store.path):
             await ea.send(position_event(2))  # its group waits for the lock, and fails at 300 ms
             await asyncio.sleep(0.1)
             await ea.send(position_event(3, pid=1002))  # the next group: it gets the lock at 450 ms
             await asyncio.sleep(0.35)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         err = await ea.expect("error")
         assert err["code"] == "store_unavailable" and err["ref"] == "open-1001-2"
         msg = await ea.ws.receive(timeout=5)

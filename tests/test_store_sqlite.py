@@ -13,6 +13,8 @@ from tradewire.store import make_store, parse_store_url
 from tradewire.store.base import AlertRaiseOp, EAPositionOp, EventQuery, ReconcileOp, StoreError
 from tradewire.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
+from helpers import sqlite_locked
+
 
 def pos(pid, magic=0):
     return Position(id=pid, symbol="EURUSD", side="buy", volume=0.1, openPrice=1.1, openTime=pid, magic=magic)
@@ -58,15 +60,10 @@ async def test_failed_commit_fails_every_operation_and_forgets_its_counters(tmp_
     """If the transaction fails nothing is durable: no future may succeed, and a resend must be storable."""
     store = SQLiteStore(str(tmp_path / "busy.db"), busy_timeout_ms=100)
     await store.open()
-    blocker = sqlite3.connect(store.path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")  # holds the write lock: the writer's BEGIN times out
-    try:
+    with sqlite_locked(store.path):  # holds the write lock: the writer's BEGIN times out
         with pytest.raises(StoreError):
             await asyncio.wait_for(store.submit(op(1)), 30)
         assert await store.head_offset() == 0  # nothing was committed, so the head did not move
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
     try:
         [result] = await store.write([op(1)])
         assert result.status == "stored" and await store.head_offset() == result.events[0].offset == 1
