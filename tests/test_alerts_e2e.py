@@ -11,7 +11,17 @@ from tradewire.app import Server
 from tradewire.config import WebhookSettings
 
 from conftest import fast_alert_settings
-from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event, running
+from helpers import (
+    EA,
+    Subscriber,
+    account_state,
+    issue_key,
+    issue_token,
+    position,
+    position_event,
+    running,
+    sqlite_locked,
+)
 
 
 def fast_settings(tmp_path):
@@ -226,3 +236,23 @@ async def test_webhook_receives_raised_and_resolved(tmp_path, http):
     finally:
         await srv.stop()
         await runner.cleanup()
+
+
+async def test_a_margin_call_whose_write_failed_is_raised_again_while_the_level_stays_low(tmp_path, http):
+    """The rules took the episode as open when they decided it: a failed write left it so, never stored nor
+    told for as long as the level stayed low. Now the next account update raises it again."""
+    settings = fast_settings(tmp_path)
+    settings.store.url += "?busy_timeout_ms=100"
+    async with running(settings) as srv:
+        keys = {"read": await issue_key(srv, "read")}
+        sub = await watcher(http, srv, keys)
+        client = await ea(http, srv)
+        with sqlite_locked(srv.store.path):
+            await client.send(account_state(equity=900.0, margin=1000.0))  # 90 %: its write fails (locked)
+            await asyncio.sleep(0.4)
+        assert await alerts(http, srv, keys["read"], type="MARGIN_CALL") == []
+        await client.send(account_state(equity=890.0, margin=1000.0))  # still low: raised again, stored now
+        raised = await sub.event(type="MARGIN_CALL")
+        assert "89.00%" in raised["message"]
+        [stored] = await alerts(http, srv, keys["read"], state="open", type="MARGIN_CALL")
+        assert stored["id"] == raised["id"]

@@ -8,6 +8,7 @@ future, so nothing is acknowledged or announced before it is durable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tradewire import channels
-from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transition
+from tradewire.alerts import CONNECTION_LOST, EPISODIC, AlertRules, Raise, Resolve, Transition
 from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
@@ -352,12 +353,20 @@ class Hub:
                 fut = self.store.submit(AlertResolveOp(t.account, t.type, t.at, t.message))
             else:
                 continue
-            fut.add_done_callback(self._alert_committed)
+            fut.add_done_callback(functools.partial(self._alert_committed, t))
             self._track(fut)
 
-    def _alert_committed(self, fut: asyncio.Future[WriteResult]) -> None:
+    def _alert_committed(self, t: Raise | Resolve, fut: asyncio.Future[WriteResult]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             log.error("alert write failed: %s", None if fut.cancelled() else fut.exception())
+            # The rules took the episode as opened (or closed) when they decided it: undo that, so that the
+            # next check decides it again and the write is tried again. Else a MARGIN_CALL whose write
+            # failed was never stored nor told while the level stayed low.
+            episode = (t.account, t.type)
+            if isinstance(t, Raise):
+                self.rules.open.discard(episode)
+            elif t.type in EPISODIC:
+                self.rules.open.add(episode)
             return
         for alert in fut.result().alerts:
             self._announce(alert, "resolved" if alert.resolvedAt is not None else "raised")
