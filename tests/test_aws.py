@@ -31,7 +31,7 @@ from tradewire.aws.state import LiveTable, pack_view, to_stored, unpack_view
 from tradewire.config import load_settings
 from tradewire.model import MAX_COMMENT, Position
 from tradewire.state import MAX_POSITIONS_PER_ACCOUNT, MAX_SYMBOLS_PER_ACCOUNT, AccountView, LiveState
-from tradewire.store.base import EventQuery
+from tradewire.store.base import AlertQuery, EventQuery
 
 from helpers import Subscriber, account_state, hello, issue_key, position, position_event
 from stores import drop_dynamodb_tables, need_dynamodb
@@ -280,6 +280,25 @@ async def test_protocol_errors_come_back_through_connections(aws):
     assert aws.recorder.sent("c2")[-1]["code"] == "bad_json"
     await aws(handlers.default, message_event("c2", hello(account="someone-else")))
     assert aws.recorder.sent("c2")[-1]["code"] == "wrong_account"
+
+
+async def test_a_margin_call_resolves_however_many_ea_errors_are_open_beside_it(aws):
+    """Each invocation loaded the account's 100 newest open alerts for the rules: 100 SYSTEM_ERRORs (open
+    until acknowledged) newer than a MARGIN_CALL hid it, and recovery never resolved it. Episodes now."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-m"))
+    await aws(handlers.connect, connect_event("cm", token))
+    await aws(handlers.default, message_event("cm", hello(account="acct-m")))
+    await aws(handlers.default, message_event("cm", account_state(equity=900.0, margin=1000.0)))  # 90 %
+    errors = [
+        {"type": "error", "seq": n, "id": f"err-{n}", "code": "4756", "message": "trade failed"} for n in range(1, 102)
+    ]
+    await aws(handlers.default, message_event("cm", errors))
+    assert aws.recorder.sent("cm")[-1] == {"type": "ack", "seq": 101}
+    await aws(handlers.default, message_event("cm", account_state(equity=1_200.0, margin=1000.0)))  # 120 %
+    still_open = await aws.store_call(lambda s: s.alerts(AlertQuery(account="acct-m", state="open", limit=1000)))
+    assert {a.type for a in still_open} == {"SYSTEM_ERROR"} and len(still_open) == 101
+    [call] = await aws.store_call(lambda s: s.alerts(AlertQuery(account="acct-m", type="MARGIN_CALL")))
+    assert call.resolvedAt is not None
 
 
 async def test_symbols_past_the_accounts_limit_are_refused_across_invocations(aws):

@@ -122,6 +122,10 @@ class AlertRules:
             if alert.type in EPISODIC and alert.resolvedAt is None:
                 self.open.add((alert.account, alert.type))
 
+    def load_episodes(self, account: str, types: Iterable[str]) -> None:
+        """Adopt an account's open episodes by type (the AWS handlers read only these, not the alerts)."""
+        self.open.update((account, t) for t in types if t in EPISODIC)
+
     def _raise(
         self, out: list[Transition], account: str, type_: str, severity: str, message: str, at: int, **data: object
     ) -> None:

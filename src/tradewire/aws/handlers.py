@@ -267,7 +267,9 @@ class _Frame:
         core = SessionCore(self.account, greeted=self.conn.greeted)
         steps = core.receive(body)
         self.ended_at = await self.rt.live.load(self.state, self.account)
-        self.rules.load(await self.store.alerts(AlertQuery(account=self.account, state="open", limit=100)))
+        # Its open episodes, not its newest open alerts: 100 SYSTEM_ERRORs newer than a MARGIN_CALL hid it,
+        # and the MARGIN_CALL then stayed open for good (recovery never resolved it).
+        self.rules.load_episodes(self.account, await self.store.open_episodes(self.account))
         if self.ended_at is not None:
             self.rules.session_ended(self.account, self.ended_at)
         durable: list[tuple[p.DurableMsg, asyncio.Future[WriteResult]]] = []

@@ -908,6 +908,18 @@ class DynamoStore:
     async def open_alerts(self) -> list[Alert]:
         return await self.alerts(AlertQuery(state="open", limit=1_000_000))
 
+    async def open_episodes(self, account: str) -> list[str]:
+        """The alert types with an open episode for the account: its EPISODE# items, one Query whatever
+        else is open (an account's SYSTEM_ERRORs, which have none, may be hundreds)."""
+        params = {
+            "TableName": self.tables["state"],
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :episode)",
+            "ExpressionAttributeNames": _names("pk", "sk"),
+            "ExpressionAttributeValues": {":pk": _av(account), ":episode": _av("EPISODE#")},
+            "ConsistentRead": True,
+        }
+        return [i["sk"].removeprefix("EPISODE#") for i in map(_plain, await self._collect(params)) if i.get("id")]
+
     async def _partition(self, pk: str) -> list[dict[str, Any]]:
         """Every state item under one partition key, strongly consistent, in sort-key order."""
         params = {
