@@ -459,3 +459,33 @@ async def test_a_store_that_cannot_be_read_at_connect_or_hello_closes_1011_and_t
     ea = await EA.connect(http, server, token)
     await ea.greet()
     await still_works(ea, 1, server)
+
+
+async def test_a_drain_acks_all_of_a_big_frame_it_began_during(tmp_path, http):
+    """A big frame is applied over several loop turns: a drain that began between two of them acked only
+    what was queued by then, and closed 1001 with the rest committed but never acked."""
+    srv = Server(make_settings(tmp_path))
+    await srv.start()
+    stopped = False
+    try:
+        token = await issue_token(srv, "acc-1")
+        ea = await EA.connect(http, srv, token)
+        await ea.greet()
+        before = srv.hub.counters["messages"]
+        await ea.send([position_event(s, pid=10_000 + s) for s in range(1, 1001)])
+        while srv.hub.counters["messages"] == before:  # the frame is being applied, 128 messages a turn
+            await asyncio.sleep(0)
+        stopping = asyncio.ensure_future(srv.stop())
+        acks = []
+        while True:
+            msg = await ea.ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            if (data := json.loads(msg.data))["type"] == "ack":
+                acks.append(data["seq"])
+        await stopping
+        stopped = True
+        assert msg.data == 1001 and acks and acks[-1] == 1000, (msg, acks[-3:])
+    finally:
+        if not stopped:
+            await srv.stop()

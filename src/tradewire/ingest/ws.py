@@ -53,6 +53,9 @@ class EAWebSocketSession:
         self._token_checked = time.monotonic()
         self.core = SessionCore(account)
         self._stream = DurableStream()  # this session's durable messages, in order (see DurableStream)
+        # Set while a frame is being applied: a big one takes several loop turns (MESSAGES_PER_TURN), and a
+        # drain must ack what it holds too, not only what was queued before the drain began.
+        self._in_frame: asyncio.Future | None = None
         # Durable messages awaiting their commit, in order, and the task that acks them: both made on
         # the first durable message and the task gone when all are acked, so an idle session (most of
         # them, most of the time) holds neither.
@@ -71,7 +74,12 @@ class EAWebSocketSession:
                     if self._accepting and not await self._token_still_valid():
                         break
                     if self._accepting:
-                        await self._on_frame(msg.data)
+                        self._in_frame = asyncio.get_running_loop().create_future()
+                        try:
+                            await self._on_frame(msg.data)
+                        finally:
+                            self._in_frame.set_result(None)
+                            self._in_frame = None
                         # Over its rate the EA is slowed down, not refused: refusing a durable message
                         # would let a later cumulative ack cover it. TCP back-pressure does the rest.
                         delay = self.hub.throttle(self.account, self._last_count)
@@ -222,6 +230,8 @@ class EAWebSocketSession:
         """Take no more frames, wait until everything in flight is committed and acked, then close."""
         self._accepting = False
         self._close = (code, reason)
+        if self._in_frame is not None:
+            await asyncio.shield(self._in_frame)
         if not await self._acked_all():
             log.warning("account %s: drain timed out with %d message(s) unacked", self.account, self._unacked())
         await self.ws.close(code=code, message=reason.encode())
