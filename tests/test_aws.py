@@ -427,3 +427,70 @@ def test_the_sam_template_lints_clean():
         pytest.skip("cfn-lint is not installed (pip install cfn-lint)")
     proc = subprocess.run([cfn_lint, str(TEMPLATE)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_only_the_lambdas_may_publish_to_trading():
+    """The API key goes to every dashboard: if it could publish, a dashboard user could forge alerts,
+    positions or account state. Publishing is IAM only, and each function's role may publish."""
+    from cfnlint.decode import decode_str
+
+    template, problems = decode_str(TEMPLATE.read_text())
+    assert not problems, problems
+    resources = template["Resources"]
+    config = resources["EventsApi"]["Properties"]["EventConfig"]
+    assert config["DefaultPublishAuthModes"] == [{"AuthType": "AWS_IAM"}]
+    assert config["DefaultSubscribeAuthModes"] == [{"AuthType": "API_KEY"}]
+    assert "PublishAuthModes" not in resources["TradingNamespace"]["Properties"]  # no override back to a key
+    assert "TRADEWIRE_APPSYNC_API_KEY" not in template["Globals"]["Function"]["Environment"]["Variables"]
+    functions = [r for r in resources.values() if r["Type"] == "AWS::Serverless::Function"]
+    assert len(functions) == 5
+    for function in functions:
+        actions = [s["Action"] for p in function["Properties"]["Policies"] if "Statement" in p for s in p["Statement"]]
+        assert "appsync:EventPublish" in actions, function["Properties"]["Handler"]
+
+
+async def test_without_an_api_key_a_publish_is_signed_with_sigv4_for_appsync():
+    """What AppSync checks: the Authorization header is the SigV4 signature of exactly the body that was
+    sent, for service appsync in the API's region, with the temporary credentials' token beside it."""
+    from aiohttp import web
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from tradewire.aws.publisher import EventPublisher
+
+    seen: list[tuple[dict, bytes]] = []
+
+    async def event(request: web.Request) -> web.Response:
+        seen.append((dict(request.headers), await request.read()))
+        return web.json_response({"successful": [{"identifier": "1", "index": 0}], "failed": []})
+
+    app = web.Application()
+    app.router.add_post("/event", event)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/event"  # type: ignore[union-attr]
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token")
+    publisher = EventPublisher(url, "", region="eu-west-1", credentials=creds)
+    try:
+        publisher.publish("/trading/alerts/acc-1", {"type": "MARGIN_CALL"})
+        await publisher.flush()
+    finally:
+        await publisher.close()
+        await runner.cleanup()
+    [(headers, body)] = seen
+    assert "x-api-key" not in {k.lower() for k in headers}
+    assert headers["X-Amz-Security-Token"] == "session-token"
+    authorization = headers["Authorization"]
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/appsync/aws4_request" in authorization
+    # Sign what arrived, at the time it says, and compare: the signature covers this body and these headers.
+    again = AWSRequest(method="POST", url=url, data=body, headers={"content-type": headers["Content-Type"]})
+    again.context["timestamp"] = headers["X-Amz-Date"]
+    signer = SigV4Auth(creds.get_frozen_credentials(), "appsync", "eu-west-1")
+    signer._modify_request_before_signing(again)
+    signature = signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again)
+    assert authorization.endswith(f"Signature={signature}")
+    assert json.loads(body) == {"channel": "/trading/alerts/acc-1", "events": ['{"type":"MARGIN_CALL"}']}

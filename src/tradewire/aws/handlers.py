@@ -91,8 +91,9 @@ class Runtime:
         self.publisher = (
             EventPublisher(
                 url,
-                self.env.get("TRADEWIRE_APPSYNC_API_KEY", ""),
+                self.env.get("TRADEWIRE_APPSYNC_API_KEY", ""),  # none: SigV4 with the function's role
                 self.env.get("TRADEWIRE_APPSYNC_NAMESPACE") or channels.NAMESPACE,
+                region=self.env.get("AWS_REGION", ""),
             )
             if url
             else None
