@@ -286,3 +286,20 @@ def sqlite_locked(path: str):
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
+
+
+@contextlib.asynccontextmanager
+async def http_server(method: str, path: str, handler: Any) -> AsyncIterator[str]:
+    """A real HTTP server on a free port with one route (a webhook receiver, a stand-in API): its base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()

@@ -15,6 +15,7 @@ from helpers import (
     EA,
     Subscriber,
     account_state,
+    http_server,
     issue_key,
     issue_token,
     position,
@@ -209,33 +210,20 @@ async def test_webhook_receives_raised_and_resolved(tmp_path, http):
         assert hmac.compare_digest(request.headers["X-Tradewire-Signature"], f"sha256={expected}")
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    settings = fast_settings(tmp_path)
-    settings.notify.webhook = [
-        WebhookSettings(url=f"http://127.0.0.1:{port}/hook", secret="s3cret", types=["MARGIN_CALL"])
-    ]
-    srv = Server(settings)
-    await srv.start()
-    try:
-        client = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
-        await client.greet()
-        await client.send(account_state(equity=900.0, margin=1000.0))
-        await client.send(account_state(equity=1_500.0, margin=1000.0))
-        for _ in range(100):
-            if len(got) >= 2:
-                break
-            await asyncio.sleep(0.05)
-        assert [body["event"] for _, body in got] == ["raised", "resolved"]
-        assert got[0][1]["alert"]["type"] == "MARGIN_CALL"
-    finally:
-        await srv.stop()
-        await runner.cleanup()
+    async with http_server("POST", "/hook", receive) as base:
+        settings = fast_settings(tmp_path)
+        settings.notify.webhook = [WebhookSettings(url=f"{base}/hook", secret="s3cret", types=["MARGIN_CALL"])]
+        async with running(settings) as srv:
+            client = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+            await client.greet()
+            await client.send(account_state(equity=900.0, margin=1000.0))
+            await client.send(account_state(equity=1_500.0, margin=1000.0))
+            for _ in range(100):
+                if len(got) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+    assert [body["event"] for _, body in got] == ["raised", "resolved"]
+    assert got[0][1]["alert"]["type"] == "MARGIN_CALL"
 
 
 async def test_a_margin_call_whose_write_failed_is_raised_again_while_the_level_stays_low(tmp_path, http):

@@ -33,7 +33,7 @@ from tradewire.model import MAX_COMMENT, Position
 from tradewire.state import MAX_POSITIONS_PER_ACCOUNT, MAX_SYMBOLS_PER_ACCOUNT, AccountView, LiveState
 from tradewire.store.base import AlertQuery, EventQuery
 
-from helpers import Subscriber, account_state, hello, issue_key, position, position_event
+from helpers import Subscriber, account_state, hello, http_server, issue_key, position, position_event
 from stores import drop_dynamodb_tables, need_dynamodb
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "aws" / "template.yaml"
@@ -465,21 +465,15 @@ async def test_without_an_api_key_a_publish_is_signed_with_sigv4_for_appsync():
         seen.append((dict(request.headers), await request.read()))
         return web.json_response({"successful": [{"identifier": "1", "index": 0}], "failed": []})
 
-    app = web.Application()
-    app.router.add_post("/event", event)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/event"  # type: ignore[union-attr]
     creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token")
-    publisher = EventPublisher(url, "", region="eu-west-1", credentials=creds)
-    try:
-        publisher.publish("/trading/alerts/acc-1", {"type": "MARGIN_CALL"})
-        await publisher.flush()
-    finally:
-        await publisher.close()
-        await runner.cleanup()
+    async with http_server("POST", "/event", event) as base:
+        url = base + "/event"
+        publisher = EventPublisher(url, "", region="eu-west-1", credentials=creds)
+        try:
+            publisher.publish("/trading/alerts/acc-1", {"type": "MARGIN_CALL"})
+            await publisher.flush()
+        finally:
+            await publisher.close()
     [(headers, body)] = seen
     assert "x-api-key" not in {k.lower() for k in headers}
     assert headers["X-Amz-Security-Token"] == "session-token"
