@@ -271,6 +271,23 @@ async def test_a_bad_token_is_refused_at_connect(aws):
     assert aws.recorder.deleted == ["c-bad"]
 
 
+async def test_a_token_revoked_while_connected_writes_nothing_more(aws):
+    """$connect is where API Gateway authorizes; an open connection lasts up to 2 h. Each frame now asks
+    whether its token still stands (cached per container for auth_cache_s)."""
+    token, info = await aws.store_call(lambda s: s.add_token("acct-r"))
+    await aws(handlers.connect, connect_event("cr", token))
+    await aws(handlers.default, message_event("cr", hello(account="acct-r")))
+    await aws(handlers.default, message_event("cr", position_event(1)))
+    assert aws.recorder.sent("cr")[-1] == {"type": "ack", "seq": 1}
+    assert await aws.store_call(lambda s: s.revoke_token(info.tokenId))
+    real_clock = aws.runtime.clock
+    aws.runtime.clock = lambda: real_clock() + 10_000  # past the container's auth cache
+    await aws(handlers.default, message_event("cr", position_event(2, pid=1002)))
+    assert aws.recorder.deleted == ["cr"] and aws.recorder.sent("cr")[-1] == {"type": "ack", "seq": 1}
+    page = await aws.store_call(lambda s: s.events(EventQuery(account="acct-r")))
+    assert [e.seq for e in page.items] == [1]
+
+
 async def test_protocol_errors_come_back_through_connections(aws):
     token, _ = await aws.store_call(lambda s: s.add_token("acct-2"))
     await aws(handlers.connect, connect_event("c2", token))

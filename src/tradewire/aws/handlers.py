@@ -69,6 +69,7 @@ from tradewire.store.base import (
     ReconcileOp,
     StoreError,
     WriteResult,
+    hash_secret,
 )
 from tradewire.store.dynamodb import DynamoStore
 
@@ -100,11 +101,28 @@ class Runtime:
         )
         self._connections_factory = connections
         self._connections: dict[str, Connections] = {}
+        self._tokens: dict[str, tuple[str | None, int]] = {}  # token hash -> (account or None, asked again after)
         self.system_magics = set(self.settings.system.magic_numbers)
         self.clock: Callable[[], int] = now_ms
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         return self.loop.run_until_complete(coro)
+
+    async def token_stands(self, conn: Connection) -> bool:
+        """Whether the token a connection was opened with is still valid for its account: asked of the store
+        at most once per auth_cache_s per token in this container (containers serve many frames)."""
+        if not conn.tokenHash:
+            return True
+        now = self.clock()
+        known = self._tokens.get(conn.tokenHash)
+        if known is None or known[1] <= now:
+            store = await self.open()
+            known = (
+                await store.token_hash_account(conn.tokenHash),
+                now + int(self.settings.server.auth_cache_s * 1000),
+            )
+            self._tokens[conn.tokenHash] = known
+        return known[0] == conn.account
 
     async def open(self) -> DynamoStore:
         if self.store is None:
@@ -194,7 +212,9 @@ async def _connect(rt: Runtime, event: dict) -> dict:
         reason = "missing bearer token" if token is None else "invalid or revoked token"
         return {"statusCode": 401, "body": reason}
     cid = event["requestContext"]["connectionId"]
-    await rt.live.put_connection(Connection(id=cid, account=account, connectedAt=rt.clock()))
+    await rt.live.put_connection(
+        Connection(id=cid, account=account, connectedAt=rt.clock(), tokenHash=hash_secret(token or ""))
+    )
     return {"statusCode": 200}
 
 
@@ -236,6 +256,11 @@ async def _default(rt: Runtime, event: dict) -> dict:
     if conn is None:  # $connect's item expired or was never written: the EA must reconnect
         await conns.post(cid, p.encode(p.ErrorReply(code="unknown_connection", message="reconnect")))
         await conns.delete(cid)
+        return {"statusCode": 200}
+    if not await rt.token_stands(conn):  # revoked since $connect: it writes nothing more (it gets 401 anew)
+        log.info("account %s: closing its connection: the token was revoked", conn.account)
+        await conns.delete(cid)
+        await rt.live.delete_connection(cid)
         return {"statusCode": 200}
     frame = _Frame(rt, store, conns, conn)
     await frame.run(body)

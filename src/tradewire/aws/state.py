@@ -151,6 +151,9 @@ class Connection(msgspec.Struct):
     account: str
     greeted: bool = False
     connectedAt: int = 0
+    # The SHA-256 of the token it connected with (what the store keeps, not the token): each frame asks
+    # whether it still stands. "" on items written before it was kept: not asked.
+    tokenHash: str = ""
 
 
 class LiveTable:
