@@ -40,7 +40,8 @@ from botocore.exceptions import ClientError
 
 from tradewire.model import AccountInfo, AccountState, Position, Tick
 from tradewire.state import AccountView, LiveState, Transport, price_order
-from tradewire.store.dynamodb import _session, split_url
+from tradewire.store.dynamodb import _session
+from tradewire.store.dynamodb_url import split_url
 
 CONNECTION_TTL_S = 3 * 3600  # API Gateway closes a WebSocket after 2 h at most
 ACCOUNTS_PK = "ACCOUNT"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qs, urlsplit
 
 from tradewire.redact import redact_url
 from tradewire.store.base import Store, StoreError
+from tradewire.store.dynamodb_url import split_url as split_dynamodb_url
 
 __all__ = ["Store", "StoreError", "open_store", "parse_store_url"]
 
@@ -34,15 +34,7 @@ def parse_store_url(url: str) -> tuple[str, str, dict[str, str]]:
         return "postgresql", url, options
     if parts.scheme == "dynamodb":
         # dynamodb://TABLE_PREFIX?region=REGION&endpoint=URL (tables PREFIX-state, -events, -alerts, -trades)
-        prefix = parts.netloc or parts.path.strip("/")
-        if (parts.netloc and parts.path.strip("/")) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", prefix):
-            raise ValueError(
-                f"store URL {redact_url(url)!r}: write dynamodb://TABLE_PREFIX?region=REGION[&endpoint=URL], "
-                "the prefix 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
-            )
-        unknown = set(options) - {"region", "endpoint"}
-        if unknown:
-            raise ValueError(f"store URL {redact_url(url)!r}: unknown option(s) {', '.join(sorted(unknown))}")
+        split_dynamodb_url(url)  # ValueError naming what is wrong
         return "dynamodb", url, options
     raise ValueError(
         f"store URL {redact_url(url)!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH, postgresql://USER@HOST/DB"

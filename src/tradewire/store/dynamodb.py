@@ -70,13 +70,11 @@ import contextlib
 import logging
 import os
 import random
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 from aiobotocore.config import AioConfig
@@ -84,7 +82,6 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tradewire.model import Alert, ApiKeyInfo, Position, PositionEvent, Role, SystemTrade, TokenInfo, now_ms
-from tradewire.redact import redact_url
 from tradewire.store import plan as planner
 from tradewire.store.base import (
     ALERT_DECODER,
@@ -111,12 +108,12 @@ from tradewire.store.base import (
     note_failure,
     take_group,
 )
+from tradewire.store.dynamodb_url import split_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
-TABLE_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 TX_MAX_ITEMS = 100  # DynamoDB's limit for one TransactWriteItems
 OP_MAX_ITEMS = 8  # the most items one operation can add to a transaction (see _plan_*)
 MAX_ATTEMPTS = 8  # plans of one group before giving up on races
@@ -147,26 +144,6 @@ def _session() -> AioSession:
     if _SESSION is None:
         _SESSION = get_session()
     return _SESSION
-
-
-def split_url(url: str) -> tuple[str, str, str | None]:
-    """(table prefix, region, endpoint) of a dynamodb:// URL; ValueError naming what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme != "dynamodb":
-        raise ValueError(f"store URL {redact_url(url)!r}: expected dynamodb://TABLE_PREFIX?region=REGION&endpoint=URL")
-    prefix = parts.netloc or parts.path.strip("/")
-    if (parts.netloc and parts.path.strip("/")) or not TABLE_PREFIX_RE.fullmatch(prefix):
-        raise ValueError(
-            f"store URL {redact_url(url)!r}: the table prefix must be 1-200 characters of A-Z, a-z, 0-9, '_', '-', '.'"
-        )
-    options = dict(parse_qsl(parts.query))
-    unknown = set(options) - {"region", "endpoint"}
-    if unknown:
-        raise ValueError(f"store URL {redact_url(url)!r}: unknown option(s) {', '.join(sorted(unknown))}")
-    region = (
-        options.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    )
-    return prefix, region, options.get("endpoint") or None
 
 
 # --- attribute values -----------------------------------------------------------------------------
