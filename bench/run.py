@@ -510,6 +510,16 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     meta["elapsed_s"] = round(elapsed, 1)
     meta["machine"]["loadavg_at_end"] = _read("/proc/loadavg").split()[:3]
+    # Each server process runs the working tree's code as it is when it starts: a commit or an edit under
+    # src/ during a long run changes the server of the later rounds. Said, not prevented.
+    ran = meta["machine"]
+    ran["commit_at_end"] = _git("rev-parse", "--short", "HEAD")
+    ran["tree_dirty_at_end"] = bool(_git("status", "--porcelain", "--", "src"))
+    if (ran["commit_at_end"], ran["tree_dirty_at_end"]) != (ran["commit"], ran["tree_dirty"]):
+        print(
+            f"note: src/ changed during the run ({ran['commit']} -> {ran['commit_at_end']}, "
+            f"uncommitted changes at the end: {ran['tree_dirty_at_end']}): later rounds ran other code"
+        )
     table = rows(results)
     print_table(table, meta, elapsed)
     others = [r["window"]["other_cores"] for s in results.values() for r in _windows(s)]
