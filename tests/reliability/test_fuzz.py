@@ -141,11 +141,21 @@ def judge_steps(steps: list[session.Step]) -> str:
             encoded = ea_protocol.encode(step.msg)  # republished and stored as JSON
             if isinstance(step.msg, ea_protocol.DurableMsg):
                 # Stored by every engine alike: PostgreSQL's text takes no NUL (its row would fail at
-                # commit, the EA resending it forever), so none gets this far.
-                assert b"\\u0000" not in encoded, encoded
+                # commit, the EA resending it forever), so none gets this far. (The text "\u0000" may.)
+                assert not _holds_nul(json.loads(encoded)), encoded
             if isinstance(step.msg, ea_protocol.AccountMsg):
                 session.account_state(step.msg)
     return outcome
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def judge_ea_frame(data: bytes) -> str:
