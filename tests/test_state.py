@@ -173,3 +173,24 @@ def test_equity_series_keeps_one_point_per_minute_bounded():
     assert [p[1] for p in points] == list(range(last - SERIES_POINTS + 1, last + 1))
     # Flat arrays, trimmed by a quarter: the memory held stays bounded whatever the uptime.
     assert len(series.ts) <= EquitySeries.TRIM_AT and series.ts.itemsize == 8
+
+
+def test_a_position_left_out_over_the_limit_is_still_reconciled_by_a_snapshot():
+    """Left out of the live list, not forgotten: a snapshot without it records its CLOSE (it closed while the EA
+    was away), one that lists it does not record it opened again; after a restart too."""
+    s = LiveState(max_positions_per_account=2)
+    s.seed_positions("a", [])
+    for pid in (1, 2, 3):
+        s.apply_position_event("a", "OPEN", pos(pid), 10)
+    assert set(s.account("a").positions) == {1, 2}  # 3 is left out
+    rec = s.apply_snapshot("a", [pos(1), pos(3)], 20)  # 2 closed while away; 3 still open
+    assert ([p.id for p in rec.opened], [p.id for p in rec.closed]) == ([], [2])
+    assert set(s.account("a").positions) == {1, 3}
+    for pid in (4, 5):
+        s.apply_position_event("a", "OPEN", pos(pid), 30)  # both left out: the list holds 1 and 3
+    rec = s.apply_snapshot("a", [pos(1), pos(5)], 40)  # 3 and 4 closed while away
+    assert ([p.id for p in rec.opened], sorted(p.id for p in rec.closed)) == ([], [3, 4])
+    restarted = LiveState(max_positions_per_account=2)
+    restarted.seed_positions("a", [pos(1), pos(5), pos(6)])  # what the store holds open
+    rec = restarted.apply_snapshot("a", [pos(1), pos(5)], 50)
+    assert ([p.id for p in rec.opened], [p.id for p in rec.closed]) == ([], [6])

@@ -63,6 +63,9 @@ class AccountView:
     state: AccountState | None = None
     positions: dict[int, Position] = field(default_factory=dict)
     positions_known: bool = False  # seeded from the store or from a snapshot: diffs are meaningful
+    # Open positions left out of `positions` (the account was at its limit), at most as many again: known,
+    # so that a snapshot without one records its CLOSE. Not kept in the AWS account item.
+    left_out: dict[int, Position] = field(default_factory=dict)
     sessions: int = 0  # open WebSocket sessions for this account
     transport: Transport | None = None
     connected_at: int | None = None
@@ -210,8 +213,10 @@ class LiveState:
         view = self.account(account_id)
         if view.positions_known:
             return 0
-        kept = positions[: self.max_positions_per_account]
+        limit = self.max_positions_per_account
+        kept = positions[:limit]
         view.positions = {p.id: p for p in kept}
+        view.left_out = {p.id: p for p in positions[limit : 2 * limit]}
         view.positions_known = True
         return len(positions) - len(kept)
 
@@ -223,11 +228,12 @@ class LiveState:
         if len(incoming) > self.max_positions_per_account:
             return Reconciliation([], [], refused=len(incoming))
         if view.positions_known:
-            opened = [p for pid, p in incoming.items() if pid not in view.positions]
-            closed = [p for pid, p in view.positions.items() if pid not in incoming]
+            opened = [p for pid, p in incoming.items() if pid not in view.positions and pid not in view.left_out]
+            closed = [p for pid, p in (view.positions | view.left_out).items() if pid not in incoming]
         else:  # nothing to compare with: every position is news, none can be known closed
             opened, closed = list(incoming.values()), []
         view.positions = incoming
+        view.left_out = {}  # the whole open set, within the limit: nothing is left out any more
         view.positions_known = True
         view.updated_at = now
         return Reconciliation(opened, closed)
@@ -238,9 +244,13 @@ class LiveState:
         view = self.account(account_id)
         if event == "CLOSE":
             view.positions.pop(position.id, None)
+            view.left_out.pop(position.id, None)
         elif position.id in view.positions or len(view.positions) < self.max_positions_per_account:
             view.positions[position.id] = position
+            view.left_out.pop(position.id, None)
         else:
+            if position.id in view.left_out or len(view.left_out) < self.max_positions_per_account:
+                view.left_out[position.id] = position  # known, for the next snapshot to close it if need be
             return False
         view.updated_at = now
         return True
