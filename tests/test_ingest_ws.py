@@ -276,6 +276,16 @@ async def test_a_new_session_for_the_same_account_replaces_the_old(server, http)
     await still_works(new, 1, server)
 
 
+async def expect_store_down(ea, ref: str, seq: int) -> None:
+    """What an EA is told when message `seq` fails to commit: store_unavailable naming it, close 1011, and no
+    ack that would cover it."""
+    err = await ea.expect("error")
+    assert err["code"] == "store_unavailable" and err["ref"] == ref
+    msg = await ea.ws.receive(timeout=5)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+    assert not [m for m in ea.inbox if m["type"] == "ack" and m["seq"] >= seq]
+
+
 async def test_store_failure_acks_nothing_and_closes_1011_then_resend_is_stored(tmp_path, http):
     settings = make_settings(tmp_path)
     settings.store.url += "?busy_timeout_ms=200"
@@ -285,11 +295,7 @@ async def test_store_failure_acks_nothing_and_closes_1011_then_resend_is_stored(
         await ea.greet()
         with sqlite_locked(srv.store.path):
             await ea.send(position_event(1))
-            err = await ea.expect("error")
-            assert err["code"] == "store_unavailable" and err["ref"] == "open-1001-1"
-            msg = await ea.ws.receive(timeout=5)
-            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
-            assert not [m for m in ea.inbox if m["type"] == "ack"]
+            await expect_store_down(ea, "open-1001-1", 1)
         ea = await EA.connect(http, srv, token)
         assert (await ea.greet())["ackedSeq"] == 0
         await ea.send(position_event(1))
@@ -313,10 +319,7 @@ async def test_a_message_sent_after_one_whose_commit_failed_is_not_stored_past_i
             await asyncio.sleep(0.1)
             await ea.send(position_event(3, pid=1002))  # the next group: it gets the lock at 450 ms
             await asyncio.sleep(0.35)
-        err = await ea.expect("error")
-        assert err["code"] == "store_unavailable" and err["ref"] == "open-1001-2"
-        msg = await ea.ws.receive(timeout=5)
-        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+        await expect_store_down(ea, "open-1001-2", 2)
         ea = await EA.connect(http, srv, token)
         assert (await ea.greet())["ackedSeq"] == 1  # nothing past seq 2: the EA resends both
         await ea.send([position_event(2), position_event(3, pid=1002)])

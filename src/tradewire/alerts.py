@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import get_args
 
-from tradewire.config import AlertSettings, MarketHours
+from tradewire.config import AlertSettings, AlertType, MarketHours
 from tradewire.model import AccountState, Alert
 from tradewire.state import AccountView
 
@@ -23,7 +24,7 @@ STOP_OUT = "STOP_OUT"
 CONNECTION_LOST = "CONNECTION_LOST"
 SYSTEM_ERROR = "SYSTEM_ERROR"
 STALE_DATA = "STALE_DATA"
-ALERT_TYPES = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, SYSTEM_ERROR, STALE_DATA)
+ALERT_TYPES: tuple[str, ...] = get_args(AlertType)  # the config's names for them are the only list
 EPISODIC = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, STALE_DATA)  # SYSTEM_ERROR: one alert per error
 
 

@@ -926,14 +926,16 @@ class DynamoStore:
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"commit failed: {exc}") from None
 
-    async def _lookup(self, kind: str, secret: str, digest: str | None = None) -> dict[str, Any] | None:
-        digest = digest or hash_secret(secret)
+    async def _lookup(self, kind: str, secret: str) -> dict[str, Any] | None:
+        return await self._lookup_hash(kind, hash_secret(secret))
+
+    async def _lookup_hash(self, kind: str, digest: str) -> dict[str, Any] | None:
         item = await self._read(lambda: self._get_state(f"{kind}#{digest}", "#"))
         return _plain(item) if item else None
 
     async def token_hash_account(self, digest: str) -> str | None:
         """The account of the token with this SHA-256, while it is not revoked (revoking deletes its item)."""
-        found = await self._lookup("TOKEN", "", digest)
+        found = await self._lookup_hash("TOKEN", digest)
         return found["acct"] if found else None
 
     async def _listing(self, kind: str) -> list[dict[str, Any]]:
