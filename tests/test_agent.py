@@ -244,26 +244,28 @@ async def test_dropped_connection_lost_acks_and_lost_frames_nothing_lost_nothing
         await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a stored")
         await until(lambda: _async(not agent.pending()), what="OPEN a acked")
 
-        # 1. The hub stores and acks, the acks never arrive; the connection then drops.
+        # 1. The hub stores and acks, the ack never arrives; the connection then drops. Meanwhile the next
+        #    durable message waits: one durable frame at a time (an ack is cumulative; see Outbox.next_frame).
         proxy.drop_down = True
         b = fake.open("EURUSD", "sell", 0.2, 1.085)
         await until(lambda: _where(server, b, lambda e: e.event == "OPEN"), what="OPEN b stored")
         fake.modify(b, tp=1.07)
-        await until(lambda: _where(server, b, lambda e: e.event == "MODIFY"), what="MODIFY b stored")
+        await until(lambda: _async(len(agent.pending()) == 2), what="MODIFY b in the outbox")
+        await asyncio.sleep(0.3)
+        assert ("MODIFY", b) not in sent_events(agent)  # held while OPEN b is unanswered
         assert [m["event"] for m in agent.pending()] == ["OPEN", "MODIFY"]  # unacked as far as the agent knows
         proxy.cut()
         proxy.drop_down = False
-        await until(lambda: _async(not agent.pending()), what="welcome's ackedSeq covers them")
+        await until(lambda: _async(not agent.pending()), what="welcome's ackedSeq covers OPEN b, MODIFY b sent")
+        assert await _where(server, b, lambda e: e.event == "MODIFY")
 
         # 2. Frames are lost in flight: the hub never sees them; the agent resends after reconnecting.
         connections = proxy.accepted
         proxy.drop_up = proxy.drop_down = True
         fake.close(a, price=1.0861, profit=9.8)
         c = fake.open("XAUUSD", "buy", 0.01, 2381.45)
-        await until(
-            lambda: _async({("CLOSE", a), ("OPEN", c)} <= sent_events(agent)), what="CLOSE a, OPEN c sent into the void"
-        )
-        assert sorted(m["event"] for m in agent.pending()) == ["CLOSE", "OPEN"]
+        await until(lambda: _async(("CLOSE", a) in sent_events(agent)), what="CLOSE a sent into the void")
+        await until(lambda: _async(sorted(m["event"] for m in agent.pending()) == ["CLOSE", "OPEN"]), what="OPEN c")
         assert not await _where(server, a, lambda e: e.event == "CLOSE" and e.source == "ea")
         proxy.cut()
         proxy.drop_up = proxy.drop_down = False
@@ -279,6 +281,47 @@ async def test_dropped_connection_lost_acks_and_lost_frames_nothing_lost_nothing
     finally:
         await agent.halt()
         await proxy.close()
+
+
+async def test_an_ack_that_never_comes_makes_the_agent_reconnect_and_nothing_is_lost(server, tmp_path):
+    """On AWS a frame's Lambda call can die before it answers: the agent must not wait for ever, nor send
+    past the unanswered frame (a later ack would cover it); it reconnects, and the welcome settles it."""
+    token = await issue_token(server, ACCOUNT)
+    proxy = Proxy(server.port)
+    url = await proxy.start()
+    fake = terminal()
+    agent = start(url, token, fake, tmp_path / "outbox.json", ack_timeout=0.6)
+    try:
+        await until(lambda: _async(proxy.accepted == 1 and agent.frames), what="connected")
+        proxy.drop_down = True  # the hub stores OPEN a; its ack is lost; the connection stays up
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a stored")
+        proxy.drop_down = False
+        fake.modify(a, sl=1.08)
+        await until(lambda: _async(not agent.pending()), what="both acked after a reconnect")
+        assert proxy.accepted >= 2  # the agent dropped the silent connection itself
+        evs = await events(server)
+        assert kinds(evs, a) == [("OPEN", "ea"), ("MODIFY", "ea")]
+    finally:
+        await agent.halt()
+        await proxy.close()
+
+
+async def test_a_message_refused_for_good_is_dropped_and_does_not_hold_up_the_next(server, tmp_path, caplog):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json")
+    try:
+        await until(lambda: _async(agent.frames), what="connected")
+        bad = fake.open("", "buy", 0.1, 1.0)  # a symbol the hub refuses: invalid_message, every time
+        await until(lambda: _async(("OPEN", bad) in sent_events(agent)), what="the bad OPEN sent")
+        good = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, good, lambda e: e.event == "OPEN"), what="the next OPEN stored")
+        await until(lambda: _async(not agent.pending()), what="outbox empty")
+        assert not await _where(server, bad, lambda e: True)
+        assert any(f"open-{bad}-" in r.getMessage() and "for good" in r.getMessage() for r in caplog.records)
+    finally:
+        await agent.halt()
 
 
 async def test_restart_with_a_lost_outbox_file_stores_nothing_twice_and_loses_nothing(server, tmp_path):
@@ -389,6 +432,19 @@ def test_outbox_acks_renumbers_and_round_trips():
     assert again.on_welcome(43) == [] and again.seq == 43  # synced: a cumulative ack, no renumbering
     with pytest.raises(ValueError, match="outbox"):
         core.Outbox.loads(b'{"version": 99}')
+
+
+def test_outbox_sends_one_durable_frame_at_a_time_and_drops_a_refused_message():
+    box = core.Outbox()
+    for pid in range(10, 15):
+        box.add(core.Change("OPEN", _pos(pid)), 1000)
+    first = box.next_frame(0, limit=2)
+    assert [m["seq"] for m in first] == [1, 2]
+    assert box.unanswered(2) and box.next_frame(2, limit=2) == []  # held until 1 and 2 are answered
+    box.ack(1)
+    assert box.next_frame(2, limit=2) == []  # 2 is still unanswered
+    assert box.refuse("open-11-2")["seq"] == 2 and box.refuse("open-11-2") is None
+    assert not box.unanswered(2) and [m["seq"] for m in box.next_frame(2, limit=2)] == [3, 4]
 
 
 def test_close_details_sum_partial_exits_and_map_the_reason():

@@ -44,6 +44,7 @@ input bool              InpCommonFolder   = false;                   // Outbox f
 #define TW_CLOSE_GRACE_MS    30000   // a vanished position waits this long for its exit deal
 #define TW_MAX_BATCH         100     // durable messages per frame
 #define TW_MAX_FRAME_BYTES   262144  // well under the hub's 1 MiB frame limit
+#define TW_ACK_TIMEOUT       30000   // a durable frame unanswered this long: reconnect (the welcome settles it)
 
 //--- a position as last reported to the hub
 struct TwPos
@@ -89,6 +90,7 @@ int          g_tz = 0;                 // broker time - UTC, seconds
 bool         g_helloSent = false;
 bool         g_welcomed = false;
 long         g_sentSeq = 0;            // highest durable seq sent on this connection
+ulong        g_durableSentMs = 0;      // GetTickCount64() when the last durable frame went out
 int          g_failures = 0;
 ulong        g_nextAttemptMs = 0;
 ulong        g_helloAtMs = 0;
@@ -777,32 +779,47 @@ bool SendBatch(string &items[])
    return true;
   }
 
-// Send every durable message above g_sentSeq, in seq order, in frames of bounded size.
+// Whether a durable message sent on this connection still waits for its ack.
+bool DurableUnanswered()
+  {
+   return g_outbox.Count() > 0 && g_outbox.SeqAt(0) <= g_sentSeq;
+  }
+
+// Send the next durable frame (the messages above g_sentSeq, in seq order, bounded in count and size),
+// but only once the previous one is answered. Acks are cumulative: with two frames in flight, a hub that
+// runs them out of order (API Gateway hands a connection's frames to concurrent Lambda calls) would ack
+// the later one while the earlier one is not stored yet, or never is, and the EA would drop it.
 void FlushDurable()
   {
-   if(!g_welcomed || !g_ws.IsOpen())
+   if(!g_welcomed || !g_ws.IsOpen() || DurableUnanswered())
       return;
    string batch[];
    int bytes = 0;
+   long last = g_sentSeq;
    for(int i = 0; i < g_outbox.Count(); i++)
      {
       long seq = g_outbox.SeqAt(i);
       if(seq <= g_sentSeq)
          continue;
+      if(ArraySize(batch) >= TW_MAX_BATCH || (ArraySize(batch) > 0 && bytes >= TW_MAX_FRAME_BYTES))
+         break;
       string msg = g_outbox.MessageAt(i);
       TwPush(batch, msg);
       bytes += StringLen(msg);
-      g_sentSeq = seq;
-      if(ArraySize(batch) >= TW_MAX_BATCH || bytes >= TW_MAX_FRAME_BYTES)
-        {
-         if(!SendBatch(batch))
-            return;
-         ArrayResize(batch, 0);
-         bytes = 0;
-        }
+      last = seq;
      }
-   if(ArraySize(batch) > 0)
-      SendBatch(batch);
+   if(ArraySize(batch) > 0 && SendBatch(batch))
+     {
+      g_sentSeq = last;
+      g_durableSentMs = GetTickCount64();
+     }
+  }
+
+// The hub refused a durable message for good (it names the message's id): resent, it would be refused
+// again and hold up every message after it.
+bool RefusedForGood(const string code)
+  {
+   return code == "invalid_message" || code == "unknown_type" || code == "wrong_account";
   }
 
 void ScheduleReconnect(const int closeCode, const string why)
@@ -905,9 +922,21 @@ void HandleServerMessage(const string text)
      {
       if(g_outbox.Ack(TwJsonLong(text, "seq", 0)) > 0)
          SaveState();
+      FlushDurable();   // the next durable frame may go now
      }
    else if(type == "error")
-      TwWarn("hub refused " + TwJsonRaw(text, "ref") + ": " + TwJsonRaw(text, "code") + ": " + TwJsonRaw(text, "message"));
+     {
+      string ref = TwJsonRaw(text, "ref");
+      string code = TwJsonRaw(text, "code");
+      if(RefusedForGood(code) && ref != "" && g_outbox.Refuse(ref) > 0)
+        {
+         TwError("hub refused " + ref + " for good, dropped from the outbox: " + code + ": " + TwJsonRaw(text, "message"));
+         SaveState();
+         FlushDurable();
+        }
+      else
+         TwWarn("hub refused " + ref + ": " + code + ": " + TwJsonRaw(text, "message"));
+     }
   }
 
 //+------------------------------------------------------------------+
@@ -1054,6 +1083,13 @@ void OnTimer()
          g_ws.Close(1000, "no welcome");
          ScheduleReconnect(TW_WS_CLOSE_ABNORMAL, "no welcome within " + IntegerToString(TW_WELCOME_TIMEOUT / 1000) + " s");
         }
+      return;
+     }
+   if(DurableUnanswered() && now - g_durableSentMs > TW_ACK_TIMEOUT)
+     {
+      g_ws.Close(1000, "no ack");
+      ScheduleReconnect(TW_WS_CLOSE_ABNORMAL, "no ack for seq " + IntegerToString(g_outbox.SeqAt(0)) + " within "
+                        + IntegerToString(TW_ACK_TIMEOUT / 1000) + " s");
       return;
      }
    FlushDurable();

@@ -332,6 +332,28 @@ class Outbox:
         """Pending messages above `seq`, ascending: what a connection has not sent yet."""
         return [msg for s, msg in self.pending.items() if s > seq]
 
+    def unanswered(self, sent: int) -> bool:
+        """Whether a message this connection sent (seq <= `sent`) still waits for its ack."""
+        return bool(self.pending) and next(iter(self.pending)) <= sent
+
+    def next_frame(self, sent: int, limit: int) -> list[Wire]:
+        """The next durable frame for a connection that has sent up to `sent`: nothing while an earlier
+        one is unanswered. One frame at a time because an ack is cumulative: were two in flight, and the
+        hub ran them out of order (API Gateway runs a connection's frames as concurrent Lambda calls),
+        the later one's ack would cover the earlier one before it was stored, or at all."""
+        if self.unanswered(sent):
+            return []
+        return self.after(sent)[:limit]
+
+    def refuse(self, msg_id: str) -> Wire | None:
+        """Drop a pending message the hub refused for good (an error naming its id); None if not pending.
+        It would be refused again on every resend, holding up every message after it."""
+        for seq, msg in self.pending.items():
+            if msg.get("id") == msg_id:
+                del self.pending[seq]
+                return msg
+        return None
+
     # --- persistence format (the runner does the file I/O) ----------------------------------
     def dumps(self) -> bytes:
         data = {

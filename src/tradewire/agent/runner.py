@@ -48,6 +48,9 @@ SNAPSHOT_EVERY_S = 5.0
 CLOSE_GRACE_S = 3.0  # how long a vanished position waits for its exit deal to reach the history
 REINIT_AFTER = 10  # failed polls in a row before the terminal connection is initialised again
 MAX_BATCH = 100  # durable messages per frame: a long outage's backlog stays far below the hub's frame limit
+ACK_TIMEOUT_S = 30.0  # a durable frame unanswered this long: reconnect, and the welcome says what was stored
+# Errors that refuse a durable message for good: resent, it would be refused again and hold up the rest.
+REFUSED_FOR_GOOD = frozenset({"invalid_message", "unknown_type", "wrong_account"})
 
 
 class AgentError(Exception):
@@ -111,6 +114,7 @@ class AgentConfig:
     close_grace: float = CLOSE_GRACE_S
     backoff_base: float = BACKOFF_BASE_S
     backoff_cap: float = BACKOFF_CAP_S
+    ack_timeout: float = ACK_TIMEOUT_S
 
 
 class Agent:
@@ -146,7 +150,7 @@ class Agent:
         self._poll_failures = 0
         self._failures = 0  # connection attempts since the last welcome
         self._last_poll_error = ""
-        self.stats = {"polls": 0, "durable": 0, "acked": 0, "resent": 0, "connects": 0}
+        self.stats = {"polls": 0, "durable": 0, "acked": 0, "refused": 0, "resent": 0, "connects": 0}
 
     # --- terminal ---------------------------------------------------------------------------
     def initialize(self) -> None:
@@ -423,7 +427,9 @@ class Agent:
         if self.outbox.pending and (not self.outbox.synced or acked_seq > self.outbox.seq):
             log.info("outbox: %d unsent message(s) renumbered above the hub's seq %d", before, acked_seq)
         resend = self.outbox.on_welcome(acked_seq)
-        sent = resend[-1]["seq"] if resend else self.outbox.seq
+        # One durable frame at a time (see Outbox.next_frame): `sent` is the highest seq sent on this
+        # connection, and the resend goes out frame by frame like anything added later.
+        sent = resend[0]["seq"] - 1 if resend else self.outbox.seq
         self.save_outbox()
         self.stats["resent"] += len(resend)
         log.info(
@@ -437,24 +443,36 @@ class Agent:
         loop = asyncio.get_running_loop()
         now = now_ms()
         snapshot = [core.positions_message(self.positions.values(), now)]
-        await self._send(ws, [*resend, *self._volatile(), *snapshot])
-        last_snapshot = last_heartbeat = loop.time()
+        durable = self.outbox.next_frame(sent, MAX_BATCH)
+        if durable:
+            sent = durable[-1]["seq"]
+        await self._send(ws, [*durable, *self._volatile(), *snapshot])
+        last_snapshot = last_heartbeat = sent_at = loop.time()
         self.connected = True
         reader = asyncio.create_task(self._reader(ws), name="agent-read")
         try:
             while not self.stop.is_set() and not reader.done():
-                self._wake.clear()
+                timeout = heartbeat_s
+                if self.outbox.unanswered(sent):  # wake in time to notice a missing ack
+                    timeout = min(timeout, max(0.01, sent_at + self.config.ack_timeout - loop.time()))
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self.stop.wait())]
-                await asyncio.wait([*waiters, reader], timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([*waiters, reader], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()
+                # Cleared after the wait, not before it: an ack that came in while the last frame was
+                # being sent must still wake this loop, or the next durable frame waits a heartbeat.
+                self._wake.clear()
                 if self.stop.is_set() or reader.done():
                     break
-                messages = self.outbox.after(sent)
-                if messages:
-                    sent = messages[-1]["seq"]
-                messages += self._volatile()
                 t = loop.time()
+                if self.outbox.unanswered(sent) and t - sent_at >= self.config.ack_timeout:
+                    raise ConnectionError(
+                        f"no ack for seq {next(iter(self.outbox.pending))} within {self.config.ack_timeout:g} s"
+                    )
+                messages = self.outbox.next_frame(sent, MAX_BATCH)
+                if messages:
+                    sent, sent_at = messages[-1]["seq"], t
+                messages += self._volatile()
                 if t - last_snapshot >= max(self.config.snapshot_every, self.config.interval):
                     messages.append(core.positions_message(self.positions.values(), now_ms()))
                     last_snapshot = t
@@ -531,12 +549,23 @@ class Agent:
             dropped = self.outbox.ack(int(msg.get("seq", 0)))
             if dropped:
                 self.stats["acked"] += dropped
-                try:
-                    self.save_outbox()
-                except OSError as exc:
-                    log.error("cannot write the outbox file %s: %s", self.path, exc)
+                self._outbox_changed()
         elif kind == "error":
-            log.warning("hub refused %s: %s: %s", msg.get("ref") or "a message", msg.get("code"), msg.get("message"))
+            ref, code = msg.get("ref"), msg.get("code")
+            refused = self.outbox.refuse(ref) if code in REFUSED_FOR_GOOD and isinstance(ref, str) else None
+            if refused is not None:
+                log.error("hub refused %s for good, dropped from the outbox: %s: %s", ref, code, msg.get("message"))
+                self.stats["refused"] += 1
+                self._outbox_changed()
+            else:
+                log.warning("hub refused %s: %s: %s", ref or "a message", code, msg.get("message"))
+
+    def _outbox_changed(self) -> None:
+        self._wake.set()  # the next durable frame may go now
+        try:
+            self.save_outbox()
+        except OSError as exc:
+            log.error("cannot write the outbox file %s: %s", self.path, exc)
 
 
 async def run_agent(
@@ -558,6 +587,7 @@ async def run_agent(
     backoff_base: float = BACKOFF_BASE_S,
     backoff_cap: float = BACKOFF_CAP_S,
     close_grace: float = CLOSE_GRACE_S,
+    ack_timeout: float = ACK_TIMEOUT_S,
 ) -> Agent:
     """Stream one MT5 terminal to a hub until `stop` is set. Raises AgentError (TokenRefused for a
     refused token) when it cannot run. `mt5` is the MetaTrader5 module, or a stand-in for it."""
@@ -580,6 +610,7 @@ async def run_agent(
         backoff_base=backoff_base,
         backoff_cap=backoff_cap,
         close_grace=close_grace,
+        ack_timeout=ack_timeout,
     )
     agent = Agent(config, mt5 if mt5 is not None else load_mt5(), stop=stop, on_frame=on_frame)
     await agent.run()

@@ -5,7 +5,9 @@
 //| folder (or the common one) so that a terminal restart or a lost  |
 //| connection loses nothing. Rules of EA protocol v1:               |
 //|  - seq is per account and only grows, across restarts;           |
-//|  - a message stays until an ack covers it (acks are cumulative); |
+//|  - a message stays until an ack covers it (acks are cumulative), |
+//|    or the hub refuses it for good (an error naming its id);      |
+//|  - one durable frame at a time: the next waits for the answer;   |
 //|  - after `welcome` the unacked ones are resent, in seq order.    |
 //|                                                                  |
 //| File (UTF-8 text, one record a line, rewritten atomically: a     |
@@ -189,6 +191,25 @@ public:
       for(int i = 0; i < n; i++)
         {
          if(m_seqs[i] <= seq)
+            continue;
+         m_seqs[keep] = m_seqs[i];
+         m_msgs[keep] = m_msgs[i];
+         keep++;
+        }
+      ArrayResize(m_seqs, keep);
+      ArrayResize(m_msgs, keep);
+      return n - keep;
+     }
+
+   // Drop the message with this id (the hub refused it for good). Returns how many were dropped.
+   int               Refuse(const string id)
+     {
+      string needle = "\"id\":\"" + id + "\"";
+      int keep = 0;
+      int n = ArraySize(m_seqs);
+      for(int i = 0; i < n; i++)
+        {
+         if(StringFind(m_msgs[i], needle) >= 0)
             continue;
          m_seqs[keep] = m_seqs[i];
          m_msgs[keep] = m_msgs[i];
