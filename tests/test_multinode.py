@@ -100,6 +100,39 @@ async def test_ea_moves_to_another_node_mid_stream_nothing_lost_nothing_twice(sh
     assert await alerts(http, a, key, type="CONNECTION_LOST") == []  # it only moved: no false alert
 
 
+async def test_a_connection_lost_raised_after_the_ea_moved_on_is_resolved(shared, http):
+    """The race: A decides CONNECTION_LOST before B's presence shows, and stores it after B's greet
+    resolved what was open. A must resolve it itself: the EA's frames go to B, so nothing else would."""
+    a, b = await shared(), await shared()
+    token, key = await issue_token(a, "acc-1"), await issue_key(a)
+    live_accounts = a.hub.presence.live_accounts
+    lagging = True
+
+    async def lagging_presence() -> set[str]:  # A reads presence before B's session shows in it
+        return set() if lagging else await live_accounts()
+
+    a.hub.presence.live_accounts = lagging_presence  # type: ignore[method-assign]
+    ea = await EA.connect(http, a, token)
+    await ea.greet()
+    await ea.ws.close()
+    ea = await EA.connect(http, b, token)
+    await ea.greet()  # resolves what is open: nothing yet
+    lost = []
+    for _ in range(50):  # the 1 s grace on A
+        lost = await alerts(http, a, key, type="CONNECTION_LOST", account="acc-1")
+        if lost:
+            break
+        await asyncio.sleep(0.1)
+    assert len(lost) == 1 and lost[0]["resolvedAt"] is None  # the race happened: a false alert is open
+    lagging = False
+    for _ in range(30):
+        [lost] = await alerts(http, a, key, type="CONNECTION_LOST", account="acc-1")
+        if lost["resolvedAt"]:
+            break
+        await asyncio.sleep(0.1)
+    assert lost["resolvedAt"], "a CONNECTION_LOST stayed open while the EA was live on B"
+
+
 async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path):
     b = await shared()
     key = await issue_key(b)

@@ -435,6 +435,7 @@ class Hub:
                 await self._adopt_orphans()
                 transitions = self.rules.check(self.clock(), self.state.accounts)
                 self.apply_transitions(await self._not_live_elsewhere(transitions))
+                await self._resolve_live_elsewhere()
             except Exception:
                 log.exception("alert check failed")
 
@@ -462,6 +463,21 @@ class Hub:
                 continue
             keep.append(t)
         return keep
+
+    async def _resolve_live_elsewhere(self) -> None:
+        """Resolve a CONNECTION_LOST this node holds open for an EA live on another node. The raise can
+        lose a race with the move: decided before the other node's presence showed, it is stored after that
+        node's greet has resolved what was open; and nobody else would resolve it (the EA's frames go there)."""
+        lost = [account for account, type_ in self.rules.open if type_ == CONNECTION_LOST]
+        if not lost:
+            return
+        live = await self.presence.live_accounts()
+        now = self.clock()
+        transitions: list[Transition] = []
+        for account in lost:
+            if account in live and account not in self.sessions:
+                transitions += self.rules.session_started(account, now)
+        self.apply_transitions(transitions)
 
     async def _adopt_orphans(self) -> None:
         """Accounts whose EA was live on a node that has gone (stopped refreshing its presence): start
