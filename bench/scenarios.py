@@ -358,9 +358,17 @@ def split(n: int, parts: int) -> list[int]:
 
 # --- the bench ----------------------------------------------------------------------------------------
 class Bench:
-    def __init__(self, profile: Profile, root: Path, server_cpus: list[int] | None, load_cpus: list[int] | None):
+    def __init__(
+        self,
+        profile: Profile,
+        root: Path,
+        server_cpus: list[int] | None,
+        load_cpus: list[int] | None,
+        src: Path | None = None,
+    ):
         self.p = profile
         self.root = root
+        self.src = src  # the source tree every tradewire server of the run imports (see freeze_src)
         self.server_cpus = server_cpus
         self.load_cpus = load_cpus
         self._n = 0
@@ -391,6 +399,7 @@ class Bench:
             max_connections=max_connections,
             extra_config=config,
             connect_rate=connect_rate,
+            src=self.src if kind == "tradewire" else None,
         )
         srv.keys = keys
         srv.start()
@@ -1068,6 +1077,18 @@ def make_root() -> Path:
     import tempfile
 
     return Path(tempfile.mkdtemp(prefix="tradewire-bench-"))
+
+
+def freeze_src(root: Path) -> Path:
+    """A copy of this tree's `src/` as it is now, for every server of the run to import: a commit or an
+    edit during a long run (an hour and more) must not change the server of its later rounds."""
+    dest = root / "src"
+    shutil.copytree(
+        Path(__file__).resolve().parent.parent / "src",
+        dest,
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    return dest
 
 
 def remove_root(root: Path) -> None:
