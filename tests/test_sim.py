@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tradewire.cli import build_parser, main
 from tradewire.ingest.protocol import ErrorReply, decode_frame
+from tradewire.sim import account as account_module
 from tradewire.sim import fleet
 from tradewire.sim.account import DEFAULT_SYSTEM_MAGIC, SimAccount
 from tradewire.sim.cli import read_tokens, simulate
@@ -17,7 +20,7 @@ from tradewire.sim.fleet import backoff_delay, run_fleet, ws_url
 from tradewire.sim.market import MAJORS, SYMBOLS, Market, spec_for
 from tradewire.store.base import EventQuery
 
-from helpers import issue_key, issue_token
+from helpers import http_server, issue_key, issue_token
 
 T0 = 1_700_000_000_000
 
@@ -306,6 +309,53 @@ async def test_fleet_streams_to_a_real_hub(server, monkeypatch, flaky):
     assert len(keys) == len(set(keys))
     opens = [(e.account, e.positionId) for e in events if e.event == "OPEN"]
     assert len(opens) == len(set(opens))
+
+
+async def test_fleet_keeps_one_durable_frame_in_flight(monkeypatch):
+    """Against a hub that does not answer, the simulated EA sends one durable frame and holds the rest;
+    the ack releases them. Two in flight are unsafe where frames can run out of order (README)."""
+    monkeypatch.setattr(fleet, "DISCONNECT_RATE", 0.0)
+    monkeypatch.setattr(account_module, "OPEN_RATE", 50.0)  # an account that opens a position every tick
+    monkeypatch.setattr(account_module, "OPEN_RATE_FILLING", 50.0)
+    durable_frames: list[list[int]] = []
+    sockets: list[web.WebSocketResponse] = []
+
+    async def hub(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sockets.append(ws)
+        await ws.receive()  # hello
+        await ws.send_json({"type": "welcome", "sessionId": "s", "ackedSeq": 0, "heartbeatSec": 10, "serverTime": 0})
+        async for msg in ws:
+            frame = json.loads(msg.data)
+            seqs = [m["seq"] for m in (frame if isinstance(frame, list) else [frame]) if "seq" in m]
+            if seqs:
+                durable_frames.append(seqs)
+        return ws
+
+    async def frames(n: int) -> None:
+        for _ in range(200):
+            if len(durable_frames) >= n:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{n} durable frame(s) expected, got {durable_frames}")
+
+    async with http_server("GET", "/ea/v1", hub) as url:
+        stop = asyncio.Event()
+        run = asyncio.create_task(
+            run_fleet(url, [("sim-001", "t")], rate=25, duration=None, seed=3, stop=stop, system_magics=())
+        )
+        try:
+            await frames(1)
+            await asyncio.sleep(0.5)  # a dozen more ticks, each opening a position
+            assert len(durable_frames) == 1, durable_frames  # unanswered: the rest wait
+            await sockets[0].send_json({"type": "ack", "seq": durable_frames[0][-1]})
+            await frames(2)
+        finally:
+            stop.set()
+            await run
+    first, second = durable_frames[0], durable_frames[1]
+    assert second[0] == first[-1] + 1 and len(second) > 1  # what waited goes out together, in order
 
 
 async def test_simulate_command_with_a_tokens_file(server, tmp_path, capsys):

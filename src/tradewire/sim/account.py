@@ -371,6 +371,14 @@ class SimAccount:
     def pending(self) -> list[dict[str, Any]]:
         return list(self.outbox.values())
 
+    def unanswered(self, sent: int) -> bool:
+        """Whether a durable message sent up to `sent` still waits for its ack."""
+        return bool(self.outbox) and next(iter(self.outbox)) <= sent
+
+    def after(self, sent: int) -> list[dict[str, Any]]:
+        """The outbox's messages above `sent`, in seq order: not sent on this connection yet."""
+        return [msg for seq, msg in self.outbox.items() if seq > sent]
+
     # --- volatile frames ----------------------------------------------------------------------
     def hello_frame(self) -> dict[str, Any]:
         return {

@@ -254,9 +254,17 @@ async def _ws_connection(fleet: _Fleet, link: _Link) -> str:
         now = now_ms()
         sim.mark()  # fresh prices in the first snapshot; trading starts in the pump
         await _ws_send(fleet, ws, [*resend, sim.positions_frame(now), sim.account_frame(now)])
+        sent = resend[-1]["seq"] if resend else sim.seq  # the highest durable seq sent on this connection
         reader = asyncio.create_task(_ws_reader(fleet, link, ws), name=f"sim-read-{sim.id}")
 
         async def send(durable: list[Frame], volatile: list[Frame]) -> None:
+            # One durable frame at a time, as the EA protocol asks (README, "Durability rules"): the new
+            # messages (already in the outbox) go once the last durable frame is answered.
+            nonlocal sent
+            waiting = sim.unanswered(sent)
+            durable = [] if waiting else sim.after(sent)
+            if durable:
+                sent = durable[-1]["seq"]
             await _ws_send(fleet, ws, durable + volatile)
 
         fleet.stats.live += 1
