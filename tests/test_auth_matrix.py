@@ -221,3 +221,28 @@ async def test_a_key_revoked_while_subscribed_ends_its_subscriptions_and_no_one_
     ea = await EA.connect(http, server, token)
     await ea.greet()
     assert (await stays.expect("data"))["type"] == "data"  # the other key's subscription goes on
+
+
+async def test_wrong_credentials_neither_fill_the_cache_nor_evict_the_ones_in_use(server, monkeypatch):
+    """The cache was keyed by the presented secret: a megabyte "key" per subscribe kept a megabyte, ten
+    thousand of them 20 GB, and any flood of wrong keys emptied the cache of the keys in use as well."""
+    hub = server.hub
+    hub._auth = type(hub._auth)(60.0, limit=100)
+    key = await issue_key(server, "read")
+    reads: list[str] = []
+    real = server.store.api_key_role
+
+    async def counted(secret: str):
+        reads.append(secret)
+        return await real(secret)
+
+    monkeypatch.setattr(server.store, "api_key_role", counted)
+    assert await hub.api_role(key) == "read" and len(reads) == 1
+    for i in range(300):
+        assert await hub.api_role(f"twk_00000000_wrong{i}") is None
+    for i in range(5):
+        assert await hub.api_role("x" * 2**20 + str(i)) is None
+    assert len(reads) == 301  # the megabyte ones were not even looked up
+    assert await hub.api_role(key) == "read" and len(reads) == 301  # still cached, after 305 wrong ones
+    kept = [*hub._auth._found, *hub._auth._missing]
+    assert len(kept) <= 101 and max(len(k) for k in kept) < 80

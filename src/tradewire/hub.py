@@ -35,6 +35,7 @@ from tradewire.store.base import (
     ReconcileOp,
     Store,
     WriteResult,
+    hash_secret,
 )
 
 log = logging.getLogger(__name__)
@@ -88,23 +89,44 @@ class Drainable(Protocol):
     async def drain(self, code: int, reason: str) -> None: ...
 
 
-class _TTLCache:
-    """Credential look-ups cached briefly: a revoke reaches a running server within `ttl` seconds."""
+MAX_SECRET_CHARS = 256  # issued credentials have 56: a longer one matches nothing and is neither looked up nor kept
 
-    def __init__(self, ttl: float) -> None:
+
+class _CredentialCache:
+    """Credential look-ups cached briefly: a revoke reaches a running server within `ttl` seconds.
+
+    Keyed by the secret's hash, never the secret: a presented "key" can be megabytes, and anyone can present
+    one. Found and not-found are kept apart, each bounded: a flood of wrong credentials empties only its own
+    half, never the half that spares the store a read for every credential in use.
+    """
+
+    def __init__(self, ttl: float, limit: int = 10_000) -> None:
         self.ttl = ttl
-        self._items: dict[str, tuple[float, Any]] = {}
+        self.limit = limit
+        self._found: dict[str, tuple[float, Any]] = {}
+        self._missing: dict[str, float] = {}
 
-    def get(self, key: str) -> tuple[bool, Any]:
-        hit = self._items.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            return False, None
-        return True, hit[1]
+    def get(self, digest: str) -> tuple[bool, Any]:
+        now = time.monotonic()
+        hit = self._found.get(digest)
+        if hit is not None and hit[0] >= now:
+            return True, hit[1]
+        if self._missing.get(digest, 0.0) >= now:
+            return True, None
+        return False, None
 
-    def put(self, key: str, value: Any, ttl: float) -> None:
-        if len(self._items) > 10_000:  # bounded: a flood of bad tokens cannot grow it without limit
-            self._items.clear()
-        self._items[key] = (time.monotonic() + ttl, value)
+    def put(self, digest: str, value: Any) -> None:
+        now = time.monotonic()
+        if value is None:  # a wrong credential: remembered for a second at most
+            if len(self._missing) >= self.limit:
+                self._missing.clear()
+            self._missing[digest] = now + min(1.0, self.ttl)
+            return
+        if len(self._found) >= self.limit:
+            self._found = {k: v for k, v in self._found.items() if v[0] >= now}
+            if len(self._found) >= self.limit:
+                self._found.clear()
+        self._found[digest] = (now + self.ttl, value)
 
 
 class Hub:
@@ -126,7 +148,7 @@ class Hub:
         limits = settings.limits
         self.state = LiveState(3 * heartbeat_ms, limits.max_symbols_per_account, limits.max_positions_per_account)
         self.system_magics = frozenset(settings.system.magic_numbers)
-        self._auth = _TTLCache(settings.server.auth_cache_s)
+        self._auth = _CredentialCache(settings.server.auth_cache_s)
         self.sessions: dict[str, Drainable] = {}
         self._background: set[asyncio.Future] = set()
         self.draining = False
@@ -155,17 +177,23 @@ class Hub:
 
     # --- credentials ------------------------------------------------------------------------
     async def ea_account(self, token: str) -> str | None:
-        hit, account = self._auth.get("t:" + token)
+        if len(token) > MAX_SECRET_CHARS:
+            return None
+        digest = "t:" + hash_secret(token)
+        hit, account = self._auth.get(digest)
         if not hit:
             account = await self.store.token_account(token)
-            self._auth.put("t:" + token, account, self._auth.ttl if account else min(1.0, self._auth.ttl))
+            self._auth.put(digest, account)
         return account
 
     async def api_role(self, key: str) -> Role | None:
-        hit, role = self._auth.get("k:" + key)
+        if len(key) > MAX_SECRET_CHARS:
+            return None
+        digest = "k:" + hash_secret(key)
+        hit, role = self._auth.get(digest)
         if not hit:
             role = await self.store.api_key_role(key)
-            self._auth.put("k:" + key, role, self._auth.ttl if role else min(1.0, self._auth.ttl))
+            self._auth.put(digest, role)
         return role
 
     def throttle(self, account: str, messages: int) -> float:
