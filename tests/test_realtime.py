@@ -323,3 +323,18 @@ async def test_a_herd_of_subscribers_connecting_at_once_all_get_the_snapshot(ser
 
     herd = await asyncio.gather(*(dashboard(i) for i in range(20)))
     assert herd == [{"prices": 50, "equity": 4_321.0}] * 20
+
+
+async def test_a_subscribe_the_hub_cannot_load_is_refused_and_leaves_nothing_behind(server, http, keys, monkeypatch):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("ok", "/trading/accounts/*")
+
+    async def broken(pattern: str):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(server.gateway.broker, "snapshot", broken)
+    await sub.send({"type": "subscribe", "id": "failed", "channel": "/trading/prices/*"})
+    err = await sub.expect("subscribe_error", id="failed")
+    assert err["errors"][0]["errorType"] == "SubscriptionProcessingError" and "broker down" in str(err)
+    (conn,) = server.gateway.connections
+    assert set(conn.subs) == {"ok"} and set(conn.outbox.slots) <= {"ok"}  # no slot left for "failed"

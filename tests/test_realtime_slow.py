@@ -198,6 +198,15 @@ async def test_a_parked_subscriber_takes_no_value_per_tick_and_resumes_with_the_
             while not any('"equity":9000' in i.get("event", "") for i in watcher.inbox):
                 await watcher.recv(10)
         assert sub.pending == before  # the fan-out left it alone...
+        # It reads nothing, and sends: nothing more of its is read while it is parked (each message would
+        # queue a reply it never reads; an error quoting a megabyte frame was a megabyte). One: the read
+        # that was already waiting when it was parked.
+        read_before, replies_before = gw.stats["messages_in"], len(slow.outbox.replies)
+        junk = masked_text_frame(json.dumps({"type": "x" * 20_000}).encode())
+        for _ in range(50):
+            stalled.write(junk)
+        await asyncio.sleep(0.5)
+        assert gw.stats["messages_in"] <= read_before + 1 and len(slow.outbox.replies) <= replies_before + 1
         # ...and noted one value per channel it watches (bounded by channels), nothing for the others
         assert sorted(c for c, _ in gw.missed.since(0, "/trading/*")) == sorted(
             f"/trading/prices/{s}" for s in [*symbols, "NEW"]
@@ -212,6 +221,9 @@ async def test_a_parked_subscriber_takes_no_value_per_tick_and_resumes_with_the_
                     view[event["symbol"]] = event["bid"]
         assert gw.missed.parked == 0 and len(gw.missed) == 0 and slow.parked_at is None
         assert gw.stats["closed_slow"] == 0
+        async with asyncio.timeout(10):  # reading again, it is read again: the 50 are answered
+            while gw.stats["messages_in"] < read_before + 50:
+                await asyncio.sleep(0.05)
         stalled.close()
     finally:
         await srv.stop()

@@ -329,3 +329,15 @@ def test_a_parked_connections_subscriptions_leave_the_latest_wins_shapes_but_not
     asleep.conn.parked_at = None
     index.refresh([asleep])
     assert group.pendings == (awake.pending, asleep.pending, late.pending) and group.parked == 0
+
+
+def test_an_error_quotes_at_most_a_few_hundred_characters_of_what_it_refuses():
+    """Errors quote the input they refuse; a megabyte type or id made a megabyte reply, queued per message."""
+    huge = "x" * 1_000_000
+    for frame in (json.dumps({"type": huge}), json.dumps({"type": "subscribe", "id": huge, "channel": "/a/b"})):
+        err = rp.decode(frame)
+        assert isinstance(err, rp.ProtocolError)
+        reply = json.loads(err.encode())
+        assert len(err.encode()) < 1024 and reply["errors"][0]["message"]
+    err = rp.decode(json.dumps({"type": huge}))
+    assert json.loads(err.encode())["errors"][0]["message"].endswith("... (cut)")

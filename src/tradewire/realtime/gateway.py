@@ -344,7 +344,8 @@ class Gateway:
         while True:
             await asyncio.sleep(self.settings.ka_interval_s)
             for conn in list(self.connections):
-                conn.reply(rp.KA)
+                if conn.parked_at is None:  # a parked one reads none of them: it gets the next after it drains
+                    conn.reply(rp.KA)
 
     async def _recheck_keys(self) -> None:
         """A key revoked while its subscriptions are open stops them within `recheck_s` (plus the auth
@@ -521,6 +522,12 @@ class Connection:
                 await self.handle(msg.data)
                 if self._closing:
                     break
+                if self._drainer is not None:
+                    # Parked: it reads nothing of ours, so nothing more of its is read until it does (TCP
+                    # holds what it sends). Else each message it sends queues a reply it never reads.
+                    await asyncio.wait([self._drainer])
+                    if self._closing:
+                        break
         finally:
             self._closing = True
             gw.unpark(self, resumed=False)
@@ -593,6 +600,7 @@ class Connection:
             log.exception("subscribe %s failed", pattern)
             gw.index.remove(sub)
             del self.subs[msg.id]
+            self.outbox.forget(msg.id)
             return refuse("SubscriptionProcessingError", f"could not load the current state: {exc}")
         if self.subs.get(msg.id) is not sub:  # unsubscribed while we were loading
             return None

@@ -142,10 +142,15 @@ def validate_events(events: list[str]) -> str | None:
 
 
 # --- server frames ------------------------------------------------------------------------------
+MAX_ERROR_MESSAGE = 500  # an error quotes what it refuses, and that can be megabytes: a reply must not be
+
+
 def error_frame(reply: str, ident: str | None, error_type: str, message: str) -> bytes:
     frame: dict[str, Any] = {"type": reply}
     if ident is not None:
-        frame["id"] = ident
+        frame["id"] = ident[:128]  # a longer id is refused anyway
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE] + "... (cut)"
     frame["errors"] = [{"errorType": error_type, "message": message}]
     return _encode(frame)
 
