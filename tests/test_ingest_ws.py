@@ -50,6 +50,25 @@ async def test_an_ack_never_precedes_the_commit(server, http):
     assert db_rows(server, "SELECT msg_id FROM ea_inbox") == [("open-1001-1",)]
 
 
+async def test_a_session_holds_a_bounded_number_of_unacked_messages_and_loses_none(server, http):
+    """While commits wait (here a lock held from outside; in the field, an EA that never reads its acks,
+    which stalls the ack loop on its socket) the session read on, queueing every message it was sent."""
+    from tradewire.ingest.ws import MAX_UNACKED
+
+    ea = await connect(http, server)
+    session = server.hub.sessions["acc-1"]
+    peak = 0
+    with sqlite_locked(server.store.path):
+        for start in range(1, 8001, 500):  # 8,000 messages sent at once, acks unread
+            await ea.send([position_event(s, "OPEN", pid=s) for s in range(start, start + 500)])
+        for _ in range(100):  # 1 s of the lock: the session reads what it may meanwhile
+            peak = max(peak, session._unacked())
+            await asyncio.sleep(0.01)
+    assert MAX_UNACKED <= peak <= MAX_UNACKED + 500  # it stopped reading at the bound (plus the frame it read)
+    await ea.wait_ack(8000, timeout=30)
+    assert len(await stored_ids(server)) == 8000
+
+
 async def test_acks_are_cumulative_and_in_order(server, http):
     ea = await connect(http, server)
     await ea.send([position_event(s, "OPEN", pid=s) for s in range(1, 21)])

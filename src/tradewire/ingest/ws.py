@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # behind it; 128 at a time is ~1 ms. (An HTTP batch is applied whole: two batches of one account posted at
 # once must not interleave, and a batch holds at most `[limits] ea_burst` messages.)
 MESSAGES_PER_TURN = 128
+# Durable messages of one session awaiting their ack: past it the next frame waits (TCP holds the rest).
+# An ack covers many (the ack loop coalesces), so a session that keeps up never comes near it.
+MAX_UNACKED = 1_000
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # bad or revoked token
@@ -85,6 +88,7 @@ class EAWebSocketSession:
                         delay = self.hub.throttle(self.account, self._last_count)
                         if delay:
                             await asyncio.sleep(min(delay, 5.0))
+                        await self._room_for_more()
                     # Reading a buffered socket never suspends: yield, or one fast EA starves the
                     # subscribers' writers and every other session on this loop.
                     await asyncio.sleep(0)
@@ -101,6 +105,13 @@ class EAWebSocketSession:
             if not self.ws.closed:
                 code, reason = self._close or (CLOSE_GOING_AWAY, "")
                 await self.ws.close(code=code, message=reason.encode())
+
+    async def _room_for_more(self) -> None:
+        """Past MAX_UNACKED durable messages awaiting their ack, read no further until acks go out. The
+        ack loop waits on the EA's socket: an EA that sends and never reads its acks (or a store that
+        commits slower than the EA sends) would otherwise have the hub queue its messages without end."""
+        while self._unacked() >= MAX_UNACKED and (acker := self._acker) is not None and not acker.done():
+            await asyncio.wait([acker], timeout=0.1)
 
     async def _token_still_valid(self) -> bool:
         """False once the session's token is known revoked (then closed 1008). Asked at most once per
