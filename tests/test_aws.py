@@ -288,6 +288,103 @@ async def test_a_token_revoked_while_connected_writes_nothing_more(aws):
     assert [e.seq for e in page.items] == [1]
 
 
+async def _accounts(aws, key: str) -> dict[str, dict]:
+    resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/accounts", key=key))
+    return {a["id"]: a for a in json.loads(resp["body"])["items"]}
+
+
+async def _later(aws, ms: int) -> None:
+    real_clock = aws.runtime.clock
+    aws.runtime.clock = lambda: real_clock() + ms
+
+
+async def test_a_revoked_tokens_connection_ends_its_session(aws):
+    """The frame that found the token revoked deleted the connection's item, so the $disconnect that
+    followed found none and ended no session: the account stayed "live", never CONNECTION_LOST."""
+    token, info = await aws.store_call(lambda s: s.add_token("acct-rv"))
+    read_key, _ = await aws.store_call(lambda s: s.add_api_key("read"))
+    await aws(handlers.connect, connect_event("crv", token))
+    await aws(handlers.default, message_event("crv", hello(account="acct-rv")))
+    assert (await _accounts(aws, read_key))["acct-rv"]["status"] == "live"
+    assert await aws.store_call(lambda s: s.revoke_token(info.tokenId))
+    await _later(aws, 10_000)  # past the container's auth cache
+    await aws(handlers.default, message_event("crv", account_state()))
+    await aws(handlers.disconnect, disconnect_event("crv"))  # API Gateway's, after the close
+    assert (await _accounts(aws, read_key))["acct-rv"]["status"] == "lost"
+    await _later(aws, 60_000)
+    assert (await aws(handlers.schedule, {"source": "aws.events"}))["raised"] == 1
+
+
+async def test_a_frame_that_loaded_the_account_before_a_hello_does_not_undo_it(aws):
+    """The EA's next frame goes out on the welcome, and could load the account's item before the hello's
+    frame saved it; saved after, it put back "no session, ended at T": CONNECTION_LOST for a live EA, which
+    its frames never resolved. The session count is now atomic, apart from the body frames save."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-g"))
+    read_key, _ = await aws.store_call(lambda s: s.add_api_key("read"))
+    await aws(handlers.connect, connect_event("cg1", token))
+    await aws(handlers.default, message_event("cg1", hello(account="acct-g")))
+    await aws(handlers.disconnect, disconnect_event("cg1"))  # gone: sessions 0, ended at T
+
+    async def load(live):
+        state = LiveState()
+        await live.load(state, "acct-g")
+        return state.accounts["acct-g"]
+
+    stale = await aws.store_call(lambda s: load(aws.runtime.live))  # loaded by a frame before the hello...
+    await aws(handlers.connect, connect_event("cg2", token))
+    await aws(handlers.default, message_event("cg2", hello(account="acct-g")))
+    await aws.store_call(lambda s: aws.runtime.live.save(stale))  # ...and saved after it
+    assert (await _accounts(aws, read_key))["acct-g"]["status"] == "live"
+    await _later(aws, 60_000)
+    await aws(handlers.default, message_event("cg2", account_state()))  # the EA streams on
+    assert (await aws(handlers.schedule, {"source": "aws.events"}))["raised"] == 0
+
+
+async def test_a_disconnect_does_not_write_back_a_position_a_frame_closed(aws, monkeypatch):
+    """$disconnect loaded the account and saved it whole: loaded before a CLOSE's frame saved, it put the
+    closed position back, open for as long as the EA stayed away."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-d"))
+    read_key, _ = await aws.store_call(lambda s: s.add_api_key("read"))
+    await aws(handlers.connect, connect_event("cd", token))
+    await aws(handlers.default, message_event("cd", [hello(account="acct-d"), position_event(1, "OPEN")]))
+    stale = LiveState()
+    await aws.store_call(lambda s: aws.runtime.live.load(stale, "acct-d"))
+    await aws(handlers.default, message_event("cd", position_event(2, "CLOSE")))
+    live = aws.runtime.live
+    real_load = type(live).load
+
+    async def load_as_before(self, state, account):  # $disconnect's load ran before the CLOSE was saved
+        state.accounts[account] = stale.accounts[account]
+        return None
+
+    monkeypatch.setattr(type(live), "load", load_as_before)
+    await aws(handlers.disconnect, disconnect_event("cd"))
+    monkeypatch.setattr(type(live), "load", real_load)
+    account = (await _accounts(aws, read_key))["acct-d"]
+    assert (account["status"], account.get("positions", 0)) == ("lost", 0)
+
+
+async def test_what_a_frame_committed_is_published_even_when_the_rest_of_it_fails(aws, appsync, monkeypatch):
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-f"))
+    async with aiohttp.ClientSession() as session:
+        sub = await Subscriber.connect(session, appsync, await issue_key(appsync, "read"))
+        await sub.expect("connection_ack")
+        await sub.subscribe("s1", "/fleet/events/*")
+        await aws(handlers.connect, connect_event("cf", token))
+        await aws(handlers.default, message_event("cf", hello(account="acct-f")))
+
+        async def throttled(self, view):
+            raise RuntimeError("ProvisionedThroughputExceededException")
+
+        monkeypatch.setattr(type(aws.runtime.live), "save", throttled)
+        with pytest.raises(RuntimeError):
+            await aws(handlers.default, message_event("cf", position_event(1, "OPEN")))
+        assert aws.recorder.sent("cf")[-1] == {"type": "ack", "seq": 1}  # stored and acked...
+        opened = await sub.event(event="OPEN")  # ...and told, though the frame's save then failed
+        assert opened["account"] == "acct-f"
+        await sub.ws.close()
+
+
 async def test_protocol_errors_come_back_through_connections(aws):
     token, _ = await aws.store_call(lambda s: s.add_token("acct-2"))
     await aws(handlers.connect, connect_event("c2", token))
@@ -361,7 +458,7 @@ async def _stored_and_loaded(view: AccountView) -> tuple[AccountView, int, int]:
     live = LiveTable(url)
     await live.open(create=True)
     try:
-        await live.save(view, None)
+        await live.save(view)
         state = LiveState()
         await live.load(state, view.id)
         item = await live._client.get_item(TableName=live.table, Key={"pk": {"S": "ACCOUNT"}, "sk": {"S": view.id}})

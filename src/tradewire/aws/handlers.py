@@ -227,16 +227,19 @@ async def _disconnect(rt: Runtime, event: dict) -> dict:
     await rt.open()
     conn = await rt.live.delete_connection(event["requestContext"]["connectionId"])
     if conn is not None and conn.greeted:
-        now = rt.clock()
-        state = LiveState()
-        ended = await rt.live.load(state, conn.account)
-        view = state.on_session_end(conn.account, now)
-        if view.sessions == 0:
-            ended = now  # CONNECTION_LOST after the grace period unless a new session says hello
-        await rt.live.save(view, ended)
-        rt.publish(channels.accounts(conn.account), state.summary(conn.account, now))
-        await rt.flush()
+        await _session_ended(rt, conn.account)
     return {"statusCode": 200}
+
+
+async def _session_ended(rt: Runtime, account: str) -> None:
+    """A greeted connection is gone: one session fewer, atomically (at none, CONNECTION_LOST follows after
+    the grace period unless a new session says hello). The body is not written: a frame may be saving it."""
+    now = rt.clock()
+    await rt.live.session_ended(account, now)
+    state = LiveState()
+    await rt.live.load(state, account)
+    rt.publish(channels.accounts(account), state.summary(account, now))
+    await rt.flush()
 
 
 def default(event: dict, context: Any) -> dict:
@@ -259,11 +262,16 @@ async def _default(rt: Runtime, event: dict) -> dict:
         return {"statusCode": 200}
     if not await rt.token_stands(conn):  # revoked since $connect: it writes nothing more (it gets 401 anew)
         log.info("account %s: closing its connection: the token was revoked", conn.account)
+        # Its session ends here: the $disconnect that follows finds no connection item, and did nothing.
+        if (gone := await rt.live.delete_connection(cid)) is not None and gone.greeted:
+            await _session_ended(rt, conn.account)
         await conns.delete(cid)
-        await rt.live.delete_connection(cid)
         return {"statusCode": 200}
     frame = _Frame(rt, store, conns, conn)
-    await frame.run(body)
+    try:
+        await frame.run(body)
+    finally:  # what was committed (and maybe acked) is told even when the rest of the frame failed
+        await rt.flush()
     return {"statusCode": 200}
 
 
@@ -335,8 +343,7 @@ class _Frame:
                 channels.positions(self.account),
                 {"account": self.account, "ts": view.updated_at, "positions": list(view.positions.values())},
             )
-        await self.rt.live.save(view, self.ended_at)
-        await self.rt.flush()
+        await self.rt.live.save(view)
 
     async def settle_background(self) -> None:
         for fut in self.other_futures:
@@ -364,6 +371,9 @@ class _Frame:
         else:
             self.conn.greeted = True
             await self.rt.live.put_connection(self.conn)
+            # Counted now, atomically, before the welcome goes out: the EA's next frame, sent on the welcome,
+            # may be loading the item already, and must find the session open.
+            view.sessions = await self.rt.live.session_started(account)
         self.ended_at = None
         self.rt.publish(channels.accounts(account), self.state.summary(account, now))
         self.rules.session_started(account, now)

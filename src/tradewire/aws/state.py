@@ -7,16 +7,22 @@ server's LiveState), applies the frame to it, and writes it back. Table ``PREFIX
 pk                     sk            what
 =====================  ============  ==================================================================
 ``ACCOUNT``            account id    the account view as JSON (info, state, positions, connection
-                                     status, last_seen, quotes) and `lastSeen` as a number
+                                     status, last_seen, quotes), `lastSeen` as a number, and its
+                                     open `sessions` and `endedAt` as attributes of their own
 ``CONN#<connection>``  ``#``         the WebSocket connection's account and whether it said hello;
                                      `expiresAt` (TTL) because `$disconnect` is best-effort
 ``PRICE``              symbol        the newest tick (written only if its ts is not older)
 =====================  ============  ==================================================================
 
 One partition for every account keeps "list all accounts" (REST, the schedule) a single Query; a
-fleet of a few thousand accounts fits. The account item is written last-writer-wins: two frames of
+fleet of a few thousand accounts fits. The account's body is written last-writer-wins: two frames of
 one EA handled at once by two Lambdas may interleave, which is what latest-wins means; the durable
 OPEN/CLOSE records they imply are still written once each (the store's conditional writes decide).
+Whether the EA is connected is not latest-wins: `sessions` and `endedAt` change only by atomic updates
+(`session_started`, `session_ended`) and a frame's save leaves them alone. Kept in the body, a frame
+that loaded the item before a hello, or a `$disconnect` racing a frame, saved the count back wrong: an
+EA live on its new connection was taken for gone (CONNECTION_LOST, never resolved by its frames), or one
+gone for live.
 The equity series the server keeps in memory for charts is not kept here (one write per update would
 rewrite ~35 KB); `/accounts/{id}/equity` is not served on AWS.
 
@@ -157,6 +163,23 @@ class Connection(msgspec.Struct):
     tokenHash: str = ""
 
 
+def _into(state: LiveState, account: str, item: dict[str, Any]) -> int | None:
+    """An account item into `state`: its body, then its session attributes; returns its endedAt. An item
+    whose first session began before any frame saved a body has only the attributes."""
+    if "body" in item:
+        stored = unpack_view(item["body"]["B"])
+        view = state.accounts[account] = from_stored(stored)
+        ended = stored.endedAt
+    else:
+        view, ended = state.account(account), None
+    if "sessions" in item:  # written by session_started/ended; absent on items from before they were kept
+        view.sessions = max(0, int(item["sessions"]["N"]))
+        ended = int(item["endedAt"]["N"]) if "endedAt" in item else None
+        if view.sessions == 0 and view.transport == "ws":
+            view.connected_at = None  # as on_session_end leaves it (the body is not saved at a $disconnect)
+    return ended
+
+
 class LiveTable:
     """The live table's items, over one aiobotocore client."""
 
@@ -245,29 +268,66 @@ class LiveTable:
         if item is None:
             state.account(account)
             return None
-        stored = unpack_view(item["body"]["B"])
-        state.accounts[account] = from_stored(stored)
-        return stored.endedAt
+        return _into(state, account, item)
 
-    async def save(self, view: AccountView, ended_at: int | None) -> None:
-        await self._client.put_item(
+    async def save(self, view: AccountView) -> None:
+        """The view's body (and `lastSeen`); its sessions and endedAt are not written here (see above)."""
+        await self._client.update_item(
             TableName=self.table,
-            Item={
-                "pk": {"S": ACCOUNTS_PK},
-                "sk": {"S": view.id},
-                "body": {"B": pack_view(to_stored(view, ended_at))},
-                "lastSeen": {"N": str(view.last_seen)},
+            Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": view.id}},
+            UpdateExpression="SET body = :b, lastSeen = :ls",
+            ExpressionAttributeValues={
+                ":b": {"B": pack_view(to_stored(view, None))},
+                ":ls": {"N": str(view.last_seen)},
             },
         )
+
+    async def session_started(self, account: str) -> int:
+        """One more open session for `account`, its endedAt cleared; returns how many are open."""
+        resp = await self._client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}},
+            UpdateExpression="ADD sessions :one REMOVE endedAt",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(resp["Attributes"]["sessions"]["N"])
+
+    async def session_ended(self, account: str, now: int) -> int:
+        """One session fewer for `account`; at none, endedAt = `now` (the CONNECTION_LOST grace starts).
+        Returns how many are still open."""
+        resp = await self._client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}},
+            UpdateExpression="ADD sessions :minus",
+            ExpressionAttributeValues={":minus": {"N": "-1"}},
+            ReturnValues="UPDATED_NEW",
+        )
+        left = int(resp["Attributes"]["sessions"]["N"])
+        if left > 0:
+            return left
+        try:  # unless a hello came in between (its session_started made it 1 again)
+            await self._client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}},
+                UpdateExpression="SET sessions = :zero, endedAt = :now",
+                ConditionExpression="sessions <= :zero",
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":now": {"N": str(now)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return 1
+        return 0
 
     async def load_all(self, state: LiveState) -> dict[str, int]:
         """Every account into `state`; return {account: endedAt} of those whose session ended."""
         ended: dict[str, int] = {}
         for item in await self._partition(ACCOUNTS_PK):
-            stored = unpack_view(item["body"]["B"])
-            state.accounts[stored.id] = from_stored(stored)
-            if stored.endedAt is not None:
-                ended[stored.id] = stored.endedAt
+            account = item["sk"]["S"]
+            at = _into(state, account, item)
+            if at is not None:
+                ended[account] = at
         return ended
 
     # --- prices ---------------------------------------------------------------------------------
