@@ -270,49 +270,44 @@ class LiveTable:
             return None
         return _into(state, account, item)
 
+    async def _update_account(self, account: str, expression: str, values: dict[str, Any], **extra: Any) -> Any:
+        return await self._client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}},
+            UpdateExpression=expression,
+            ExpressionAttributeValues=values,
+            **extra,
+        )
+
     async def save(self, view: AccountView) -> None:
         """The view's body (and `lastSeen`); its sessions and endedAt are not written here (see above)."""
-        await self._client.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": view.id}},
-            UpdateExpression="SET body = :b, lastSeen = :ls",
-            ExpressionAttributeValues={
-                ":b": {"B": pack_view(to_stored(view, None))},
-                ":ls": {"N": str(view.last_seen)},
-            },
+        body = pack_view(to_stored(view, None))
+        await self._update_account(
+            view.id, "SET body = :b, lastSeen = :ls", {":b": {"B": body}, ":ls": {"N": str(view.last_seen)}}
         )
 
     async def session_started(self, account: str) -> int:
         """One more open session for `account`, its endedAt cleared; returns how many are open."""
-        resp = await self._client.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}},
-            UpdateExpression="ADD sessions :one REMOVE endedAt",
-            ExpressionAttributeValues={":one": {"N": "1"}},
-            ReturnValues="UPDATED_NEW",
+        resp = await self._update_account(
+            account, "ADD sessions :one REMOVE endedAt", {":one": {"N": "1"}}, ReturnValues="UPDATED_NEW"
         )
         return int(resp["Attributes"]["sessions"]["N"])
 
     async def session_ended(self, account: str, now: int) -> int:
         """One session fewer for `account`; at none, endedAt = `now` (the CONNECTION_LOST grace starts).
         Returns how many are still open."""
-        resp = await self._client.update_item(
-            TableName=self.table,
-            Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}},
-            UpdateExpression="ADD sessions :minus",
-            ExpressionAttributeValues={":minus": {"N": "-1"}},
-            ReturnValues="UPDATED_NEW",
+        resp = await self._update_account(
+            account, "ADD sessions :minus", {":minus": {"N": "-1"}}, ReturnValues="UPDATED_NEW"
         )
         left = int(resp["Attributes"]["sessions"]["N"])
         if left > 0:
             return left
         try:  # unless a hello came in between (its session_started made it 1 again)
-            await self._client.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": ACCOUNTS_PK}, "sk": {"S": account}},
-                UpdateExpression="SET sessions = :zero, endedAt = :now",
+            await self._update_account(
+                account,
+                "SET sessions = :zero, endedAt = :now",
+                {":zero": {"N": "0"}, ":now": {"N": str(now)}},
                 ConditionExpression="sessions <= :zero",
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":now": {"N": str(now)}},
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
