@@ -92,6 +92,62 @@ async def test_connections_over_the_per_ip_cap_are_refused_with_503(tmp_path, ht
         await srv.stop()
 
 
+async def _closed(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the server closes this connection within `within` seconds (it sends nothing before that)."""
+    try:
+        return await asyncio.wait_for(reader.read(1), within) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+async def test_a_connection_without_a_request_in_progress_is_closed_after_the_idle_timeout(tmp_path, http):
+    """Connected and silent, or sending a request's headers a byte at a time: each held a descriptor for an
+    hour (aiohttp's default), without a credential."""
+    settings = limited(tmp_path)
+    settings.server.idle_timeout_s = 0.5
+    srv = Server(settings)
+    await srv.start()
+    try:
+        silent = await asyncio.open_connection("127.0.0.1", srv.port)
+        dripping = await asyncio.open_connection("127.0.0.1", srv.port)
+        dripping[1].write(b"GET /api/v1/healthz HTTP/1.1\r\n")
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            dripping[1].write(b"X-Pad: 1\r\n")
+        assert await _closed(silent[0], 3) and await _closed(dripping[0], 3)
+        async with http.get(srv.url + "/api/v1/healthz") as r:  # a request that comes is answered
+            assert r.status == 200
+    finally:
+        await srv.stop()
+
+
+async def test_tcp_connections_past_the_caps_are_closed_on_accept(tmp_path, http):
+    """The WebSocket caps count upgraded connections only; plain ones held without a request were not
+    counted at all. Every TCP connection is now, up to the WebSocket cap plus room for HTTP requests."""
+    from tradewire.tcp_guard import HTTP_HEADROOM_PER_IP
+
+    settings = limited(tmp_path, max_connections_per_ip=2)
+    settings.server.idle_timeout_s = 1.5
+    srv = Server(settings)
+    await srv.start()
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(2 + HTTP_HEADROOM_PER_IP)]
+        extra = await asyncio.open_connection("127.0.0.1", srv.port)
+        assert await _closed(extra[0], 1)  # closed at once, before the idle timeout
+        assert not await _closed(held[-1][0], 0.1)  # those within the caps are not
+        assert srv.hub.tcp_caps.refused == 1 and srv.hub.tcp_caps.total == 2 + HTTP_HEADROOM_PER_IP
+        for reader, _writer in held:  # the idle timeout frees them, and everyone can connect again
+            assert await _closed(reader, 5)
+        async with http.get(srv.url + "/api/v1/healthz") as r:
+            assert r.status == 200
+        await asyncio.sleep(0.1)
+        assert srv.hub.tcp_caps.total <= 1 and not srv.hub.tcp_caps.by_ip.get("127.0.0.1", 0) > 1
+    finally:
+        await srv.stop()
+
+
 async def test_a_fast_ea_is_slowed_down_and_loses_nothing(tmp_path, http):
     srv = await start(tmp_path, ea_messages_per_s=200, ea_burst=50)
     try:
@@ -281,3 +337,19 @@ async def test_an_api_key_polling_too_fast_is_429_and_others_are_not(tmp_path, h
         assert (await get(busy, "/api/v1/healthz")).status == 200
         async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": other}) as r:
             assert metric(await r.text(), "tradewire_requests_throttled_total") == 1
+
+
+def test_the_open_files_limit_is_lifted_to_what_the_caps_allow_or_the_shortfall_named():
+    import resource
+
+    from tradewire.tcp_guard import raise_fd_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert raise_fd_limit(512) is None and resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 512
+        if hard != resource.RLIM_INFINITY:
+            short = raise_fd_limit(hard + 1)
+            assert short is not None and str(hard) in short and "max_connections" in short
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -27,6 +27,7 @@ from tradewire.realtime.http import cors, post_event
 from tradewire.realtime.ws import realtime_websocket
 from tradewire.redact import redact_url
 from tradewire.store import Store, make_store
+from tradewire.tcp_guard import TcpGuard, raise_fd_limit
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,13 @@ class Server:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.server.drain_timeout_s,
+            keepalive_timeout=self.settings.server.idle_timeout_s,  # before the first request too (tcp_guard.py)
         )
         await self.runner.setup()
+        TcpGuard(self.hub.tcp_caps).install(self.runner.server)  # type: ignore[arg-type]
+        short = raise_fd_limit(self.hub.tcp_caps.max_total + 256)  # + the store's, the log's, the broker's
+        if short is not None:
+            log.warning("%s", short)
         site = web.TCPSite(self.runner, self.settings.server.host, self.settings.server.port, ssl_context=ssl_ctx)
         try:
             await site.start()

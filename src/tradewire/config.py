@@ -34,6 +34,8 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     heartbeat_sec: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 10
     drain_timeout_s: Positive = 10.0
     auth_cache_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    # A connection with no request in progress (before its first one too) is closed after this long.
+    idle_timeout_s: Positive = 30.0
 
 
 class LimitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

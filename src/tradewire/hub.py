@@ -37,6 +37,7 @@ from tradewire.store.base import (
     WriteResult,
     hash_secret,
 )
+from tradewire.tcp_guard import tcp_caps
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ class Hub:
         }
         self._over_position_limit: set[str] = set()  # accounts already warned about in the log
         self.caps = ConnectionCaps(limits.max_connections, limits.max_connections_per_ip)
+        self.tcp_caps = tcp_caps(limits.max_connections, limits.max_connections_per_ip)  # every TCP connection
         self.connects = CredentialRates(limits.connects_per_s, limits.connect_burst)
         self.requests = CredentialRates(limits.requests_per_s, limits.request_burst)  # REST, per API key
         self._buckets: dict[str, TokenBucket] = {}

@@ -90,6 +90,12 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "tradewire_websocket_connections", "open WebSocket connections", value=self.hub.caps.total
         )
+        yield GaugeMetricFamily("tradewire_tcp_connections", "open TCP connections", value=self.hub.tcp_caps.total)
+        yield CounterMetricFamily(
+            "tradewire_tcp_connections_refused",
+            "TCP connections closed on accept: past the caps per address or overall (tcp_guard.py)",
+            value=self.hub.tcp_caps.refused,
+        )
         yield CounterMetricFamily("tradewire_store_commits", "store transactions committed", value=self.store.commits)
         yield CounterMetricFamily(
             "tradewire_store_operations", "store operations committed", value=self.store.committed_ops

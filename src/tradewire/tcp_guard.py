@@ -1,0 +1,89 @@
+"""Every TCP connection the listener accepts, capped per client address and overall before a byte is read.
+
+The WebSocket caps (`ConnectionCaps` at the upgrade, a 503 that says why) count upgraded connections only:
+a client that opened plain connections and sent nothing, or a request's headers a byte at a time, held a
+file descriptor each for as long as it liked, without a credential, until the process had none left for
+EAs. Now each connection is closed after `[server] idle_timeout_s` without a request in progress (aiohttp's
+keep-alive timeout, which also runs before the first request), and a connection past the caps below is
+closed as soon as it is accepted. They sit above the WebSocket caps, so an EA or a dashboard past those is
+still told so by the 503, and plain HTTP requests (MT4 batches, REST, the dashboard's files) have room.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web_server
+
+from tradewire.limits import ConnectionCaps
+
+log = logging.getLogger(__name__)
+
+HTTP_HEADROOM_PER_IP = 100  # TCP connections from one address beyond `[limits] max_connections_per_ip`
+HTTP_HEADROOM = 1_000  # and in all, beyond `[limits] max_connections`
+
+
+def tcp_caps(max_connections: int, max_connections_per_ip: int) -> ConnectionCaps:
+    return ConnectionCaps(max_connections + HTTP_HEADROOM, max_connections_per_ip + HTTP_HEADROOM_PER_IP)
+
+
+class TcpGuard:
+    """Hooks aiohttp's connection bookkeeping (`web_server.Server.connection_made/lost`, which each request
+    handler calls as its transport opens and closes) to take and give back a slot of `caps`."""
+
+    def __init__(self, caps: ConnectionCaps) -> None:
+        self.caps = caps
+        self._admitted: dict[Any, str] = {}
+        self._said_at = 0.0
+
+    def install(self, server: web_server.Server) -> None:
+        made, lost = server.connection_made, server.connection_lost
+
+        def connection_made(handler: Any, transport: Any) -> None:
+            made(handler, transport)
+            peer = transport.get_extra_info("peername")
+            ip = peer[0] if isinstance(peer, tuple) and peer else "?"
+            refusal = self.caps.admit(ip)
+            if refusal is None:
+                self._admitted[handler] = ip
+                return
+            now = time.monotonic()
+            if now - self._said_at > 10:  # once in a while: a flood must not flood the log too
+                self._said_at = now
+                log.warning("closing new TCP connections: %s (%d refused so far)", refusal, self.caps.refused)
+            transport.close()
+
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            ip = self._admitted.pop(handler, None)
+            if ip is not None:
+                self.caps.release(ip)
+            lost(handler, exc)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
+
+
+def raise_fd_limit(needed: int) -> str | None:
+    """Lift the soft open-files limit towards `needed` (up to the hard one): each connection is a descriptor,
+    and past the limit the listener fails to accept (EMFILE) whoever comes. A warning when it stays short."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        return (
+            f"the open-files limit ({soft}) is below what the connection caps allow ({needed}: [limits] "
+            f"max_connections + {HTTP_HEADROOM} + files): past it connections fail to be accepted; raise it "
+            f"(ulimit -n, LimitNOFILE=) or lower [limits] max_connections"
+        )
+    return None
