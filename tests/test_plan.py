@@ -86,3 +86,14 @@ def test_ea_error_becomes_a_system_error_alert():
     assert p.status == "stored" and p.inbox == ("e2", 2, "error")
     assert p.alert.type == "SYSTEM_ERROR" and p.alert.severity == "CRITICAL" and "TRADE_DISABLED" in p.alert.message
     assert p.alert.raisedAt == 77
+
+
+def test_an_ea_errors_alert_is_not_dated_ahead_of_the_hubs_clock():
+    """The alerts list is newest first: errors dated in the year 2100 would have stood above every other
+    account's alerts for good (and filled the dashboard's page of them)."""
+    now = 1_732_184_100_000
+    dated = {"late": now - 60_000, "future": 4_102_444_800_000}
+    for name, ts in dated.items():
+        op = EAErrorOp("a", ErrorMsg(seq=2, id=f"e-{name}", code="X", message="x", ts=ts))
+        raised = plan(op, Facts(), now=now).alert.raisedAt
+        assert raised == (ts if name == "late" else now + 1_000)

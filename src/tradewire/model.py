@@ -36,6 +36,16 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+CLOCK_AHEAD_MS = 1_000  # how far a client's timestamp may run ahead of the hub's clock and be taken as it is
+
+
+def not_ahead(ts: int, now: int) -> int:
+    """A client's timestamp, but not past the hub's clock (`now`, 0 if unknown) by more than CLOCK_AHEAD_MS.
+    Where timestamps order what everyone sees (a symbol's shared price, the alerts list), one terminal whose
+    clock runs far ahead, or a message dated next year, would otherwise come first for as long as it is ahead."""
+    return min(ts, now + CLOCK_AHEAD_MS) if now else ts
+
+
 def is_account_id(value: str) -> bool:
     return bool(ACCOUNT_ID_RE.match(value))
 

@@ -13,7 +13,7 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
-from tradewire.model import AccountInfo, AccountState, ConnectionStatus, Position, Tick
+from tradewire.model import AccountInfo, AccountState, ConnectionStatus, Position, Tick, not_ahead
 
 Transport = Literal["ws", "http"]
 SERIES_BUCKET_MS = 60_000  # one equity/balance point a minute ...
@@ -136,14 +136,9 @@ class AppliedTicks(NamedTuple):
     refused: list[str]  # symbols over the account's limit, in the order they came
 
 
-CLOCK_AHEAD_MS = 1_000  # how far a tick's ts may run ahead of the hub's clock and still order prices by it
-
-
 def price_order(tick: Tick, now: int) -> int:
-    """What orders the shared price of a symbol: the tick's ts, but not past the hub's clock (`now`, 0 if
-    unknown) by more than CLOCK_AHEAD_MS. One terminal whose clock runs far ahead, or a tick dated next
-    year, would otherwise hold that symbol's price for every account for as long as its ts is ahead."""
-    return min(tick.ts, now + CLOCK_AHEAD_MS) if now else tick.ts
+    """What orders the shared price of a symbol: the tick's ts, not ahead of the hub's clock (`not_ahead`)."""
+    return not_ahead(tick.ts, now)
 
 
 class LiveState:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from tradewire.model import Alert, Position, PositionEvent, SystemTrade, new_alert
+from tradewire.model import Alert, Position, PositionEvent, SystemTrade, new_alert, not_ahead
 from tradewire.store.base import AlertAckOp, AlertResolveOp, EAErrorOp, EAPositionOp, ReconcileOp, WriteOp, WriteStatus
 
 
@@ -87,7 +87,7 @@ def _plan_error(op: EAErrorOp, now: int) -> Plan:
         msg.severity,
         op.account,
         f"EA error {msg.code}: {msg.message}",
-        msg.ts or now,
+        not_ahead(msg.ts or now, now),  # the alerts list is newest first: an EA's clock must not put its own first
         {"code": msg.code, "eaMessageId": msg.id, "seq": msg.seq},
     )
     return Plan("stored", inbox=(msg.id, msg.seq, "error"), alert=alert)
