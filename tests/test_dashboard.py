@@ -8,7 +8,9 @@ TRADEWIRE_SCREENSHOTS is set.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -96,6 +98,12 @@ class Page:
         self.page = page
         self.errors: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        # The page runs under a Content-Security-Policy (web_headers.py): anything it blocks is a failure too.
+        page.on("console", lambda msg: self._console(msg))
+
+    def _console(self, msg) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            self.errors.append(msg.text)
 
     def row(self, account: str):
         return self.page.locator(f'[data-testid="fleet-row"][data-account="{account}"]')
@@ -438,3 +446,34 @@ async def test_account_event_history_pages_and_filters(hub, http, browser):
     await expect(rows).to_have_count(1, timeout=2000)
     page.assert_no_errors()
     await ea.close()
+
+
+async def test_a_malformed_link_does_not_blank_the_page(hub, http, browser):
+    """`decodeURIComponent` threw on a bad %-escape: on every render for `#/account/%E0`, at start-up for
+    `#key=%ZZ` (the page stayed blank, and the fragment was kept, so reloading did not help)."""
+    key = await issue_key(hub, "read")
+    page = await open_page(browser, hub, key)
+    await expect(page.page.get_by_test_id("fleet")).to_be_visible(timeout=5000)
+    await page.go("#/account/%E0")
+    await expect(page.page.get_by_test_id("fleet")).to_be_visible(timeout=5000)  # the fleet, not a blank page
+    page.assert_no_errors()
+
+    fresh = await browser.new_context(viewport=VIEWPORT)
+    other = Page(await fresh.new_page())
+    await other.page.goto(f"{hub.url}/#key=%ZZ")
+    await expect(other.page.get_by_test_id("key-input")).to_be_visible(timeout=5000)  # asked for a key
+    other.assert_no_errors()
+
+
+async def test_the_page_and_the_api_carry_browser_security_headers(hub, http):
+    async with http.get(hub.url + "/") as r:
+        csp = r.headers["Content-Security-Policy"]
+        page = await r.read()
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp and "'unsafe-inline'" not in csp
+    inline = page.split(b'<script type="importmap">')[1].split(b"</script>")[0]
+    digest = base64.b64encode(hashlib.sha256(inline).digest()).decode()
+    assert f"'sha256-{digest}'" in csp  # the import map, by hash: nothing else inline runs
+    for path in ("/", "/web/app.js", "/api/v1/healthz"):
+        async with http.get(hub.url + path) as r:
+            assert r.headers["X-Content-Type-Options"] == "nosniff", path
+            assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "no-referrer", path

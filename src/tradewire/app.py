@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tradewire import api
+from tradewire import api, web_headers
 from tradewire.appkeys import GATEWAY, HUB, METRICS
 from tradewire.broker import Broker, make_broker
 from tradewire.config import Settings
@@ -68,6 +68,7 @@ def add_dashboard(app: web.Application) -> None:
         return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
 
     app.router.add_get("/", dashboard)
+    web_headers.install(app, index)
     if WEB_DIR.is_dir():
         app.router.add_static("/web/", WEB_DIR, append_version=False)
 

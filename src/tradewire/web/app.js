@@ -19,10 +19,19 @@ const ALERTS_LOADED = 500;
 const ACCOUNTS_REFRESH_MS = 30_000;
 
 // --- the API key: `/#key=...` once, then sessionStorage (this tab only) ---------------------------
+// A malformed %-escape (a link mistyped or cut) is no reason to throw: the page would stay blank.
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return null;
+  }
+}
+
 function takeKey() {
   const match = location.hash.match(/^#key=([^&]*)/);
   if (match) {
-    const key = decodeURIComponent(match[1]);
+    const key = decoded(match[1]); // malformed: ignored, and the page asks for a key
     if (key) sessionStorage.setItem(KEY_ITEM, key);
     history.replaceState(null, '', `${location.pathname}${location.search}#/fleet`); // out of sight and history
   }
@@ -37,7 +46,8 @@ function useKey(key) {
 
 function parseRoute(hash) {
   const parts = hash.replace(/^#\/?/, '').split('/');
-  if (parts[0] === 'account' && parts[1]) return { view: 'account', account: decodeURIComponent(parts[1]) };
+  const account = parts[0] === 'account' && parts[1] ? decoded(parts[1]) : null;
+  if (account) return { view: 'account', account };
   const view = ['fleet', 'positions', 'prices', 'exposure', 'alerts'].includes(parts[0]) ? parts[0] : 'fleet';
   return { view };
 }
