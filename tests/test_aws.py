@@ -385,6 +385,22 @@ async def test_what_a_frame_committed_is_published_even_when_the_rest_of_it_fail
         await sub.ws.close()
 
 
+async def test_a_position_change_republishes_the_account_summary(aws, appsync):
+    """The server republishes an account's summary when its positions change (their count, floating P/L);
+    on AWS only the list was, so the fleet view's count lagged until the EA's next account message."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-s"))
+    async with aiohttp.ClientSession() as session:
+        sub = await Subscriber.connect(session, appsync, await issue_key(appsync, "read"))
+        await sub.expect("connection_ack")
+        await sub.subscribe("s1", "/fleet/accounts/*")
+        await aws(handlers.connect, connect_event("cs", token))
+        await aws(handlers.default, message_event("cs", [hello(account="acct-s"), account_state()]))
+        await aws(handlers.default, message_event("cs", position_event(1, "OPEN")))
+        summary = await sub.event(id="acct-s", positions=1)
+        assert summary["status"] == "live"
+        await sub.ws.close()
+
+
 async def test_protocol_errors_come_back_through_connections(aws):
     token, _ = await aws.store_call(lambda s: s.add_token("acct-2"))
     await aws(handlers.connect, connect_event("c2", token))

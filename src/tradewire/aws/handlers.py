@@ -343,6 +343,8 @@ class _Frame:
                 channels.positions(self.account),
                 {"account": self.account, "ts": view.updated_at, "positions": list(view.positions.values())},
             )
+            # Its position count and floating P/L changed too (as the server's hub publishes them).
+            self.rt.publish(channels.accounts(self.account), self.state.summary(self.account, self.now))
         await self.rt.live.save(view)
 
     async def settle_background(self) -> None:
