@@ -197,14 +197,20 @@ async def aws(appsync):
     await drop_dynamodb_tables(url)
 
 
+async def appsync_subscriber(session: aiohttp.ClientSession, appsync: Server, channel: str) -> Subscriber:
+    """A dashboard on the stand-in AppSync, subscribed to `channel` (as "s1")."""
+    sub = await Subscriber.connect(session, appsync, await issue_key(appsync, "read"))
+    await sub.expect("connection_ack")
+    await sub.subscribe("s1", channel)
+    return sub
+
+
 # --- tests --------------------------------------------------------------------------------------
 async def test_an_ea_session_goes_through_the_handlers_to_dynamodb_and_appsync(aws, appsync):
     token, _ = await aws.store_call(lambda s: s.add_token("icm-live01-5123456"))
     read_key, _ = await aws.store_call(lambda s: s.add_api_key("read"))
     async with aiohttp.ClientSession() as session:
-        sub = await Subscriber.connect(session, appsync, await issue_key(appsync, "read"))
-        await sub.expect("connection_ack")
-        await sub.subscribe("s1", "/fleet/*")
+        sub = await appsync_subscriber(session, appsync, "/fleet/*")
 
         cid = "Lx1ZtdxyoAMCJfg="
         assert (await aws(handlers.connect, connect_event(cid, token)))["statusCode"] == 200
@@ -367,9 +373,7 @@ async def test_a_disconnect_does_not_write_back_a_position_a_frame_closed(aws, m
 async def test_what_a_frame_committed_is_published_even_when_the_rest_of_it_fails(aws, appsync, monkeypatch):
     token, _ = await aws.store_call(lambda s: s.add_token("acct-f"))
     async with aiohttp.ClientSession() as session:
-        sub = await Subscriber.connect(session, appsync, await issue_key(appsync, "read"))
-        await sub.expect("connection_ack")
-        await sub.subscribe("s1", "/fleet/events/*")
+        sub = await appsync_subscriber(session, appsync, "/fleet/events/*")
         await aws(handlers.connect, connect_event("cf", token))
         await aws(handlers.default, message_event("cf", hello(account="acct-f")))
 
@@ -390,9 +394,7 @@ async def test_a_position_change_republishes_the_account_summary(aws, appsync):
     on AWS only the list was, so the fleet view's count lagged until the EA's next account message."""
     token, _ = await aws.store_call(lambda s: s.add_token("acct-s"))
     async with aiohttp.ClientSession() as session:
-        sub = await Subscriber.connect(session, appsync, await issue_key(appsync, "read"))
-        await sub.expect("connection_ack")
-        await sub.subscribe("s1", "/fleet/accounts/*")
+        sub = await appsync_subscriber(session, appsync, "/fleet/accounts/*")
         await aws(handlers.connect, connect_event("cs", token))
         await aws(handlers.default, message_event("cs", [hello(account="acct-s"), account_state()]))
         await aws(handlers.default, message_event("cs", position_event(1, "OPEN")))
