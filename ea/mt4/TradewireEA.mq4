@@ -515,6 +515,25 @@ public:
       return n - keep;
      }
 
+   // Drop the message with this id (the hub refused it for good). Returns how many were dropped.
+   int               Refuse(const string id)
+     {
+      string needle = "\"id\":\"" + id + "\"";
+      int keep = 0;
+      int n = ArraySize(m_seqs);
+      for(int i = 0; i < n; i++)
+        {
+         if(StringFind(m_msgs[i], needle) >= 0)
+            continue;
+         m_seqs[keep] = m_seqs[i];
+         m_msgs[keep] = m_msgs[i];
+         keep++;
+        }
+      ArrayResize(m_seqs, keep);
+      ArrayResize(m_msgs, keep);
+      return n - keep;
+     }
+
    // See Outbox.mqh (MT5): renumber never-sent messages above the hub's seq, else ack.
    bool              OnWelcome(const long ackedSeq)
      {
@@ -1188,6 +1207,32 @@ void Backoff(const int status, const string answer)
   }
 
 // A 200 answer: the hub has committed everything it acks.
+// Messages the hub refused as malformed (each error names its id in `ref`) leave the outbox: resent, they
+// would be refused again, riding along in every POST until a later ack happened to cover them.
+int DropRefusedForGood(const string errors)
+  {
+   string codes[3] = {"invalid_message", "unknown_type", "wrong_account"};
+   int dropped = 0;
+   for(int c = 0; c < 3; c++)
+     {
+      string needle = "\"code\":\"" + codes[c] + "\"";
+      for(int at = StringFind(errors, needle); at >= 0; at = StringFind(errors, needle, at + 1))
+        {
+         // Its own `ref` comes after its code (code, message, ref, index), before the next error's code.
+         int refAt = StringFind(errors, "\"ref\":\"", at);
+         int nextAt = StringFind(errors, "\"code\":", at + 1);
+         if(refAt < 0 || (nextAt >= 0 && nextAt < refAt))
+            continue;
+         string ref = TwJsonRaw(StringSubstr(errors, refAt), "ref");
+         int n = ref != "" ? g_outbox.Refuse(ref) : 0;
+         if(n > 0)
+            TwError("hub refused " + ref + " for good (" + codes[c] + "), dropped from the outbox");
+         dropped += n;
+        }
+     }
+   return dropped;
+  }
+
 void ApplyAnswer(const string answer, const bool welcome)
   {
    long acked = TwJsonLong(answer, "ackedSeq", -1);
@@ -1214,6 +1259,8 @@ void ApplyAnswer(const string answer, const bool welcome)
       TwWarn("hub refused: " + StringSubstr(errors, 0, 500));
       if(StringFind(errors, "hello_required") >= 0)
          g_needHello = true;
+      if(DropRefusedForGood(errors) > 0)
+         SaveState();
      }
    if(g_failures > 0 && welcome)
       TwInfo("hub reachable again");

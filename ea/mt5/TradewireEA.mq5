@@ -662,6 +662,14 @@ void CloseKnown(const int k)
   {
    TwPos p;
    p = g_known[k];
+   TwPos open;
+   if(FindOpenById(p.id, open))
+     {
+      // Still open: the list changed while it was walked (an index skipped). A partial close's exit deal
+      // in the history must not pass for its CLOSE.
+      g_known[k].goneSinceMs = 0;
+      return;
+     }
    TwClose c;
    bool found = ReadCloseDetails(p.id, c);
    if(!found)
@@ -1076,6 +1084,9 @@ void OnTimer()
       OnDisconnected();
       return;
      }
+   // Read again: a welcome or an ack handled just now may have sent a frame and stamped the time after the
+   // first reading, and `now - stamp` in ulong would wrap to a huge age (a false ack timeout, a reconnect).
+   now = GetTickCount64();
    if(!g_welcomed)
      {
       if(now - g_helloAtMs > TW_WELCOME_TIMEOUT)
