@@ -339,17 +339,21 @@ async def test_an_api_key_polling_too_fast_is_429_and_others_are_not(tmp_path, h
             assert metric(await r.text(), "tradewire_requests_throttled_total") == 1
 
 
-def test_the_open_files_limit_is_lifted_to_what_the_caps_allow_or_the_shortfall_named():
+def test_the_open_files_limit_is_lifted_to_what_the_caps_allow_or_the_cap_lowered_to_fit():
+    """Past the open-files limit the listener fails to accept anyone (EMFILE): the cap fits under it."""
     import resource
 
-    from tradewire.tcp_guard import raise_fd_limit
+    from tradewire.tcp_guard import FD_RESERVE, fit_to_open_files
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-        assert raise_fd_limit(512) is None and resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 512
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FD_RESERVE + 10, hard))
+        caps = ConnectionCaps(max_total=100, max_per_ip=10)
+        assert fit_to_open_files(caps) is None and caps.max_total == 100  # lifted: 100 fit now
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 100 + FD_RESERVE
         if hard != resource.RLIM_INFINITY:
-            short = raise_fd_limit(hard + 1)
-            assert short is not None and str(hard) in short and "max_connections" in short
+            caps = ConnectionCaps(max_total=hard + 1_000, max_per_ip=10)
+            said = fit_to_open_files(caps)
+            assert caps.max_total == hard - FD_RESERVE and said is not None and str(hard) in said
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,9 +1,11 @@
 """The log writer: off the caller's thread, bounded, and honest about what it dropped."""
 
 import contextlib
+import io
 import json
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -93,3 +95,16 @@ def test_a_message_quoting_a_client_is_one_line_and_a_traceback_still_follows():
     finally:
         logs.stop_logging()
         os.close(read_end)
+
+
+def test_logs_go_to_stderr_as_it_is_when_written(monkeypatch):
+    """The writer kept the stderr of set-up time: replaced and closed since (a test's captured stderr, an
+    embedding app's redirect), each line was a 'Logging error' traceback instead."""
+    logs.setup_logging("text", "info")
+    try:
+        now = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", now)
+        logging.getLogger("tradewire.test").info("written where stderr is now")
+    finally:
+        logs.stop_logging()
+    assert "written where stderr is now" in now.getvalue()

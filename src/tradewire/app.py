@@ -27,7 +27,7 @@ from tradewire.realtime.http import cors, post_event
 from tradewire.realtime.ws import realtime_websocket
 from tradewire.redact import redact_url
 from tradewire.store import Store, make_store
-from tradewire.tcp_guard import TcpGuard, raise_fd_limit
+from tradewire.tcp_guard import TcpGuard, fit_to_open_files
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,9 @@ class Server:
         )
         await self.runner.setup()
         TcpGuard(self.hub.tcp_caps).install(self.runner.server)  # type: ignore[arg-type]
-        short = raise_fd_limit(self.hub.tcp_caps.max_total + 256)  # + the store's, the log's, the broker's
-        if short is not None:
-            log.warning("%s", short)
+        lowered = fit_to_open_files(self.hub.tcp_caps)
+        if lowered is not None:
+            log.info("%s", lowered)
         site = web.TCPSite(self.runner, self.settings.server.host, self.settings.server.port, ssl_context=ssl_ctx)
         try:
             await site.start()

@@ -98,6 +98,20 @@ class ClientErrorFilter(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is at each record, not as it was at set-up (as logging's last resort
+    does): whoever replaces it later gets the lines, and a replaced one that was closed (a test's captured
+    stderr) is not written to."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 class _Writer:
     """The thread that formats nothing and writes everything: records arrive already formatted."""
 
@@ -131,7 +145,7 @@ def dropped() -> int:
 def setup_logging(fmt: str = "text", level: str = "info", *, stream=None, queue_records: int = QUEUE_RECORDS) -> None:
     global _handler, _writer
     stop_logging()
-    target = logging.StreamHandler(stream or sys.stderr)
+    target = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     if fmt == "json":
         target.setFormatter(JsonFormatter())
     else:

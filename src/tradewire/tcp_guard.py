@@ -65,25 +65,38 @@ class TcpGuard:
         server.connection_lost = connection_lost  # type: ignore[method-assign]
 
 
-def raise_fd_limit(needed: int) -> str | None:
-    """Lift the soft open-files limit towards `needed` (up to the hard one): each connection is a descriptor,
-    and past the limit the listener fails to accept (EMFILE) whoever comes. A warning when it stays short."""
+FD_RESERVE = 256  # descriptors kept for what is not a connection: the store, the log, the broker, files
+
+
+def open_files_limit(wanted: int) -> int | None:
+    """Lift the soft open-files limit towards `wanted` (up to the hard one); the limit now, None if there
+    is none (or no such thing, on Windows)."""
     try:
         import resource
-    except ImportError:  # Windows: no such limit
+    except ImportError:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if soft != resource.RLIM_INFINITY and soft < want:
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (ValueError, OSError):
             pass
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        return (
-            f"the open-files limit ({soft}) is below what the connection caps allow ({needed}: [limits] "
-            f"max_connections + {HTTP_HEADROOM} + files): past it connections fail to be accepted; raise it "
-            f"(ulimit -n, LimitNOFILE=) or lower [limits] max_connections"
-        )
-    return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def fit_to_open_files(caps: ConnectionCaps) -> str | None:
+    """Each connection is a descriptor, and past the process's limit the listener fails to accept anyone
+    (EMFILE, logged per attempt): the overall cap is lifted to, or else lowered to, what the limit allows.
+    What it did, when it lowered it."""
+    allowed = caps.max_total
+    limit = open_files_limit(allowed + FD_RESERVE)
+    if limit is None or limit - FD_RESERVE >= allowed:
+        return None
+    caps.max_total = max(1, limit - FD_RESERVE)
+    return (
+        f"the open-files limit is {limit}: at most {caps.max_total} connections at once, not the {allowed} "
+        f"[limits] max_connections allows (with room for HTTP requests); raise it (ulimit -n, LimitNOFILE=) "
+        f"for more"
+    )
