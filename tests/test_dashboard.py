@@ -477,3 +477,38 @@ async def test_the_page_and_the_api_carry_browser_security_headers(hub, http):
         async with http.get(hub.url + path) as r:
             assert r.headers["X-Content-Type-Options"] == "nosniff", path
             assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"] == "no-referrer", path
+
+
+async def test_one_eas_error_flood_does_not_hide_another_accounts_margin_call(hub, http, browser):
+    """Each EA error is an alert; newest first, 600 of one EA's pushed every other account's margin call
+    out of the page's 500 (and a live flood grew the tab's memory without end). An account's newest 20
+    errors are kept, and the open episodes are loaded apart from the newest alerts."""
+    margin = await live_ea(http, hub, "acc-1", equity=900.0, margin=1000.0)  # 90 %: MARGIN_CALL
+    await asyncio.sleep(1.5)  # raised before the flood: older than every error
+    noisy = await live_ea(http, hub, "acc-2")
+
+    def errors(first: int, count: int) -> list[dict]:
+        return [
+            {"type": "error", "seq": n, "id": f"err-{n}", "code": "4756", "message": "trade failed"}
+            for n in range(first, first + count)
+        ]
+
+    for first in range(1, 601, 100):
+        await noisy.send(errors(first, 100))
+        await noisy.wait_ack(first + 99)
+    page = await open_page(browser, hub, await issue_key(hub, "read"))
+    await page.go("#/alerts")
+    await expect(page.alert("acc-1", "MARGIN_CALL")).to_be_visible(timeout=5000)
+    for first in range(601, 801, 100):  # and live, with the page open
+        await noisy.send(errors(first, 100))
+        await noisy.wait_ack(first + 99)
+    await expect(page.page.locator('[data-testid="alert-row"][data-account="acc-2"]').first).to_be_visible()
+    await page.page.wait_for_timeout(500)
+    kept = await page.page.evaluate(
+        "[...window.tradewire.store.alerts.values()].filter((a) => a.account === 'acc-2').length"
+    )
+    assert 0 < kept <= 20
+    await expect(page.alert("acc-1", "MARGIN_CALL")).to_be_visible()
+    page.assert_no_errors()
+    await margin.close()
+    await noisy.close()

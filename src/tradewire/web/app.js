@@ -16,6 +16,7 @@ import { Positions } from './views/positions.js';
 const KEY_ITEM = 'tradewire.apiKey';
 const SOUND_ITEM = 'tradewire.sound';
 const ALERTS_LOADED = 500;
+const EPISODES = ['MARGIN_CALL', 'STOP_OUT', 'CONNECTION_LOST', 'STALE_DATA'];
 const ACCOUNTS_REFRESH_MS = 30_000;
 
 // --- the API key: `/#key=...` once, then sessionStorage (this tab only) ---------------------------
@@ -136,10 +137,14 @@ function start(root, key) {
       .catch((err) => restFailed('accounts', err));
   // The accounts channel is not told when an HTTP (MT4) account's liveness window lapses: re-read now and then.
   setInterval(() => store.live && reloadAccounts(), ACCOUNTS_REFRESH_MS);
+  // The newest alerts, and apart from them every open episode (one per account and type at most): newest
+  // first, a flood of one EA's errors would otherwise leave an older margin call out of the page.
   const reloadAlerts = () =>
-    api
-      .get('alerts', { limit: ALERTS_LOADED })
-      .then((res) => res.items.forEach((a) => store.applyAlert(a, false)))
+    Promise.all([
+      api.get('alerts', { limit: ALERTS_LOADED }),
+      ...EPISODES.map((type) => api.get('alerts', { state: 'open', type, limit: ALERTS_LOADED })),
+    ])
+      .then((pages) => pages.forEach((res) => res.items.forEach((a) => store.applyAlert(a, false))))
       .catch((err) => restFailed('alerts', err));
   const reloadExposure = () =>
     api

@@ -9,6 +9,9 @@ import { decimalsOf } from './format.js';
 
 const FLASH_MS = 600;
 const MAX_ALERTS = 2000;
+// An EA's own errors (one alert each) kept per account: one EA reporting errors in a loop must not fill the
+// page, and push every other account's margin calls out of sight (nor grow the tab's memory without end).
+export const ERRORS_KEPT_PER_ACCOUNT = 20;
 const MAX_EVENTS = 500;
 const SERIES_POINTS = 3600;
 const SERIES_STEP_MS = 1000; // one live chart point a second is plenty next to one a minute from REST
@@ -193,9 +196,20 @@ export class Store {
       this.criticalUntil = Date.now() + CRITICAL_CUE_MS;
       if (this.onCritical) this.onCritical(alert);
     }
+    if (alert.type === 'SYSTEM_ERROR' && !prev) this._pruneErrors(alert.account);
     if (this.alerts.size > MAX_ALERTS) this._pruneAlerts();
     this.versions.alerts += 1;
     this.touch();
+  }
+
+  /** Keep an account's newest ERRORS_KEPT_PER_ACCOUNT system errors (by offset: the hub's order). */
+  _pruneErrors(account) {
+    const errors = [];
+    for (const a of this.alerts.values()) if (a.type === 'SYSTEM_ERROR' && a.account === account) errors.push(a);
+    if (errors.length <= ERRORS_KEPT_PER_ACCOUNT) return;
+    errors.sort((a, b) => (a.offset || 0) - (b.offset || 0));
+    for (const a of errors.slice(0, errors.length - ERRORS_KEPT_PER_ACCOUNT)) this.alerts.delete(a.id);
+    this.errorsDropped = (this.errorsDropped || 0) + errors.length - ERRORS_KEPT_PER_ACCOUNT;
   }
 
   _pruneAlerts() {
