@@ -41,6 +41,10 @@ from tradewire.tcp_guard import tcp_caps
 
 log = logging.getLogger(__name__)
 
+# After the backplane's presence could not be read, how long before accounts are adopted as orphans: the
+# other nodes' presence lapsed meanwhile and is written again within their refresh (3 s; it lives 10 s).
+PRESENCE_SETTLE_S = 10.0
+
 
 class Fanout(Protocol):
     """Where publications go (the realtime gateway plugs in here)."""
@@ -176,6 +180,9 @@ class Hub:
         self._checker: asyncio.Task | None = None
         self._store_failure_alerted: dict[str, int] = {}
         self._http_status: dict[str, str] = {}  # last published liveness of MT4 (HTTP) accounts
+        # When presence became readable (see _adopt_orphans); a node starting up takes it as readable for long.
+        self._presence_readable_since: float | None = time.monotonic() - PRESENCE_SETTLE_S
+        self._presence_settle_s = PRESENCE_SETTLE_S
 
     # --- credentials ------------------------------------------------------------------------
     async def ea_account(self, token: str) -> str | None:
@@ -461,13 +468,35 @@ class Hub:
         while True:
             await asyncio.sleep(self.settings.alerts.check_interval_s)
             try:
-                self._publish_liveness_changes()
-                await self._adopt_orphans()
-                transitions = self.rules.check(self.clock(), self.state.accounts)
-                self.apply_transitions(await self._not_live_elsewhere(transitions))
-                await self._resolve_live_elsewhere()
+                await self._check()
             except Exception:
                 log.exception("alert check failed")
+
+    async def _check(self) -> None:
+        """The periodic alert check. What other nodes know (presence, over the backplane) refines it, but a
+        backplane that cannot answer must not stop it: the EAs of this node are still to be watched."""
+        self._publish_liveness_changes()
+        presence = await self._read_presence()
+        if presence is not None:
+            self._adopt_orphans(*presence)
+        transitions = self.rules.check(self.clock(), self.state.accounts)
+        self.apply_transitions(self._not_live_elsewhere(transitions, presence[0] if presence else None))
+        if presence is not None:
+            self._resolve_live_elsewhere(presence[0])
+
+    async def _read_presence(self) -> tuple[set[str], dict[str, int]] | None:
+        """(accounts live on some node, when each account was last live), or None while it cannot be read."""
+        try:
+            live = await self.presence.live_accounts()
+            seen = await self.presence.last_seen()
+        except Exception as exc:
+            if self._presence_readable_since is not None:
+                log.warning("EA presence cannot be read (the backplane): alert checks go on without it: %s", exc)
+            self._presence_readable_since = None
+            return None
+        if self._presence_readable_since is None:
+            self._presence_readable_since = time.monotonic()
+        return live, seen
 
     def _publish_liveness_changes(self) -> None:
         """An MT4 account has no session to end: it goes from live to lost by silence. Say so on its channel."""
@@ -480,12 +509,11 @@ class Hub:
                 self._http_status[account] = status
                 self._publish_account(account)
 
-    async def _not_live_elsewhere(self, transitions: list[Transition]) -> list[Transition]:
-        """Drop a CONNECTION_LOST for an EA that simply reconnected to another node."""
-        lost = [t for t in transitions if isinstance(t, Raise) and t.type == CONNECTION_LOST]
-        if not lost:
+    def _not_live_elsewhere(self, transitions: list[Transition], live: set[str] | None) -> list[Transition]:
+        """Drop a CONNECTION_LOST for an EA that simply reconnected to another node (`live`: None when
+        presence cannot be read; then the raise stands: a lost EA unreported is worse than a move reported)."""
+        if not live:
             return transitions
-        live = await self.presence.live_accounts()
         keep = []
         for t in transitions:
             if isinstance(t, Raise) and t.type == CONNECTION_LOST and t.account in live:
@@ -494,28 +522,27 @@ class Hub:
             keep.append(t)
         return keep
 
-    async def _resolve_live_elsewhere(self) -> None:
+    def _resolve_live_elsewhere(self, live: set[str]) -> None:
         """Resolve a CONNECTION_LOST this node holds open for an EA live on another node. The raise can
         lose a race with the move: decided before the other node's presence showed, it is stored after that
         node's greet has resolved what was open; and nobody else would resolve it (the EA's frames go there)."""
-        lost = [account for account, type_ in self.rules.open if type_ == CONNECTION_LOST]
-        if not lost:
-            return
-        live = await self.presence.live_accounts()
         now = self.clock()
         transitions: list[Transition] = []
-        for account in lost:
-            if account in live and account not in self.sessions:
+        for account, type_ in list(self.rules.open):
+            if type_ == CONNECTION_LOST and account in live and account not in self.sessions:
                 transitions += self.rules.session_started(account, now)
         self.apply_transitions(transitions)
 
-    async def _adopt_orphans(self) -> None:
+    def _adopt_orphans(self, live: set[str], seen: dict[str, int]) -> None:
         """Accounts whose EA was live on a node that has gone (stopped refreshing its presence): start
-        their grace period here. Every node does this; the store keeps one open episode per account."""
-        seen = await self.presence.last_seen()
-        if not seen:
+        their grace period here. Every node does this; the store keeps one open episode per account.
+
+        Not until presence has been readable for PRESENCE_SETTLE_S: after a backplane outage every node's
+        presence has lapsed, and is written again only at its next refresh; adopted at once, with their
+        last-live times from before the outage, a whole fleet of live EAs would be raised lost."""
+        since = self._presence_readable_since
+        if not seen or since is None or time.monotonic() - since < self._presence_settle_s:
             return
-        live = await self.presence.live_accounts()
         for account, at in seen.items():
             if account in live or account in self.sessions or account in self.rules.ended:
                 continue

@@ -1,0 +1,141 @@
+"""Nodes whose Redis backplane goes away and comes back: a private redis-server process, stopped and started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tradewire.app import Server
+from tradewire.store.base import AlertQuery
+
+from conftest import fast_alert_settings
+from helpers import EA, issue_token
+from stores import PG_URL, need_service
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a spare port, keeping its dump in `folder` (SHUTDOWN SAVE)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(self.port), "--dir", str(self.folder), "--save", "", "--appendonly", "no",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    async def stop(self, save: bool = False) -> None:
+        if self.proc is None:
+            return
+        if save:  # what a restart of a Redis with persistence keeps: the keys, their TTLs run on meanwhile
+            cli = await asyncio.create_subprocess_exec(
+                "redis-cli", "-p", str(self.port), "shutdown", "save", stdout=asyncio.subprocess.DEVNULL
+            )
+            await cli.wait()
+        else:
+            self.proc.kill()
+        await self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+async def redis(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def lost_alerts(node: Server, account: str) -> list:
+    return await node.store.alerts(AlertQuery(account=account, type="CONNECTION_LOST", limit=10))
+
+
+async def test_alert_checks_go_on_while_the_backplane_is_down(tmp_path, http, redis):
+    """Presence is read over the backplane in every check; it raised while Redis was down, and the check
+    stopped there: not even this node's own EAs were reported lost."""
+    settings = fast_alert_settings(tmp_path)
+    settings.broker.url = redis.url
+    node = Server(settings)
+    await node.start()
+    try:
+        ea = await EA.connect(http, node, await issue_token(node, "acc-1"))
+        await ea.greet()
+        await redis.stop()
+        await ea.close()  # and the EA goes away while Redis is down
+        for _ in range(60):
+            if await lost_alerts(node, "acc-1"):
+                break
+            await asyncio.sleep(0.1)
+        [lost] = await lost_alerts(node, "acc-1")
+        assert lost.resolvedAt is None
+    finally:
+        await node.stop()
+
+
+async def test_a_backplane_restart_does_not_report_a_live_fleet_lost(tmp_path, http, redis):
+    """Redis restarted with its data: the nodes' presence had lapsed, each account's last-live time had
+    not, and the first node to read presence again adopted every other node's EAs, lost since the outage."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"bo_{uuid.uuid4().hex[:10]}"
+    nodes: list[Server] = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        settings = fast_alert_settings(tmp_path / name)
+        settings.store.url = f"{PG_URL}?schema={schema}"
+        settings.broker.url = redis.url
+        settings.alerts.connection_lost_after_s = 3.0
+        nodes.append(Server(settings))
+        await nodes[-1].start()
+    a, b = nodes
+    try:
+        ea = await EA.connect(http, a, await issue_token(a, "acc-1"))
+        await ea.greet()
+        beats = asyncio.create_task(_heartbeats(ea))
+        await asyncio.sleep(1.0)  # presence written
+        await redis.stop(save=True)
+        await asyncio.sleep(12)  # past the presence TTL (10 s) and the grace (3 s)
+        await redis.start()
+        await asyncio.sleep(6)  # B reads presence again at once; A writes its own within 3 s
+        assert await lost_alerts(b, "acc-1") == []  # the EA was live on A all along
+        beats.cancel()
+    finally:
+        for node in nodes:
+            await node.stop()
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+async def _heartbeats(ea: EA) -> None:
+    while True:
+        await ea.send({"type": "heartbeat", "ts": 1})
+        await asyncio.sleep(0.5)
