@@ -89,18 +89,40 @@ MIGRATION_LOCK = 0x7477_0001  # pg_advisory_xact_lock key: one node migrates at 
 _encode = msgspec.json.encode
 
 
+# How long one statement may take before the store is taken as unreachable. A server gone silent (a
+# failover that leaves the old address black-holed) otherwise holds the writer, and every ack, until the
+# kernel gives up on the connection: a quarter of an hour.
+COMMAND_TIMEOUT_S = 30.0
+OWN_OPTIONS = ("schema", "timeout_s")  # tradewire's, not the driver's
+
+
 def split_url(url: str) -> tuple[str, str | None]:
     """The asyncpg DSN and the `schema` option (tradewire's own: the search_path to use)."""
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "schema"]
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in OWN_OPTIONS]
     schema = dict(parse_qsl(parts.query)).get("schema")
     scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), "")), schema
 
 
+def command_timeout(url: str) -> float:
+    """The `timeout_s` option: seconds a statement may take (COMMAND_TIMEOUT_S by default)."""
+    raw = dict(parse_qsl(urlsplit(url).query)).get("timeout_s")
+    if raw is None:
+        return COMMAND_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"PostgreSQL URL option timeout_s must be a number of seconds above 0, not {raw!r}")
+    return value
+
+
 class PostgresStore:
     def __init__(self, url: str, *, batch_max: int = 1024, pool_size: int = 4) -> None:
         self.dsn, self.schema = split_url(url)
+        self.command_timeout = command_timeout(url)
         self.batch_max = batch_max
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -115,7 +137,11 @@ class PostgresStore:
         settings = {"search_path": self.schema} if self.schema else {}
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, server_settings=settings
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                server_settings=settings,
+                command_timeout=self.command_timeout,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
@@ -165,7 +191,7 @@ class PostgresStore:
                 for op, fut in batch:
                     outcomes.append((fut, *await self._apply_isolated(conn, op)))
         except Exception as exc:  # the connection, the commit, or an op nobody foresaw: none of it is durable
-            if not isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError):
+            if not isinstance(exc, OSError | TimeoutError | asyncpg.PostgresError | asyncpg.InterfaceError):
                 log.exception("store group failed")  # a bug, not an outage: say where
             error = StoreError(f"commit failed: {exc}")
             outcomes = [(fut, None, error) for _, fut in batch]
@@ -366,7 +392,7 @@ class PostgresStore:
             raise StoreError("store is not open")
         try:
             return await self._pool.fetch(sql, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"read failed: {exc}") from None
 
     async def acked_seq(self, account: str) -> int:

@@ -1,0 +1,90 @@
+"""The PostgreSQL store when its server goes silent: a TCP proxy in front of the real one that stops passing
+anything on, as a failover can leave an old address (packets dropped, no reset)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+
+import asyncpg
+import pytest
+
+from test_store_contract import op
+from tradewire.store.base import StoreError
+from tradewire.store.postgres import PostgresStore, command_timeout
+
+from stores import PG_URL, need_service
+
+
+class SilentProxy:
+    """Forwards to PostgreSQL until `silent`; then holds every byte either way, and the connections open."""
+
+    def __init__(self) -> None:
+        self.silent = False
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5432)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            while self.silent:
+                await asyncio.sleep(0.05)
+            dst.write(data)
+            await dst.drain()
+
+    async def close(self) -> None:
+        self.silent = False
+        for w in self.writers:
+            w.close()
+        self.server.close()
+
+
+def test_the_timeout_option_is_read_and_checked():
+    assert command_timeout("postgresql://h/db") == 30.0
+    assert command_timeout("postgresql://h/db?schema=x&timeout_s=2.5") == 2.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(ValueError, match="timeout_s"):
+            command_timeout(f"postgresql://h/db?timeout_s={bad}")
+
+
+async def test_a_silent_server_fails_commits_within_the_timeout_and_the_store_recovers():
+    """No statement timeout: a silent server held the writer, every commit and every ack behind it, until
+    the kernel gave up on the connection (a quarter of an hour)."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    proxy = SilentProxy()
+    port = await proxy.start()
+    schema = f"silent_{uuid.uuid4().hex[:10]}"
+    store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test?schema={schema}&timeout_s=1")
+    await store.open()
+    try:
+        assert (await store.submit(op(1))).status == "stored"
+        proxy.silent = True
+        started = time.monotonic()
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(store.submit(op(2)), 20)
+        assert time.monotonic() - started < 10
+        proxy.silent = False
+        for _ in range(50):  # the server speaks again: the store takes writes again (op 2, resent, too)
+            with contextlib.suppress(StoreError):
+                if (await asyncio.wait_for(store.submit(op(2)), 10)).status == "stored":
+                    break
+            await asyncio.sleep(0.2)
+        assert await store.acked_seq("a") == 2
+    finally:
+        await proxy.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(store.close(), 10)
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
