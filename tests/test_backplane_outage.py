@@ -9,6 +9,7 @@ import socket
 import uuid
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -16,7 +17,7 @@ from tradewire.app import Server
 from tradewire.store.base import AlertQuery
 
 from conftest import fast_alert_settings
-from helpers import EA, issue_token
+from helpers import EA, Subscriber, issue_key, issue_token, position_event
 from stores import PG_URL, need_service
 
 
@@ -139,3 +140,41 @@ async def _heartbeats(ea: EA) -> None:
     while True:
         await ea.send({"type": "heartbeat", "ts": 1})
         await asyncio.sleep(0.5)
+
+
+async def test_after_a_backplane_gap_subscribers_catch_up_and_snapshots_are_current(tmp_path, http, redis):
+    """Publications made while Redis was down were lost on every node, and so was Redis's copy of the
+    latest values (a restart without its data): subscribers missed events for good, without a word, and a
+    new one was given no positions at all. Now the hub publishes its latest values again and closes
+    subscribers 4008, to come back with `since`."""
+    settings = fast_alert_settings(tmp_path)
+    settings.broker.url = redis.url
+    node = Server(settings)
+    await node.start()
+    try:
+        key = await issue_key(node)
+        ea = await EA.connect(http, node, await issue_token(node, "acc-1"))
+        await ea.greet()
+        await ea.send(position_event(1, "OPEN", pid=101))
+        await ea.wait_ack(1)
+        sub = await Subscriber.connect(http, node, key)
+        await sub.subscribe("ev", "/trading/events/*", since=0)
+        first = await sub.event(positionId=101)
+
+        await redis.stop()
+        await ea.send(position_event(2, "OPEN", pid=102))  # stored and acked; its publication is lost
+        await ea.wait_ack(2)
+        await redis.start()  # empty: the latest values it held are gone too
+
+        async with asyncio.timeout(15):
+            while (await sub.ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                pass
+        assert sub.ws.close_code == 4008
+        again = await Subscriber.connect(http, node, key)
+        await again.subscribe("ev", "/trading/events/*", since=first["_offset"])
+        assert (await again.event(positionId=102))["event"] == "OPEN"  # caught up from the store
+        await again.subscribe("pos", "/trading/positions/*")
+        listed = await again.event(account="acc-1", timeout=10)
+        assert sorted(p["id"] for p in listed["positions"]) == [101, 102]
+    finally:
+        await node.stop()

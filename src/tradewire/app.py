@@ -123,6 +123,8 @@ class Server:
             recheck_s=max(1.0, self.settings.server.auth_cache_s),  # a revoked key's subscriptions end then
         )
         await self.gateway.start()
+        if hasattr(self.broker, "on_gap"):  # a backplane that can lose publications (Redis)
+            self.broker.on_gap = self._after_backplane_gap
         await self.hub.start()
         self.runner = web.AppRunner(
             build_app(self.hub, self.gateway, Metrics(self.hub, self.gateway, self.store)),
@@ -145,6 +147,13 @@ class Server:
             raise OSError(f"cannot listen on {self.settings.server.host}:{self.settings.server.port}: {exc}") from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("tradewire listening on %s (store %s)", self.url, redact_url(self.settings.store.url))
+
+    def _after_backplane_gap(self) -> None:
+        """The backplane works again after publications were lost: publish this node's latest values again,
+        then have subscribers catch up (a moment later, so that the snapshots they reconnect to hold them)."""
+        assert self.hub is not None and self.gateway is not None
+        self.hub.republish()
+        asyncio.get_running_loop().call_later(0.5, self.gateway.resync)
 
     async def stop(self) -> None:
         """Stop accepting, drain EA sessions (commit, ack, close 1001), then close the store."""

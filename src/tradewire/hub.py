@@ -433,6 +433,21 @@ class Hub:
     def _publish_account(self, account: str, now: int | None = None) -> None:
         self.fanout.publish(channels.accounts(account), self.state.summary(account, now or self.clock()))
 
+    def republish(self) -> None:
+        """Publish again the latest values of this node's own EAs (accounts, positions, their prices): after
+        a backplane gap, what was published meanwhile was lost, on every node and in the backplane's copy
+        of the latest values that new subscribers are given."""
+        now = self.clock()
+        for account, view in self.state.accounts.items():
+            mine = account in self.sessions or (
+                view.transport == "http" and view.status(now, self.state.http_live_ms) == "live"
+            )
+            if mine:
+                self._publish_positions(account)  # the list, and the account's summary with it
+                for symbol in view.quotes:
+                    if (tick := self.state.prices.get(symbol)) is not None:
+                        self.fanout.publish(channels.prices(symbol), tick)
+
     def _publish_positions(self, account: str) -> None:
         """Mark the account's position list changed. It is published once per event-loop turn, so a
         frame of 200 position events costs one publication of the list, not 200."""

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import msgspec
@@ -60,6 +61,12 @@ class RedisBroker:
         self._syncing: asyncio.Future | None = None
         self.published = 0
         self.delivered = 0
+        self.lost = 0  # publications that could not be sent
+        # Called once the backplane works again after publications were lost or may have been missed:
+        # its owner publishes its latest values again and has subscribers catch up (see app.py).
+        self.on_gap: Callable[[], None] | None = None
+        self._gap = False
+        self._reading = True  # false from a dropped subscription until it is subscribed again
 
     @property
     def _pub_channel(self) -> str:
@@ -116,7 +123,22 @@ class RedisBroker:
             try:
                 await pipe.execute()
             except (OSError, aioredis.RedisError) as exc:
-                log.error("redis publish failed, %d publication(s) lost: %s", len(batch), exc)
+                self.lost += len(batch)
+                self._gap_began(f"publish failed: {exc}")
+            else:
+                self._gap_may_end()
+
+    def _gap_began(self, why: str) -> None:
+        if not self._gap:  # said once per outage, not per batch: under load that is hundreds a second
+            log.error("redis backplane unavailable (%s): publications are lost until it is back", why)
+        self._gap = True
+
+    def _gap_may_end(self) -> None:
+        if self._gap and self._reading:
+            self._gap = False
+            log.warning("redis backplane back (%d publication(s) lost so far): subscribers catch up", self.lost)
+            if self.on_gap is not None:
+                self.on_gap()
 
     async def _read_loop(self) -> None:
         assert self._pubsub is not None
@@ -132,10 +154,15 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection dropped: resubscribe and carry on
-                log.warning("redis subscription lost (%s); resubscribing", exc)
+                if self._reading:
+                    log.warning("redis subscription lost (%s); resubscribing", exc)
+                self._reading = False
+                self._gap_began(f"subscription lost: {exc}")  # what was published meanwhile is missed
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(Exception):
                     await self._pubsub.subscribe(self._pub_channel)
+                    self._reading = True
+                    self._gap_may_end()
 
     async def snapshot(self, pattern: str) -> list[Publication]:
         assert self._redis is not None

@@ -38,7 +38,7 @@ from tradewire.store.base import Store
 
 log = logging.getLogger(__name__)
 
-CLOSE_SLOW = 4008  # durable backlog over its bound: reconnect and catch up with `since`
+CLOSE_SLOW = 4008  # publications missed (a backlog over its bound, a backplane gap): catch up with `since`
 CLOSE_UNAUTHORIZED = 4401
 # A subscribe's snapshot and history cost the hub by their size (/trading/* at 2,000 accounts: 1.1 MiB, ~7 ms of
 # the loop): past the first this many bytes, each as many more counts as one more message against the
@@ -365,6 +365,15 @@ class Gateway:
             for conn in [c for c in self.connections if any(s.key in revoked for s in c.subs.values())]:
                 log.info("closing a subscriber connection: its API key was revoked")
                 conn.close_soon(CLOSE_UNAUTHORIZED, "API key revoked")
+
+    def resync(self) -> None:
+        """Publications were missed (the backplane was down): every subscriber connection is closed 4008, to
+        come back with `since` for durable channels and a fresh snapshot for the others. Left open, it would
+        miss events and alerts for good, and keep values no longer current, without a word."""
+        for conn in list(self.connections):
+            conn.close_soon(CLOSE_SLOW, "publications were missed (the backplane was down); resubscribe with since")
+        if self.connections:
+            log.warning("closed %d subscriber connection(s) to catch up after a backplane gap", len(self.connections))
 
     def known_namespace(self, ns: str) -> bool:
         return ns == channels.NAMESPACE or ns in self.publish_namespaces
