@@ -86,6 +86,32 @@ async def test_durable_events_carry_offsets_and_since_replays_them(server, http,
     assert (await sub2.event(event="OPEN"))["positionId"] == 4
 
 
+async def test_an_event_committed_after_the_replay_was_read_is_not_skipped(server, http, keys, monkeypatch):
+    """With several nodes an offset can commit after a higher one: the replay read 1 and 3, and 2 arrived
+    while the subscription was loading. Everything at or below the replay's highest was dropped as already
+    sent, 2 with it, for good."""
+    from tradewire.broker.base import Publication
+
+    ea = await live_ea(http, server)
+    await ea.send([position_event(s, pid=s) for s in (1, 2, 3)])
+    await ea.wait_ack(3)
+    await asyncio.sleep(0.1)
+    history = server.store.history
+
+    async def read_before_2_committed(kind, account, since, limit):
+        rows = await history(kind, account, since, limit)
+        late = rows[1]  # (channel, offset, data) of the event of position 2
+        server.broker.publish(Publication(late[0], late[2], latest=False, offset=late[1]))  # arriving now
+        await asyncio.sleep(0.05)  # delivered while the subscription loads: into its buffer
+        return [rows[0], *rows[2:]]
+
+    monkeypatch.setattr(server.store, "history", read_before_2_committed)
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("ev", "/trading/events/acc-1", since=0)
+    got = {(await sub.event(event="OPEN"))["positionId"] for _ in range(3)}
+    assert got == {1, 2, 3}
+
+
 async def test_since_too_far_back_is_not_recoverable(tmp_path, http):
 
     from conftest import make_settings

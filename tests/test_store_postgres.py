@@ -88,3 +88,38 @@ async def test_a_silent_server_fails_commits_within_the_timeout_and_the_store_re
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             await conn.close()
+
+
+async def test_two_nodes_commit_offsets_in_the_order_they_drew_them():
+    """Offsets come from one sequence, drawn inside each node's transaction: node A drew 10, node B drew
+    11 and committed first, and a subscriber that had seen 11 resumed past 10 for good. Each write group
+    now holds a lock across nodes: B's commit waits for A's."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"order_{uuid.uuid4().hex[:10]}"
+    url = f"{PG_URL}?schema={schema}"
+    a, b = PostgresStore(url), PostgresStore(url)
+    await a.open()
+    await b.open()
+    try:
+        apply = a._apply_isolated
+
+        async def slow_apply(conn, op_):  # node A is slow between drawing its offset and committing
+            result = await apply(conn, op_)
+            await asyncio.sleep(1.0)
+            return result
+
+        a._apply_isolated = slow_apply  # type: ignore[method-assign]
+        first = asyncio.ensure_future(a.submit(op(1, account="x")))
+        await asyncio.sleep(0.3)  # A has drawn its offset and holds its transaction open
+        second = await b.submit(op(1, account="y"))
+        assert first.done()  # B's commit waited for A's
+        offsets = [(await first).events[0].offset, second.events[0].offset]
+        assert offsets == sorted(offsets)
+    finally:
+        await a.close()
+        await b.close()
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()

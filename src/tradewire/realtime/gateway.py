@@ -623,17 +623,19 @@ class Connection:
             sub.pending.update(zip([pub.channel for pub in snapshot], literals, strict=True))
             size = sum(map(len, literals))
             gw.mark_dirty(self)
-        top = 0
+        replayed = set()
         for pub in history:
             literal = literal_of(pub)
             size += len(literal)
             self.push(sub, pub, literal)
-            top = max(top, pub.offset or 0)
+            replayed.add(pub.offset)
         if size >= SNAPSHOT_BYTES_PER_MESSAGE:
             self._rate.take(size // SNAPSHOT_BYTES_PER_MESSAGE)  # the next message waits for it, if need be
         for pub, literal in sub.buffer:
-            if pub.offset is not None and pub.offset <= top:
-                continue  # already sent from history
+            # Skipped only if the history had it: an offset below the history's highest may have been
+            # committed after the history was read (another node's, taken earlier and committed later).
+            if pub.offset is not None and pub.offset in replayed:
+                continue
             self.push(sub, pub, literal)
         sub.buffer = []
         gw.index.ready(sub)  # its routes take it in directly from now on

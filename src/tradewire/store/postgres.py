@@ -85,6 +85,10 @@ MIGRATIONS: dict[int, str] = {
     """,
 }
 MIGRATION_LOCK = 0x7477_0001  # pg_advisory_xact_lock key: one node migrates at a time
+# Taken by every write group: nodes commit one at a time, so offsets (drawn from one sequence) become
+# visible in the order they were drawn. Without it node A could draw 10, node B draw 11 and commit first,
+# and a subscriber resuming `since` 11 would never be sent 10.
+COMMIT_LOCK = 0x7477_0002
 
 _encode = msgspec.json.encode
 
@@ -188,6 +192,7 @@ class PostgresStore:
         outcomes: list[tuple[asyncio.Future, Any, BaseException | None]] = []
         try:
             async with self._pool.acquire() as conn, conn.transaction():  # type: ignore[union-attr]
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", COMMIT_LOCK)
                 for op, fut in batch:
                     outcomes.append((fut, *await self._apply_isolated(conn, op)))
         except Exception as exc:  # the connection, the commit, or an op nobody foresaw: none of it is durable
