@@ -25,6 +25,17 @@ PG_URL = os.environ.get("TRADEWIRE_TEST_POSTGRES", "postgresql://postgres@127.0.
 REDIS_URL = os.environ.get("TRADEWIRE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
+async def drop_pg_schema(schema: str) -> None:
+    """Drop a test's PostgreSQL schema, whatever it holds."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 def service_up(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -167,13 +178,7 @@ class StoreFactory:
         for store in self.opened:
             await store.close()
         if self.engine == "postgresql":
-            import asyncpg
-
-            conn = await asyncpg.connect(PG_URL)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
-            finally:
-                await conn.close()
+            await drop_pg_schema(self.schema)
         if self.engine == "dynamodb":
             await drop_dynamodb_tables(self.url)
 

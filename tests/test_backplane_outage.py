@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from tradewire.app import Server
@@ -18,7 +17,7 @@ from tradewire.store.base import AlertQuery
 
 from conftest import fast_alert_settings
 from helpers import EA, Subscriber, issue_key, issue_token, position_event
-from stores import PG_URL, need_service
+from stores import PG_URL, drop_pg_schema, need_service
 
 
 def free_port() -> int:
@@ -129,11 +128,7 @@ async def test_a_backplane_restart_does_not_report_a_live_fleet_lost(tmp_path, h
     finally:
         for node in nodes:
             await node.stop()
-        conn = await asyncpg.connect(PG_URL)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_pg_schema(schema)
 
 
 async def _heartbeats(ea: EA) -> None:

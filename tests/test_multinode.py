@@ -11,7 +11,7 @@ from tradewire.app import Server
 
 from conftest import make_settings
 from helpers import EA, ServeProcess, Subscriber, account_state, issue_key, issue_token, position_event
-from stores import PG_URL, REDIS_URL, need_service
+from stores import PG_URL, REDIS_URL, drop_pg_schema, need_service
 
 
 @pytest.fixture
@@ -39,11 +39,7 @@ async def shared(tmp_path):
     yield node
     for srv in nodes:
         await srv.stop()
-    conn = await asyncpg.connect(PG_URL)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "mn_{tag}" CASCADE')
-    finally:
-        await conn.close()
+    await drop_pg_schema(f"mn_{tag}")
 
 
 async def alerts(http, node, key, **query):

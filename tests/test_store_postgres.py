@@ -8,14 +8,13 @@ import contextlib
 import time
 import uuid
 
-import asyncpg
 import pytest
 
 from test_store_contract import op
 from tradewire.store.base import StoreError
 from tradewire.store.postgres import PostgresStore, command_timeout
 
-from stores import PG_URL, need_service
+from stores import PG_URL, drop_pg_schema, need_service
 
 
 class SilentProxy:
@@ -83,11 +82,7 @@ async def test_a_silent_server_fails_commits_within_the_timeout_and_the_store_re
         await proxy.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(store.close(), 10)
-        conn = await asyncpg.connect(PG_URL)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_pg_schema(schema)
 
 
 async def test_two_nodes_commit_offsets_in_the_order_they_drew_them():
@@ -118,8 +113,4 @@ async def test_two_nodes_commit_offsets_in_the_order_they_drew_them():
     finally:
         await a.close()
         await b.close()
-        conn = await asyncpg.connect(PG_URL)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_pg_schema(schema)
