@@ -102,6 +102,15 @@ async def test_reconcile_then_ea_report_is_one_record(store):
     assert (await store.write([ReconcileOp("a", "OPEN", pos(5), 11, False)]))[0].status == "ignored"
 
 
+async def test_open_positions_come_in_the_same_order_on_every_engine(store):
+    """By their OPEN record's offset, as DynamoDB lists them. With no order, SQLite gave its row order, and
+    past `max_positions_per_account` a restart kept a different set of positions on each engine."""
+    await store.write([ReconcileOp("a", "OPEN", pos(1), 10, False)])
+    await store.write([op(1, pid=2)])
+    await store.write([op(2, pid=1)])  # the EA fills in the reconciled OPEN: its record is the newest now
+    assert [p.id for p in await store.open_positions("a")] == [2, 1]
+
+
 async def test_close_without_open_implies_it(store):
     [r] = await store.write([op(1, "CLOSE", pid=8)])
     assert [(e.event, e.source) for e in r.events] == [("OPEN", "reconcile"), ("CLOSE", "ea")]

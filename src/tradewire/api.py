@@ -93,16 +93,27 @@ def _account_param(request: web.Request) -> str | None:
     return account
 
 
-def _event_query(request: web.Request) -> EventQuery:
+def _time_range(request: web.Request) -> tuple[int | None, int | None]:
+    """`from` (inclusive) and `to` (exclusive), in UTC ms; `from` after `to` is a mistake, said as one."""
+    since, until = _int_param(request, "from"), _int_param(request, "to")
+    if since is not None and until is not None and since > until:
+        raise BadParam("from", f"{since} is after to={until}")
+    return since, until
+
+
+def _event_query(request: web.Request, *, typed: bool = True) -> EventQuery:
     type_ = request.query.get("type") or None
+    if type_ is not None and not typed:
+        raise BadParam("type", "system trades have no type: filter events by type instead")
     if type_ is not None and type_ not in ("OPEN", "CLOSE", "MODIFY"):
         raise BadParam("type", f"{type_!r} is not one of OPEN, CLOSE, MODIFY")
     limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT)
+    since, until = _time_range(request)
     return EventQuery(
         account=_account_param(request),
         type=type_,
-        since=_int_param(request, "from"),
-        until=_int_param(request, "to"),
+        since=since,
+        until=until,
         limit=limit if limit is not None else 100,
         cursor=_int_param(request, "cursor", lo=1),
     )
@@ -116,12 +127,13 @@ def _alert_query(request: web.Request) -> AlertQuery:
     if type_ is not None and type_ not in ALERT_TYPES:
         raise BadParam("type", f"{type_!r} is not one of {', '.join(ALERT_TYPES)}")
     limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT)
+    since, until = _time_range(request)
     return AlertQuery(
         account=_account_param(request),
         type=type_,
         state=state,
-        since=_int_param(request, "from"),
-        until=_int_param(request, "to"),
+        since=since,
+        until=until,
         limit=limit if limit is not None else 100,
     )
 
@@ -196,7 +208,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def list_system_trades(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
-    return json_response(_page(await hub.store.system_trades(_event_query(request))))
+    return json_response(_page(await hub.store.system_trades(_event_query(request, typed=False))))
 
 
 async def list_alerts(request: web.Request) -> web.Response:

@@ -579,7 +579,7 @@ async def _rest_get(rt: Runtime, store: DynamoStore, parts: list[str], request: 
     if route == "events":
         return _json(200, api._page(await store.events(api._event_query(request))))
     if route == "system-trades":
-        return _json(200, api._page(await store.system_trades(api._event_query(request))))
+        return _json(200, api._page(await store.system_trades(api._event_query(request, typed=False))))
     if route == "alerts":
         state_param = request.query.get("state") or None
         if state_param is not None and state_param not in ("open", "resolved"):

@@ -408,7 +408,7 @@ class PostgresStore:
         rows = await self._fetch(
             "SELECT o.body FROM position_events o WHERE o.account = $1 AND o.event = 'OPEN' AND NOT EXISTS "
             "(SELECT 1 FROM position_events c WHERE c.account = o.account AND c.position_id = o.position_id "
-            "AND c.event = 'CLOSE')",
+            "AND c.event = 'CLOSE') ORDER BY o.\"offset\"",  # as DynamoDB: the same ones kept past a cap
             account,
         )
         return [EVENT_DECODER.decode(r["body"]).position for r in rows]

@@ -503,7 +503,7 @@ class SQLiteStore:
             rows = conn.execute(
                 "SELECT o.body FROM position_events o WHERE o.account = ? AND o.event = 'OPEN' AND NOT EXISTS "
                 "(SELECT 1 FROM position_events c WHERE c.account = o.account "
-                "AND c.position_id = o.position_id AND c.event = 'CLOSE')",
+                "AND c.position_id = o.position_id AND c.event = 'CLOSE') ORDER BY o.\"offset\"",
                 (account,),
             ).fetchall()
             return [EVENT_DECODER.decode(r[0]).position for r in rows]
