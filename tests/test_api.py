@@ -133,6 +133,24 @@ async def test_a_query_that_cannot_mean_anything_is_refused_by_name(server, http
     assert status == 400 and f"'{param}'" in body["error"]["message"]
 
 
+async def test_alerts_come_in_pages_with_a_cursor(server, http):
+    ea = await EA.connect(http, server, await issue_token(server, "acc-1"))
+    await ea.greet()
+    errors = [{"type": "error", "seq": n, "id": f"e{n}", "code": "X", "message": "m", "ts": 5_000} for n in range(1, 6)]
+    await ea.send(errors)  # five alerts raised in one millisecond
+    await ea.wait_ack(5)
+    key = await issue_key(server)
+    seen, path = [], "/alerts?limit=2"
+    while path:
+        status, body = await get(http, server, path, key)
+        assert status == 200
+        seen += [a["id"] for a in body["items"]]
+        path = f"/alerts?limit=2&cursor={body['nextCursor']}" if body["nextCursor"] else None
+    assert len(seen) == len(set(seen)) == 5
+    status, body = await get(http, server, "/alerts?cursor=yesterday", key)
+    assert status == 400 and "'cursor'" in body["error"]["message"]
+
+
 async def test_openapi_document_is_public_and_lists_the_endpoints(server, http):
     status, doc = await get(http, server, "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
@@ -154,6 +172,7 @@ async def test_openapi_document_is_public_and_lists_the_endpoints(server, http):
         "from",
         "to",
         "limit",
+        "cursor",
     }
 
 

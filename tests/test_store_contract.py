@@ -179,6 +179,22 @@ async def test_ea_errors_are_system_errors_each_stored_once(store):
     assert acked.resolvedAt == 3  # acknowledging an EA error ends it
 
 
+async def test_alerts_page_through_ties_once_each(store):
+    """Paging by `to` skipped alerts raised in the same millisecond as the last of a page (a restart's lost
+    connections): the (raisedAt, offset) cursor takes each once, in order."""
+    for n, ts in enumerate((50, 50, 40, 50, 30), start=1):
+        await store.write([EAErrorOp("a", ErrorMsg(seq=n, id=f"e{n}", code="X", message="m", ts=ts))])
+    seen, before = [], None
+    while True:
+        page = await store.alerts(AlertQuery(limit=2, before=before))
+        seen += page
+        if len(page) < 2:
+            break
+        before = (page[-1].raisedAt, page[-1].offset)
+    assert sorted(a.data["eaMessageId"] for a in seen) == [f"e{n}" for n in range(1, 6)] and len(seen) == 5
+    assert [a.raisedAt for a in seen] == [50, 50, 50, 40, 30]
+
+
 async def test_presence_and_credentials(store):
     await store.write([PresenceOp("a", 1), PresenceOp("a", 2), PresenceOp("b", 3)])
     assert await store.present_accounts() == ["a", "b"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -135,7 +136,30 @@ def _alert_query(request: web.Request) -> AlertQuery:
         since=since,
         until=until,
         limit=limit if limit is not None else 100,
+        before=_alert_cursor(request),
     )
+
+
+def _alert_cursor(request: web.Request) -> tuple[int, int] | None:
+    """An alerts page's `nextCursor`, "RAISEDAT.OFFSET": alerts are listed by when they were raised, and
+    several can share a millisecond (a restart's lost connections), so the offset breaks the tie."""
+    raw = request.query.get("cursor")
+    if not raw:
+        return None
+    raised, _, offset = raw.partition(".")
+    if not (raised.isdigit() and offset.isdigit()):
+        raise BadParam("cursor", f"{raw!r} is not a nextCursor of /alerts (RAISEDAT.OFFSET)")
+    return int(raised), int(offset)
+
+
+async def alerts_page(store: Any, request: web.Request) -> dict:
+    """One page of alerts, newest first, and the cursor of the next (None on the last page)."""
+    query = _alert_query(request)
+    items = await store.alerts(dataclasses.replace(query, limit=query.limit + 1))
+    if len(items) <= query.limit:
+        return {"items": items, "nextCursor": None}
+    last = items[query.limit - 1]
+    return {"items": items[: query.limit], "nextCursor": f"{last.raisedAt}.{last.offset}"}
 
 
 def _page(page: Any) -> dict:
@@ -213,7 +237,7 @@ async def list_system_trades(request: web.Request) -> web.Response:
 
 async def list_alerts(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
-    return json_response({"items": await hub.store.alerts(_alert_query(request))})
+    return json_response(await alerts_page(hub.store, request))
 
 
 async def ack_alert(request: web.Request) -> web.Response:

@@ -182,8 +182,9 @@ def build() -> dict:
                     _param("from", "raised at >= from", ms),
                     _param("to", "raised at < to", ms),
                     paging[0],
+                    _param("cursor", "nextCursor of the previous page (RAISEDAT.OFFSET)", {"type": "string"}),
                 ],
-                "responses": _ok("Alert", "alerts"),
+                "responses": _ok("Alert", "alerts", paged=True),
             }
         },
         "/alerts/{id}/ack": {

@@ -59,7 +59,6 @@ from tradewire.model import Alert, is_account_id, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
-    AlertQuery,
     AlertRaiseOp,
     AlertResolveOp,
     DurableStream,
@@ -581,20 +580,5 @@ async def _rest_get(rt: Runtime, store: DynamoStore, parts: list[str], request: 
     if route == "system-trades":
         return _json(200, api._page(await store.system_trades(api._event_query(request, typed=False))))
     if route == "alerts":
-        state_param = request.query.get("state") or None
-        if state_param is not None and state_param not in ("open", "resolved"):
-            raise api.BadParam("state", f"{state_param!r} is not one of open, resolved")
-        type_ = request.query.get("type") or None
-        if type_ is not None and type_ not in api.ALERT_TYPES:
-            raise api.BadParam("type", f"{type_!r} is not one of {', '.join(api.ALERT_TYPES)}")
-        limit = api._int_param(request, "limit", lo=1, hi=api.MAX_LIMIT)
-        query = AlertQuery(
-            account=api._account_param(request),
-            type=type_,
-            state=state_param,
-            since=api._int_param(request, "from"),
-            until=api._int_param(request, "to"),
-            limit=limit if limit is not None else 100,
-        )
-        return _json(200, {"items": await store.alerts(query)})
+        return _json(200, await api.alerts_page(store, request))
     return _error(404, "not_found", f"no route /{'/'.join(parts)}")

@@ -129,6 +129,7 @@ class AlertQuery:
     since: int | None = None  # raisedAt >= since
     until: int | None = None  # raisedAt < until
     limit: int = 100
+    before: tuple[int, int] | None = None  # (raisedAt, offset): only alerts listed after it (paging)
 
 
 T = TypeVar("T")

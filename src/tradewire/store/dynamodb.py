@@ -855,16 +855,24 @@ class DynamoStore:
         values: dict[str, Any] = {}
         key_cond = None
         # rk = "<raisedAt:020>#<offset>" sorts above the bare "<since:020>" and below the bare "<until:020>"
+        # The upper bound, inclusive: below the bare "<until:020>" (no rk equals it), and at or below the
+        # rk just before the `before` cursor's (its offset minus one: the next older key there is).
+        highs = []
+        if query.until is not None:
+            highs.append(f"{max(query.until, 0):020d}")
+        if query.before is not None:
+            raised, offset = query.before
+            highs.append(_rk(max(raised, 0), offset - 1) if offset > 0 else f"{max(raised, 0):020d}")
         if query.since is not None:
             values[":lo"] = _av(f"{max(query.since, 0):020d}")
-        if query.until is not None:
-            values[":hi"] = _av(f"{max(query.until, 0):020d}")
-        if query.since is not None and query.until is not None:
+        if highs:
+            values[":hi"] = _av(min(highs))
+        if query.since is not None and highs:
             key_cond = "#rk BETWEEN :lo AND :hi"
         elif query.since is not None:
             key_cond = "#rk >= :lo"
-        elif query.until is not None:
-            key_cond = "#rk < :hi"
+        elif highs:
+            key_cond = "#rk <= :hi"
         filters: list[tuple[str, str]] = []
         if query.type:
             filters.append(("#type = :type", "type"))

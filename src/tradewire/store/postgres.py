@@ -477,6 +477,9 @@ class PostgresStore:
             where.append("resolved_at IS NULL")
         elif query.state == "resolved":
             where.append("resolved_at IS NOT NULL")
+        if query.before is not None:
+            args.extend(query.before)
+            where.append(f'(raised_at, "offset") < (${len(args) - 1}, ${len(args)})')
         args.append(query.limit)
         rows = await self._fetch(
             f'SELECT body FROM alerts {sql_where(where)} ORDER BY raised_at DESC, "offset" DESC LIMIT ${len(args)}',

@@ -574,6 +574,9 @@ class SQLiteStore:
             where.append("resolved_at IS NULL")
         elif query.state == "resolved":
             where.append("resolved_at IS NOT NULL")
+        if query.before is not None:
+            where.append('(raised_at, "offset") < (?, ?)')
+            args.extend(query.before)
 
         def q(conn: sqlite3.Connection) -> list[Alert]:
             rows = conn.execute(
