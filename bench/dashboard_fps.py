@@ -430,11 +430,13 @@ def run(args: argparse.Namespace) -> dict:
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
             page.goto(f"{url}/#key={key}")
-            try:
-                page.wait_for_function(
-                    f"window.tradewire && window.tradewire.store.accounts.size >= {args.accounts}", timeout=60_000
-                )
-            except Exception:
+            # Polled from here: `wait_for_function` evaluates its string in the page, which the page's
+            # Content-Security-Policy refuses (no eval).
+            shown = f"!!window.tradewire && window.tradewire.store.accounts.size >= {args.accounts}"
+            deadline = time.monotonic() + 60
+            while not page.evaluate(shown) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not page.evaluate(shown):
                 state = page.evaluate(
                     "() => window.tradewire && ({conn: tradewire.store.conn, accounts: tradewire.store.accounts.size,"
                     " stats: tradewire.store.stats, notice: tradewire.store.notice})"

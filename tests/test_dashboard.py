@@ -121,6 +121,15 @@ class Page:
         await self.page.wait_for_timeout(300)  # let flashes settle into a typical frame
         await self.page.screenshot(path=str(folder / f"{name}.png"))
 
+    async def until(self, expression: str, timeout: float = 5.0) -> None:
+        """Wait until a JavaScript expression is true in the page. Not `wait_for_function`: Playwright
+        evaluates its string inside the page, which the page's Content-Security-Policy refuses (no eval)."""
+        deadline = time.monotonic() + timeout
+        while not await self.page.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {expression}")
+            await asyncio.sleep(0.02)
+
     def assert_no_errors(self) -> None:
         assert not self.errors, f"JavaScript errors on the page: {self.errors}"
 
@@ -324,7 +333,7 @@ async def test_a_rest_answer_made_before_a_disconnect_does_not_bring_back_live(h
     seen = await page.page.evaluate("window.tradewire.store.stats.messages")
     released.set()
     # applyAccount counts every summary it is given, kept or not: wait until the stale one was judged.
-    await page.page.wait_for_function(f"window.tradewire.store.stats.messages > {seen}", timeout=5000)
+    await page.until(f"window.tradewire.store.stats.messages > {seen}")
     assert await page.page.evaluate("window.tradewire.store.accounts.get('acc-1').data.status") == "lost"
     await expect(page.row("acc-1")).to_have_attribute("data-status", "lost")
     page.assert_no_errors()
