@@ -172,6 +172,7 @@ def test_stale_prices_for_traded_symbols_while_the_market_is_open():
     wednesday = utc(2026, 11, 25, 12)
     positions = {1: pos("EURUSD"), 2: pos("US30.cash")}
     a = view(sessions=1, connected_at=wednesday - 600_000, last_seen=wednesday, positions=positions)
+    a.quotes = {"EURUSD": (1.1, 1.1001), "US30.cash": (44_000.0, 44_001.0)}  # the symbols its EA streams
     accounts = {"a": a}
     a.price_changed = {"EURUSD": wednesday - 1_000, "US30.cash": wednesday - 1_000}
     assert rules.check(wednesday, accounts) == []
@@ -190,6 +191,45 @@ def test_no_stale_alert_when_the_market_is_closed_or_no_positions():
     wednesday = utc(2026, 11, 25, 12)
     idle = {"a": view(sessions=1, connected_at=0, last_seen=wednesday, positions={})}
     assert rules.check(wednesday, idle) == []
+
+
+def test_a_symbol_the_ea_does_not_stream_is_not_judged_stale():
+    """EAs stream their chart's symbol by default: a position in another one was stale 120 s after connect,
+    and stayed so for as long as the EA was connected."""
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    wednesday = utc(2026, 11, 25, 12)
+    a = view(sessions=1, connected_at=wednesday - 600_000, last_seen=wednesday)
+    a.positions = {1: pos("EURUSD"), 2: pos("GBPUSD")}
+    a.quotes, a.price_changed = {"EURUSD": (1.1, 1.1001)}, {"EURUSD": wednesday - 1_000}
+    assert rules.check(wednesday, {"a": a}) == []
+
+
+def test_staleness_counts_from_the_market_open_and_a_close_resolves_nothing():
+    """The clock did not restart when a market opened: a metal's last price before the daily break was
+    'stale' the minute it reopened; and a close resolved the episode ("prices moving again")."""
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    before_break = utc(2026, 11, 25, 20, 59)  # metals pause 21:00-22:00 UTC
+    a = view(sessions=1, connected_at=utc(2026, 11, 25, 12), positions={1: pos("XAUUSD")})
+    a.quotes, a.price_changed = {"XAUUSD": (2380.0, 2380.3)}, {"XAUUSD": before_break}
+    reopened = utc(2026, 11, 25, 22, 1)
+    a.last_seen = reopened
+    assert rules.check(reopened, {"a": a}) == []  # a minute into the open: not stale yet
+    later = reopened + 120_000
+    a.last_seen = later
+    assert types(rules.check(later, {"a": a})) == [STALE_DATA]  # two minutes of an open market: stale
+    friday_close = utc(2026, 11, 27, 22, 30)
+    a.last_seen = friday_close
+    assert rules.check(friday_close, {"a": a}) == []  # shut: not judged, the episode left as it is
+
+
+def test_market_opened_at_is_the_weekly_open_or_the_end_of_the_break():
+    from tradewire.alerts import market_opened_at
+
+    metal = MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"])
+    assert market_opened_at(metal, utc(2026, 11, 25, 22, 1)) == utc(2026, 11, 25, 22)  # after the break
+    assert market_opened_at(metal, utc(2026, 11, 23, 12)) == utc(2026, 11, 22, 23)  # Monday: Sunday's open
+    all_week = MarketHours(open_day=0, open="00:00", close_day=0, close="00:00")
+    assert market_opened_at(all_week, utc(2026, 11, 25, 12)) == 0
 
 
 @pytest.mark.parametrize("symbol", ["XAUUSD", "XAUUSD.r"])

@@ -94,6 +94,23 @@ def market_open(hours: MarketHours, now_ms: int) -> bool:
     return in_week
 
 
+def market_opened_at(hours: MarketHours, now_ms: int) -> int:
+    """When the current trading stretch began (UTC ms): the weekly open or the end of the daily break,
+    whichever came last. Prices cannot move while the market is shut, so staleness counts from here."""
+    t = time.gmtime(now_ms / 1000)
+    into_minute = now_ms - (now_ms // 60_000) * 60_000
+    minute_of_day = t.tm_hour * 60 + t.tm_min
+    week_minute = t.tm_wday * 1440 + minute_of_day
+    opened = 0
+    start = hours.open_day * 1440 + _minutes(hours.open)
+    if start != hours.close_day * 1440 + _minutes(hours.close):  # not around the clock
+        opened = now_ms - into_minute - ((week_minute - start) % 10_080) * 60_000
+    if hours.daily_break:
+        resumed = _minutes(hours.daily_break[1])
+        opened = max(opened, now_ms - into_minute - ((minute_of_day - resumed) % 1440) * 60_000)
+    return opened
+
+
 @lru_cache(maxsize=4096)
 def _symbol_class(symbol: str, patterns: tuple[tuple[str, str], ...]) -> str:
     for name, pattern in patterns:
@@ -259,17 +276,32 @@ class AlertRules:
         return out
 
     def _check_stale(self, out: list[Transition], account: str, view: AccountView, now: int) -> None:
-        """Prices as this account's own terminal sends them: another broker's moving quote proves nothing."""
+        """Prices as this account's own terminal sends them: another broker's moving quote proves nothing.
+
+        Only symbols it streams: an EA sends ticks for the symbols it is set to (by default its chart's),
+        and a position in another one would be stale from the start, for as long as the EA is connected.
+        While a symbol's market is shut it is not judged at all (neither stale nor moving again), and its
+        clock starts again when the market opens: no price moves over a weekend or a daily break.
+        """
         limit = self.levels(account).stale_after_s * 1000
         since_connect = view.connected_at or view.last_seen
         stale = []
+        judged = False
         for symbol in sorted({p.symbol for p in view.positions.values()}):
-            hours = self.settings.market_hours.get(_symbol_class(symbol, self._patterns))
-            if hours is not None and not market_open(hours, now):
+            if symbol not in view.quotes:
                 continue
-            changed = max(view.price_changed.get(symbol, 0), since_connect)
+            hours = self.settings.market_hours.get(_symbol_class(symbol, self._patterns))
+            opened = 0
+            if hours is not None:
+                if not market_open(hours, now):
+                    continue
+                opened = market_opened_at(hours, now)
+            judged = True
+            changed = max(view.price_changed.get(symbol, 0), since_connect, opened)
             if now - changed > limit:
                 stale.append(symbol)
+        if not judged:
+            return
         if stale:
             self._raise(
                 out,
