@@ -129,6 +129,30 @@ async def test_a_connection_lost_raised_after_the_ea_moved_on_is_resolved(shared
     assert lost["resolvedAt"], "a CONNECTION_LOST stayed open while the EA was live on B"
 
 
+async def test_a_margin_call_raised_on_one_node_is_resolved_on_another(shared, http):
+    """Each node knew only the episodes it raised itself (and those open at its start): a margin call raised
+    on A, with the EA then on B and back above the level, stayed open for good."""
+    a, b = await shared(), await shared()
+    token, key = await issue_token(a, "acc-1"), await issue_key(a)
+    ea = await EA.connect(http, a, token)
+    await ea.greet()
+    await ea.send(account_state(equity=900.0, margin=1000.0))  # 90 %
+    for _ in range(50):
+        if await alerts(http, a, key, type="MARGIN_CALL", state="open"):
+            break
+        await asyncio.sleep(0.1)
+    assert len(await alerts(http, a, key, type="MARGIN_CALL", state="open")) == 1
+    await ea.ws.close()
+    ea = await EA.connect(http, b, token)
+    await ea.greet()
+    await ea.send(account_state(equity=1_500.0, margin=1000.0))  # 150 %: well clear
+    for _ in range(50):
+        if not await alerts(http, a, key, type="MARGIN_CALL", state="open"):
+            break
+        await asyncio.sleep(0.1)
+    assert await alerts(http, a, key, type="MARGIN_CALL", state="open") == []
+
+
 async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path):
     b = await shared()
     key = await issue_key(b)

@@ -141,7 +141,10 @@ class AlertRules:
                 self.open.add((alert.account, alert.type))
 
     def load_episodes(self, account: str, types: Iterable[str]) -> None:
-        """Adopt an account's open episodes by type (the AWS handlers read only these, not the alerts)."""
+        """Take an account's open episodes, by type, as the store has them (the AWS handlers read only these,
+        not the alerts; a node reads them again when the account's EA says hello to it): what another node
+        raised or resolved meanwhile is known here from now on."""
+        self.open.difference_update({(account, t) for t in EPISODIC})
         self.open.update((account, t) for t in types if t in EPISODIC)
 
     def _raise(

@@ -248,6 +248,9 @@ class Hub:
         if not view.positions_known and self.state.seed_positions(account, await self.store.open_positions(account)):
             self._positions_left_out(account)
         acked = await self.store.acked_seq(account)
+        # Its episodes as the store has them: raised or resolved by another node while the EA was there,
+        # they were unknown here (a margin call never resolved, or one never raised again).
+        self.rules.load_episodes(account, await self.store.open_episodes(account))
         info = account_info(hello)
         self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now)
         self._publish_account(account)

@@ -490,6 +490,10 @@ class PostgresStore:
     async def open_alerts(self) -> list[Alert]:
         return await self.alerts(AlertQuery(state="open", limit=1_000_000))
 
+    async def open_episodes(self, account: str) -> list[str]:
+        sql = "SELECT DISTINCT type FROM alerts WHERE account = $1 AND resolved_at IS NULL ORDER BY type"
+        return [r["type"] for r in await self._fetch(sql, account)]
+
     async def present_accounts(self) -> list[str]:
         return [r["account"] for r in await self._fetch("SELECT account FROM ea_presence ORDER BY account")]
 

@@ -590,6 +590,13 @@ class SQLiteStore:
     async def open_alerts(self) -> list[Alert]:
         return await self.alerts(AlertQuery(state="open", limit=1_000_000))
 
+    async def open_episodes(self, account: str) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            sql = "SELECT DISTINCT type FROM alerts WHERE account = ? AND resolved_at IS NULL ORDER BY type"
+            return [r[0] for r in conn.execute(sql, (account,))]
+
+        return await self._read(q)
+
     async def present_accounts(self) -> list[str]:
         def q(conn: sqlite3.Connection) -> list[str]:
             return [r[0] for r in conn.execute("SELECT account FROM ea_presence ORDER BY account")]
