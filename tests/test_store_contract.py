@@ -168,6 +168,9 @@ async def test_alert_episode_raised_once_resolved_acknowledged(store):
     assert (await store.write([AlertRaiseOp(alert(3))]))[0].status == "stored"  # a new episode
     assert [a.id for a in await store.alerts(AlertQuery(state="resolved"))] == ["al-1"]
     assert (await store.write([AlertAckOp("nope", "k", 1)]))[0].status == "not_found"
+    assert "MARGIN_CALL" in await store.open_episodes("a")  # al-3's episode: what a node reads at a hello
+    await store.write([AlertResolveOp("a", "MARGIN_CALL", 12)])
+    assert "MARGIN_CALL" not in await store.open_episodes("a") and await store.open_episodes("b") == []
 
 
 async def test_ea_errors_are_system_errors_each_stored_once(store):
