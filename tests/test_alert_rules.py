@@ -97,6 +97,14 @@ def test_stop_out_close_raises_once():
     assert rules.stop_out_close("a", 8, "EURUSD", 2) == []
 
 
+def test_a_stop_out_close_just_after_its_episode_ended_is_the_same_stop_out():
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    rules.margin("a", state(45), "MT5", 1_000)
+    assert STOP_OUT in types(rules.margin("a", state(130), "MT5", 2_000), Resolve)
+    assert rules.stop_out_close("a", 7, "EURUSD", 2_500) == []  # the liquidation's own CLOSE, reported late
+    assert types(rules.stop_out_close("a", 8, "EURUSD", 2_000 + 5 * 60_000)) == [STOP_OUT]  # a new one
+
+
 def view(**kw):
     v = AccountView("a", ever_connected=True)
     for k, value in kw.items():

@@ -110,6 +110,24 @@ async def test_stop_out_by_level_and_by_close_reason(hub, http, keys):
     assert "closed by stop-out" in by_close["message"]
 
 
+async def test_a_stop_out_is_one_alert_however_its_close_comes(hub, http, keys):
+    """The liquidation lifts the level: the account update resolved STOP_OUT, and the CLOSE(stopout) that
+    came after raised a second one. And a CLOSE resent after a reconnect (a duplicate) raised it again."""
+    client = await ea(http, hub)
+    await client.send(account_state(equity=400.0, margin=1000.0))  # 40 %: STOP_OUT
+    await client.send(account_state(equity=1_300.0, margin=1000.0))  # liquidated: 130 %, resolved
+    close = position_event(1, "CLOSE", pid=5, position=position(5), reason="stopout", profit=-900.0)
+    await client.send(close)
+    await client.wait_ack(1)
+    await client.close()
+    client = await ea(http, hub)
+    await client.send(close)  # resent: its ack was lost with the connection
+    await client.wait_ack(1)
+    await asyncio.sleep(0.3)
+    stop_outs = await alerts(http, hub, keys["read"], type="STOP_OUT")
+    assert len(stop_outs) == 1 and stop_outs[0]["resolvedAt"]
+
+
 async def test_connection_lost_after_grace_and_resolved_on_reconnect(hub, http, keys):
     sub = await watcher(http, hub, keys)
     client = await ea(http, hub)

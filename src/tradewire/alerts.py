@@ -26,6 +26,7 @@ SYSTEM_ERROR = "SYSTEM_ERROR"
 STALE_DATA = "STALE_DATA"
 ALERT_TYPES: tuple[str, ...] = get_args(AlertType)  # the config's names for them are the only list
 EPISODIC = (MARGIN_CALL, STOP_OUT, CONNECTION_LOST, STALE_DATA)  # SYSTEM_ERROR: one alert per error
+STOP_OUT_CLOSE_LATE_MS = 5 * 60_000  # a stop-out CLOSE this long after its STOP_OUT ended belongs to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,11 @@ class Resolve:
 
 
 Transition = Raise | Resolve
+
+
+def is_stop_out_close(msg: object) -> bool:
+    """An EA's CLOSE of a position the broker liquidated (reason `stopout`)."""
+    return getattr(msg, "event", None) == "CLOSE" and (getattr(msg, "reason", None) or "").lower() == "stopout"
 
 
 def levels_for(settings: AlertSettings, account: str) -> Levels:
@@ -127,6 +133,7 @@ class AlertRules:
         self.ended: dict[str, int] = {}  # account -> when its last session ended (ms), while none is open
         self._patterns = tuple(settings.symbol_classes.items())
         self._levels: dict[str, Levels] = {}
+        self._stop_out_ended: dict[str, int] = {}  # account -> when its last STOP_OUT episode was resolved
 
     def levels(self, account: str) -> Levels:
         levels = self._levels.get(account)
@@ -158,6 +165,8 @@ class AlertRules:
         if (account, type_) in self.open:
             self.open.discard((account, type_))
             out.append(Resolve(type_, account, message, at))
+            if type_ == STOP_OUT:
+                self._stop_out_ended[account] = at
 
     # --- margin ---------------------------------------------------------------------------------
     def margin(self, account: str, state: AccountState, platform: str | None, now: int) -> list[Transition]:
@@ -211,8 +220,12 @@ class AlertRules:
         return out
 
     def stop_out_close(self, account: str, position_id: int, symbol: str, now: int) -> list[Transition]:
-        """A CLOSE with reason stopout: the broker is already liquidating."""
+        """A CLOSE with reason stopout: the broker is already liquidating. Unless a STOP_OUT episode ended
+        within STOP_OUT_CLOSE_LATE_MS: the liquidation lifts the level, the account update saying so ends the
+        episode, and the CLOSE that reports the liquidation often comes after it. It is the same stop-out."""
         out: list[Transition] = []
+        if now - self._stop_out_ended.get(account, -STOP_OUT_CLOSE_LATE_MS) < STOP_OUT_CLOSE_LATE_MS:
+            return out
         self._raise(
             out,
             account,

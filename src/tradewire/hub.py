@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from tradewire import channels
-from tradewire.alerts import CONNECTION_LOST, EPISODIC, AlertRules, Raise, Resolve, Transition
+from tradewire.alerts import CONNECTION_LOST, EPISODIC, AlertRules, Raise, Resolve, Transition, is_stop_out_close
 from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
@@ -341,14 +341,21 @@ class Hub:
                 self._publish_positions(account)
             else:  # stored and acked all the same: the durable record stays whole
                 self._positions_left_out(account)
-            if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
-                self.apply_transitions(self.rules.stop_out_close(account, msg.position.id, msg.position.symbol, msg.ts))
             op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics, stream)
         else:
             op = EAErrorOp(account, msg, stream)
         fut = self.store.submit(op)
         fut.add_done_callback(lambda f: self._after_commit(f, account))
+        if is_stop_out_close(msg):
+            fut.add_done_callback(functools.partial(self._after_stop_out_close, account, msg))
         return fut
+
+    def _after_stop_out_close(self, account: str, msg: p.PositionMsg, fut: asyncio.Future[WriteResult]) -> None:
+        """A stop-out CLOSE is a STOP_OUT alert once it is stored: a resend (a duplicate) is the same one."""
+        if not fut.cancelled() and fut.exception() is None and fut.result().status == "stored":
+            self.apply_transitions(
+                self.rules.stop_out_close(account, msg.position.id, msg.position.symbol, self.clock())
+            )
 
     def _after_commit(self, fut: asyncio.Future[WriteResult], account: str | None = None) -> None:
         if fut.cancelled():

@@ -38,7 +38,7 @@ from typing import Any
 import msgspec
 
 from tradewire import api, channels
-from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transition
+from tradewire.alerts import CONNECTION_LOST, AlertRules, Raise, Resolve, Transition, is_stop_out_close
 from tradewire.aws.connections import ApiGatewayConnections, Connections, management_endpoint
 from tradewire.aws.publisher import EventPublisher, PublishError
 from tradewire.aws.state import Connection, LiveTable
@@ -326,6 +326,10 @@ class _Frame:
                 await self.conns.delete(self.conn.id)
                 break
             acked = max(acked, msg.seq)
+            if result.status == "stored" and is_stop_out_close(msg):  # a resend (duplicate) is the same one
+                self.transitions(
+                    self.rules.stop_out_close(self.account, msg.position.id, msg.position.symbol, self.now)
+                )
             for ev in result.events:
                 self.rt.publish(channels.events(ev.account), ev)
             for alert in result.alerts:
@@ -429,8 +433,6 @@ class _Frame:
         if isinstance(msg, p.PositionMsg):
             if self.state.apply_position_event(self.account, msg.event, msg.position, self.now):
                 self.positions_changed = True  # else left out of the live list; the event is stored all the same
-            if msg.event == "CLOSE" and (msg.reason or "").lower() == "stopout":
-                self.transitions(self.rules.stop_out_close(self.account, msg.position.id, msg.position.symbol, msg.ts))
             op: EAPositionOp | EAErrorOp = EAPositionOp(
                 self.account, msg, msg.position.magic in self.rt.system_magics, self.stream
             )
