@@ -3,6 +3,7 @@
 import calendar
 import time
 
+import msgspec
 import pytest
 
 from tradewire.alerts import (
@@ -260,3 +261,28 @@ def test_staleness_is_judged_on_the_accounts_own_feed():
     state.apply_ticks([Tick(symbol="EURUSD", bid=1.3, ask=1.4, ts=3)], now=200_000, account="lively")
     assert state.account("frozen").price_changed == {"EURUSD": 1_000}
     assert state.account("lively").price_changed == {"EURUSD": 200_000}
+
+
+@pytest.mark.parametrize(
+    ("symbol", "kind"),
+    [("GOLD", "metal"), ("xauusd", "metal"), ("#US30", "index"), ("US100", "index"), ("USOIL", "energy"),
+     ("BTCUSD", "crypto"), ("EURUSD", "fx"), ("US30.cash", "index")],
+)  # fmt: skip
+def test_common_broker_names_fall_in_their_class(symbol, kind):
+    """GOLD, xauusd, #US30 ... were all "fx": stale in every metals break, crypto never judged at weekends."""
+    from tradewire.alerts import _symbol_class
+
+    assert _symbol_class(symbol, tuple(AlertSettings().symbol_classes.items())) == kind
+
+
+def test_money_mode_uses_the_accounts_own_levels_and_never_the_percent_defaults():
+    """An MT4 money-mode account reporting levels of 0 had the percent defaults (100, 50) applied as money:
+    a margin call with 50 of free margin and the margin level at 150 %."""
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    money = AccountState(
+        ts=1, balance=150, equity=150, margin=100, freeMargin=50, marginLevel=150.0,
+        marginCallLevel=0, stopOutLevel=0, marginMode="money",
+    )  # fmt: skip
+    assert rules.margin("m4", money, "MT4", 1) == []
+    unknown = msgspec.structs.replace(money, marginCallLevel=None, stopOutLevel=None, marginLevel=90.0)
+    assert types(rules.margin("m5", unknown, "MT5", 1)) == [MARGIN_CALL]  # no levels: the margin level in %

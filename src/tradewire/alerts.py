@@ -120,7 +120,7 @@ def market_opened_at(hours: MarketHours, now_ms: int) -> int:
 @lru_cache(maxsize=4096)
 def _symbol_class(symbol: str, patterns: tuple[tuple[str, str], ...]) -> str:
     for name, pattern in patterns:
-        if re.search(pattern, symbol):
+        if re.search(pattern, symbol, re.IGNORECASE):  # brokers spell them xauusd, GOLD, #US30 ...
             return name
     return "fx"
 
@@ -180,7 +180,9 @@ class AlertRules:
         out: list[Transition] = []
         lv = self.levels(account)
         override = self.settings.accounts.get(account)
-        money = state.marginMode == "money"
+        # Money mode compares amounts of money with the account's own levels, which only its EA knows: a
+        # percent default stands for none. Without them, the margin level in percent is what there is.
+        money = state.marginMode == "money" and state.marginCallLevel is not None and state.stopOutLevel is not None
         if money:
             value: float | None = state.freeMargin if platform == "MT4" else state.equity
             if state.margin <= 0:
@@ -191,9 +193,13 @@ class AlertRules:
             (
                 MARGIN_CALL,
                 "HIGH",
-                _threshold(override, "margin_call_level", state.marginCallLevel, lv.margin_call_level),
+                _threshold(override, "margin_call_level", state.marginCallLevel, lv.margin_call_level, money),
             ),
-            (STOP_OUT, "CRITICAL", _threshold(override, "stop_out_level", state.stopOutLevel, lv.stop_out_level)),
+            (
+                STOP_OUT,
+                "CRITICAL",
+                _threshold(override, "stop_out_level", state.stopOutLevel, lv.stop_out_level, money),
+            ),
         )
         for type_, severity, threshold in checks:
             if value is None:
@@ -332,9 +338,13 @@ class AlertRules:
             self._resolve(out, account, STALE_DATA, "prices moving again", now)
 
 
-def _threshold(override: object, name: str, from_ea: float | None, default: float) -> float:
-    """Per-account configuration wins, then what the EA reports (0 means the broker sets none), then the default."""
+def _threshold(override: object, name: str, from_ea: float | None, default: float, money: bool = False) -> float:
+    """Per-account configuration wins, then what the EA reports, then the default (in percent). In percent
+    mode an EA's 0 means the broker sets none; in money mode it is an amount like any other, and the
+    default, a percentage, does not apply."""
     configured = getattr(override, name, None) if override is not None else None
     if configured is not None:
         return configured
+    if money and from_ea is not None:
+        return from_ea
     return from_ea if from_ea else default

@@ -128,13 +128,22 @@ class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     check_interval_s: Positive = 1.0
     # symbol classes by regular expression on the symbol, first match wins; "fx" is the fallback
     symbol_classes: dict[str, str] = msgspec.field(
-        default_factory=lambda: {"index": r"^(US30|US500|NAS100|SPX|GER40|DE40|UK100|JP225)", "metal": r"^(XAU|XAG)"}
+        default_factory=lambda: {
+            # Matched from the start, case aside, after an optional '#' or '.': what brokers put in front.
+            "index": r"^[#.]?(US30|US500|US100|USTEC|NAS100|NDX|SPX|SP500|GER30|GER40|DE30|DE40|DAX|UK100|FTSE|"
+            r"JP225|NIKKEI|HK50|AUS200|FRA40|EU50|STOXX50)",
+            "metal": r"^[#.]?(XAU|XAG|XPT|XPD|GOLD|SILVER)",
+            "energy": r"^[#.]?(USOIL|UKOIL|WTI|BRENT|XTI|XBR|NGAS|XNG)",
+            "crypto": r"^[#.]?(BTC|ETH|LTC|XRP|SOL|ADA|DOGE|BCH|DOT)",
+        }
     )
     market_hours: dict[str, MarketHours] = msgspec.field(
         default_factory=lambda: {
             "fx": MarketHours(),
             "metal": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
             "index": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
+            "energy": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
+            "crypto": MarketHours(open_day=0, open="00:00", close_day=0, close="00:00"),  # around the clock
         }
     )
     accounts: dict[str, AlertLevels] = {}
