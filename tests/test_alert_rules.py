@@ -1,7 +1,6 @@
 """Alert rules, pure: thresholds, hysteresis, null margin, money mode, grace period, flapping, stale data."""
 
 import calendar
-import time
 
 import msgspec
 import pytest
@@ -217,10 +216,10 @@ def test_staleness_counts_from_the_market_open_and_a_close_resolves_nothing():
     """The clock did not restart when a market opened: a metal's last price before the daily break was
     'stale' the minute it reopened; and a close resolved the episode ("prices moving again")."""
     rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
-    before_break = utc(2026, 11, 25, 20, 59)  # metals pause 21:00-22:00 UTC
+    before_break = utc(2026, 11, 25, 21, 59)  # metals pause 22:00-23:00 UTC in winter (17:00 New York)
     a = view(sessions=1, connected_at=utc(2026, 11, 25, 12), positions={1: pos("XAUUSD")})
     a.quotes, a.price_changed = {"XAUUSD": (2380.0, 2380.3)}, {"XAUUSD": before_break}
-    reopened = utc(2026, 11, 25, 22, 1)
+    reopened = utc(2026, 11, 25, 23, 1)
     a.last_seen = reopened
     assert rules.check(reopened, {"a": a}) == []  # a minute into the open: not stale yet
     later = reopened + 120_000
@@ -242,12 +241,25 @@ def test_market_opened_at_is_the_weekly_open_or_the_end_of_the_break():
 
 
 @pytest.mark.parametrize("symbol", ["XAUUSD", "XAUUSD.r"])
-def test_metals_follow_their_own_hours(symbol):
+@pytest.mark.parametrize("in_break", [utc(2026, 11, 25, 22, 30), utc(2026, 7, 1, 21, 30)])  # 17:30 in New York
+def test_metals_follow_their_own_hours_on_new_york_time(symbol, in_break):
+    """The break is 17:00-18:00 New York time: 22:00-23:00 UTC in winter, 21:00-22:00 in summer. Kept in UTC,
+    it was an hour off half the year, and a metal's quiet hour was called stale every weekday."""
     rules = AlertRules(AlertSettings(stale_after_s=1), heartbeat_s=10)
-    in_break = utc(2026, 11, 25, 21, 30)
-    accounts = {"a": view(sessions=1, connected_at=0, last_seen=in_break, positions={1: pos(symbol)})}
-    assert rules.check(in_break, accounts) == []
-    assert time.gmtime(in_break / 1000).tm_wday == 2
+    a = view(sessions=1, connected_at=in_break - 600_000, last_seen=in_break, positions={1: pos(symbol)})
+    a.quotes, a.price_changed = {symbol: (2380.0, 2380.3)}, {symbol: in_break - 600_000}
+    assert rules.check(in_break, {"a": a}) == []
+    a.last_seen = in_break + 3_600_000
+    assert types(rules.check(in_break + 3_600_000, {"a": a})) == [STALE_DATA]  # an hour later it trades
+
+
+def test_fx_closes_at_five_in_new_york_all_year():
+    fx = AlertSettings().market_hours["fx"]
+    assert not market_open(fx, utc(2026, 7, 3, 21, 30))  # a summer Friday: closed since 21:00 UTC
+    assert market_open(fx, utc(2026, 11, 27, 21, 30))  # a winter Friday: open until 22:00 UTC
+    assert market_open(fx, utc(2026, 7, 5, 21, 30)) and not market_open(fx, utc(2026, 11, 29, 21, 30))  # Sundays
+    with pytest.raises(ValueError, match="tz"):
+        MarketHours(tz="Mars/Olympus_Mons")
 
 
 def test_staleness_is_judged_on_the_accounts_own_feed():

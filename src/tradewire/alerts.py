@@ -9,9 +9,10 @@ episode starts or ends, so flapping around a threshold cannot produce a stream o
 from __future__ import annotations
 
 import re
-import time
+import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import get_args
 
@@ -80,11 +81,22 @@ def _minutes(hhmm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+def _wall_clock(hours: MarketHours, now_ms: int) -> tuple[int, int]:
+    """(minute of the week, minute of the day) at `now_ms` on the market's own clock (its `tz`)."""
+    local = datetime.fromtimestamp(now_ms / 1000, _zone(hours.tz))
+    minute_of_day = local.hour * 60 + local.minute
+    return local.weekday() * 1440 + minute_of_day, minute_of_day
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
 def market_open(hours: MarketHours, now_ms: int) -> bool:
-    """Whether a symbol class trades at `now_ms` (UTC): a weekly window plus an optional daily break."""
-    t = time.gmtime(now_ms / 1000)
-    minute_of_day = t.tm_hour * 60 + t.tm_min
-    week_minute = t.tm_wday * 1440 + minute_of_day
+    """Whether a symbol class trades at `now_ms` (UTC ms): a weekly window plus an optional daily break,
+    on the market's own clock."""
+    week_minute, minute_of_day = _wall_clock(hours, now_ms)
     start = hours.open_day * 1440 + _minutes(hours.open)
     end = hours.close_day * 1440 + _minutes(hours.close)
     if start == end:
@@ -102,11 +114,10 @@ def market_open(hours: MarketHours, now_ms: int) -> bool:
 
 def market_opened_at(hours: MarketHours, now_ms: int) -> int:
     """When the current trading stretch began (UTC ms): the weekly open or the end of the daily break,
-    whichever came last. Prices cannot move while the market is shut, so staleness counts from here."""
-    t = time.gmtime(now_ms / 1000)
+    whichever came last. Prices cannot move while the market is shut, so staleness counts from here.
+    (Counted back on the market's clock: its daylight-saving changes fall on weekends, when it is shut.)"""
     into_minute = now_ms - (now_ms // 60_000) * 60_000
-    minute_of_day = t.tm_hour * 60 + t.tm_min
-    week_minute = t.tm_wday * 1440 + minute_of_day
+    week_minute, minute_of_day = _wall_clock(hours, now_ms)
     opened = 0
     start = hours.open_day * 1440 + _minutes(hours.open)
     if start != hours.close_day * 1440 + _minutes(hours.close):  # not around the clock

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -97,24 +98,33 @@ class AlertLevels(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     stale_after_s: Positive | None = None
 
 
+NEW_YORK = "America/New_York"
+
+
 class MarketHours(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """When a symbol class trades, in UTC: open from `open` on `open_day` to `close` on `close_day`
-    (days 0=Monday..6=Sunday), with an optional daily break. The same open and close: all week."""
+    """When a symbol class trades, in the time zone `tz`: open from `open` on `open_day` to `close` on
+    `close_day` (days 0=Monday..6=Sunday), with an optional daily break. The same open and close: all week.
+    Markets keep New York's clock (FX closes at 17:00 there), which moves against UTC twice a year."""
 
     open_day: Annotated[int, msgspec.Meta(ge=0, le=6)] = 6
     open: str = "22:00"
     close_day: Annotated[int, msgspec.Meta(ge=0, le=6)] = 4
     close: str = "22:00"
     daily_break: list[str] = []  # ["21:00", "22:00"]; it may run over midnight: ["23:55", "00:05"]
+    tz: str = "UTC"  # an IANA time zone, e.g. "America/New_York"
 
     def __post_init__(self) -> None:
+        try:
+            zoneinfo.ZoneInfo(self.tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"tz: {self.tz!r} is not a time zone (IANA name, e.g. America/New_York)") from None
         for name, value in (
             ("open", self.open),
             ("close", self.close),
             *(("daily_break", t) for t in self.daily_break),
         ):
             if not CLOCK_TIME.fullmatch(value):
-                raise ValueError(f"{name}: {value!r} is not a time of day (HH:MM, 00:00 to 23:59, UTC)")
+                raise ValueError(f"{name}: {value!r} is not a time of day (HH:MM, 00:00 to 23:59)")
         if len(self.daily_break) not in (0, 2) or (self.daily_break and self.daily_break[0] == self.daily_break[1]):
             raise ValueError(f"daily_break: {self.daily_break} is neither [] nor [start, end] (two different times)")
 
@@ -139,10 +149,12 @@ class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     )
     market_hours: dict[str, MarketHours] = msgspec.field(
         default_factory=lambda: {
-            "fx": MarketHours(),
-            "metal": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
-            "index": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
-            "energy": MarketHours(open="23:00", close="21:00", daily_break=["21:00", "22:00"]),
+            # New York time: FX from Sunday 17:00 to Friday 17:00; CME metals, indices and energy from Sunday
+            # 18:00 to Friday 17:00, with a break from 17:00 to 18:00 every day.
+            "fx": MarketHours(open="17:00", close="17:00", tz=NEW_YORK),
+            "metal": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
+            "index": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
+            "energy": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
             "crypto": MarketHours(open_day=0, open="00:00", close_day=0, close="00:00"),  # around the clock
         }
     )
