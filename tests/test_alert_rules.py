@@ -298,3 +298,21 @@ def test_money_mode_uses_the_accounts_own_levels_and_never_the_percent_defaults(
     assert rules.margin("m4", money, "MT4", 1) == []
     unknown = msgspec.structs.replace(money, marginCallLevel=None, stopOutLevel=None, marginLevel=90.0)
     assert types(rules.margin("m5", unknown, "MT5", 1)) == [MARGIN_CALL]  # no levels: the margin level in %
+
+
+def test_a_stale_episode_resolves_when_its_last_position_closes():
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    wednesday = utc(2026, 11, 25, 12)
+    a = view(sessions=1, connected_at=wednesday - 600_000, last_seen=wednesday, positions={1: pos("EURUSD")})
+    a.quotes, a.price_changed = {"EURUSD": (1.1, 1.1001)}, {"EURUSD": wednesday - 300_000}
+    assert types(rules.check(wednesday, {"a": a})) == [STALE_DATA]
+    a.positions = {}
+    assert types(rules.check(wednesday + 1_000, {"a": a}), Resolve) == [STALE_DATA]
+
+
+def test_a_config_that_sets_some_market_hours_keeps_the_others():
+    """Setting [alerts.market_hours.fx] replaced every class's hours: metals and indices were then judged
+    around the clock, stale every weekend."""
+    settings = AlertSettings(market_hours={"fx": MarketHours()})
+    assert {"fx", "metal", "index", "energy", "crypto"} <= set(settings.market_hours)
+    assert settings.market_hours["fx"] == MarketHours()  # the one it set, as it set it

@@ -482,6 +482,8 @@ async def test_the_page_and_the_api_carry_browser_security_headers(hub, http):
     inline = page.split(b'<script type="importmap">')[1].split(b"</script>")[0]
     digest = base64.b64encode(hashlib.sha256(inline).digest()).decode()
     assert f"'sha256-{digest}'" in csp  # the import map, by hash: nothing else inline runs
+    async with http.get(hub.url + "/web/index.html") as r:  # the same page by the static route
+        assert r.headers["Content-Security-Policy"] == csp
     for path in ("/", "/web/app.js", "/api/v1/healthz"):
         async with http.get(hub.url + path) as r:
             assert r.headers["X-Content-Type-Options"] == "nosniff", path

@@ -145,6 +145,7 @@ class AlertRules:
         self._patterns = tuple(settings.symbol_classes.items())
         self._levels: dict[str, Levels] = {}
         self._stop_out_ended: dict[str, int] = {}  # account -> when its last STOP_OUT episode was resolved
+        self._markets: dict[str, int | None] = {}  # this check's market state by symbol class (see _market)
 
     def levels(self, account: str) -> Levels:
         levels = self._levels.get(account)
@@ -274,7 +275,19 @@ class AlertRules:
         return out
 
     # --- periodic -------------------------------------------------------------------------------
+    def _market(self, kind: str, now: int) -> int | None:
+        """When the class's market last opened (0: always open), None while it is shut; once per class per
+        check (`_markets`), not per account and symbol."""
+        if kind not in self._markets:
+            hours = self.settings.market_hours.get(kind)
+            if hours is None:
+                self._markets[kind] = 0
+            else:
+                self._markets[kind] = market_opened_at(hours, now) if market_open(hours, now) else None
+        return self._markets[kind]
+
     def check(self, now: int, accounts: Mapping[str, AccountView]) -> list[Transition]:
+        self._markets = {}
         out: list[Transition] = []
         for account, ended_at in self.ended.items():
             grace = self.levels(account).connection_lost_after_s * 1000
@@ -319,22 +332,19 @@ class AlertRules:
         limit = self.levels(account).stale_after_s * 1000
         since_connect = view.connected_at or view.last_seen
         stale = []
-        judged = False
+        shut = False
         for symbol in sorted({p.symbol for p in view.positions.values()}):
             if symbol not in view.quotes:
                 continue
-            hours = self.settings.market_hours.get(_symbol_class(symbol, self._patterns))
-            opened = 0
-            if hours is not None:
-                if not market_open(hours, now):
-                    continue
-                opened = market_opened_at(hours, now)
-            judged = True
+            opened = self._market(_symbol_class(symbol, self._patterns), now)
+            if opened is None:
+                shut = True
+                continue
             changed = max(view.price_changed.get(symbol, 0), since_connect, opened)
             if now - changed > limit:
                 stale.append(symbol)
-        if not judged:
-            return
+        if shut and not stale:
+            return  # a symbol that may be stale cannot be judged now: neither raised nor resolved
         if stale:
             self._raise(
                 out,

@@ -147,7 +147,8 @@ def _alert_cursor(request: web.Request) -> tuple[int, int] | None:
     if not raw:
         return None
     raised, _, offset = raw.partition(".")
-    if not (raised.isdigit() and offset.isdigit()):
+    parts = (raised, offset)
+    if not all(p.isascii() and p.isdecimal() and len(p) <= 19 and int(p) <= INT64_MAX for p in parts):
         raise BadParam("cursor", f"{raw!r} is not a nextCursor of /alerts (RAISEDAT.OFFSET)")
     return int(raised), int(offset)
 

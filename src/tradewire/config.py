@@ -129,6 +129,18 @@ class MarketHours(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"daily_break: {self.daily_break} is neither [] nor [start, end] (two different times)")
 
 
+def _default_market_hours() -> dict[str, MarketHours]:
+    return {
+        # New York time: FX from Sunday 17:00 to Friday 17:00; CME metals, indices and energy from Sunday
+        # 18:00 to Friday 17:00, with a break from 17:00 to 18:00 every day.
+        "fx": MarketHours(open="17:00", close="17:00", tz=NEW_YORK),
+        "metal": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
+        "index": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
+        "energy": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
+        "crypto": MarketHours(open_day=0, open="00:00", close_day=0, close="00:00"),  # around the clock
+    }
+
+
 class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     margin_call_level: Annotated[float, msgspec.Meta(gt=0)] = 100.0
     stop_out_level: Annotated[float, msgspec.Meta(gt=0)] = 50.0
@@ -147,20 +159,14 @@ class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             "crypto": r"^[#.]?(BTC|ETH|LTC|XRP|SOL|ADA|DOGE|BCH|DOT)",
         }
     )
-    market_hours: dict[str, MarketHours] = msgspec.field(
-        default_factory=lambda: {
-            # New York time: FX from Sunday 17:00 to Friday 17:00; CME metals, indices and energy from Sunday
-            # 18:00 to Friday 17:00, with a break from 17:00 to 18:00 every day.
-            "fx": MarketHours(open="17:00", close="17:00", tz=NEW_YORK),
-            "metal": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
-            "index": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
-            "energy": MarketHours(open="18:00", close="17:00", daily_break=["17:00", "18:00"], tz=NEW_YORK),
-            "crypto": MarketHours(open_day=0, open="00:00", close_day=0, close="00:00"),  # around the clock
-        }
-    )
+    market_hours: dict[str, MarketHours] = msgspec.field(default_factory=lambda: _default_market_hours())
     accounts: dict[str, AlertLevels] = {}
 
     def __post_init__(self) -> None:
+        # A config that sets the hours of some classes keeps the defaults of the others: a class left without
+        # hours would be judged around the clock (stale every weekend).
+        for name, hours in _default_market_hours().items():
+            self.market_hours.setdefault(name, hours)
         for name, pattern in self.symbol_classes.items():  # checked here, not at every symbol's first check
             try:
                 re.compile(pattern)

@@ -77,12 +77,15 @@ def open_files_limit(wanted: int) -> int | None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
+    for attempt in (target, min(target, 10_240)):  # macOS refuses more than its kern.maxfilesperproc
+        if soft == resource.RLIM_INFINITY or soft >= attempt:
+            break
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
+            resource.setrlimit(resource.RLIMIT_NOFILE, (attempt, hard))
+            soft = attempt
+            break
         except (ValueError, OSError):
-            pass
+            continue
     return None if soft == resource.RLIM_INFINITY else soft
 
 
@@ -94,7 +97,7 @@ def fit_to_open_files(caps: ConnectionCaps) -> str | None:
     limit = open_files_limit(allowed + FD_RESERVE)
     if limit is None or limit - FD_RESERVE >= allowed:
         return None
-    caps.max_total = max(1, limit - FD_RESERVE)
+    caps.max_total = max(limit // 2, limit - FD_RESERVE)  # a small limit (256) keeps room for connections
     return (
         f"the open-files limit is {limit}: at most {caps.max_total} connections at once, not the {allowed} "
         f"[limits] max_connections allows (with room for HTTP requests); raise it (ulimit -n, LimitNOFILE=) "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+PAGE_PATHS = ("/", "/web/index.html")  # the page, and the same file as the static route serves it
 EVERY_RESPONSE = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -38,7 +39,7 @@ def install(app: web.Application, page: Path) -> None:
 
     async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(EVERY_RESPONSE)
-        if csp is not None and request.path == "/":
+        if csp is not None and request.path in PAGE_PATHS:
             response.headers["Content-Security-Policy"] = csp
 
     app.on_response_prepare.append(add_headers)

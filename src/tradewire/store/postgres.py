@@ -139,6 +139,9 @@ class PostgresStore:
     # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
         settings = {"search_path": self.schema} if self.schema else {}
+        # A node cut off mid-group would hold COMMIT_LOCK, and every node's writes, until TCP noticed (hours):
+        # the server ends a transaction left idle past the statement timeout, and the lock with it.
+        settings["idle_in_transaction_session_timeout"] = str(int(self.command_timeout * 1000))
         try:
             self._pool = await asyncpg.create_pool(
                 self.dsn,
