@@ -173,3 +173,32 @@ async def test_after_a_backplane_gap_subscribers_catch_up_and_snapshots_are_curr
         assert sorted(p["id"] for p in listed["positions"]) == [101, 102]
     finally:
         await node.stop()
+
+
+async def test_a_redis_restart_too_short_to_raise_is_still_a_gap(tmp_path, http, redis):
+    """redis-py reconnects and resubscribes by itself inside `listen()` after a short outage, raising
+    nothing: the gap went unnoticed, and a Redis restarted without its data kept no latest values (a new
+    subscriber got no positions) until each changed again."""
+    settings = fast_alert_settings(tmp_path)
+    settings.broker.url = redis.url
+    node = Server(settings)
+    await node.start()
+    try:
+        key = await issue_key(node)
+        ea = await EA.connect(http, node, await issue_token(node, "acc-1"))
+        await ea.greet()
+        await ea.send(position_event(1, "OPEN", pid=101))
+        await ea.wait_ack(1)
+        await redis.stop()
+        await redis.start()  # at once, and empty
+        for _ in range(100):  # the hub republishes what it knows once it sees the gap
+            sub = await Subscriber.connect(http, node, key)
+            await sub.subscribe("pos", "/trading/positions/*")
+            try:
+                listed = await sub.event(account="acc-1", timeout=0.5)
+                break
+            except (AssertionError, TimeoutError):
+                await sub.ws.close()
+        assert [p["id"] for p in listed["positions"]] == [101]
+    finally:
+        await node.stop()

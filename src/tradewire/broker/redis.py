@@ -66,7 +66,9 @@ class RedisBroker:
         # its owner publishes its latest values again and has subscribers catch up (see app.py).
         self.on_gap: Callable[[], None] | None = None
         self._gap = False
+        self._gap_ended_at = 0.0
         self._reading = True  # false from a dropped subscription until it is subscribed again
+        self._confirmations = 0
 
     @property
     def _pub_channel(self) -> str:
@@ -136,6 +138,7 @@ class RedisBroker:
     def _gap_may_end(self) -> None:
         if self._gap and self._reading:
             self._gap = False
+            self._gap_ended_at = time.monotonic()
             log.warning("redis backplane back (%d publication(s) lost so far): subscribers catch up", self.lost)
             if self.on_gap is not None:
                 self.on_gap()
@@ -145,6 +148,9 @@ class RedisBroker:
         while True:
             try:
                 async for message in self._pubsub.listen():
+                    if message.get("type") == "subscribe":
+                        self._subscribed()
+                        continue
                     if message.get("type") != "message":
                         continue
                     channel, data, latest, offset = _unwire.decode(message["data"])
@@ -160,9 +166,17 @@ class RedisBroker:
                 self._gap_began(f"subscription lost: {exc}")  # what was published meanwhile is missed
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(Exception):
-                    await self._pubsub.subscribe(self._pub_channel)
-                    self._reading = True
-                    self._gap_may_end()
+                    await self._pubsub.subscribe(self._pub_channel)  # confirmed by a "subscribe" message
+
+    def _subscribed(self) -> None:
+        """A subscription confirmed. Any after the first is a resubscription: redis-py reconnects and
+        resubscribes by itself inside `listen()` after a short outage, raising nothing, and what was
+        published meanwhile was missed (and a Redis restarted without its data lost the latest values)."""
+        self._confirmations += 1
+        if self._confirmations > 1 and time.monotonic() - self._gap_ended_at > 2.0:  # not our own resubscribe
+            self._gap_began("resubscribed after a dropped connection")
+        self._reading = True
+        self._gap_may_end()
 
     async def snapshot(self, pattern: str) -> list[Publication]:
         assert self._redis is not None
