@@ -137,21 +137,27 @@ async def _heartbeats(ea: EA) -> None:
         await asyncio.sleep(0.5)
 
 
+async def node_with_an_open_position(tmp_path, http, redis: PrivateRedis) -> tuple[Server, str, EA]:
+    """A node on the private Redis, a read key, and acc-1's EA with position 101 open (seq 1 acked)."""
+    settings = fast_alert_settings(tmp_path)
+    settings.broker.url = redis.url
+    node = Server(settings)
+    await node.start()
+    key = await issue_key(node)
+    ea = await EA.connect(http, node, await issue_token(node, "acc-1"))
+    await ea.greet()
+    await ea.send(position_event(1, "OPEN", pid=101))
+    await ea.wait_ack(1)
+    return node, key, ea
+
+
 async def test_after_a_backplane_gap_subscribers_catch_up_and_snapshots_are_current(tmp_path, http, redis):
     """Publications made while Redis was down were lost on every node, and so was Redis's copy of the
     latest values (a restart without its data): subscribers missed events for good, without a word, and a
     new one was given no positions at all. Now the hub publishes its latest values again and closes
     subscribers 4008, to come back with `since`."""
-    settings = fast_alert_settings(tmp_path)
-    settings.broker.url = redis.url
-    node = Server(settings)
-    await node.start()
+    node, key, ea = await node_with_an_open_position(tmp_path, http, redis)
     try:
-        key = await issue_key(node)
-        ea = await EA.connect(http, node, await issue_token(node, "acc-1"))
-        await ea.greet()
-        await ea.send(position_event(1, "OPEN", pid=101))
-        await ea.wait_ack(1)
         sub = await Subscriber.connect(http, node, key)
         await sub.subscribe("ev", "/trading/events/*", since=0)
         first = await sub.event(positionId=101)
@@ -179,16 +185,8 @@ async def test_a_redis_restart_too_short_to_raise_is_still_a_gap(tmp_path, http,
     """redis-py reconnects and resubscribes by itself inside `listen()` after a short outage, raising
     nothing: the gap went unnoticed, and a Redis restarted without its data kept no latest values (a new
     subscriber got no positions) until each changed again."""
-    settings = fast_alert_settings(tmp_path)
-    settings.broker.url = redis.url
-    node = Server(settings)
-    await node.start()
+    node, key, _ea = await node_with_an_open_position(tmp_path, http, redis)
     try:
-        key = await issue_key(node)
-        ea = await EA.connect(http, node, await issue_token(node, "acc-1"))
-        await ea.greet()
-        await ea.send(position_event(1, "OPEN", pid=101))
-        await ea.wait_ack(1)
         await redis.stop()
         await redis.start()  # at once, and empty
         for _ in range(100):  # the hub republishes what it knows once it sees the gap
