@@ -403,6 +403,21 @@ async def test_a_position_change_republishes_the_account_summary(aws, appsync):
         await sub.ws.close()
 
 
+async def test_a_stop_out_close_after_its_episode_ended_raises_nothing_on_aws(aws):
+    """Each Lambda call builds its rules anew: the late stop-out CLOSE (the account update that ended the
+    episode came in an earlier call) raised a second STOP_OUT there."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-so"))
+    await aws(handlers.connect, connect_event("cso", token))
+    await aws(handlers.default, message_event("cso", hello(account="acct-so")))
+    await aws(handlers.default, message_event("cso", account_state(equity=400.0, margin=1000.0)))  # 40 %
+    await aws(handlers.default, message_event("cso", account_state(equity=1_300.0, margin=1000.0)))  # liquidated
+    close = position_event(1, "CLOSE", pid=5, position=position(5), reason="stopout", profit=-900.0)
+    await aws(handlers.default, message_event("cso", close))
+    assert aws.recorder.sent("cso")[-1] == {"type": "ack", "seq": 1}
+    stop_outs = await aws.store_call(lambda s: s.alerts(AlertQuery(account="acct-so", type="STOP_OUT")))
+    assert len(stop_outs) == 1 and stop_outs[0].resolvedAt is not None
+
+
 async def test_protocol_errors_come_back_through_connections(aws):
     token, _ = await aws.store_call(lambda s: s.add_token("acct-2"))
     await aws(handlers.connect, connect_event("c2", token))

@@ -237,6 +237,11 @@ class AlertRules:
                     self._resolve(out, account, type_, f"{shown} {value:.2f}{unit} back above {clear:g}{unit}", now)
         return out
 
+    def stop_out_ended(self, account: str, at: int) -> None:
+        """When the account's last STOP_OUT episode ended, as the store has it (the AWS handlers keep no rules
+        between calls: see stop_out_close)."""
+        self._stop_out_ended[account] = max(at, self._stop_out_ended.get(account, at))
+
     def stop_out_close(self, account: str, position_id: int, symbol: str, now: int) -> list[Transition]:
         """A CLOSE with reason stopout: the broker is already liquidating. Unless a STOP_OUT episode ended
         within STOP_OUT_CLOSE_LATE_MS: the liquidation lifts the level, the account update saying so ends the

@@ -59,6 +59,7 @@ from tradewire.model import Alert, is_account_id, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
+    AlertQuery,
     AlertRaiseOp,
     AlertResolveOp,
     DurableStream,
@@ -327,6 +328,10 @@ class _Frame:
                 break
             acked = max(acked, msg.seq)
             if result.status == "stored" and is_stop_out_close(msg):  # a resend (duplicate) is the same one
+                # The rules are new in each call: when the last STOP_OUT ended comes from the store.
+                last = await self.store.alerts(AlertQuery(account=self.account, type="STOP_OUT", limit=1))
+                if last and last[0].resolvedAt is not None:
+                    self.rules.stop_out_ended(self.account, last[0].resolvedAt)
                 self.transitions(
                     self.rules.stop_out_close(self.account, msg.position.id, msg.position.symbol, self.now)
                 )
