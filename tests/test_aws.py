@@ -418,6 +418,25 @@ async def test_a_stop_out_close_after_its_episode_ended_raises_nothing_on_aws(aw
     assert len(stop_outs) == 1 and stop_outs[0].resolvedAt is not None
 
 
+async def test_a_session_open_across_the_upgrade_is_still_counted(aws):
+    """Items written before the session count was an attribute of its own hold it in their body only: the
+    new hello's ADD started from nothing, and the old connection's late $disconnect then took the count to
+    0 with the EA live on its new connection."""
+    from tradewire.aws.state import Connection
+
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-up"))
+    read_key, _ = await aws.store_call(lambda s: s.add_api_key("read"))
+    old = AccountView("acct-up", sessions=1, transport="ws", connected_at=1, ever_connected=True, last_seen=1)
+    await aws.store_call(lambda s: aws.runtime.live.save(old))  # the body says 1 session; no attribute
+    await aws.store_call(
+        lambda s: aws.runtime.live.put_connection(Connection(id="c-old", account="acct-up", greeted=True))
+    )
+    await aws(handlers.connect, connect_event("c-new", token))
+    await aws(handlers.default, message_event("c-new", hello(account="acct-up")))
+    await aws(handlers.disconnect, disconnect_event("c-old"))  # the old connection's, late
+    assert (await _accounts(aws, read_key))["acct-up"]["status"] == "live"
+
+
 async def test_protocol_errors_come_back_through_connections(aws):
     token, _ = await aws.store_call(lambda s: s.add_token("acct-2"))
     await aws(handlers.connect, connect_event("c2", token))

@@ -235,9 +235,12 @@ async def _session_ended(rt: Runtime, account: str) -> None:
     """A greeted connection is gone: one session fewer, atomically (at none, CONNECTION_LOST follows after
     the grace period unless a new session says hello). The body is not written: a frame may be saving it."""
     now = rt.clock()
-    await rt.live.session_ended(account, now)
     state = LiveState()
     await rt.live.load(state, account)
+    view = state.account(account)
+    view.sessions = max(0, await rt.live.session_ended(account, now, counted=view.sessions))
+    if view.sessions == 0:
+        view.connected_at = None
     rt.publish(channels.accounts(account), state.summary(account, now))
     await rt.flush()
 
@@ -383,7 +386,7 @@ class _Frame:
             await self.rt.live.put_connection(self.conn)
             # Counted now, atomically, before the welcome goes out: the EA's next frame, sent on the welcome,
             # may be loading the item already, and must find the session open.
-            view.sessions = await self.rt.live.session_started(account)
+            view.sessions = await self.rt.live.session_started(account, counted=view.sessions - 1)
         self.ended_at = None
         self.rt.publish(channels.accounts(account), self.state.summary(account, now))
         self.rules.session_started(account, now)

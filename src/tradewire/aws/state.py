@@ -286,18 +286,26 @@ class LiveTable:
             view.id, "SET body = :b, lastSeen = :ls", {":b": {"B": body}, ":ls": {"N": str(view.last_seen)}}
         )
 
-    async def session_started(self, account: str) -> int:
-        """One more open session for `account`, its endedAt cleared; returns how many are open."""
+    async def session_started(self, account: str, counted: int = 0) -> int:
+        """One more open session for `account`, its endedAt cleared; returns how many are open. `counted`:
+        the sessions its item's body holds, taken as the count where the item has no attribute yet (written
+        by the version before it was kept apart), so sessions open across an upgrade are not forgotten."""
         resp = await self._update_account(
-            account, "ADD sessions :one REMOVE endedAt", {":one": {"N": "1"}}, ReturnValues="UPDATED_NEW"
+            account,
+            "SET sessions = if_not_exists(sessions, :counted) + :one REMOVE endedAt",
+            {":one": {"N": "1"}, ":counted": {"N": str(max(0, counted))}},
+            ReturnValues="UPDATED_NEW",
         )
         return int(resp["Attributes"]["sessions"]["N"])
 
-    async def session_ended(self, account: str, now: int) -> int:
+    async def session_ended(self, account: str, now: int, counted: int = 1) -> int:
         """One session fewer for `account`; at none, endedAt = `now` (the CONNECTION_LOST grace starts).
-        Returns how many are still open."""
+        Returns how many are still open. `counted`: as for session_started."""
         resp = await self._update_account(
-            account, "ADD sessions :minus", {":minus": {"N": "-1"}}, ReturnValues="UPDATED_NEW"
+            account,
+            "SET sessions = if_not_exists(sessions, :counted) - :one",
+            {":one": {"N": "1"}, ":counted": {"N": str(max(0, counted))}},
+            ReturnValues="UPDATED_NEW",
         )
         left = int(resp["Attributes"]["sessions"]["N"])
         if left > 0:
