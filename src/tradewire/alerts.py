@@ -96,35 +96,30 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
 def market_open(hours: MarketHours, now_ms: int) -> bool:
     """Whether a symbol class trades at `now_ms` (UTC ms): a weekly window plus an optional daily break,
     on the market's own clock."""
+    return market_opened_at(hours, now_ms) is not None
+
+
+def market_opened_at(hours: MarketHours, now_ms: int) -> int | None:
+    """When the current trading stretch began (UTC ms; 0 for a market open all week without a break): the
+    weekly open or the end of the daily break, whichever came last. None while the market is shut. Prices
+    cannot move while it is, so staleness counts from here. (Counted back on the market's clock: its
+    daylight-saving changes fall on weekends, when it is shut.)"""
     week_minute, minute_of_day = _wall_clock(hours, now_ms)
+    minute_start = now_ms - now_ms % 60_000
     start = hours.open_day * 1440 + _minutes(hours.open)
     end = hours.close_day * 1440 + _minutes(hours.close)
-    if start == end:
-        in_week = True  # open == close: trades around the clock (e.g. crypto)
-    elif start < end:
-        in_week = start <= week_minute < end
-    else:  # the window wraps over the week's end (Sunday evening to Friday evening)
-        in_week = week_minute >= start or week_minute < end
-    if in_week and hours.daily_break:
+    opened = 0
+    if start != end:  # the same open and close: around the clock (e.g. crypto)
+        # The window may wrap over the week's end (Sunday evening to Friday evening).
+        in_week = (start <= week_minute < end) if start < end else (week_minute >= start or week_minute < end)
+        if not in_week:
+            return None
+        opened = minute_start - ((week_minute - start) % 10_080) * 60_000
+    if hours.daily_break:
         b0, b1 = (_minutes(x) for x in hours.daily_break)
         if (b0 <= minute_of_day < b1) if b0 < b1 else (minute_of_day >= b0 or minute_of_day < b1):  # over midnight
-            return False
-    return in_week
-
-
-def market_opened_at(hours: MarketHours, now_ms: int) -> int:
-    """When the current trading stretch began (UTC ms): the weekly open or the end of the daily break,
-    whichever came last. Prices cannot move while the market is shut, so staleness counts from here.
-    (Counted back on the market's clock: its daylight-saving changes fall on weekends, when it is shut.)"""
-    into_minute = now_ms - (now_ms // 60_000) * 60_000
-    week_minute, minute_of_day = _wall_clock(hours, now_ms)
-    opened = 0
-    start = hours.open_day * 1440 + _minutes(hours.open)
-    if start != hours.close_day * 1440 + _minutes(hours.close):  # not around the clock
-        opened = now_ms - into_minute - ((week_minute - start) % 10_080) * 60_000
-    if hours.daily_break:
-        resumed = _minutes(hours.daily_break[1])
-        opened = max(opened, now_ms - into_minute - ((minute_of_day - resumed) % 1440) * 60_000)
+            return None
+        opened = max(opened, minute_start - ((minute_of_day - b1) % 1440) * 60_000)
     return opened
 
 
@@ -285,10 +280,7 @@ class AlertRules:
         check (`_markets`), not per account and symbol."""
         if kind not in self._markets:
             hours = self.settings.market_hours.get(kind)
-            if hours is None:
-                self._markets[kind] = 0
-            else:
-                self._markets[kind] = market_opened_at(hours, now) if market_open(hours, now) else None
+            self._markets[kind] = 0 if hours is None else market_opened_at(hours, now)
         return self._markets[kind]
 
     def check(self, now: int, accounts: Mapping[str, AccountView]) -> list[Transition]:
