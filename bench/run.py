@@ -107,6 +107,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="scenario 7: the server's [realtime] max_backlog_bytes in KiB (default 64, so that durable slow readers "
         "are closed 4008 within the window; the hub's own default is 4096)",
     )
+    parser.add_argument(
+        "--slow-against",
+        metavar="REV",
+        help="scenario 7 as an A/B: every round also runs the server of git commit REV (its src/, exported), in "
+        "alternating order; its variants are named <variant>@REV (bench.slow_stats compares the two)",
+    )
     args = parser.parse_args(argv)
     if args.slow_rate is not None and not 100 <= args.slow_rate <= 1_000_000:
         parser.error(f"--slow-rate takes 100 to 1000000 updates/s, not {args.slow_rate}")
@@ -466,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, load_cpus)
     root = sc.make_root()
     bench = sc.Bench(profile, root, server_cpus, load_cpus, src=sc.freeze_src(root))
+    if args.slow_against:
+        from bench.connect_cost import source_of
+
+        bench.against = (args.slow_against, source_of(args.slow_against, root / "against"))
     meta = {
         "profile": profile.name,
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

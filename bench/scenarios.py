@@ -369,6 +369,8 @@ class Bench:
         self.p = profile
         self.root = root
         self.src = src  # the source tree every tradewire server of the run imports (see freeze_src)
+        # Scenario 7 A/B: (label, src/ of an earlier commit) whose server runs every round too, interleaved.
+        self.against: tuple[str, Path] | None = None
         self.server_cpus = server_cpus
         self.load_cpus = load_cpus
         self._n = 0
@@ -752,17 +754,23 @@ class Bench:
         sent: dict[str, list[float]] = {name: [] for name in names}  # each sample's send time
         blocks: dict[str, list[tuple[float, float]]] = {name: [] for name in names}  # every round's on-blocks
         marks: dict[str, dict[str, list[float]]] = {name: {} for name in names}  # slow clients' drops, reconnects
+        # An A/B (`against`): each round runs a server of each tree, in alternating order; the other tree's
+        # variants are named `<variant>@<label>` and compared with its own server's clean phase.
+        trees: list[tuple[str, Path | None]] = [("", self.src)]
+        if self.against:
+            label, src = self.against
+            trees.append((f"@{label}", src))
+            for suffix, _ in trees[1:]:
+                for name in names:
+                    for d in (rounds, samples, sent, blocks, marks):
+                        d[name + suffix] = [] if d is not marks else {}
         for i in range(p.slow_rounds):
             order = names[i % len(names) :] + names[: i % len(names)]
-            phases = run_scenario("slow", self.slow_round, {name: variants[name] for name in order})
-            for name in names:
-                result = phases.get(name) or {"error": phases.get("error", "not run")}
-                samples[name] += result.pop("_latency_us", [])
-                sent[name] += result.pop("_latency_sent_s", [])
-                blocks[name] += result.pop("_on_blocks", [])  # rounds follow each other: still in time order
-                for kind, times in result.pop("_marks", {}).items():
-                    marks[name].setdefault(kind, []).extend(times)
-                rounds[name].append(result)
+            for suffix, src in trees[i % len(trees) :] + trees[: i % len(trees)]:
+                self.src = src
+                phases = run_scenario("slow", self.slow_round, {name: variants[name] for name in order})
+                self._slow_collect(phases, names, suffix, rounds, samples, sent, blocks, marks)
+        self.src = trees[0][1]
         out = {name: median_round(rs) for name, rs in rounds.items()}
         for name, r in out.items():
             # Every round's samples in one distribution: a stall that sets one round's p99 weighs as one round's
@@ -774,11 +782,14 @@ class Bench:
                 r["mark_windows_pooled"] = mark_windows(samples[name], sent[name], marks[name])
             if "herd_window" in r:  # over every round's probes: a round has only ~20 herds
                 r["herd_window_pooled"] = herd_window(samples[name], sent[name], p.slow_herd_period_s)
-        clean = out["clean"]
         for name, r in out.items():
+            clean_name = "clean" + name[name.index("@") :] if "@" in name else "clean"  # its own tree's server
+            clean = out[clean_name]
             if "error" in r or "error" in clean or not clean["latency_ms"].get("n") or not r["latency_ms"].get("n"):
                 continue
-            pairs = [(v, c) for v, c in zip(rounds[name], rounds["clean"], strict=True) if measured(v) and measured(c)]
+            pairs = [
+                (v, c) for v, c in zip(rounds[name], rounds[clean_name], strict=True) if measured(v) and measured(c)
+            ]
             # Against the clean phase of the same server, round by round: the median of those ratios.
             r["vs_clean"] = {
                 q: round(statistics.median(v["latency_ms"][q] / c["latency_ms"][q] for v, c in pairs), 3)
@@ -804,6 +815,28 @@ class Bench:
         if "vs_clean" in storm and "vs_clean" in steady:  # what the reconnecting costs, apart from the load
             storm["vs_steady"] = {q: round(storm["latency_ms"][q] / steady["latency_ms"][q], 3) for q in ("p50", "p99")}
         return out
+
+    @staticmethod
+    def _slow_collect(
+        phases: dict[str, dict],
+        names: list[str],
+        suffix: str,
+        rounds: dict[str, list[dict]],
+        samples: dict[str, list[float]],
+        sent: dict[str, list[float]],
+        blocks: dict[str, list[tuple[float, float]]],
+        marks: dict[str, dict[str, list[float]]],
+    ) -> None:
+        """One round's phases into the run's lists, under `<variant><suffix>`."""
+        for variant in names:
+            name = variant + suffix
+            result = phases.get(variant) or {"error": phases.get("error", "not run")}
+            samples[name] += result.pop("_latency_us", [])
+            sent[name] += result.pop("_latency_sent_s", [])
+            blocks[name] += result.pop("_on_blocks", [])  # rounds follow each other: still in time order
+            for kind, times in result.pop("_marks", {}).items():
+                marks[name].setdefault(kind, []).extend(times)
+            rounds[name].append(result)
 
     def slow_round(self, variants: dict[str, dict[str, Any]]) -> dict[str, dict]:
         """One server, every variant in turn against it (see `slow`)."""

@@ -8,6 +8,9 @@ Runs are pooled per variant when several files are given (the same variant in ea
 resolves on this machine at this hour. A variant is "within +10 %" at a quantile only if the upper end of
 its 90 % interval is at most 1.10; "separable" if the one-sided permutation test puts it above the control
 at p < 0.05. The figures are the ones bench/RESULTS.md and docs/RELIABILITY.md quote.
+
+An A/B run (`bench.run --slow-against REV`) also has every variant as `<variant>@REV`, REV's server compared
+with its own clean phase and its own control; each variant is then tested against its `@REV` twin.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def verdicts(slows: list[dict]) -> dict[str, dict[str, dict]]:
             xs = [x for s in slows for x in round_ratios(s, name, q)]
             if len(xs) < 2:
                 continue
-            control = [x for s in slows for x in round_ratios(s, CONTROL, q)]
+            suffix = name[name.index("@") :] if "@" in name else ""  # an A/B's other tree: its own control
+            control = [x for s in slows for x in round_ratios(s, CONTROL + suffix, q)]
             lo, hi = bootstrap_median_interval(xs)
             quart = statistics.quantiles(xs, n=4)
             row = {
@@ -71,11 +75,35 @@ def verdicts(slows: list[dict]) -> dict[str, dict[str, dict]]:
                 "interval90": [round(lo, 3), round(hi, 3)],
                 "within_10pct": hi <= 1.10,
             }
-            if name != CONTROL and len(control) >= 2:
+            if name != CONTROL + suffix and len(control) >= 2:
                 p = permutation_p(xs, control)
                 row["p_vs_control"] = round(p, 4)
                 row["separable"] = p < 0.05
             out[name][q] = row
+    return out
+
+
+def ab(slows: list[dict]) -> dict[str, dict[str, dict]]:
+    """An A/B run (`bench.run --slow-against REV`): each variant of this tree against the same variant of REV's
+    server, both as ratios to their own server's clean phase. {variant@REV: {quantile: {this, other, p_higher,
+    p_lower}}}: the one-sided permutation tests that this tree's ratios sit above (below) REV's."""
+    out: dict[str, dict[str, dict]] = {}
+    others = dict.fromkeys(n for s in slows for n in s if "@" in n and isinstance(s[n], dict))
+    for other in others:
+        name = other[: other.index("@")]
+        if name == "clean":
+            continue
+        for q in QUANTILES:
+            xs = [x for s in slows for x in round_ratios(s, name, q)]
+            ys = [x for s in slows for x in round_ratios(s, other, q)]
+            if len(xs) < 2 or len(ys) < 2:
+                continue
+            out.setdefault(other, {})[q] = {
+                "this": round(statistics.median(xs), 3),
+                "other": round(statistics.median(ys), 3),
+                "p_higher": round(permutation_p(xs, ys), 4),
+                "p_lower": round(permutation_p(ys, xs), 4),
+            }
     return out
 
 
@@ -109,8 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         slows.append(slow)
     result = verdicts(slows)
     print(table(result))
+    compared = ab(slows)
+    for other, by_q in compared.items():
+        for q, r in by_q.items():
+            print(
+                f"A/B {other[: other.index('@')]} {q}: this tree x{r['this']:.3f}, {other[other.index('@') + 1 :]} "
+                f"x{r['other']:.3f}; p(this higher) {r['p_higher']:.3f}, p(this lower) {r['p_lower']:.3f}"
+            )
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps({"verdicts": result, "ab": compared} if compared else result, indent=2) + "\n")
     return 0
 
 

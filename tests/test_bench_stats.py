@@ -56,3 +56,23 @@ def test_verdicts_pool_files_and_name_what_is_within(tmp_path, capsys):
     assert verdicts["clean-again"]["p99"]["within_10pct"] and "p_vs_control" not in verdicts["clean-again"]["p99"]
     assert "clean" not in verdicts
     assert "above the control" in capsys.readouterr().out
+
+
+def test_an_ab_run_compares_each_variant_with_its_twin_of_the_other_tree(tmp_path, capsys):
+    """`bench.run --slow-against REV`: REV's variants are `<name>@REV`, each against its own server's control."""
+    slow = {"clean": {}, "clean@old": {}}
+    for suffix, shift, seed in (("", 0.3, 1), ("@old", 0.0, 20)):
+        slow["clean-again" + suffix] = {"vs_clean_rounds": _rounds(1.0, 0.05, 20, seed)}
+        slow["trickle" + suffix] = {"vs_clean_rounds": _rounds(1.0 + shift, 0.05, 20, seed + 1)}
+    path, out = tmp_path / "ab.json", tmp_path / "verdicts.json"
+    path.write_text(json.dumps({"meta": {}, "results": {"slow": slow}}))
+    assert slow_stats.main([str(path), "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    verdicts, ab = written["verdicts"], written["ab"]
+    # the other tree's trickle is judged against its own A/A control, not this tree's
+    assert "p_vs_control" not in verdicts["clean-again@old"]["p99"]
+    assert not verdicts["trickle@old"]["p99"]["separable"] and verdicts["trickle"]["p99"]["separable"]
+    assert set(ab) == {"clean-again@old", "trickle@old"}
+    assert ab["trickle@old"]["p99"]["p_higher"] < 0.01 < 0.5 < ab["trickle@old"]["p99"]["p_lower"]
+    assert ab["clean-again@old"]["p99"]["p_higher"] > 0.05
+    assert "A/B trickle p99: this tree x1.3" in capsys.readouterr().out
