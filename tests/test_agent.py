@@ -19,7 +19,7 @@ from tradewire.agent import AgentError, TokenRefused, core, run_agent
 from tradewire.agent.cli import main as agent_main
 from tradewire.agent.fake import DEAL_REASON_SL, DEAL_REASON_TP, FakeMT5
 from tradewire.app import Server
-from tradewire.store.base import EventQuery
+from tradewire.store.base import AlertQuery, EventQuery
 
 from conftest import make_settings
 from helpers import issue_token
@@ -151,6 +151,149 @@ async def _where(server, pid, pred) -> list:
 
 async def _async(value):
     return value
+
+
+# --- a terminal that misleads ---------------------------------------------------------------------
+async def _system_errors(server, code: str) -> list:
+    alerts = await server.store.alerts(AlertQuery(account=ACCOUNT, limit=100))
+    return [a for a in alerts if a.type == "SYSTEM_ERROR" and code in a.message]
+
+
+async def test_a_terminal_logged_in_to_another_account_is_not_read_as_this_one(server, tmp_path):
+    """File > Login to another account: its positions are not this account's. Read as if they were, every
+    open position here closed for good (a detail-less CLOSE) and the other's opened under this token."""
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json")
+    try:
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a")
+        fake.switch_account(999_001, "Other-Demo")
+        b = fake.open("XAUUSD", "sell", 0.2, 2381.15)  # the other account's position
+        (alert,) = await until(lambda: _system_errors(server, "999001"), what="the operator told")
+        assert "account_switched" in alert.message or "switched" in alert.message
+        await asyncio.sleep(0.5)  # ten polls and more: nothing of the other account goes out
+        assert ("CLOSE", a) not in sent_events(agent) and ("OPEN", b) not in sent_events(agent)
+        fake.restore_account()
+        fake.close(a, 1.086, 8.8)
+        (close,) = await until(lambda: _where(server, a, lambda e: e.event == "CLOSE"), what="the real CLOSE of a")
+        assert close.closePrice == 1.086 and close.profit == pytest.approx(8.8)
+        assert not await _where(server, b, lambda e: True)
+    finally:
+        await agent.halt()
+
+
+def test_initialising_the_terminal_again_onto_another_account_is_refused():
+    from tradewire.agent.runner import Agent, AgentConfig
+
+    fake = terminal()
+    agent = Agent(AgentConfig(url="http://hub", token="t"), fake)
+    agent.initialize()
+    fake.switch_account(999_001)
+    with pytest.raises(AgentError, match="999001"):
+        agent.initialize()  # what the agent does after the terminal fell silent: not onto another account
+
+
+async def test_a_terminal_cut_off_from_its_trade_server_closes_nothing(server, tmp_path):
+    """Disconnected (or still synchronising after a restart) a terminal may list no positions: that is
+    not "every position closed". Back online, positions are compared again after a settling time."""
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json", settle=0.3)
+    try:
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a")
+        fake.broker_connected = False  # positions_get now lists nothing
+        await asyncio.sleep(1.0)  # twice the close grace: a CLOSE would have gone by now
+        assert ("CLOSE", a) not in sent_events(agent)
+        fake.broker_connected = True
+        fake.close(a, 1.086, 8.8, reason=DEAL_REASON_SL)
+        (close,) = await until(lambda: _where(server, a, lambda e: e.event == "CLOSE"), what="the real CLOSE")
+        assert close.reason == "sl" and close.closePrice == 1.086
+    finally:
+        await agent.halt()
+
+
+async def test_an_earlier_partial_close_is_not_taken_for_the_close(server, tmp_path):
+    """The history can lag the position list: a position gone whose final deal is not in yet must wait for
+    it, not take the earlier partial close's price, profit and reason (and lose a stop-out's)."""
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json", close_grace=3.0)
+    try:
+        pid = fake.open("EURUSD", "buy", 1.0, 1.1)
+        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN")
+        fake.partial_close(pid, 0.4, 1.11, 40.0)
+        await until(lambda: _where(server, pid, lambda e: e.event == "MODIFY"), what="the partial's MODIFY")
+        fake.close(pid, 1.05, -300.0, reason=6, deal_later=True)  # DEAL_REASON_SO, its deal not in yet
+        await asyncio.sleep(0.5)
+        assert ("CLOSE", pid) not in sent_events(agent)  # waiting for the final deal
+        fake.deliver_deals()
+        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        assert (close.closePrice, close.reason) == (1.05, "stopout") and close.profit == pytest.approx(-260.0)
+    finally:
+        await agent.halt()
+
+
+async def test_a_close_whose_deal_never_comes_tells_the_operator(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json", close_grace=0.3)
+    try:
+        pid = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN")
+        fake.close(pid, 1.086, 8.8, deal_later=True)  # and never delivered
+        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        assert close.closePrice is None
+        (alert,) = await until(lambda: _system_errors(server, f"position {pid}"), what="SYSTEM_ERROR")
+        assert "close_details_missing" in alert.message or "closing deal" in alert.message
+    finally:
+        await agent.halt()
+
+
+async def test_a_poll_that_raises_does_not_stop_the_agent_reading_the_terminal(server, tmp_path, monkeypatch):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    real = fake.positions_get
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("IPC hiccup")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fake, "positions_get", flaky)
+    agent = start(server.url, token, fake, tmp_path / "outbox.json")
+    try:
+        await until(lambda: _async(calls["n"] > 3), what="polled past the failure")
+        pid = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN after the failure")
+    finally:
+        await agent.halt()
+
+
+def hellos(agent: Running) -> int:
+    return sum('"type":"hello"' in frame for frame in agent.frames)
+
+
+async def test_two_agents_on_one_account_do_not_take_it_from_each_other_in_a_loop(server, tmp_path, monkeypatch):
+    """Closed 4000 (replaced by a newer session) an agent waits before it dials again: back at once, the
+    two would knock each other off about once a second for as long as both run."""
+    monkeypatch.setattr("tradewire.agent.runner.REPLACED_DELAY_S", 2.0)
+    token = await issue_token(server, ACCOUNT)
+    first = start(server.url, token, terminal(), tmp_path / "a.json", backoff_cap=5.0)
+    try:
+        await until(lambda: _async(hellos(first) == 1), what="the first agent connected")
+        second = start(server.url, token, terminal(), tmp_path / "b.json", backoff_cap=5.0)
+        try:
+            await until(lambda: _async(hellos(second) == 1), what="the second agent connected")
+            await asyncio.sleep(1.2)
+            assert (hellos(first), hellos(second)) == (1, 1)  # the replaced one is still waiting
+        finally:
+            await second.halt()
+    finally:
+        await first.halt()
 
 
 # --- durability -----------------------------------------------------------------------------------
@@ -445,6 +588,19 @@ def test_outbox_sends_one_durable_frame_at_a_time_and_drops_a_refused_message():
     assert box.next_frame(2, limit=2) == []  # 2 is still unanswered
     assert box.refuse("open-11-2")["seq"] == 2 and box.refuse("open-11-2") is None
     assert not box.unanswered(2) and [m["seq"] for m in box.next_frame(2, limit=2)] == [3, 4]
+
+
+def test_close_details_wait_for_the_deals_to_net_to_zero():
+    fake = FakeMT5(tz_offset_sec=0)
+    consts = core.Constants.from_module(fake)
+    pid = fake.open("EURUSD", "sell", 1.0, 1.1)
+    fake.partial_close(pid, 0.4, 1.09, 40.0)
+    assert core.close_details(fake.deals, pid, 0, consts) is None  # 0.6 still open
+    partial = core.close_details(fake.deals, pid, 0, consts, settled=False)  # the best there is, if it must
+    assert partial is not None and partial.close_price == 1.09
+    fake.close(pid, 1.08, 120.0)
+    details = core.close_details(fake.deals, pid, 0, consts)
+    assert details is not None and (details.close_price, details.profit) == (1.08, 160.0)
 
 
 def test_close_details_sum_partial_exits_and_map_the_reason():

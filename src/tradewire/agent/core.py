@@ -28,6 +28,7 @@ OUTBOX_VERSION = 1
 # Values of the MetaTrader5 package's constants (the MQL5 enums). `Constants.from_module` reads
 # them from the real module where it defines them; these are only the fallbacks.
 POSITION_TYPE_BUY = 0
+DEAL_TYPE_BUY = 0
 DEAL_ENTRY_IN, DEAL_ENTRY_OUT, DEAL_ENTRY_INOUT, DEAL_ENTRY_OUT_BY = 0, 1, 2, 3
 ACCOUNT_STOPOUT_MODE_PERCENT = 0
 _REASON_NAMES = {
@@ -51,6 +52,7 @@ MAX_TZ_OFFSET_S = 14 * 3600
 @dataclass(frozen=True, slots=True)
 class Constants:
     position_type_buy: int = POSITION_TYPE_BUY
+    deal_type_buy: int = DEAL_TYPE_BUY
     exit_entries: frozenset[int] = frozenset({DEAL_ENTRY_OUT, DEAL_ENTRY_INOUT, DEAL_ENTRY_OUT_BY})
     stopout_mode_percent: int = ACCOUNT_STOPOUT_MODE_PERCENT
     reasons: Mapping[int, str] = field(default_factory=lambda: {v: name for name, v in _REASON_NAMES.values()})
@@ -63,6 +65,7 @@ class Constants:
 
         return cls(
             position_type_buy=get("POSITION_TYPE_BUY", POSITION_TYPE_BUY),
+            deal_type_buy=get("DEAL_TYPE_BUY", DEAL_TYPE_BUY),
             exit_entries=frozenset(
                 {
                     get("DEAL_ENTRY_OUT", DEAL_ENTRY_OUT),
@@ -216,16 +219,23 @@ class CloseDetails:
 
 
 def close_details(
-    deals: Iterable[Any] | None, position_id: int, tz_offset_sec: int, consts: Constants = Constants()
+    deals: Iterable[Any] | None,
+    position_id: int,
+    tz_offset_sec: int,
+    consts: Constants = Constants(),
+    *,
+    settled: bool = True,
 ) -> CloseDetails | None:
     """Close price, realised profit and reason of a closed position from its `TradeDeal`s.
 
     Profit is the sum of every exit deal's profit (partial closes included), the close price and
-    reason are the last exit deal's. None while the history holds no exit deal for it yet.
+    reason are the last exit deal's. None while the history holds no exit deal for it yet, and (with
+    `settled`) while its deals do not net to zero volume: an earlier partial close's exit deal is in the
+    history before the final one is, and its price and reason are not the close's.
     """
     mine = [d for d in deals or () if int(d.position_id) == position_id]
     exits = [d for d in mine if int(d.entry) in consts.exit_entries]
-    if not exits:
+    if not exits or (settled and not _nets_to_zero(mine, consts)):
         return None
     last = max(exits, key=lambda d: (int(d.time_msc or int(d.time) * 1000), int(d.ticket)))
     return CloseDetails(
@@ -236,6 +246,13 @@ def close_details(
         commission=round(sum(_num(d.commission) + _num(getattr(d, "fee", 0.0)) for d in mine), 8),
         swap=round(sum(_num(d.swap) for d in mine), 8),
     )
+
+
+def _nets_to_zero(deals: list[Any], consts: Constants) -> bool:
+    """A position's deals, buys counted up and sells down, cancel out: it was closed in full. This holds for
+    entries, exits, close-by and (netting) reversals alike, whatever their entry kind."""
+    net = sum(_num(d.volume) if int(d.type) == consts.deal_type_buy else -_num(d.volume) for d in deals)
+    return abs(net) < 1e-6
 
 
 def closed_position(last_seen: Wire, details: CloseDetails | None) -> Wire:
@@ -295,6 +312,21 @@ class Outbox:
             msg["reason"] = details.reason
         elif change.reason is not None:
             msg["reason"] = change.reason
+        self.pending[self.seq] = msg
+        return msg
+
+    def add_error(self, code: str, message: str, ts: int, severity: str = "HIGH") -> Wire:
+        """A durable `error` message (the hub raises SYSTEM_ERROR for it), like the MQL EAs' EmitError."""
+        self.seq += 1
+        msg: Wire = {
+            "type": "error",
+            "seq": self.seq,
+            "id": f"error-{self.seq}",
+            "code": code,
+            "message": message[:2000],
+            "ts": ts,
+            "severity": severity,
+        }
         self.pending[self.seq] = msg
         return msg
 

@@ -2,7 +2,10 @@
 
 The real package exists for Windows only and talks to a running terminal, so the agent is tested
 (and can be tried on any OS) against this: a small in-memory terminal whose state a test changes
-with `open`, `modify`, `close`, `partial_close` and `quote`. Times are reported the way the package
+with `open`, `modify`, `close`, `partial_close` and `quote`; and the ways a real terminal misleads:
+`broker_connected = False` (its link to the trade server down: no positions listed), a closing deal that
+reaches the history late (`close(..., deal_later=True)`, then `deliver_deals()`), and `switch_account`
+(File > Login to another account). Times are reported the way the package
 reports them, in the broker's server time (UTC + `tz_offset_sec`).
 
     fake = FakeMT5(login=5123456)
@@ -102,6 +105,13 @@ class TradeDeal(NamedTuple):
     external_id: str
 
 
+class TerminalInfo(NamedTuple):  # the fields the agent reads, of the package's many
+    connected: bool
+    trade_allowed: bool
+    name: str
+    path: str
+
+
 class Tick(NamedTuple):
     time: int
     bid: float
@@ -133,7 +143,10 @@ class FakeMT5:
         self.balance = balance
         self.tz_offset_sec = tz_offset_sec
         self.margin_per_lot = margin_per_lot
-        self.connected = False
+        self.connected = False  # initialised: the package talks to the terminal
+        self.broker_connected = True  # the terminal's own link to the trade server
+        self.late_deals: list[TradeDeal] = []
+        self._away: tuple[int, str, dict[int, TradePosition]] | None = None  # see switch_account
         self.initialize_args: dict[str, Any] | None = None
         self.fail_initialize: tuple[int, str] | None = None
         self.quotes: dict[str, tuple[float, float]] = {}
@@ -159,6 +172,12 @@ class FakeMT5:
 
     def shutdown(self) -> None:
         self.connected = False
+
+    def terminal_info(self) -> TerminalInfo | None:
+        if not self.connected:
+            self._error = (RES_E_FAIL, "not initialized")
+            return None
+        return TerminalInfo(self.broker_connected, True, "MetaTrader 5", "C:\\Program Files\\MetaTrader 5")
 
     def last_error(self) -> tuple[int, str]:
         return self._error
@@ -211,6 +230,8 @@ class FakeMT5:
         if not self.connected:
             self._error = (RES_E_FAIL, "not initialized")
             return None
+        if not self.broker_connected:
+            return ()  # what a terminal cut off from (or still synchronising with) its trade server may list
         with self._lock:
             found = tuple(
                 p
@@ -316,12 +337,44 @@ class FakeMT5:
             self.positions[position_id] = p._replace(volume=round(p.volume - volume, 8))
             self.balance = round(self.balance + profit, 2)
 
-    def close(self, position_id: int, price: float, profit: float, reason: int = DEAL_REASON_CLIENT) -> None:
-        """The position goes, an OUT deal with its price, profit and reason is added to history."""
+    def close(
+        self,
+        position_id: int,
+        price: float,
+        profit: float,
+        reason: int = DEAL_REASON_CLIENT,
+        *,
+        deal_later: bool = False,
+    ) -> None:
+        """The position goes, an OUT deal with its price, profit and reason is added to history (with
+        `deal_later`, only at `deliver_deals`: a real terminal's history can lag its position list)."""
         with self._lock:
             p = self.positions.pop(position_id)
             self._exit_deal(p, p.volume, price, profit, reason)
+            if deal_later:
+                self.late_deals.append(self.deals.pop())
             self.balance = round(self.balance + profit + p.swap, 2)
+
+    def deliver_deals(self) -> None:
+        """The late closing deals reach the history."""
+        with self._lock:
+            self.deals += self.late_deals
+            self.late_deals = []
+
+    def switch_account(self, login: int, server: str | None = None) -> dict[int, TradePosition]:
+        """File > Login to another account: its own (here: no) positions. Returns the ones left behind;
+        `restore_account` logs back in to them."""
+        with self._lock:
+            left = self.positions
+            self._away = (self.login, self.server, left)
+            self.login, self.server, self.positions = login, server or self.server, {}
+            return left
+
+    def restore_account(self) -> None:
+        assert self._away is not None, "switch_account first"
+        with self._lock:
+            self.login, self.server, self.positions = self._away
+            self._away = None
 
     def _exit_deal(self, p: TradePosition, volume: float, price: float, profit: float, reason: int) -> None:
         kind = DEAL_TYPE_SELL if p.type == POSITION_TYPE_BUY else DEAL_TYPE_BUY

@@ -49,6 +49,11 @@ CLOSE_GRACE_S = 3.0  # how long a vanished position waits for its exit deal to r
 REINIT_AFTER = 10  # failed polls in a row before the terminal connection is initialised again
 MAX_BATCH = 100  # durable messages per frame: a long outage's backlog stays far below the hub's frame limit
 ACK_TIMEOUT_S = 30.0  # a durable frame unanswered this long: reconnect, and the welcome says what was stored
+# After the terminal's link to the trade server comes back (or the agent initialised it again), its position
+# list and history are still loading: an empty list then is not "every position closed".
+SETTLE_S = 5.0
+HEALTHY_SESSION_S = 60.0  # a session this long (or one ack) resets the back-off: a hub closing at once does not
+REPLACED_DELAY_S = 30.0  # closed 4000 (another session for the account took over): do not take it back at once
 # Errors that refuse a durable message for good: resent, it would be refused again and hold up the rest.
 REFUSED_FOR_GOOD = frozenset({"invalid_message", "unknown_type", "wrong_account"})
 
@@ -115,6 +120,11 @@ class AgentConfig:
     backoff_base: float = BACKOFF_BASE_S
     backoff_cap: float = BACKOFF_CAP_S
     ack_timeout: float = ACK_TIMEOUT_S
+    settle: float = SETTLE_S
+
+
+class Replaced(ConnectionError):
+    """The hub closed this session 4000: a newer one for the same account (another agent or EA) took over."""
 
 
 class Agent:
@@ -140,6 +150,11 @@ class Agent:
         self._tz_known = config.tz_offset_sec is not None
         self._tz_warned = False
         self.info: Any = None
+        # (login, server) the agent started with: its token, outbox and known positions are this account's.
+        self.identity: tuple[int, str] | None = None
+        self._foreign: tuple[int, str] | None = None  # the other account the terminal is logged in to, if so
+        self._offline = False  # the terminal's link to the trade server is down
+        self._settle_until = 0.0  # monotonic: positions are not compared before it (see SETTLE_S)
         self.positions: dict[int, core.Wire] = {}  # the terminal's open set at the last poll
         self.ticks: list[core.Wire] = []
         self.account: core.Wire | None = None
@@ -174,6 +189,14 @@ class Agent:
         info = self.mt5.account_info()
         if info is None:
             raise AgentError(f"the terminal reports no account: {self.mt5.last_error()}. Log in to an account first")
+        identity = (int(info.login), str(info.server))
+        if self.identity is None:
+            self.identity = identity
+        elif identity != self.identity:
+            raise AgentError(f"the terminal is logged in to account {identity[0]} on {identity[1]}, not {self._who()}")
+        else:
+            # Initialised again after the terminal went silent: its lists are loading again.
+            self._settle_until = time.monotonic() + self.config.settle
         self.info = info
         for symbol in self.config.symbols:
             if not self.mt5.symbol_select(symbol, True):
@@ -259,6 +282,55 @@ class Agent:
                 ", ".join(symbols),
             )
 
+    def _who(self) -> str:
+        assert self.identity is not None
+        return f"account {self.identity[0]} on {self.identity[1]}"
+
+    def _same_account(self, info: Any) -> bool:
+        """Whether the terminal is still logged in to the agent's account. Logged in to another (File >
+        Login), its positions are not this account's: read as this account's they would close every one of
+        them for good and open the other's under this token. The agent reads nothing until it is back."""
+        identity = (int(info.login), str(info.server))
+        if identity == self.identity:
+            if self._foreign is not None:
+                log.warning("the terminal is back on %s: reading it again", self._who())
+                self._foreign = None
+                self._settle_until = time.monotonic() + self.config.settle
+            return True
+        if identity != self._foreign:
+            self._foreign = identity
+            why = (
+                f"the terminal switched to account {identity[0]} on {identity[1]}; the agent streams "
+                f"{self._who()} and reads nothing until the terminal is logged in to it again"
+            )
+            log.error("%s", why)
+            self._durable_error("account_switched", why)
+        return False
+
+    def _terminal_connected(self) -> bool:
+        """Whether the terminal is connected to the trade server and its lists have had time to load. A
+        disconnected or still synchronising terminal may list no positions: that is not "all closed"."""
+        terminal_info = getattr(self.mt5, "terminal_info", None)
+        if terminal_info is None:  # a stand-in without it
+            return True
+        ti = terminal_info()
+        if ti is None or not getattr(ti, "connected", False):
+            if not self._offline:
+                self._offline = True
+                log.warning("the terminal is not connected to the trade server: positions are not compared")
+            return False
+        if self._offline:
+            self._offline = False
+            self._settle_until = time.monotonic() + self.config.settle
+            log.info("the terminal is connected again: comparing positions in %g s", self.config.settle)
+        return time.monotonic() >= self._settle_until
+
+    def _durable_error(self, code: str, message: str) -> None:
+        """An `error` message to the hub (a SYSTEM_ERROR alert there): what the operator must hear of."""
+        self.outbox.add_error(code, message, now_ms())
+        self.stats["durable"] += 1
+        self._outbox_changed()
+
     def poll(self) -> list[core.Wire]:
         """Read the terminal once: new durable messages go to the outbox (and its file); the latest
         volatile state is kept for the sender. Returns the new durable messages."""
@@ -269,6 +341,8 @@ class Agent:
             self._poll_failed(f"terminal did not answer: {self.mt5.last_error()}")
             return []
         self._poll_failures = 0
+        if not self._same_account(info) or not self._terminal_connected():
+            return []
         self.info = info
         self.stats["polls"] += 1
         now = now_ms()
@@ -277,8 +351,14 @@ class Agent:
         current: dict[int, core.Wire] = {}
         for p in raw_positions:
             pid = int(p.identifier)
+            self._gone_since.pop(pid, None)  # listed again: a later close waits its grace afresh
             if pid not in self._commission:
-                self._commission[pid] = core.commission_of(self.mt5.history_deals_get(position=pid), pid)
+                deals = self.mt5.history_deals_get(position=pid)
+                commission = core.commission_of(deals, pid)
+                if deals is None:
+                    current[pid] = core.position_wire(p, self.tz, commission, self.consts)
+                    continue  # the history did not answer: not 0 for good, asked again next poll
+                self._commission[pid] = commission
             current[pid] = core.position_wire(p, self.tz, self._commission[pid], self.consts)
         self.positions = current
 
@@ -287,12 +367,25 @@ class Agent:
         for change in core.diff_positions(self.outbox.known, current):
             pid = change.position["id"]
             if change.event == "CLOSE":
-                details = core.close_details(self.mt5.history_deals_get(position=pid), pid, self.tz, self.consts)
+                deals = self.mt5.history_deals_get(position=pid)
+                if deals is None:
+                    continue  # the history did not answer: that is not "no exit deal", look again
+                details = core.close_details(deals, pid, self.tz, self.consts)
                 if details is None:
                     first = self._gone_since.setdefault(pid, time.monotonic())
                     if time.monotonic() - first < self.config.close_grace:
-                        continue  # the exit deal is not in the history yet: keep it known, look again
-                    log.warning("position %s closed but no exit deal found: CLOSE without details", pid)
+                        continue  # the final exit deal is not in the history yet: keep it known, look again
+                    # The best the history has (an earlier partial close's deals, or none at all).
+                    details = core.close_details(deals, pid, self.tz, self.consts, settled=False)
+                    why = (
+                        f"position {pid} {change.position['symbol']} closed but its closing deal is not in the "
+                        f"terminal's history after {self.config.close_grace:g} s: its CLOSE has no close price, "
+                        "profit or reason"
+                    )
+                    if details is not None:
+                        why = why.replace("has no close price, profit or reason", "has an earlier exit's figures")
+                    log.warning("%s", why)
+                    self._durable_error("close_details_missing", why)
                 self._gone_since.pop(pid, None)
                 self._commission.pop(pid, None)
                 known.pop(pid, None)
@@ -350,6 +443,9 @@ class Agent:
                 self.poll()
             except OSError as exc:
                 log.error("cannot write the outbox file %s: %s", self.path, exc)
+            except Exception as exc:  # the poller must not die while the connection streams stale state
+                log.exception("reading the terminal failed")
+                self._poll_failed(f"reading the terminal failed: {type(exc).__name__}: {exc}")
             await self._sleep(self.config.interval)
 
     async def _sleep(self, delay: float) -> bool:
@@ -387,6 +483,8 @@ class Agent:
                 except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError) as exc:
                     self._failures += 1
                     delay = backoff_delay(self._failures, self.rng, self.config.backoff_base, self.config.backoff_cap)
+                    if isinstance(exc, Replaced):  # two of us on one account would take it from each other
+                        delay = max(delay, min(REPLACED_DELAY_S, self.config.backoff_cap))
                     log.warning("hub %s: %s; retrying in %.1f s", self.url, str(exc) or type(exc).__name__, delay)
                     if await self._sleep(delay):
                         return
@@ -418,7 +516,6 @@ class Agent:
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await self._send(ws, [hello])  # if the hub already closed (bad token), its close code says why
         welcome = await self._welcome(ws)
-        self._failures = 0
         self.stats["connects"] += 1
         # Apply the welcome and take the resend list in one step: whatever the poller adds from now
         # on is above `sent` and goes out in the loop below, in seq order.
@@ -447,7 +544,7 @@ class Agent:
         if durable:
             sent = durable[-1]["seq"]
         await self._send(ws, [*durable, *self._volatile(), *snapshot])
-        last_snapshot = last_heartbeat = sent_at = loop.time()
+        last_snapshot = last_heartbeat = sent_at = welcomed_at = loop.time()
         self.connected = True
         reader = asyncio.create_task(self._reader(ws), name="agent-read")
         try:
@@ -465,6 +562,8 @@ class Agent:
                 if self.stop.is_set() or reader.done():
                     break
                 t = loop.time()
+                if t - welcomed_at >= HEALTHY_SESSION_S:
+                    self._failures = 0  # a session that lasted: the next failure starts the back-off afresh
                 if self.outbox.unanswered(sent) and t - sent_at >= self.config.ack_timeout:
                     raise ConnectionError(
                         f"no ack for seq {next(iter(self.outbox.pending))} within {self.config.ack_timeout:g} s"
@@ -512,15 +611,17 @@ class Agent:
 
     def _raise_for_close(self, ws: aiohttp.ClientWebSocketResponse, when: str) -> None:
         code = ws.close_code
-        reason = ""
         if code == CLOSE_POLICY:
             raise TokenRefused(
                 "the hub refused the token (WebSocket close 1008: invalid or revoked token). Issue one with "
                 "`tradewire token issue --account ID` and pass it with --token"
             )
         if code == 4000:
-            reason = ": replaced by a newer session for the same account (is another EA or agent running?)"
-        raise ConnectionError(f"the hub closed the connection{when} (close code {code}){reason}")
+            raise Replaced(
+                f"the hub closed the connection{when} (close code 4000): replaced by a newer session for the same "
+                "account (is another EA or agent running?)"
+            )
+        raise ConnectionError(f"the hub closed the connection{when} (close code {code})")
 
     async def _next(self, ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any] | None:
         while True:
@@ -546,6 +647,7 @@ class Agent:
     def _on_reply(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
         if kind == "ack":
+            self._failures = 0  # the hub stores what we send: the next failure starts the back-off afresh
             dropped = self.outbox.ack(int(msg.get("seq", 0)))
             if dropped:
                 self.stats["acked"] += dropped
@@ -588,6 +690,7 @@ async def run_agent(
     backoff_cap: float = BACKOFF_CAP_S,
     close_grace: float = CLOSE_GRACE_S,
     ack_timeout: float = ACK_TIMEOUT_S,
+    settle: float = SETTLE_S,
 ) -> Agent:
     """Stream one MT5 terminal to a hub until `stop` is set. Raises AgentError (TokenRefused for a
     refused token) when it cannot run. `mt5` is the MetaTrader5 module, or a stand-in for it."""
@@ -611,6 +714,7 @@ async def run_agent(
         backoff_cap=backoff_cap,
         close_grace=close_grace,
         ack_timeout=ack_timeout,
+        settle=settle,
     )
     agent = Agent(config, mt5 if mt5 is not None else load_mt5(), stop=stop, on_frame=on_frame)
     await agent.run()
