@@ -9,7 +9,7 @@ import pytest
 
 from tradewire.store.base import EventQuery
 
-from helpers import EA, Subscriber, hello, issue_key, position_event
+from helpers import EA, Subscriber, auth_subprotocol, hello, issue_key, position_event
 
 ACTORS = ["nobody", "ea_token_A", "revoked_token", "read_key", "admin_key", "wrong_key"]
 
@@ -80,6 +80,7 @@ def no_secret_logged(request):
     for actor, cred in creds.items():
         if cred:
             assert cred not in text and cred.split("_", 2)[-1] not in text, f"{actor}'s credential was logged"
+            assert auth_subprotocol(cred) not in text, f"{actor}'s credential was logged in its subprotocol"
 
 
 def bearer(cred):
@@ -246,3 +247,13 @@ async def test_wrong_credentials_neither_fill_the_cache_nor_evict_the_ones_in_us
     assert await hub.api_role(key) == "read" and len(reads) == 301  # still cached, after 305 wrong ones
     kept = [*hub._auth._found, *hub._auth._missing]
     assert len(kept) <= 101 and max(len(k) for k in kept) < 80
+
+
+async def test_a_key_offered_only_in_the_auth_subprotocol_is_not_logged(server, http, creds):
+    """aiohttp picks a subprotocol from the first Sec-WebSocket-Protocol line and warns, quoting what was
+    offered, when none is its own: a client that offers only `header-…` (or puts it on a line of its own
+    first) had its API key written to the log in base64 on every connect."""
+    url = server.url.replace("http", "ws", 1) + "/event/realtime"
+    async with http.ws_connect(url, protocols=(auth_subprotocol(creds["read_key"]),)) as ws:
+        await ws.send_json({"type": "subscribe", "id": "s", "channel": "/trading/*"})
+        assert (await ws.receive_json(timeout=5))["type"] == "subscribe_success"  # the key was read, and used

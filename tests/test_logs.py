@@ -108,3 +108,23 @@ def test_logs_go_to_stderr_as_it_is_when_written(monkeypatch):
     finally:
         logs.stop_logging()
     assert "written where stderr is now" in now.getvalue()
+
+
+def test_credentials_a_library_quotes_are_redacted_before_the_line_is_written():
+    """Belt and braces behind the per-logger filters: whatever reaches the writer (tracebacks included)
+    carries no tradewire secret, no auth subprotocol payload, no bearer token; public ids stay."""
+    buf = io.StringIO()
+    logs.setup_logging("text", "info", stream=buf)
+    key = "twk_0a1b2c3d_" + "S" * 43
+    try:
+        log = logging.getLogger("some.library")
+        log.warning("offered %r", ["header-eyJ4LWFwaS1rZXkiOiJ0d2tfMGExYjJjM2Rf", "aws-appsync-event-ws"])
+        try:
+            raise ValueError(f"bad credential {key} in 'Authorization: Bearer twe_99887766_{'T' * 43}'")
+        except ValueError:
+            log.exception("request failed")
+    finally:
+        logs.stop_logging()
+    text = buf.getvalue()
+    assert "S" * 20 not in text and "T" * 20 not in text and "eyJ4LWFwaS1rZXki" not in text
+    assert "twk_0a1b2c3d_***" in text and "header-***" in text and "aws-appsync-event-ws" in text

@@ -19,6 +19,8 @@ import time
 import msgspec
 from aiohttp.http_exceptions import HttpProcessingError
 
+from tradewire.redact import redact_secrets
+
 QUEUE_RECORDS = 10_000  # about 2-5 MiB of formatted records at most
 _STOP = None  # the writer thread's sentinel
 
@@ -56,6 +58,12 @@ class DroppingQueueHandler(logging.handlers.QueueHandler):
         super().__init__(records)
         self.dropped = 0
         self._reported = 0  # dropped records already told about
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record = super().prepare(record)
+        # Formatted, tracebacks included: a credential a library quotes goes no further (belt and braces).
+        record.msg = redact_secrets(record.msg)
+        return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
         if self.dropped > self._reported:

@@ -7,6 +7,9 @@ query (`?password=s3cret`, which asyncpg reads too). Pure string work: `urlunspl
 
 from __future__ import annotations
 
+import logging
+import re
+
 SECRET_PARAMS = frozenset({"password", "passwd", "pwd", "secret", "token", "sslpassword", "sslkey_password"})
 HIDDEN = "***"
 
@@ -25,3 +28,36 @@ def redact_url(url: str) -> str:
             for pair in query.split("&")
         )
     return head + sep + query
+
+
+# Credentials as they may turn up in a log line a library wrote: tradewire's own secrets (their public id
+# kept), the realtime connect's `header-<base64 JSON>` auth subprotocol, a bearer token.
+_SECRET_TEXT = re.compile(
+    r"(?P<keep>tw[ek]_[0-9a-f]{8}_)[A-Za-z0-9_-]+"
+    r"|(?P<keep2>header-)[A-Za-z0-9_=-]{16,}"
+    r"|(?P<keep3>Bearer\s+)[^\s'\",]+",
+    re.IGNORECASE,
+)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with every credential in it replaced by ***."""
+    return _SECRET_TEXT.sub(lambda m: (m["keep"] or m["keep2"] or m["keep3"]) + HIDDEN, text)
+
+
+class SecretFilter(logging.Filter):
+    """Redacts a library's log records before any handler sees them: aiohttp.websocket warns, quoting them,
+    about subprotocols it does not know, and the realtime connect's auth subprotocol is one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_secrets(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_secret_filter(logger_name: str) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, SecretFilter) for f in logger.filters):
+        logger.addFilter(SecretFilter())

@@ -8,6 +8,11 @@ from tradewire.appkeys import GATEWAY, HUB
 from tradewire.ingest.ws import admit, connect_refused
 from tradewire.realtime import protocol as rp
 from tradewire.realtime.gateway import Connection
+from tradewire.redact import install_secret_filter
+
+# aiohttp picks a subprotocol from the first Sec-WebSocket-Protocol line only and, finding none of its own
+# there, warns quoting what was offered: the `header-…` auth subprotocol, an API key in base64.
+install_secret_filter("aiohttp.websocket")
 
 
 def _offered_subprotocols(request: web.Request) -> list[str]:
