@@ -262,3 +262,38 @@ async def test_a_margin_call_whose_write_failed_is_raised_again_while_the_level_
         assert "89.00%" in raised["message"]
         [stored] = await alerts(http, srv, keys["read"], state="open", type="MARGIN_CALL")
         assert stored["id"] == raised["id"]
+
+
+async def test_a_margin_call_the_store_refused_still_reaches_the_webhook(tmp_path, http):
+    """Alerts are notified once stored; while the store refuses writes (a failover, a full disk, a lock),
+    a margin call was logged as a failed write and nothing else: no webhook, no live alert. It is now told
+    live as a CRITICAL SYSTEM_ERROR naming it, and raised again (stored) once the store takes writes."""
+    got: list[dict] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response(text="ok")
+
+    async with http_server("POST", "/hook", receive) as base:
+        settings = fast_settings(tmp_path)
+        settings.store.url += "?busy_timeout_ms=100"
+        settings.notify.webhook = [WebhookSettings(url=f"{base}/hook", secret="s3cret")]
+        async with running(settings) as srv:
+            client = await ea(http, srv)
+            with sqlite_locked(srv.store.path):
+                await client.send(account_state(equity=900.0, margin=1000.0))
+                for _ in range(100):
+                    if any(body["alert"]["type"] == "SYSTEM_ERROR" for body in got):
+                        break
+                    await asyncio.sleep(0.05)
+            told = [body["alert"] for body in got if body["alert"]["type"] == "SYSTEM_ERROR"]
+            assert len(told) == 1 and told[0]["severity"] == "CRITICAL"
+            assert (
+                told[0]["message"].startswith("MARGIN_CALL not stored (") and told[0]["data"]["alert"] == "MARGIN_CALL"
+            )
+            await client.send(account_state(equity=890.0, margin=1000.0))  # the store is back: stored, notified
+            for _ in range(100):
+                if any(body["alert"]["type"] == "MARGIN_CALL" for body in got):
+                    break
+                await asyncio.sleep(0.05)
+            assert [body["event"] for body in got if body["alert"]["type"] == "MARGIN_CALL"] == ["raised"]

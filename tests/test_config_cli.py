@@ -51,6 +51,13 @@ def test_unrelated_tradewire_variables_are_not_settings():
         ("[realtime]\nconnection_timeout_ms = 30000\n", {}, "ka_interval_s"),
         ("[alerts.accounts.a]\nstop_out_levl = 1\n", {}, "stop_out_levl"),
         ("[[notify.webhook]]\nurl = 'ftp://x'\n", {}, "notify.webhook[0].url"),
+        # accepted before, and every alert then failed "invalid URL; not retried"; the URL is never echoed
+        ("[[notify.webhook]]\nurl = 'https://'\n", {}, "url: has no host - at `$.notify.webhook[0]`"),
+        ("[[notify.webhook]]\nurl = 'https://[::1'\n", {}, "url: not a valid URL"),
+        ("[[notify.webhook]]\nurl = 'http://h:99999/tok3n'\n", {}, "url: not a valid URL (Port out of range"),
+        ("[[notify.webhook]]\nurl = 'http://h/a tok3n'\n", {}, "url: holds spaces"),
+        ("[[notify.webhook]]\nurl = 'http://h/x'\nsecret = ''\n", {}, "secret: empty"),
+        ("[[notify.webhook]]\nurl = 'http://h/x'\ntimeout_s = 1e9\n", {}, "notify.webhook[0].timeout_s"),
         # checked at load, not at each symbol's first check (a bad one raised there every second)
         ("[alerts.symbol_classes]\ncrypto = '^(BTC'\n", {}, "symbol_classes.crypto"),
         ("[alerts.market_hours.fx]\nopen = '99:99'\n", {}, "open: '99:99' is not a time of day"),
@@ -64,6 +71,7 @@ def test_bad_settings_name_the_key(tmp_path, toml, env, needle):
     with pytest.raises(ConfigError, match=None) as info:
         load_settings(str(cfg), env=env)
     assert needle in str(info.value)
+    assert "tok3n" not in str(info.value)  # a webhook URL's path may be its token
 
 
 def test_missing_config_file():

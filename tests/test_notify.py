@@ -277,6 +277,22 @@ async def test_4xx_is_not_retried(receivers, notifiers, caplog):
     assert "HTTP 400" in caplog.text and "not retried" in caplog.text
 
 
+async def test_an_error_page_that_echoes_the_url_does_not_put_its_token_in_the_log(receivers, notifiers, caplog):
+    """Express answers `Cannot POST /path`, Spring Boot's error JSON has a "path": the webhook's token with it."""
+
+    async def echo(n: int, request: web.Request) -> web.StreamResponse:
+        if n == 1:
+            return web.Response(status=503, text=f"no route for {request.match_info['token']}")
+        return web.Response(status=404, text=f"Cannot POST {request.path_qs}")
+
+    rx = await receivers(echo)
+    notifier = await notifiers(hook(rx.url + "?key=private-key-2", max_attempts=3))
+    notifier.notify(alert(1), "raised")
+    await until(lambda: notifier.stats["failed"] == 1)
+    assert "HTTP 404" in caplog.text and "HTTP 503" in caplog.text
+    assert "private-token" not in caplog.text and "private-key-2" not in caplog.text
+
+
 async def test_408_and_429_are_retried_and_retry_after_is_honoured(receivers, notifiers):
     rx = await receivers(status(408, 429, 200, headers={"Retry-After": "0.3"}))
     notifier = await notifiers(hook(rx.url, max_attempts=3))

@@ -11,6 +11,7 @@ import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -179,8 +180,32 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     secret: str | None = None  # signs the body: X-Tradewire-Signature: sha256=HMAC(secret, timestamp.body)
     types: list[AlertType] = []  # empty: every type
     severities: list[Severity] = []  # empty: every severity
-    timeout_s: Positive = 5.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 6
+
+    def __post_init__(self) -> None:
+        # Checked here, not at the first alert (each failed "invalid URL; not retried" while the hub said it
+        # had started N webhooks). Errors name what is wrong, never the URL: it may hold the hook's token.
+        problem = _url_problem(self.url)
+        if problem:
+            raise ValueError(f"url: {problem}")
+        if self.secret is not None and not self.secret:
+            raise ValueError("secret: empty (it would sign nothing); leave it out for unsigned deliveries")
+
+
+def _url_problem(url: str) -> str | None:
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "holds spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port  # .port raises on a port out of range or not a number
+    except ValueError as exc:
+        return f"not a valid URL ({str(exc).split(':')[0]})"
+    if not host:
+        return "has no host"
+    if port == 0:
+        return "port 0"
+    return None
 
 
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -178,7 +178,7 @@ class Hub:
         self.rules = AlertRules(settings.alerts, settings.server.heartbeat_sec)
         self.notifier = notifier
         self._checker: asyncio.Task | None = None
-        self._store_failure_alerted: dict[str, int] = {}
+        self._store_failure_alerted: dict[tuple[str, str], int] = {}  # (account, what failed) -> when told
         self._http_status: dict[str, str] = {}  # last published liveness of MT4 (HTTP) accounts
         # When presence became readable (see _adopt_orphans); a node starting up takes it as readable for long.
         self._presence_readable_since: float | None = time.monotonic() - PRESENCE_SETTLE_S
@@ -372,20 +372,19 @@ class Hub:
         for alert in result.alerts:
             self._announce(alert, "raised")
 
-    def _store_failed(self, account: str, exc: BaseException) -> None:
-        """A server-side failure that touches an account: raised live even though the store is failing."""
+    def _store_failed(self, account: str, exc: BaseException, lost: Raise | None = None) -> None:
+        """A server-side failure that touches an account: raised live even though the store is failing. With
+        `lost`, an alert that could not be stored: named, so that a margin call is heard of all the same."""
         now = self.clock()
-        if now - self._store_failure_alerted.get(account, -STORE_FAILURE_ALERT_EVERY_MS) < STORE_FAILURE_ALERT_EVERY_MS:
-            return  # one per outage-minute, not one per refused message
-        self._store_failure_alerted[account] = now
-        alert = new_alert(
-            "SYSTEM_ERROR",
-            "CRITICAL",
-            account,
-            f"the store refused a write for this account: {exc}",
-            now,
-            {"source": "server"},
-        )
+        key = (account, lost.type if lost is not None else "")
+        if now - self._store_failure_alerted.get(key, -STORE_FAILURE_ALERT_EVERY_MS) < STORE_FAILURE_ALERT_EVERY_MS:
+            return  # one per outage-minute (and alert type), not one per refused message
+        self._store_failure_alerted[key] = now
+        message, data = f"the store refused a write for this account: {exc}", {"source": "server"}
+        if lost is not None:
+            message = f"{lost.type} not stored ({lost.message}): the store refused the write: {exc}"
+            data["alert"] = lost.type  # the rules raise it again, stored, at the next check
+        alert = new_alert("SYSTEM_ERROR", "CRITICAL", account, message, now, data)
         self._announce(alert, "raised")
         self._track(self.store.submit(AlertRaiseOp(alert)))  # kept if the store recovers
 
@@ -412,6 +411,11 @@ class Hub:
             episode = (t.account, t.type)
             if isinstance(t, Raise):
                 self.rules.open.discard(episode)
+                exc = None if fut.cancelled() else fut.exception()
+                if exc is not None and t.type != "SYSTEM_ERROR":
+                    # Not stored, so not published nor notified: told live all the same, since a margin
+                    # call that waits for the store to recover may come too late.
+                    self._store_failed(t.account, exc, t)
             elif t.type in EPISODIC:
                 self.rules.open.add(episode)
             return

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 Transition = Literal["raised", "resolved", "acknowledged"]
 TRANSITIONS: frozenset[str] = frozenset({"raised", "resolved", "acknowledged"})
 RETRY_STATUSES = frozenset({408, 429})  # plus every 5xx
+TOKEN_LIKE_CHARS = 8  # a webhook URL's path segment or query value this long may be its secret: never logged
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 BACKOFF_CAP_S = 30.0
 
@@ -271,6 +272,8 @@ class WebhookNotifier:
                         return
                     snippet = (await resp.content.read(200)).decode("utf-8", "replace")
                     reason = f"HTTP {resp.status} {resp.reason or ''}".rstrip() + (f": {snippet!r}" if snippet else "")
+                    # Error pages often echo the request's path (Express, Spring): the URL's token with it.
+                    reason = _redact(reason, settings.url)
                     if resp.status not in RETRY_STATUSES and resp.status < 500:
                         self.stats["failed"] += 1
                         log.error("%s: rejected with %s; not retried", what, reason)
@@ -297,11 +300,15 @@ class WebhookNotifier:
 
 
 def _redact(text: str, url: str) -> str:
-    """``text`` without ``url`` in any of the spellings aiohttp may print it in."""
+    """``text`` without ``url`` in any of the spellings aiohttp may print it in, nor any path segment or query
+    value of it long enough to be a token (a receiver's error page may quote one alone)."""
     spellings = {url}
     with contextlib.suppress(Exception):
         parsed = yarl.URL(url)
         spellings |= {str(parsed), parsed.human_repr(), str(parsed.with_query(None)), parsed.path_qs}
+        parts = [*parsed.raw_path.split("/"), *parsed.path.split("/"), *parsed.query.values()]
+        parts += [pair.partition("=")[2] for pair in parsed.raw_query_string.split("&")]
+        spellings |= {part for part in parts if len(part) >= TOKEN_LIKE_CHARS}
     for spelling in sorted(spellings, key=len, reverse=True):
         if spelling and spelling != "/":
             text = text.replace(spelling, "<url>")
