@@ -96,6 +96,33 @@ def test_token_issue_prints_only_the_token_then_list_and_revoke(tmp_path, capsys
     assert "no active token" in capsys.readouterr().err
 
 
+def test_issuing_another_token_for_an_account_says_the_first_still_works(tmp_path, capsys):
+    """Issuing is not rotating: an operator replacing a leaked token by issuing a new one is told the old
+    one goes on writing the account until revoked (and which store the token went to)."""
+    store = f"sqlite:///{tmp_path}/cli.db"
+    assert main(["token", "issue", "--account", "acc-1", "--store", store]) == 0
+    first = capsys.readouterr()
+    assert "issued in" in first.err and "other active" not in first.err
+    assert main(["token", "list", "--store", store]) == 0
+    first_id = capsys.readouterr().out.split("\t")[0]
+    assert main(["token", "issue", "--account", "acc-1", "--store", store]) == 0
+    second = capsys.readouterr()
+    assert second.out.startswith("twe_") and second.out.count("\n") == 1  # stdout: the token alone
+    assert f"1 other active token(s) ({first_id})" in second.err and "token revoke" in second.err
+
+
+def test_listing_or_revoking_in_a_store_that_is_not_there_does_not_create_one(tmp_path, capsys, monkeypatch):
+    """Run from another directory than the hub's, `./tradewire.db` is not the hub's store: an empty one was
+    created and listed as nothing, or a revoke said "no active token" while the token went on working."""
+    monkeypatch.chdir(tmp_path)
+    for argv in (["token", "list"], ["key", "list"], ["token", "revoke", "0a1b2c3d"]):
+        assert main(argv) == 2
+        assert f"no store at {tmp_path / 'tradewire.db'}" in capsys.readouterr().err
+    assert not (tmp_path / "tradewire.db").exists()
+    assert main(["key", "issue", "--role", "read"]) == 0  # issuing is how a store starts: said on stderr
+    assert f"issued in {tmp_path / 'tradewire.db'} (a new store)" in capsys.readouterr().err
+
+
 def test_key_issue_list_revoke(tmp_path, capsys):
     store = f"sqlite:///{tmp_path}/cli.db"
     assert main(["key", "issue", "--role", "admin", "--store", store]) == 0
@@ -115,6 +142,11 @@ def test_key_issue_list_revoke(tmp_path, capsys):
         (["serve", "--port", "99999"], "outside"),
         (["simulate", "--url", "http://x", "--accounts", "0"], "above 0"),
         (["cost", "--accounts", "10", "--updates-per-sec", "1", "--dashboards", "-5"], "0 or more"),
+        # a newline or tab in a label forged rows of `list`; a secret pasted as the id was echoed
+        (["token", "issue", "--account", "a-1", "--label", "x\nfake1234\ta-2\tactive"], "printable"),
+        (["key", "issue", "--role", "read", "--label", "\udcff"], "printable"),
+        (["token", "revoke", "twe_0a1b2c3d_" + "S" * 43], "8 hex digits"),
+        (["key", "revoke", ""], "8 hex digits"),
     ],
 )
 def test_bad_flags_are_named(argv, needle, capsys):

@@ -298,3 +298,8 @@ async def test_demo_runs_a_fleet_on_its_own_hub_and_its_scenario_raises_the_aler
     assert "sent a durable EA error" in err, err
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT type FROM alerts").fetchall() == [("SYSTEM_ERROR",)]
+        # The demo's store may be the one `serve` uses later: the admin key it printed, and its fleet's
+        # tokens, must not stay live credentials there.
+        assert conn.execute("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM ea_tokens WHERE revoked_at IS NULL").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM ea_tokens").fetchone() == (3,)

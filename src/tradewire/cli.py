@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -13,8 +14,11 @@ from typing import Any
 from tradewire.config import ConfigError, Settings, load_settings
 from tradewire.logs import setup_logging
 from tradewire.model import ACCOUNT_ID_RULE, is_account_id
+from tradewire.redact import redact_url
 from tradewire.store import make_store
 from tradewire.store.base import StoreError
+
+MAX_LABEL_CHARS = 128
 
 log = logging.getLogger("tradewire")
 
@@ -76,6 +80,22 @@ def _account_id(value: str) -> str:
     return value
 
 
+def _label(value: str) -> str:
+    # Shown in `list`, one tab-separated line per credential: a newline or tab would forge rows.
+    if len(value) > MAX_LABEL_CHARS or not value.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"a label is at most {MAX_LABEL_CHARS} printable characters (no tabs or newlines)"
+        )
+    return value
+
+
+def _credential_id(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{8}", value):
+        # Never echoed: it may be the secret itself, pasted where its id belongs.
+        raise argparse.ArgumentTypeError("give the credential's id (8 hex digits, as `list` shows), not its secret")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradewire", description="Real-time hub for MetaTrader 4/5 fleets.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,15 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["text", "json"])
     serve.add_argument("--broker", metavar="URL", help="memory:// (default) or redis://HOST:PORT/DB for several nodes")
 
-    token = sub.add_parser("token", help="EA tokens: one per account, stored hashed")
+    token = sub.add_parser("token", help="EA tokens: each writes one account; stored hashed")
     tsub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     t_issue = tsub.add_parser("issue", help="issue a token for an account and print it (only it) on stdout")
     t_issue.add_argument("--account", required=True, type=_account_id)
-    t_issue.add_argument("--label", default="")
+    t_issue.add_argument("--label", default="", type=_label)
     t_list = tsub.add_parser("list", help="list tokens (ids, never secrets)")
     t_list.add_argument("--account", type=_account_id)
     t_revoke = tsub.add_parser("revoke", help="revoke a token by its id (see list)")
-    t_revoke.add_argument("token_id")
+    t_revoke.add_argument("token_id", type=_credential_id)
     for p in (t_issue, t_list, t_revoke):
         _add_common(p)
 
@@ -105,10 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = key.add_subparsers(dest="action", required=True, metavar="ACTION")
     k_issue = ksub.add_parser("issue", help="issue an API key and print it (only it) on stdout")
     k_issue.add_argument("--role", required=True, choices=["read", "admin"])
-    k_issue.add_argument("--label", default="")
+    k_issue.add_argument("--label", default="", type=_label)
     k_list = ksub.add_parser("list", help="list API keys (ids, never secrets)")
     k_revoke = ksub.add_parser("revoke", help="revoke an API key by its id (see list)")
-    k_revoke.add_argument("key_id")
+    k_revoke.add_argument("key_id", type=_credential_id)
     for p in (k_issue, k_list, k_revoke):
         _add_common(p)
 
@@ -249,14 +269,36 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(coro)
 
 
+def _sqlite_missing(url: str) -> str | None:
+    """The file of a SQLite store URL when it does not exist (opening it would create an empty store)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path == ":memory:" or os.path.exists(path) else os.path.abspath(path)
+
+
 async def _credentials(args: argparse.Namespace, settings: Settings) -> int:
+    missing = _sqlite_missing(settings.store.url)
+    if missing and args.action != "issue":
+        # Listing or revoking in a store that is not there: the hub uses another one (--store, the config
+        # or TRADEWIRE_STORE_URL; a relative path is the working directory's). Not created empty.
+        raise CliError(f"no store at {missing}: point --store (or the config) at the hub's store")
     store = make_store(settings.store.url)
     await store.open()
     try:
         if args.command == "token":
             if args.action == "issue":
-                token, _ = await store.add_token(args.account, args.label)
+                token, info = await store.add_token(args.account, args.label)
                 print(token)
+                others = [t.tokenId for t in await store.list_tokens(args.account) if not t.revokedAt]
+                others.remove(info.tokenId)
+                _say_where(settings, missing)
+                if others:
+                    print(
+                        f"note: account {args.account} has {len(others)} other active token(s) "
+                        f"({', '.join(others)}); they go on writing it until `tradewire token revoke ID`",
+                        file=sys.stderr,
+                    )
             elif args.action == "list":
                 for t in await store.list_tokens(args.account):
                     print(f"{t.tokenId}\t{t.account}\t{_state(t.revokedAt)}\t{t.label}")
@@ -266,6 +308,7 @@ async def _credentials(args: argparse.Namespace, settings: Settings) -> int:
             if args.action == "issue":
                 key, _ = await store.add_api_key(args.role, args.label)
                 print(key)
+                _say_where(settings, missing)
             elif args.action == "list":
                 for k in await store.list_api_keys():
                     print(f"{k.keyId}\t{k.role}\t{_state(k.revokedAt)}\t{k.label}")
@@ -274,6 +317,13 @@ async def _credentials(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await store.close()
     return 0
+
+
+def _say_where(settings: Settings, created: str | None) -> None:
+    """On stderr (stdout holds only the secret): which store it went to, so that one issued in another
+    working directory's ./tradewire.db than the hub's is seen at once, not as a refused token later."""
+    where = f"{created} (a new store)" if created else redact_url(settings.store.url)
+    print(f"issued in {where}", file=sys.stderr)
 
 
 def _state(revoked_at: int | None) -> str:

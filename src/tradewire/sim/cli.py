@@ -202,6 +202,7 @@ def banner(url: str, key: str, settings: Settings, accounts: int, duration: floa
             f"  admin API key {key}",
             f"  dashboard     {url}/#key={key}",
             f"  try           curl -H 'x-api-key: {key}' {api}/accounts",
+            "  (the demo's key and EA tokens are revoked when it stops)",
         ]
     )
 
@@ -217,9 +218,16 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
         await server.start()
     except OSError as exc:
         raise CliError(f"{exc} (is another hub running? pick another port with --port)") from None
+    issued_keys: list[str] = []
+    issued_tokens: list[str] = []
     try:
-        key, _ = await server.store.add_api_key("admin", "demo")
-        tokens = [(account, (await server.store.add_token(account, "demo"))[0]) for account in fleet_ids(args.accounts)]
+        key, key_info = await server.store.add_api_key("admin", "demo")
+        issued_keys.append(key_info.keyId)
+        tokens = []
+        for account in fleet_ids(args.accounts):
+            token, token_info = await server.store.add_token(account, "demo")
+            issued_tokens.append(token_info.tokenId)
+            tokens.append((account, token))
         print(banner(server.url, key, settings, len(tokens), args.duration), flush=True)
         stop = asyncio.Event()
         status = StatusLine(enabled=Console(stderr=True).is_terminal)
@@ -238,5 +246,12 @@ async def demo(args: argparse.Namespace, settings: Settings) -> int:
             )
         print(f"demo: {stats.summary()}", flush=True)
     finally:
+        # The demo's store is the default one `serve` uses too: its admin key (printed, in the dashboard
+        # link) and the fleet's tokens must not outlive it there as live credentials.
+        with contextlib.suppress(Exception):
+            for key_id in issued_keys:
+                await server.store.revoke_api_key(key_id)
+            for token_id in issued_tokens:
+                await server.store.revoke_token(token_id)
         await server.stop()
     return 0
