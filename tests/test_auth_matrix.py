@@ -257,3 +257,34 @@ async def test_a_key_offered_only_in_the_auth_subprotocol_is_not_logged(server, 
     async with http.ws_connect(url, protocols=(auth_subprotocol(creds["read_key"]),)) as ws:
         await ws.send_json({"type": "subscribe", "id": "s", "channel": "/trading/*"})
         assert (await ws.receive_json(timeout=5))["type"] == "subscribe_success"  # the key was read, and used
+
+
+async def test_a_store_that_cannot_look_up_a_key_is_a_503_not_a_500_nor_a_dropped_connection(
+    server, http, creds, monkeypatch
+):
+    """The EA paths answered a store failure 503 store_unavailable; a key lookup that failed gave a 500 and a
+    traceback (REST, POST /event, the realtime upgrade) or dropped the realtime connection mid-message."""
+    from tradewire.store.base import StoreError
+
+    async def down(secret: str):
+        raise StoreError("read failed: database is locked")
+
+    monkeypatch.setattr(server.store, "api_key_role", down)
+    key = "twk_00000000_" + "y" * 43  # never looked up before: not in the hub's cache
+    async with http.get(server.url + "/api/v1/accounts", headers=api_key(key)) as r:
+        assert r.status == 503 and (await r.json())["error"]["code"] == "store_unavailable"
+    body = {"channel": "/custom/y", "events": ["1"]}
+    async with http.post(server.url + "/event", json=body, headers=api_key(key)) as r:
+        assert r.status == 503 and (await r.json())["errors"][0]["errorType"] == "ServiceUnavailable"
+    url = server.url.replace("http", "ws", 1) + "/event/realtime"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await http.ws_connect(url, protocols=("aws-appsync-event-ws", auth_subprotocol(key)))
+    assert refused.value.status == 503
+    sub = await Subscriber.connect(http, server, None)  # no key at connect: each message brings its own
+    auth = {"x-api-key": key}
+    await sub.send({"type": "subscribe", "id": "s", "channel": "/trading/*", "authorization": auth})
+    assert (await _first_answer(sub, "s"))["errors"][0]["errorType"] == "SubscriptionProcessingError"
+    await sub.send({"type": "publish", "id": "p", "channel": "/custom/x", "events": ["1"], "authorization": auth})
+    assert (await _first_answer(sub, "p"))["errors"][0]["errorType"] == "MessageProcessingError"
+    await sub.send({"type": "subscribe", "id": "s2", "channel": "/trading/*", "authorization": auth})
+    assert (await _first_answer(sub, "s2"))["type"] == "subscribe_error"  # the connection is still served

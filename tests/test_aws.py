@@ -294,6 +294,19 @@ async def test_a_token_revoked_while_connected_writes_nothing_more(aws):
     assert [e.seq for e in page.items] == [1]
 
 
+async def test_rest_answers_503_when_the_key_lookup_fails(aws, monkeypatch):
+    """A throttled or failing table is the server's trouble: 503 to retry, not a Lambda error (a 502)."""
+    from tradewire.store.base import StoreError
+    from tradewire.store.dynamodb import DynamoStore
+
+    async def down(self, secret: str):
+        raise StoreError("read failed: ProvisionedThroughputExceededException")
+
+    monkeypatch.setattr(DynamoStore, "api_key_role", down)
+    resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/accounts", key="twk_00000000_" + "z" * 43))
+    assert resp["statusCode"] == 503 and json.loads(resp["body"])["error"]["code"] == "store_unavailable"
+
+
 async def _accounts(aws, key: str) -> dict[str, dict]:
     resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/accounts", key=key))
     return {a["id"]: a for a in json.loads(resp["body"])["items"]}

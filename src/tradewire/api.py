@@ -45,7 +45,10 @@ async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaita
         return await handler(request)
     hub: Hub = request.app[HUB]
     key = request.headers.get("x-api-key") or _bearer(request)  # Bearer: what Prometheus can send
-    role = await hub.api_role(key) if key else None
+    try:
+        role = await hub.api_role(key) if key else None
+    except StoreError as exc:  # the store failed, not the client: a 503 to retry, not a 500
+        return error_response(503, "store_unavailable", f"could not check the API key: {exc}")
     if role is None:
         return error_response(401, "unauthorized", "missing API key (x-api-key)" if not key else "invalid API key")
     wait = hub.requests.admit(key or "")  # a valid key here: it has a role

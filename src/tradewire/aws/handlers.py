@@ -533,7 +533,10 @@ async def _rest(rt: Runtime, event: dict) -> dict:
         return _json(200, {"status": "ok", "time": rt.clock()})
     store = await rt.open()
     key = _header(event, "x-api-key") or _bearer(event)
-    role = await store.api_key_role(key) if key else None
+    try:
+        role = await store.api_key_role(key) if key else None
+    except StoreError as exc:  # the table failed, not the client: a 503 to retry, not a 500
+        return _error(503, "store_unavailable", f"could not check the API key: {exc}")
     if role is None:
         return _error(401, "unauthorized", "missing API key (x-api-key)" if not key else "invalid API key")
     request = _Query(event.get("queryStringParameters"))

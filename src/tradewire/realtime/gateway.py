@@ -34,7 +34,7 @@ from tradewire.realtime.outbox import Outbox
 from tradewire.realtime.parking import MissedValues
 from tradewire.realtime.turns import Turns
 from tradewire.realtime.wire import DirectWriter
-from tradewire.store.base import Store
+from tradewire.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -547,6 +547,23 @@ class Connection:
 
     async def handle(self, data: str | bytes) -> None:
         msg = rp.decode(data)
+        try:
+            await self._dispatch(msg)
+        except StoreError as exc:
+            # An API key could not be looked up: the store, not the client, failed. Answered as such (and
+            # retried by the client), instead of the connection dropped with the exception.
+            log.warning("realtime %s: could not check its API key: %s", type(msg).__name__, exc)
+            reason = f"could not check the API key (the store is unavailable): {exc}"[: rp.MAX_ERROR_MESSAGE]
+            if isinstance(msg, rp.Subscribe):
+                self.reply(rp.error_frame("subscribe_error", msg.id, "SubscriptionProcessingError", reason))
+            elif isinstance(msg, rp.Publish):
+                self.reply(rp.error_frame("publish_error", msg.id, "MessageProcessingError", reason))
+            else:
+                with contextlib.suppress(ConnectionError):
+                    await self.ws.send_frame(rp.connection_error("ServiceUnavailable", 503, reason), WSMsgType.TEXT)
+                await self.close(1011, "the store is unavailable")
+
+    async def _dispatch(self, msg: Any) -> None:
         if isinstance(msg, rp.ProtocolError):
             self.reply(msg.encode())
         elif isinstance(msg, rp.ConnectionInit):

@@ -10,6 +10,7 @@ from aiohttp import web
 from tradewire import channels
 from tradewire.appkeys import GATEWAY, HUB
 from tradewire.realtime import protocol as rp
+from tradewire.store.base import StoreError
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -42,7 +43,10 @@ def aws_error(status: int, error_type: str, message: str) -> web.Response:
 async def post_event(request: web.Request) -> web.Response:
     hub, gateway = request.app[HUB], request.app[GATEWAY]
     key = request.headers.get("x-api-key")
-    role = await hub.api_role(key) if key else None
+    try:
+        role = await hub.api_role(key) if key else None
+    except StoreError as exc:
+        return aws_error(503, "ServiceUnavailable", f"could not check the API key (the store is unavailable): {exc}")
     if role is None:
         return aws_error(401, rp.UNAUTHORIZED, "missing API key (x-api-key)" if not key else "invalid API key")
     try:

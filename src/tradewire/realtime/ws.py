@@ -9,6 +9,7 @@ from tradewire.ingest.ws import admit, connect_refused
 from tradewire.realtime import protocol as rp
 from tradewire.realtime.gateway import Connection
 from tradewire.redact import install_secret_filter
+from tradewire.store.base import StoreError
 
 # aiohttp picks a subprotocol from the first Sec-WebSocket-Protocol line only and, finding none of its own
 # there, warns quoting what was offered: the `header-…` auth subprotocol, an API key in base64.
@@ -43,7 +44,13 @@ async def _realtime_websocket(request: web.Request) -> web.StreamResponse:
     key = rp.api_key_of(auth) or request.headers.get("x-api-key")
     hub = request.app[HUB]
     # Only a valid key has a rate of its own: a wrong one is refused after the upgrade, as AppSync does.
-    if key and await hub.api_role(key) is not None and (refused := connect_refused(hub, "key:" + key, "this API key")):
+    try:
+        known = bool(key) and await hub.api_role(key) is not None
+    except StoreError as exc:  # answered before the upgrade: a 503 the client retries, not a 500
+        return web.json_response(
+            {"error": f"could not check the API key (the store is unavailable): {exc}"}, status=503
+        )
+    if key and known and (refused := connect_refused(hub, "key:" + key, "this API key")):
         return refused
     # No permessage-deflate: browsers always offer it, and aiohttp compresses a frame over 16 KiB in its thread
     # pool chunk by chunk, so a dashboard's batch frames waited on dozens of round trips each (bench/dashboard_fps.py).
