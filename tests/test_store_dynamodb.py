@@ -90,6 +90,34 @@ async def test_an_operation_dynamodb_refuses_fails_alone(factory):
     assert [e.seq for e in (await store.events(EventQuery())).items] == [2, 1]
 
 
+async def test_a_throttled_revoke_is_tried_again_not_reported_as_no_such_token(factory):
+    """A throttled table cancels the transaction with ThrottlingError: taken for "revoked by someone else",
+    the CLI said "no active token with id" and the leaked token went on working."""
+    from botocore.exceptions import ClientError
+
+    store = await factory.open()
+    _, info = await store.add_token("acc-1")
+    original, calls = store._client.transact_write_items, []
+
+    async def throttled_once(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "throttled"},
+                    "CancellationReasons": [{"Code": "ThrottlingError"}, {"Code": "None"}],
+                },
+                "TransactWriteItems",
+            )
+        return await original(**kwargs)
+
+    store._client.transact_write_items = throttled_once
+    assert await store.revoke_token(info.tokenId) is True and len(calls) == 2
+    [listed] = await store.list_tokens("acc-1")
+    assert listed.revokedAt is not None
+    assert await store.revoke_token(info.tokenId) is False  # now truly revoked already
+
+
 async def test_large_batches_are_split_into_transactions_of_at_most_100_items(factory):
     store = await factory.open()
     sizes = []

@@ -950,9 +950,23 @@ class DynamoStore:
         return sorted(await self._partition(f"#{kind}S"), key=lambda r: (r["createdAt"], r["sk"]))
 
     async def _revoke(self, kind: str, public_id: str) -> bool:
-        item = await self._read(lambda: self._get_state(f"#{kind}S", public_id))
-        if item is None or "revokedAt" in item:
-            return False
+        """True once revoked here; False if there is no such active credential. A throttled or conflicting
+        write is tried again (reading the item afresh each time), never reported as "no such credential":
+        an operator told so would take a leaked token for revoked while it goes on working."""
+        for attempt in range(MAX_ATTEMPTS):
+            item = await self._read(lambda: self._get_state(f"#{kind}S", public_id))
+            if item is None or "revokedAt" in item:
+                return False  # none, or revoked (by someone else meanwhile, if this is a retry)
+            try:
+                await self._revoke_item(kind, public_id, item)
+                return True
+            except ClientError as exc:
+                if not _is_retryable(exc):
+                    raise StoreError(f"commit failed: {exc}") from None
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise StoreError(f"revoke failed: still throttled or conflicting after {MAX_ATTEMPTS} attempts")
+
+    async def _revoke_item(self, kind: str, public_id: str, item: dict[str, Any]) -> None:
         state = self.tables["state"]
         items = [
             {
@@ -969,13 +983,8 @@ class DynamoStore:
         ]
         try:
             await self._client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException" and _is_retryable(exc):
-                return False  # revoked by someone else meanwhile
-            raise StoreError(f"commit failed: {exc}") from None
         except BotoCoreError as exc:
             raise StoreError(f"commit failed: {exc}") from None
-        return True
 
     async def add_token(self, account: str, label: str = "") -> tuple[str, TokenInfo]:
         token_id, token = new_secret(TOKEN_PREFIX)
