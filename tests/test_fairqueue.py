@@ -52,3 +52,29 @@ async def test_get_waits_for_an_item():
     assert not getter.done()
     q.put("a", "a1")
     assert await asyncio.wait_for(getter, 0.1) == "a1"
+
+
+async def test_urgent_items_go_first_and_are_dropped_last():
+    """An account's STOP_OUT, then its EA's errors in a loop: the STOP_OUT was the oldest item of the key
+    holding the most, so the first one a full queue dropped; and behind every other account's deliveries."""
+    q: FairQueue[str] = FairQueue(4)
+    q.put("other", "o1")
+    q.put("acc", "STOP_OUT", urgent=True)
+    dropped = [q.put("acc", f"err{n}") for n in range(1, 6)]
+    assert dropped == [None, None, "err1", "err2", "err3"]  # the other lane's flood, never the urgent item
+    assert await drain(q) == ["STOP_OUT", "o1", "err4", "err5"]
+    q.put("a", "a1", urgent=True)
+    q.put("b", "b1", urgent=True)
+    q.put("a", "a2", urgent=True)
+    assert q.put("b", "b2", urgent=True) is None and q.put("c", "c1", urgent=True) == "a1"  # urgent only: same rule
+    assert await drain(q) == ["a2", "b1", "c1", "b2"]
+
+
+async def test_a_flood_across_many_keys_drops_from_the_longest_without_scanning_them_all():
+    q: FairQueue[str] = FairQueue(10_000)
+    for n in range(9_999):
+        q.put(f"acc-{n}", "x")
+    q.put("loop", "e0")
+    dropped = [q.put("loop", f"e{n}") for n in range(1, 2_001)]
+    assert dropped == [f"e{n}" for n in range(2_000)]  # the looping key's own oldest, each time
+    assert q.qsize() == 10_000

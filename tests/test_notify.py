@@ -399,9 +399,25 @@ async def test_one_accounts_storm_of_alerts_neither_delays_nor_pushes_out_anothe
     gate.set()
     await until(lambda: notifier.stats["sent"] == 11)
     sent = [(b["alert"]["account"], b["alert"]["id"]) for b in rx.bodies()]
-    # after the one in flight, the accounts take turns: acc-2 waits for one of the storm's, not for nine
-    assert sent[:3] == [("acc-1", "alert-0"), ("acc-noisy", "alert-42"), ("acc-2", "alert-99")]
+    # after the one in flight, acc-2's margin call (an episode raised) goes before every queued EA error
+    assert sent[:3] == [("acc-1", "alert-0"), ("acc-2", "alert-99"), ("acc-noisy", "alert-42")]
     assert [i for a, i in sent[3:]] == [f"alert-{n}" for n in range(43, 51)]
+
+
+async def test_an_accounts_stop_out_is_not_pushed_out_by_its_own_error_loop(receivers, notifiers):
+    """The queue drops the oldest item of the account holding the most: an account that raised a STOP_OUT and
+    then looped on errors (its EA retrying OrderSend) lost its own STOP_OUT first."""
+    rx, gate = await gated_receiver(receivers)
+    notifier = await notifiers(hook(rx.url), queue_size=10)
+    notifier.notify(alert(0), "raised")
+    await rx.arrived.wait()
+    notifier.notify(msgspec.structs.replace(alert(1, type="STOP_OUT", severity="CRITICAL"), account="acc-x"), "raised")
+    for n in range(2, 60):
+        err = msgspec.structs.replace(alert(n, type="SYSTEM_ERROR", severity="CRITICAL"), account="acc-x")
+        notifier.notify(err, "raised")
+    gate.set()
+    await until(lambda: notifier.stats["sent"] == 11)
+    assert [b["alert"]["type"] for b in rx.bodies()][:2] == ["MARGIN_CALL", "STOP_OUT"]
 
 
 async def test_stop_flushes_queued_deliveries_then_gives_up(receivers):

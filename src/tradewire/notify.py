@@ -53,6 +53,7 @@ import aiohttp
 import msgspec
 import yarl
 
+from tradewire.alerts import EPISODIC
 from tradewire.config import NotifySettings, WebhookSettings
 from tradewire.fairqueue import FairQueue
 from tradewire.model import Alert
@@ -198,7 +199,10 @@ class WebhookNotifier:
             if alert_json is None:
                 alert_json = msgspec.json.encode(alert)
             delivery = _Delivery(str(uuid.uuid4()), transition, alert.id, alert.account, alert_json)
-            old = hook.queue.put(alert.account, delivery)
+            # An episode raised (an account has a handful at most at once) goes before, and is dropped after,
+            # EA errors and resolutions: a flood of either must not hold back or push out a STOP_OUT.
+            urgent = transition == "raised" and alert.type in EPISODIC
+            old = hook.queue.put(alert.account, delivery, urgent=urgent)
             if old is not None:
                 self.stats["dropped"] += 1
                 log.warning(
