@@ -25,7 +25,7 @@ from conftest import make_settings
 from helpers import issue_token
 
 ACCOUNT = "acc-agent-1"
-FAST = {"interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.3, "close_grace": 0.5}
+FAST = {"interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.3, "close_grace": 0.5, "tz_probe": 0.05}
 
 
 # --- harness ------------------------------------------------------------------------------------
@@ -612,6 +612,54 @@ def test_close_details_sum_partial_exits_and_map_the_reason():
     assert details is not None
     assert (details.close_price, details.profit, details.reason, details.commission) == (1.12, 160.0, "stopout", -7.0)
     assert core.close_details(fake.deals, 999, 0) is None
+
+
+def test_the_broker_clock_believes_only_quotes_seen_moving():
+    """A quote that stopped an hour ago is within two minutes of a quarter hour, so it "looked fresh" and gave
+    UTC+2 for a UTC+3 broker: every time the agent reported was an hour off, for as long as it ran."""
+    utc = 1_700_000_000.0
+
+    def quote(at: float, offset: int = 10800, age_s: float = 0.0) -> int:  # broker ms of a quote seen at `at`
+        return int((at + offset - age_s) * 1000)
+
+    clock = core.BrokerClock()
+    assert clock.observe("XAUUSD", quote(utc, age_s=3600), utc) and (clock.offset, clock.source) == (7200, "guess")
+    assert not clock.observe("XAUUSD", quote(utc, age_s=3600), utc + 5)  # not moving: still only a guess
+    clock.observe("EURUSD", quote(utc), utc)
+    assert clock.source == "guess"  # first look at EURUSD: not yet seen moving
+    assert clock.observe("EURUSD", quote(utc + 5), utc + 5) and (clock.offset, clock.source) == (10800, "live")
+    # Known: a moving quote that disagrees once is not believed; twice in a row (daylight saving) it is.
+    assert not clock.observe("EURUSD", quote(utc + 10, 7200), utc + 10) and clock.offset == 10800
+    assert not clock.observe("EURUSD", quote(utc + 20), utc + 20) and clock.pending is None
+    assert not clock.observe("EURUSD", quote(utc + 30, 7200), utc + 30)
+    assert clock.observe("EURUSD", quote(utc + 40, 7200), utc + 40) and clock.offset == 7200
+    fixed = core.BrokerClock(3600, "fixed")
+    fixed.observe("EURUSD", quote(utc), utc)
+    assert not fixed.observe("EURUSD", quote(utc + 1), utc + 1) and fixed.offset == 3600
+
+
+async def test_a_stale_quote_at_start_does_not_set_the_broker_offset(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    fake = FakeMT5(tz_offset_sec=10800)
+    fake.quote("XAUUSD", 2381.15, 2381.45, age_s=3600)  # metals in their daily break: an hour old
+    fake.quote("EURUSD", 1.085, 1.0851)
+    outbox = tmp_path / "outbox.json"
+    agent = start(server.url, token, fake, outbox, symbols=["XAUUSD", "EURUSD"], tz_probe=0.2)
+    try:
+        await until(lambda: _async(ACCOUNT in server.hub.state.accounts), what="hello")
+        assert server.hub.state.accounts[ACCOUNT].info.tzOffsetSec == 10800
+        await until(lambda: _async(json.loads(outbox.read_bytes()).get("tzOffsetSec") == 10800), what="saved")
+    finally:
+        await agent.halt()
+    # Restarted while every quote is stale (the weekend): the saved offset, not a guess from a stale quote.
+    fake.quote("EURUSD", 1.085, 1.0851, age_s=2 * 3600 - 30)
+    agent = start(server.url, token, fake, outbox, symbols=["XAUUSD", "EURUSD"], tz_probe=0.2)
+    try:
+        pid = fake.open("USDJPY", "buy", 0.1, 150.0)
+        (opened,) = await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN")
+        assert abs(opened.position.openTime - time.time() * 1000) < 5000
+    finally:
+        await agent.halt()
 
 
 def test_tz_offset_detection_needs_a_fresh_quote():

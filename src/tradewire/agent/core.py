@@ -97,6 +97,45 @@ def detect_tz_offset(broker_seconds: float, utc_seconds: float) -> int | None:
     return int(offset)
 
 
+@dataclass(slots=True)
+class BrokerClock:
+    """The broker's offset from UTC, as quotes show it. A quote's broker time is compared with the UTC clock
+    (see `detect_tz_offset`), but a quote that stopped moving (market shut, a daily break, a quiet symbol)
+    whose age happens to be near a whole quarter hour gives a wrong offset that looks right: only a quote
+    seen moving since the last look is believed. A wrong offset shifts every time the agent reports.
+
+    `source`: "fixed" (--tz-offset-sec: never changed), "saved" (the outbox file's, from an earlier run),
+    "live" (from a moving quote), "guess" (from a quote not yet seen moving: used until a live one comes), or
+    "none" (UTC, nothing better known). A live reading replaces a guess at once; once known, an offset changes
+    (daylight saving) only when two live readings in a row say so.
+    """
+
+    offset: int = 0
+    source: str = "none"
+    seen: dict[str, int] = field(default_factory=dict)  # symbol -> broker ms of its quote at the last look
+    pending: int | None = None  # a different offset one live reading gave: believed if the next one agrees
+
+    def observe(self, symbol: str, broker_ms: int, utc_seconds: float) -> bool:
+        """Take one quote in; True when the offset changed."""
+        last = self.seen.get(symbol)
+        self.seen[symbol] = broker_ms
+        offset = detect_tz_offset(broker_ms / 1000, utc_seconds)
+        if offset is None or self.source == "fixed":
+            return False
+        live = last is not None and broker_ms != last  # changed: a daylight-saving change moves it back an hour
+        if not live:
+            if self.source != "none":
+                return False
+            self.offset, self.source = offset, "guess"
+            return True
+        if self.source in ("none", "guess") or offset == self.offset or self.pending == offset:
+            changed = offset != self.offset
+            self.offset, self.source, self.pending = offset, "live", None
+            return changed
+        self.pending = offset  # a live quote disagrees once: wait for the next to agree
+        return False
+
+
 # --- records -> protocol objects -----------------------------------------------------------------
 def _num(value: Any) -> float:
     return float(value or 0.0)
@@ -293,6 +332,7 @@ class Outbox:
     pending: dict[int, Wire] = field(default_factory=dict)
     known: dict[int, Wire] = field(default_factory=dict)
     synced: bool = False
+    tz: int | None = None  # the broker's UTC offset last read from a moving quote: a restart's first guess
 
     def add(self, change: Change, ts: int, details: CloseDetails | None = None) -> Wire:
         """Turn a change into a durable `position` message with the next seq, kept until acked."""
@@ -394,6 +434,7 @@ class Outbox:
             "synced": self.synced,
             "pending": list(self.pending.values()),
             "known": list(self.known.values()),
+            "tzOffsetSec": self.tz,
         }
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -411,8 +452,10 @@ class Outbox:
             synced = bool(data.get("synced", False))
             pending = {int(m["seq"]): m for m in data["pending"]}
             known = {int(p["id"]): p for p in data["known"]}
+            tz = data.get("tzOffsetSec")
+            tz = int(tz) if tz is not None and abs(int(tz)) <= MAX_TZ_OFFSET_S else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed outbox: {exc!r}") from None
         if pending and max(pending) > seq:
             seq = max(pending)
-        return cls(seq=seq, pending=dict(sorted(pending.items())), known=known, synced=synced)
+        return cls(seq=seq, pending=dict(sorted(pending.items())), known=known, synced=synced, tz=tz)

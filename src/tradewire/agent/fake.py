@@ -150,6 +150,7 @@ class FakeMT5:
         self.initialize_args: dict[str, Any] | None = None
         self.fail_initialize: tuple[int, str] | None = None
         self.quotes: dict[str, tuple[float, float]] = {}
+        self.frozen: dict[str, int] = {}  # symbol -> broker ms of a quote that stopped moving (see quote)
         self.selected: set[str] = set()
         self.positions: dict[int, TradePosition] = {}
         self.deals: list[TradeDeal] = []
@@ -251,7 +252,7 @@ class FakeMT5:
         quote = self.quotes.get(symbol)
         if quote is None or not self.connected:
             return None
-        now = self.broker_ms()
+        now = self.frozen.get(symbol) or self.broker_ms()
         return Tick(now // 1000, quote[0], quote[1], 0.0, 0, now, 6, 0.0)
 
     def history_deals_get(self, *args: Any, **kwargs: Any) -> tuple[TradeDeal, ...] | None:
@@ -267,9 +268,14 @@ class FakeMT5:
             )
 
     # --- what a test does to the terminal ---------------------------------------------------
-    def quote(self, symbol: str, bid: float, ask: float) -> None:
+    def quote(self, symbol: str, bid: float, ask: float, *, age_s: float | None = None) -> None:
+        """A price; with `age_s`, one that stopped moving that long ago (a shut market, a quiet symbol)."""
         with self._lock:
             self.quotes[symbol] = (bid, ask)
+            if age_s is None:
+                self.frozen.pop(symbol, None)
+            else:
+                self.frozen[symbol] = self.broker_ms() - int(age_s * 1000)
 
     def open(
         self,

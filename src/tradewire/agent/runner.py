@@ -52,6 +52,9 @@ ACK_TIMEOUT_S = 30.0  # a durable frame unanswered this long: reconnect, and the
 # After the terminal's link to the trade server comes back (or the agent initialised it again), its position
 # list and history are still loading: an empty list then is not "every position closed".
 SETTLE_S = 5.0
+TZ_CHECK_S = 30.0  # how often a known broker offset is checked against moving quotes (daylight saving)
+TZ_SYMBOLS = 8  # quotes read per check at most
+TZ_PROBE_S = 1.5  # at start, with no offset known: two looks this far apart, to see a quote move
 HEALTHY_SESSION_S = 60.0  # a session this long (or one ack) resets the back-off: a hub closing at once does not
 REPLACED_DELAY_S = 30.0  # closed 4000 (another session for the account took over): do not take it back at once
 # Errors that refuse a durable message for good: resent, it would be refused again and hold up the rest.
@@ -121,6 +124,7 @@ class AgentConfig:
     backoff_cap: float = BACKOFF_CAP_S
     ack_timeout: float = ACK_TIMEOUT_S
     settle: float = SETTLE_S
+    tz_probe: float = TZ_PROBE_S
 
 
 class Replaced(ConnectionError):
@@ -146,8 +150,10 @@ class Agent:
         self.rng = rng or random.Random()
         self.outbox = core.Outbox()
         self.path: Path | None = None
-        self.tz = config.tz_offset_sec or 0
-        self._tz_known = config.tz_offset_sec is not None
+        self.clock = (
+            core.BrokerClock(config.tz_offset_sec, "fixed") if config.tz_offset_sec is not None else core.BrokerClock()
+        )
+        self._tz_checked = -TZ_CHECK_S  # monotonic
         self._tz_warned = False
         self.info: Any = None
         # (login, server) the agent started with: its token, outbox and known positions are this account's.
@@ -215,6 +221,8 @@ class Agent:
         login = int(self.info.login)
         self.path = self.config.outbox or Path.home() / ".tradewire" / f"agent-{login}.json"
         self._read_outbox()
+        if self.outbox.tz is not None and self.clock.source == "none":
+            self.clock.offset, self.clock.source = self.outbox.tz, "saved"
         try:
             self.save_outbox()
         except OSError as exc:
@@ -259,27 +267,37 @@ class Agent:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
-    def _detect_tz(self, extra: list[str] | None = None) -> None:
-        """The broker's UTC offset from a fresh quote (unless --tz-offset-sec fixed it)."""
-        if self.config.tz_offset_sec is not None:
+    @property
+    def tz(self) -> int:
+        """The broker's offset from UTC in seconds: the package reports broker time."""
+        return self.clock.offset
+
+    def _detect_tz(self, extra: list[str] | None = None, *, force: bool = False) -> None:
+        """Read quotes into the broker clock: every poll until an offset is read from a moving quote, then
+        every TZ_CHECK_S (daylight saving moves it twice a year, and a connection can last weeks)."""
+        clock = self.clock
+        settled = clock.source in ("fixed", "live")
+        if clock.source == "fixed" or (settled and not force and time.monotonic() - self._tz_checked < TZ_CHECK_S):
             return
+        self._tz_checked = time.monotonic()
         symbols = list(self.config.symbols) + sorted({p["symbol"] for p in self.positions.values()}) + (extra or [])
-        for symbol in dict.fromkeys(symbols):
+        for symbol in list(dict.fromkeys(symbols))[:TZ_SYMBOLS]:
             tick = self.mt5.symbol_info_tick(symbol)
             if tick is None:
                 continue
-            offset = core.detect_tz_offset((tick.time_msc or tick.time * 1000) / 1000, time.time())
-            if offset is not None:
-                if not self._tz_known or offset != self.tz:
-                    log.info("broker time is UTC%+g h (from %s quotes)", offset / 3600, symbol)
-                self.tz, self._tz_known = offset, True
-                return
-        if not self._tz_known and symbols and not self._tz_warned:
+            if clock.observe(symbol, int(tick.time_msc or tick.time * 1000), time.time()):
+                how = "a quote not yet seen moving: a guess" if clock.source == "guess" else "moving quotes"
+                log.info("broker time is UTC%+g h (from %s %s)", clock.offset / 3600, symbol, how)
+            if clock.source == "live" and self.outbox.tz != clock.offset:
+                self.outbox.tz = clock.offset  # the next restart's first guess
+                self._outbox_changed()
+        if clock.source in ("none", "guess") and symbols and not self._tz_warned:
             self._tz_warned = True
             log.warning(
-                "broker time offset unknown (no fresh quote for %s): taking it as UTC until one comes; "
-                "--tz-offset-sec fixes it",
-                ", ".join(symbols),
+                "broker time offset not read from a moving quote yet (%s): taking it as UTC%+g h until one "
+                "moves; --tz-offset-sec fixes it",
+                ", ".join(symbols[:TZ_SYMBOLS]),
+                clock.offset / 3600,
             )
 
     def _who(self) -> str:
@@ -346,8 +364,7 @@ class Agent:
         self.info = info
         self.stats["polls"] += 1
         now = now_ms()
-        if not self._tz_known:
-            self._detect_tz([str(p.symbol) for p in raw_positions])
+        self._detect_tz([str(p.symbol) for p in raw_positions])
         current: dict[int, core.Wire] = {}
         for p in raw_positions:
             pid = int(p.identifier)
@@ -459,6 +476,12 @@ class Agent:
         self.initialize()
         try:
             self.load_outbox()
+            if self.clock.source == "none":
+                # Nothing known: two looks at the quotes, to see one move, before the first positions are read
+                # (their open times are turned into UTC with it).
+                self._detect_tz(force=True)
+                await self._sleep(self.config.tz_probe)
+                self._detect_tz(force=True)
             self.poll()
             poller = asyncio.create_task(self._poll_loop(), name="agent-poll")
             try:
@@ -511,7 +534,6 @@ class Agent:
             await self._session(ws)
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._detect_tz()  # again on every connect: DST moves it twice a year
         hello = core.hello_message(self.info, self.tz, self.outbox.seq, _version())
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await self._send(ws, [hello])  # if the hub already closed (bad token), its close code says why
@@ -691,6 +713,7 @@ async def run_agent(
     close_grace: float = CLOSE_GRACE_S,
     ack_timeout: float = ACK_TIMEOUT_S,
     settle: float = SETTLE_S,
+    tz_probe: float = TZ_PROBE_S,
 ) -> Agent:
     """Stream one MT5 terminal to a hub until `stop` is set. Raises AgentError (TokenRefused for a
     refused token) when it cannot run. `mt5` is the MetaTrader5 module, or a stand-in for it."""
@@ -715,6 +738,7 @@ async def run_agent(
         close_grace=close_grace,
         ack_timeout=ack_timeout,
         settle=settle,
+        tz_probe=tz_probe,
     )
     agent = Agent(config, mt5 if mt5 is not None else load_mt5(), stop=stop, on_frame=on_frame)
     await agent.run()
