@@ -273,6 +273,36 @@ async def test_a_poll_that_raises_does_not_stop_the_agent_reading_the_terminal(s
         await agent.halt()
 
 
+async def test_initialising_a_silent_terminal_again_does_not_stall_the_agent(server, tmp_path):
+    """MetaTrader5.initialize can block for a minute: run on the event loop, it stopped the heartbeats and
+    acks (the hub then raised CONNECTION_LOST for a link that was fine) every tenth failed poll."""
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    agent = start(server.url, token, fake, tmp_path / "outbox.json", settle=0.2)
+    try:
+        await until(lambda: _async(agent.frames), what="connected")
+        fake.initialize_delay_s = 1.0
+        fake.fail_initialize = (-10005, "IPC timeout")
+        fake.connected = False  # the terminal went silent: every poll fails, initialize is tried again
+        gaps, last = [], time.monotonic()
+        for _ in range(150):  # 1.5 s: more than ten polls, so an initialize runs
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        assert fake.initialize_args is not None and max(gaps) < 0.5
+        fake.fail_initialize, fake.initialize_delay_s = None, 0.0
+        pid = fake.open("EURUSD", "buy", 0.1, 1.08512)  # once initialised again, it reads on
+        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN after the outage")
+    finally:
+        await agent.halt()
+
+
+def welcomed(agent: Running) -> bool:
+    """The agent has had its welcome: it sends its positions snapshot right after (the hello goes before)."""
+    return any('"type":"positions"' in frame for frame in agent.frames)
+
+
 def hellos(agent: Running) -> int:
     return sum('"type":"hello"' in frame for frame in agent.frames)
 
@@ -435,7 +465,7 @@ async def test_an_ack_that_never_comes_makes_the_agent_reconnect_and_nothing_is_
     fake = terminal()
     agent = start(url, token, fake, tmp_path / "outbox.json", ack_timeout=0.6)
     try:
-        await until(lambda: _async(proxy.accepted == 1 and agent.frames), what="connected")
+        await until(lambda: _async(proxy.accepted == 1 and welcomed(agent)), what="connected")
         proxy.drop_down = True  # the hub stores OPEN a; its ack is lost; the connection stays up
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
         await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a stored")
@@ -646,7 +676,7 @@ async def test_a_stale_quote_at_start_does_not_set_the_broker_offset(server, tmp
     outbox = tmp_path / "outbox.json"
     agent = start(server.url, token, fake, outbox, symbols=["XAUUSD", "EURUSD"], tz_probe=0.2)
     try:
-        await until(lambda: _async(ACCOUNT in server.hub.state.accounts), what="hello")
+        await until(lambda: _async(welcomed(agent)), what="welcome")
         assert server.hub.state.accounts[ACCOUNT].info.tzOffsetSec == 10800
         await until(lambda: _async(json.loads(outbox.read_bytes()).get("tzOffsetSec") == 10800), what="saved")
     finally:

@@ -149,6 +149,7 @@ class FakeMT5:
         self._away: tuple[int, str, dict[int, TradePosition]] | None = None  # see switch_account
         self.initialize_args: dict[str, Any] | None = None
         self.fail_initialize: tuple[int, str] | None = None
+        self.initialize_delay_s = 0.0  # a real initialize can wait out a minute's IPC timeout
         self.quotes: dict[str, tuple[float, float]] = {}
         self.frozen: dict[str, int] = {}  # symbol -> broker ms of a quote that stopped moving (see quote)
         self.selected: set[str] = set()
@@ -165,6 +166,8 @@ class FakeMT5:
     # --- the package's API ------------------------------------------------------------------
     def initialize(self, path: str | None = None, **kwargs: Any) -> bool:
         self.initialize_args = {"path": path, **kwargs}
+        if self.initialize_delay_s:
+            time.sleep(self.initialize_delay_s)
         if self.fail_initialize is not None:
             self._error = self.fail_initialize
             return False

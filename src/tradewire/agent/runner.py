@@ -169,6 +169,8 @@ class Agent:
         self._commission: dict[int, float] = {}
         self._gone_since: dict[int, float] = {}
         self._poll_failures = 0
+        self._reinit_due = False
+        self._mt5_busy: asyncio.Future[None] | None = None  # a MetaTrader5 call running in a thread
         self._failures = 0  # connection attempts since the last welcome
         self._last_poll_error = ""
         self.stats = {"polls": 0, "durable": 0, "acked": 0, "refused": 0, "resent": 0, "connects": 0}
@@ -448,11 +450,17 @@ class Agent:
             log.warning("%s", why)
             self._last_poll_error = why
         if self._poll_failures % REINIT_AFTER == 0:
-            log.warning("terminal silent for %d polls: initialising the connection again", self._poll_failures)
-            with contextlib.suppress(Exception):
-                self.mt5.shutdown()
-            with contextlib.suppress(AgentError):
-                self.initialize()
+            self._reinit_due = True  # by the poll loop, off the event loop (see _reinitialize)
+
+    def _reinitialize(self) -> None:
+        """Initialise the terminal connection again. It can block for a minute (the package's IPC timeout, or
+        a terminal it starts), so the poll loop runs it in a thread: the hub connection's heartbeats and acks
+        go on meanwhile. No other MetaTrader5 call runs then: the poll loop alone makes them, and it waits."""
+        log.warning("terminal silent for %d polls: initialising the connection again", self._poll_failures)
+        with contextlib.suppress(Exception):
+            self.mt5.shutdown()
+        with contextlib.suppress(AgentError):
+            self.initialize()
 
     async def _poll_loop(self) -> None:
         while not self.stop.is_set():
@@ -463,6 +471,10 @@ class Agent:
             except Exception as exc:  # the poller must not die while the connection streams stale state
                 log.exception("reading the terminal failed")
                 self._poll_failed(f"reading the terminal failed: {type(exc).__name__}: {exc}")
+            if self._reinit_due:
+                self._reinit_due = False
+                self._mt5_busy = asyncio.ensure_future(asyncio.to_thread(self._reinitialize))
+                await asyncio.shield(self._mt5_busy)  # cancelled (stopping): run() waits for the thread
             await self._sleep(self.config.interval)
 
     async def _sleep(self, delay: float) -> bool:
@@ -492,6 +504,8 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
         finally:
+            if self._mt5_busy is not None and not self._mt5_busy.done():
+                await asyncio.wait([self._mt5_busy])  # the package is not thread-safe: never two calls at once
             with contextlib.suppress(Exception):
                 self.mt5.shutdown()
 
