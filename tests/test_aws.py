@@ -294,6 +294,21 @@ async def test_a_token_revoked_while_connected_writes_nothing_more(aws):
     assert [e.seq for e in page.items] == [1]
 
 
+async def test_a_connection_opened_before_tokens_were_recorded_is_closed_to_reconnect(aws):
+    """Connection items written by an earlier version have no token hash, and were taken as standing: a token
+    revoked after the upgrade wrote on through them for up to API Gateway's two hours."""
+    from tradewire.aws.state import Connection
+
+    _, info = await aws.store_call(lambda s: s.add_token("acct-old"))
+    await aws.store_call(lambda s: s.revoke_token(info.tokenId))
+    legacy = Connection(id="c-old", account="acct-old", connectedAt=1, tokenHash="")
+    await asyncio.to_thread(aws.runtime.run, aws.runtime.live.put_connection(legacy))
+    await aws(handlers.default, message_event("c-old", position_event(1)))
+    assert aws.recorder.deleted == ["c-old"]
+    page = await aws.store_call(lambda s: s.events(EventQuery(account="acct-old")))
+    assert page.items == []
+
+
 async def test_rest_answers_503_when_the_key_lookup_fails(aws, monkeypatch):
     """A throttled or failing table is the server's trouble: 503 to retry, not a Lambda error (a 502)."""
     from tradewire.store.base import StoreError

@@ -114,3 +114,25 @@ async def test_two_nodes_commit_offsets_in_the_order_they_drew_them():
         await a.close()
         await b.close()
         await drop_pg_schema(schema)
+
+
+async def test_a_role_that_may_not_create_the_tables_gets_a_clear_error_not_a_traceback():
+    """A least-privilege role (PostgreSQL 15+ gives none CREATE on `public`): setting up the tables raised
+    asyncpg's own error out of the CLI and `serve` as a traceback."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    import asyncpg
+
+    role, schema = "tw_nocreate_" + uuid.uuid4().hex[:8], "tw_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(PG_URL)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')  # usage, not create
+        url = PG_URL.replace("postgres@", f"{role}@", 1) + f"?schema={schema}"
+        store = PostgresStore(url)
+        with pytest.raises(StoreError, match="cannot set up the tradewire tables"):
+            await store.open()
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()

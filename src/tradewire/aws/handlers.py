@@ -112,7 +112,9 @@ class Runtime:
         """Whether the token a connection was opened with is still valid for its account: asked of the store
         at most once per auth_cache_s per token in this container (containers serve many frames)."""
         if not conn.tokenHash:
-            return True
+            # Opened under a version that did not record its token: nothing to check a revoke against (it
+            # would write on for up to API Gateway's 2 h). Closed once: the EA reconnects and is authorized.
+            return False
         now = self.clock()
         known = self._tokens.get(conn.tokenHash)
         if known is None or known[1] <= now:
@@ -264,7 +266,8 @@ async def _default(rt: Runtime, event: dict) -> dict:
         await conns.delete(cid)
         return {"statusCode": 200}
     if not await rt.token_stands(conn):  # revoked since $connect: it writes nothing more (it gets 401 anew)
-        log.info("account %s: closing its connection: the token was revoked", conn.account)
+        why = "the token was revoked" if conn.tokenHash else "opened before tokens were recorded: to reconnect"
+        log.info("account %s: closing its connection: %s", conn.account, why)
         # Its session ends here: the $disconnect that follows finds no connection item, and did nothing.
         if (gone := await rt.live.delete_connection(cid)) is not None and gone.greeted:
             await _session_ended(rt, conn.account)

@@ -150,10 +150,17 @@ class PostgresStore:
                 server_settings=settings,
                 command_timeout=self.command_timeout,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
-        async with self._pool.acquire() as conn:
-            await self._migrate(conn)
+        try:
+            async with self._pool.acquire() as conn:
+                await self._migrate(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # e.g. a role without CREATE on the schema (PostgreSQL 15+'s default for public): a clear error
+            # for `serve` and the CLI alike, not a traceback.
+            await self._pool.close()
+            self._pool = None
+            raise StoreError(f"cannot set up the tradewire tables in PostgreSQL: {exc}") from None
         self._writer = asyncio.create_task(self._write_loop(), name="tradewire-pg-writer")
 
     async def close(self) -> None:
