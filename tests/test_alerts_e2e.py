@@ -240,6 +240,12 @@ async def test_webhook_receives_raised_and_resolved(tmp_path, http):
                 if len(got) >= 2:
                     break
                 await asyncio.sleep(0.05)
+            # What an operator alerts on: a hook that refuses (a revoked Slack URL) is a rising failed count.
+            headers = {"x-api-key": await issue_key(srv, "read")}
+            async with http.get(srv.url + "/api/v1/metrics", headers=headers) as r:
+                metrics = await r.text()
+            assert 'tradewire_webhook_deliveries_total{outcome="sent"} 2.0' in metrics
+            assert 'tradewire_webhook_deliveries_total{outcome="failed"} 0.0' in metrics
     assert [body["event"] for _, body in got] == ["raised", "resolved"]
     assert got[0][1]["alert"]["type"] == "MARGIN_CALL"
 

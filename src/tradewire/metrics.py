@@ -116,6 +116,16 @@ class _LiveCollector(Collector):
             "log records dropped: stderr was not read",
             value=logs.dropped(),
         )
+        stats = getattr(self.hub.notifier, "stats", None)
+        if stats is not None:  # webhooks: a revoked hook URL loses every alert with one log line each
+            deliveries = CounterMetricFamily(
+                "tradewire_webhook_deliveries",
+                "webhook deliveries by outcome (sent, failed: given up or refused, dropped: queue full, retried)",
+                labels=["outcome"],
+            )
+            for outcome in ("sent", "failed", "dropped", "retried"):
+                deliveries.add_metric([outcome], stats.get(outcome, 0))
+            yield deliveries
 
 
 class _GcPauses:
