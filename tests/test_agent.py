@@ -704,3 +704,31 @@ def test_tz_offset_detection_needs_a_fresh_quote():
 def _keep_test_logging(monkeypatch):
     """The command configures the root logger; under pytest that would outlive the test."""
     monkeypatch.setattr("tradewire.agent.cli.setup_logging", lambda *a, **k: None)
+
+
+async def test_an_outbox_save_that_failed_is_tried_again_without_waiting_for_a_change(server, tmp_path, monkeypatch):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    outbox = tmp_path / "outbox.json"
+    real_replace, failures = __import__("os").replace, []
+
+    def held_once(src, dst):  # Windows: an antivirus holding the file for a moment
+        if not failures and str(dst) == str(outbox):
+            failures.append(dst)
+            raise PermissionError(13, "The process cannot access the file")
+        return real_replace(src, dst)
+
+    # The hub is away: no ack comes to trigger a save of its own.
+    agent = start(server.url.rsplit(":", 1)[0] + ":9", token, fake, outbox)
+    try:
+        await until(lambda: _async(outbox.exists()), what="started")
+        monkeypatch.setattr("tradewire.agent.runner.os.replace", held_once)
+        pid = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _async(bool(failures)), what="a save failed")
+
+        def saved_known() -> bool:
+            return any(p["id"] == pid for p in json.loads(outbox.read_bytes())["known"])
+
+        await until(lambda: _async(saved_known()), what="saved again without a new change")
+    finally:
+        await agent.halt()

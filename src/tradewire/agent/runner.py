@@ -170,6 +170,7 @@ class Agent:
         self._gone_since: dict[int, float] = {}
         self._poll_failures = 0
         self._reinit_due = False
+        self._unsaved = False  # the outbox file is behind the outbox: its last save failed
         self._mt5_busy: asyncio.Future[None] | None = None  # a MetaTrader5 call running in a thread
         self._failures = 0  # connection attempts since the last welcome
         self._last_poll_error = ""
@@ -259,8 +260,11 @@ class Agent:
         )
 
     def save_outbox(self) -> None:
-        """Write the outbox atomically: a crash leaves the old file or the new one, never half of one."""
+        """Write the outbox atomically: a crash leaves the old file or the new one, never half of one. One that
+        failed (an antivirus or a backup holding the file on Windows) is tried again at every poll: else the
+        file kept old known positions until the next change, and a crash then resent acked MODIFYs anew."""
         assert self.path is not None
+        self._unsaved = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as f:
@@ -268,6 +272,7 @@ class Agent:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self._unsaved = False
 
     @property
     def tz(self) -> int:
@@ -462,15 +467,20 @@ class Agent:
         with contextlib.suppress(AgentError):
             self.initialize()
 
+    def _poll_once(self) -> None:
+        try:
+            if self._unsaved:
+                self.save_outbox()
+            self.poll()
+        except OSError as exc:
+            log.error("cannot write the outbox file %s: %s", self.path, exc)
+        except Exception as exc:  # the poller must not die while the connection streams stale state
+            log.exception("reading the terminal failed")
+            self._poll_failed(f"reading the terminal failed: {type(exc).__name__}: {exc}")
+
     async def _poll_loop(self) -> None:
         while not self.stop.is_set():
-            try:
-                self.poll()
-            except OSError as exc:
-                log.error("cannot write the outbox file %s: %s", self.path, exc)
-            except Exception as exc:  # the poller must not die while the connection streams stale state
-                log.exception("reading the terminal failed")
-                self._poll_failed(f"reading the terminal failed: {type(exc).__name__}: {exc}")
+            self._poll_once()
             if self._reinit_due:
                 self._reinit_due = False
                 self._mt5_busy = asyncio.ensure_future(asyncio.to_thread(self._reinitialize))
@@ -494,7 +504,7 @@ class Agent:
                 self._detect_tz(force=True)
                 await self._sleep(self.config.tz_probe)
                 self._detect_tz(force=True)
-            self.poll()
+            self._poll_once()
             poller = asyncio.create_task(self._poll_loop(), name="agent-poll")
             try:
                 await self._connection_loop()
