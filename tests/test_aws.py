@@ -682,3 +682,48 @@ async def test_without_an_api_key_a_publish_is_signed_with_sigv4_for_appsync():
     signature = signer.signature(signer.string_to_sign(again, signer.canonical_request(again)), again)
     assert authorization.endswith(f"Signature={signature}")
     assert json.loads(body) == {"channel": "/trading/alerts/acc-1", "events": ['{"type":"MARGIN_CALL"}']}
+
+
+def test_the_layer_requirements_bring_every_package_the_handlers_import():
+    """The layer was built from a hand-written list that missed prometheus_client (api.py imports metrics.py):
+    every function failed to import, so no EA could connect and every REST call was a 500."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    probe = (
+        "import sys; before = set(sys.modules); import tradewire.aws.handlers; "
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} - {m.split('.')[0] for m in before})))"
+    )
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    third_party = {
+        dist
+        for module in imported
+        if module not in sys.stdlib_module_names and module != "tradewire" and not module.startswith("_")
+        for dist in md.packages_distributions().get(module, [])
+    }
+    requirements = TEMPLATE.with_name("requirements.txt").read_text().splitlines()
+    wanted = [Requirement(line).name for line in requirements if line.strip() and not line.startswith("#")]
+    closure: set[str] = set()
+    while wanted:
+        name = wanted.pop()
+        key = name.lower().replace("_", "-")
+        if key in closure:
+            continue
+        closure.add(key)
+        for spec in md.requires(name) or []:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                wanted.append(req.name)
+    missing = {d for d in third_party if d.lower().replace("_", "-") not in closure}
+    assert not missing, f"the handlers import {sorted(missing)}: add them to deploy/aws/requirements.txt"
+    assert "tzdata" in closure  # the market hours' zones, where the image has no time-zone database
+
+
+def test_the_dashboards_key_expires_when_the_deployer_says_not_after_appsyncs_seven_days():
+    from cfnlint.decode import decode_str
+
+    template, _ = decode_str(TEMPLATE.read_text())
+    key = template["Resources"]["EventsApiKey"]["Properties"]
+    assert key["Expires"] == {"Ref": "DashboardKeyExpires"}
+    assert "Default" not in template["Parameters"]["DashboardKeyExpires"]  # a date: the deployer's to give

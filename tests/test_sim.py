@@ -250,6 +250,11 @@ def test_backoff_is_jittered_exponential_and_capped():
     assert all(5.0 <= backoff_delay(n, rng) <= 10.0 for n in range(6, 40))
     assert ws_url("https://hub.example:8443/") == "wss://hub.example:8443/ea/v1"
     assert ws_url("http://127.0.0.1:8080") == "ws://127.0.0.1:8080/ea/v1"
+    assert ws_url("https://hub.example/tw/") == "wss://hub.example/tw/ea/v1"  # a hub behind a path prefix
+    # The AWS deployment's EaWebSocketUrl: API Gateway has no paths below the stage, /ea/v1 there is a 403.
+    aws = "wss://a1b2c3.execute-api.eu-west-1.amazonaws.com/prod"
+    assert ws_url(aws) == ws_url(aws + "/") == aws
+    assert ws_url("wss://hub.example/ea/v1") == "wss://hub.example/ea/v1"
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import aiohttp
 import msgspec
 
 from tradewire.agent import core
+from tradewire.ea_url import ea_ws_url
 from tradewire.model import now_ms
 
 log = logging.getLogger("tradewire.agent")
@@ -80,15 +81,11 @@ def load_mt5() -> Any:
 
 
 def ws_url(url: str) -> str:
-    """The hub's EA WebSocket endpoint from its base URL (http(s)://host[:port][/prefix] or ws(s)://...)."""
-    base = url.strip().rstrip("/")
-    for scheme, ws in (("https://", "wss://"), ("http://", "ws://"), ("wss://", "wss://"), ("ws://", "ws://")):
-        if base.startswith(scheme):
-            rest = base[len(scheme) :]
-            if not rest:
-                break
-            return ws + (rest if rest.endswith("/ea/v1") else rest + "/ea/v1")
-    raise AgentError(f"hub URL {url!r} must start with http://, https://, ws:// or wss://")
+    """The hub's EA WebSocket endpoint (see ea_url.py), or AgentError."""
+    try:
+        return ea_ws_url(url)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
 
 
 def backoff_delay(failures: int, rng: random.Random, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from tradewire.ea_url import ea_ws_url as ws_url
 from tradewire.model import now_ms
 from tradewire.sim.account import SimAccount
 from tradewire.sim.market import Market
@@ -150,15 +151,6 @@ def backoff_delay(failures: int, rng: random.Random) -> float:
     """Jittered exponential back-off: 0.5 s, 1 s, 2 s, ... capped, each drawn from its upper half."""
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, failures - 1))
     return rng.uniform(ceiling / 2, ceiling)
-
-
-def ws_url(url: str) -> str:
-    base = url.rstrip("/")
-    if base.startswith("https://"):
-        return "wss://" + base[len("https://") :] + "/ea/v1"
-    if base.startswith("http://"):
-        return "ws://" + base[len("http://") :] + "/ea/v1"
-    raise ValueError(f"hub URL {url!r} must start with http:// or https://")
 
 
 def _auth(token: str) -> dict[str, str]:

@@ -486,7 +486,11 @@ public:
       string path = slash < 0 ? "" : StringSubstr(rest, slash);
       while(TwEndsWith(path, "/"))
          path = StringSubstr(path, 0, StringLen(path) - 1);
-      if(!TwEndsWith(path, "/ea/v1"))
+      // An API Gateway WebSocket URL (the AWS deployment's EaWebSocketUrl) is used as it is: such an API
+      // has no paths below its stage.
+      string lowerHost = hostport;
+      StringToLower(lowerHost);
+      if(!TwEndsWith(path, "/ea/v1") && StringFind(lowerHost, ".execute-api.") < 0)
          path += "/ea/v1";
       int colon = StringFind(hostport, ":");
       if(colon >= 0)
