@@ -56,7 +56,8 @@ def round_ratios(slow: dict, variant: str, quantile: str) -> list[float]:
 
 def verdicts(slows: list[dict]) -> dict[str, dict[str, dict]]:
     """{variant: {quantile: {n, median, iqr, interval90, p_vs_control, within_10pct, separable}}}"""
-    names = [n for s in slows for n in s if n != "clean" and isinstance(s[n], dict)]
+    # "clean" (and an A/B's "clean@REV") is the reference each ratio is taken against: 1.0 by definition.
+    names = [n for s in slows for n in s if n.split("@")[0] != "clean" and isinstance(s[n], dict)]
     out: dict[str, dict[str, dict]] = {}
     for name in dict.fromkeys(names):
         out[name] = {}
@@ -108,7 +109,7 @@ def ab(slows: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def table(result: dict[str, dict[str, dict]]) -> str:
-    lines = [f"{'variant':<18}{'q':<5}{'n':>4}{'median':>9}{'IQR':>15}{'90% interval':>16}{'p vs A/A':>10}  verdict"]
+    lines = [f"{'variant':<22}{'q':<5}{'n':>4}{'median':>9}{'IQR':>15}{'90% interval':>16}{'p vs A/A':>10}  verdict"]
     for name, by_q in result.items():
         for q, r in by_q.items():
             iqr = f"{r['iqr'][0]:.2f}-{r['iqr'][1]:.2f}"
@@ -117,7 +118,7 @@ def table(result: dict[str, dict[str, dict]]) -> str:
             verdict = "within +10 %" if r["within_10pct"] else "not shown within +10 %"
             if r.get("separable"):
                 verdict += ", above the control"
-            lines.append(f"{name:<18}{q:<5}{r['n']:>4}{r['median']:>9.3f}{iqr:>15}{interval:>16}{p:>10}  {verdict}")
+            lines.append(f"{name:<22}{q:<5}{r['n']:>4}{r['median']:>9.3f}{iqr:>15}{interval:>16}{p:>10}  {verdict}")
     return "\n".join(lines)
 
 

@@ -60,7 +60,7 @@ def test_verdicts_pool_files_and_name_what_is_within(tmp_path, capsys):
 
 def test_an_ab_run_compares_each_variant_with_its_twin_of_the_other_tree(tmp_path, capsys):
     """`bench.run --slow-against REV`: REV's variants are `<name>@REV`, each against its own server's control."""
-    slow = {"clean": {}, "clean@old": {}}
+    slow = {"clean": {}, "clean@old": {"vs_clean_rounds": [1.0] * 20}}
     for suffix, shift, seed in (("", 0.3, 1), ("@old", 0.0, 20)):
         slow["clean-again" + suffix] = {"vs_clean_rounds": _rounds(1.0, 0.05, 20, seed)}
         slow["trickle" + suffix] = {"vs_clean_rounds": _rounds(1.0 + shift, 0.05, 20, seed + 1)}
@@ -72,7 +72,7 @@ def test_an_ab_run_compares_each_variant_with_its_twin_of_the_other_tree(tmp_pat
     # the other tree's trickle is judged against its own A/A control, not this tree's
     assert "p_vs_control" not in verdicts["clean-again@old"]["p99"]
     assert not verdicts["trickle@old"]["p99"]["separable"] and verdicts["trickle"]["p99"]["separable"]
-    assert set(ab) == {"clean-again@old", "trickle@old"}
+    assert set(ab) == {"clean-again@old", "trickle@old"} and "clean@old" not in verdicts
     assert ab["trickle@old"]["p99"]["p_higher"] < 0.01 < 0.5 < ab["trickle@old"]["p99"]["p_lower"]
     assert ab["clean-again@old"]["p99"]["p_higher"] > 0.05
     assert "A/B trickle p99: this tree x1.3" in capsys.readouterr().out
