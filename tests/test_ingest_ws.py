@@ -199,6 +199,21 @@ async def test_message_before_hello_is_refused_then_hello_works(server, http):
     await still_works(ea, 1, server)
 
 
+async def test_a_second_hello_on_one_session_does_not_keep_the_account_live_after_it_ends(server, http):
+    """Each hello counted a session and the session's end uncounted one: an EA that said hello again on the
+    same connection (to refresh its broker offset, say) left its account "live" for good, never lost."""
+    ea = await EA.connect(http, server, await issue_token(server, "acc-1"))
+    await ea.greet()
+    await ea.greet()
+    await ea.ws.close()
+    view = server.hub.state.accounts["acc-1"]
+    for _ in range(100):
+        if view.sessions == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert view.sessions == 0 and view.status(server.hub.clock(), server.hub.state.http_live_ms) == "lost"
+
+
 async def test_duplicate_id_with_another_seq_is_refused_and_acked(server, http):
     ea = await connect(http, server)
     await ea.send(position_event(1, msg_id="dup"))

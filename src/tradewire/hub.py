@@ -242,7 +242,7 @@ class Hub:
                 self.rules.session_ended(session.account, self.clock())
             self._publish_account(session.account)
 
-    async def greet(self, account: str, hello: p.Hello, transport: str) -> p.Welcome:
+    async def greet(self, account: str, hello: p.Hello, transport: str, *, new_session: bool = True) -> p.Welcome:
         now = self.clock()
         view = self.state.account(account)
         if not view.positions_known and self.state.seed_positions(account, await self.store.open_positions(account)):
@@ -252,7 +252,7 @@ class Hub:
         # they were unknown here (a margin call never resolved, or one never raised again).
         self.rules.load_episodes(account, await self.store.open_episodes(account))
         info = account_info(hello)
-        self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now)
+        self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now, new_session=new_session)
         self._publish_account(account)
         self.rules.session_started(account, now)
         # Resolved through the store, not only the local rules: another node may have raised it.

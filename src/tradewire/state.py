@@ -168,10 +168,14 @@ class LiveState:
         return view
 
     # --- connection lifecycle ---------------------------------------------------------------
-    def on_hello(self, account_id: str, info: AccountInfo, transport: Transport, now: int) -> AccountView:
+    def on_hello(
+        self, account_id: str, info: AccountInfo, transport: Transport, now: int, *, new_session: bool = True
+    ) -> AccountView:
+        """`new_session`: the first hello of a WebSocket session (a session ends once, so counts once: a
+        second hello on the same one left the account counted live for good)."""
         view = self.account(account_id)
         view.info = info
-        if transport == "ws":
+        if transport == "ws" and new_session:
             view.sessions += 1
         if view.connected_at is None or view.status(now, self.http_live_ms) != "live":
             view.connected_at = now

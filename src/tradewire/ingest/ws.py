@@ -65,6 +65,7 @@ class EAWebSocketSession:
         self._pending: collections.deque[tuple[p.DurableMsg, asyncio.Future[WriteResult]]] | None = None
         self._acker: asyncio.Task | None = None
         self._accepting = True
+        self._welcomed = False  # a hello was answered: a later one on this session is not another session
         self._acked = 0
         self._close: tuple[int, str] | None = None
         self._last_count = 0
@@ -153,7 +154,8 @@ class EAWebSocketSession:
                 await self._send(step.msg)
             elif isinstance(step, Greet):
                 try:
-                    welcome = await self.hub.greet(self.account, step.hello, "ws")
+                    welcome = await self.hub.greet(self.account, step.hello, "ws", new_session=not self._welcomed)
+                    self._welcomed = True
                 except StoreError as exc:  # it reads what the store knows (acked seq, open positions)
                     await self._store_down("hello", exc)
                     return
