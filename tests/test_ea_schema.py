@@ -342,3 +342,21 @@ def test_the_mt4_copy_of_the_shared_code_matches_mt5(signature):
     for old, new in (("TwOrder &o", "TwPos &p"), ("(w, o)", "(w, p)"), ("o.symbol", "p.symbol"), ("o.ticket", "ID")):
         mt4 = mt4.replace(old, new)
     assert mt5.replace("(long)p.id", "ID") == mt4
+
+
+def test_no_positions_snapshot_goes_out_from_a_terminal_that_may_list_nothing():
+    """A snapshot is the open set: the hub records a CLOSE (for good) for every position it knew and the
+    snapshot lacks. Built from a terminal cut off from its trade server (MT5 lists nothing then) or before
+    the first connected scan (a fresh MT4 outbox knows no orders), it closed them all. Read, not run: each
+    push of a snapshot must sit behind the guard."""
+    mt5 = re.sub(r"\s+", " ", strip_comments(program("mt5")["ea/mt5/TradewireEA.mq5"]))
+    pushes = [m.start() for m in re.finditer(r"TwPush\(items, PositionsMessage\(\)\)", mt5)]
+    assert len(pushes) == 2
+    for at in pushes:
+        assert "TerminalInfoInteger(TERMINAL_CONNECTED)" in mt5[at - 120 : at], mt5[at - 120 : at]
+    mt4 = re.sub(r"\s+", " ", strip_comments(program("mt4")["ea/mt4/TradewireEA.mq4"]))
+    (at,) = [m.start() for m in re.finditer(r"TwPush\(items, PositionsMessage\(\)\)", mt4)]
+    assert "if(g_scanned &&" in mt4[at - 200 : at]
+    assert "g_scanned = true;" in function_text(program("mt4")["ea/mt4/TradewireEA.mq4"], "void ScanOrders(")
+    # and MT4 posts at least once per hub heartbeat, whatever InpPostIntervalSec says
+    assert "interval > g_heartbeatSec" in mt4

@@ -608,6 +608,7 @@ bool      g_waiting = false;
 uint      g_lastPost = 0;
 uint      g_lastOk = 0;
 uint      g_lastSnapshot = 0;
+bool      g_scanned = false;         // a scan ran while connected: g_known is the terminal's open set
 int       g_heartbeatSec = 10;
 int       g_maxMessages = 200;
 int       g_webError = 0;
@@ -871,11 +872,10 @@ string PositionsMessage()
    w.BeginMessage("positions");
    w.Int("ts", TwNowMs());
    w.BeginArray("positions");
+   // Vanished ones too, until their CLOSE is emitted: left out, the hub would record a CLOSE of its own
+   // (for good) for an order that may have been hidden a moment, and without its close price.
    for(int i = 0; i < ArraySize(g_known); i++)
-     {
-      if(g_known[i].goneSince == 0)   // vanished ones are not part of the open set
-         WritePosition(w, g_known[i]);
-     }
+      WritePosition(w, g_known[i]);
    w.EndArray();
    w.EndObject();
    return w.Text();
@@ -1116,6 +1116,7 @@ void ScanOrders()
       if(!isOpen)
          CloseKnown(k);
      }
+   g_scanned = true;
   }
 
 //+------------------------------------------------------------------+
@@ -1297,7 +1298,9 @@ void PostCycle()
      }
    TwPush(items, AccountMessage());
    TwPush(items, TicksMessage());
-   if(g_lastSnapshot == 0 || TwElapsed(g_lastSnapshot) >= (uint)(InpSnapshotSec > 1 ? InpSnapshotSec : 1) * 1000)
+   // Not before a scan has read the terminal connected: a fresh outbox knows no orders yet, and an empty
+   // snapshot would have the hub record a CLOSE for every position it knew open.
+   if(g_scanned && (g_lastSnapshot == 0 || TwElapsed(g_lastSnapshot) >= (uint)(InpSnapshotSec > 1 ? InpSnapshotSec : 1) * 1000))
      {
       TwPush(items, PositionsMessage());
       g_lastSnapshot = GetTickCount();
@@ -1438,7 +1441,11 @@ void OnTimer()
    if(g_waiting && (int)(g_retryAt - GetTickCount()) > 0)
       return;   // backing off: events wait in the outbox
    bool fresh = g_outbox.Count() > before;   // new trade events go out at once
-   uint every = (uint)(InpPostIntervalSec > 0 ? InpPostIntervalSec : 1) * 1000;
+   // At least once per hub heartbeat: past 3 quiet heartbeats the hub raises CONNECTION_LOST.
+   int interval = InpPostIntervalSec > 0 ? InpPostIntervalSec : 1;
+   if(g_heartbeatSec > 0 && interval > g_heartbeatSec)
+      interval = g_heartbeatSec;
+   uint every = (uint)interval * 1000;
    if(!g_waiting && !fresh && TwElapsed(g_lastPost) < every)
       return;
    PostCycle();

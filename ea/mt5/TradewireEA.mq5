@@ -911,7 +911,8 @@ void OnWelcome(const long ackedSeq, const long heartbeatSec)
    // A full snapshot after every (re)connect: the hub reconciles whatever it missed.
    string items[];
    TwPush(items, AccountMessage());
-   TwPush(items, PositionsMessage());
+   if(TerminalInfoInteger(TERMINAL_CONNECTED))   // cut off, it may list nothing: the hub would close them all
+      TwPush(items, PositionsMessage());
    TwPush(items, TicksMessage());
    SendBatch(items);
    ulong now = GetTickCount64();
@@ -1113,8 +1114,10 @@ void OnTimer()
       TwPush(items, TicksMessage());
       g_lastVolatileMs = now;
      }
-   if(now - g_lastSnapshotMs >= snapshotEvery)
+   if(now - g_lastSnapshotMs >= snapshotEvery && TerminalInfoInteger(TERMINAL_CONNECTED))
      {
+      // Only while connected to the trade server (as SyncAll): a terminal cut off may list no positions,
+      // and the hub would record a CLOSE (for good) for every one it knew open.
       TwPush(items, PositionsMessage());
       g_lastSnapshotMs = now;
      }
