@@ -294,6 +294,20 @@ async def test_a_token_revoked_while_connected_writes_nothing_more(aws):
     assert [e.seq for e in page.items] == [1]
 
 
+async def test_a_hello_from_another_login_is_refused_and_its_connection_closed(aws):
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-l"))
+    await aws(handlers.connect, connect_event("c1", token))
+    await aws(handlers.default, message_event("c1", hello(account="acct-l")))
+    await aws(handlers.default, message_event("c1", position_event(1)))
+    await aws(handlers.connect, connect_event("c2", token))  # the terminal switched to another login
+    frame = [hello(account="acct-l", login=999001), {"type": "positions", "ts": 1, "positions": []}]
+    await aws(handlers.default, message_event("c2", frame))
+    err = aws.recorder.sent("c2")[-1]
+    assert err["code"] == "login_changed" and "999001" in err["message"] and aws.recorder.deleted == ["c2"]
+    page = await aws.store_call(lambda s: s.events(EventQuery(account="acct-l")))
+    assert [e.event for e in page.items] == ["OPEN"]  # its empty snapshot closed nothing
+
+
 async def test_a_connection_opened_before_tokens_were_recorded_is_closed_to_reconnect(aws):
     """Connection items written by an earlier version have no token hash, and were taken as standing: a token
     revoked after the upgrade wrote on through them for up to API Gateway's two hours."""

@@ -40,6 +40,19 @@ async def test_messages_without_any_hello_are_refused(server, http):
     assert db_rows(server, "SELECT COUNT(*) FROM ea_inbox") == [(0,)]
 
 
+async def test_a_terminal_switched_to_another_login_is_refused_before_it_writes(server, http):
+    """File > Login to another account with the EA on the chart: the same token then said hello as another
+    login, its empty snapshot closed this account's positions for good and its orders opened under it."""
+    token = await issue_token(server, "mt4-1")
+    status, _ = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]})
+    assert status == 200
+    other = {"hello": hello(platform="MT4", login=999001), "messages": [{"type": "positions", "ts": 1, "positions": []}]}
+    status, body = await batch(http, server, token, other)
+    assert status == 409 and body["error"]["code"] == "login_changed" and "999001" in body["error"]["message"]
+    assert db_rows(server, "SELECT event FROM position_events WHERE account = 'mt4-1'") == [("OPEN",)]
+    assert [p.id for p in server.hub.state.accounts["mt4-1"].positions.values()] == [1001]
+
+
 async def test_bad_messages_are_named_and_the_good_ones_stored(server, http):
     token = await issue_token(server, "mt4-1")
     msgs = [position_event(1), {"type": "account"}, position_event(2, account="other"), position_event(3)]

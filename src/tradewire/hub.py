@@ -20,7 +20,7 @@ from tradewire.alerts import CONNECTION_LOST, EPISODIC, AlertRules, Raise, Resol
 from tradewire.broker.base import Broker, NoPresence, Publication
 from tradewire.config import Settings
 from tradewire.ingest import protocol as p
-from tradewire.ingest.session import account_info, account_state, positions_refused, symbols_refused
+from tradewire.ingest.session import account_info, account_state, login_changed, positions_refused, symbols_refused
 from tradewire.limits import ConnectionCaps, CredentialRates, TokenBucket
 from tradewire.model import Alert, Role, new_alert, now_ms
 from tradewire.state import LiveState
@@ -69,6 +69,10 @@ class BrokerFanout:
             self.broker.publish(Publication(channel, payload, not durable, offset))
         else:
             self.broker.publish(Publication.of(channel, payload, not durable, offset))
+
+
+class LoginChanged(Exception):
+    """A hello from another trading account (login) than the one its account id was greeted as."""
 
 
 class Notifier(Protocol):
@@ -243,8 +247,13 @@ class Hub:
             self._publish_account(session.account)
 
     async def greet(self, account: str, hello: p.Hello, transport: str, *, new_session: bool = True) -> p.Welcome:
+        """Raises LoginChanged for a terminal logged in to another trading account than the one this account id
+        was greeted as: read as this account's, its positions would close every one of this account's for good
+        (the snapshot) and open the other's under it. Known from the last hello since the hub started."""
         now = self.clock()
         view = self.state.account(account)
+        if (refused := login_changed(account, view.info, hello)) is not None:
+            raise LoginChanged(refused)
         if not view.positions_known and self.state.seed_positions(account, await self.store.open_positions(account)):
             self._positions_left_out(account)
         acked = await self.store.acked_seq(account)

@@ -52,6 +52,7 @@ from tradewire.ingest.session import (
     Volatile,
     account_info,
     account_state,
+    login_changed,
     positions_refused,
     symbols_refused,
 )
@@ -312,6 +313,13 @@ class _Frame:
         self.rules.load_episodes(self.account, await self.store.open_episodes(self.account))
         if self.ended_at is not None:
             self.rules.session_ended(self.account, self.ended_at)
+        known = self.state.account(self.account).info  # kept in the live table: across calls and deploys
+        for step in steps:
+            if isinstance(step, Greet) and (refused := login_changed(self.account, known, step.hello)) is not None:
+                log.warning("account %s: hello refused: %s", self.account, refused)
+                await self.send(p.ErrorReply(code=p.LOGIN_CHANGED, message=refused, ref="hello"))
+                await self.conns.delete(self.conn.id)  # nothing of the frame applied, nothing saved
+                return
         durable: list[tuple[p.DurableMsg, asyncio.Future[WriteResult]]] = []
         for step in steps:
             if isinstance(step, Greet):

@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 
 from tradewire.appkeys import HUB
-from tradewire.hub import Hub
+from tradewire.hub import Hub, LoginChanged
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Step, Volatile
 from tradewire.ingest.ws import bearer_token
@@ -86,6 +86,9 @@ async def ea_batch(request: web.Request) -> web.Response:
     except StoreError as exc:  # a read (the token, the hello's positions, the acked seq) failed: retry later
         log.warning("MT4 batch: store unavailable: %s", exc)
         return json_error(503, p.STORE_UNAVAILABLE, STORE_DOWN)
+    except LoginChanged as exc:  # before anything of the batch was applied (the hello goes first)
+        log.warning("MT4 batch refused: %s", exc)
+        return json_error(409, p.LOGIN_CHANGED, str(exc))
 
 
 async def _ea_batch(request: web.Request) -> web.Response:

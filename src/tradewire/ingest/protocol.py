@@ -138,6 +138,7 @@ STORE_UNAVAILABLE = "store_unavailable"
 RATE_LIMITED = "rate_limited"
 TOO_MANY_SYMBOLS = "too_many_symbols"
 TOO_MANY_POSITIONS = "too_many_positions"
+LOGIN_CHANGED = "login_changed"  # a hello from another trading account than this account id's: refused
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=False):

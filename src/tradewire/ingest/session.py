@@ -28,6 +28,19 @@ def account_info(hello: p.Hello) -> AccountInfo:
     )
 
 
+def login_changed(account: str, known: AccountInfo | None, hello: p.Hello) -> str | None:
+    """Why a hello is refused when it comes from another trading account (login) than the one `account` was
+    greeted as, else None. Read as this account's, that terminal's positions would close every one of this
+    account's for good (its snapshot) and open its own under this token (File > Login with the EA attached)."""
+    if known is None or known.login == hello.login:
+        return None
+    return (
+        f"account {account} is login {known.login} on {known.server}, and this terminal is logged in to "
+        f"{hello.login} on {hello.server}: a token writes one trading account. Log the terminal back in, or "
+        "issue a token for the other one"
+    )
+
+
 def account_state(msg: p.AccountMsg) -> AccountState:
     """The hub trusts equity/margin over the terminal's margin level: terminals report 0 with no margin."""
     return AccountState(

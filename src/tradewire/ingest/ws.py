@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from tradewire.appkeys import GATEWAY, HUB
-from tradewire.hub import Hub
+from tradewire.hub import Hub, LoginChanged
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
 from tradewire.limits import retry_after
@@ -158,6 +158,13 @@ class EAWebSocketSession:
                     self._welcomed = True
                 except StoreError as exc:  # it reads what the store knows (acked seq, open positions)
                     await self._store_down("hello", exc)
+                    return
+                except LoginChanged as exc:  # written nothing: closed as a credential refused (1008)
+                    log.warning("account %s: hello refused: %s", self.account, exc)
+                    self._accepting = False
+                    await self._send(p.ErrorReply(code=p.LOGIN_CHANGED, message=str(exc), ref="hello"))
+                    self._close = (CLOSE_POLICY, "another trading account")
+                    await self.ws.close(code=CLOSE_POLICY, message=b"another trading account")
                     return
                 await self._send(welcome)
 
