@@ -360,3 +360,13 @@ def test_no_positions_snapshot_goes_out_from_a_terminal_that_may_list_nothing():
     assert "g_scanned = true;" in function_text(program("mt4")["ea/mt4/TradewireEA.mq4"], "void ScanOrders(")
     # and MT4 posts at least once per hub heartbeat, whatever InpPostIntervalSec says
     assert "interval > g_heartbeatSec" in mt4
+
+
+def test_mt4_reads_the_broker_offset_from_a_moving_quote_before_any_trade_event():
+    """MT4's TimeCurrent() stops with the market: a quote stale by n x 15 minutes passed the freshness test
+    (within 2 minutes of a quarter hour) and every OPEN was stored hours off, for good."""
+    source = program("mt4")["ea/mt4/TradewireEA.mq4"]
+    update = function_text(source, "void UpdateBrokerOffset(")
+    assert "server != g_lastServerTime" in update and update.index("if(!moving) return;") < update.index("diff")
+    on_timer = function_text(source, "void OnTimer(")
+    assert "if(g_tzKnown) ScanOrders();" in on_timer

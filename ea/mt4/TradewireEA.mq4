@@ -662,10 +662,19 @@ void TwPush(string &items[], const string item)
   }
 
 // Broker time - UTC from the last quote's server time; only a fresh quote tells (MT4 has no
-// TimeTradeServer and TimeCurrent() stops while the market is closed).
+// TimeTradeServer and TimeCurrent() stops while the market is closed). A quote that stopped n x 15
+// minutes ago looks fresh to the rounding below and gives an offset hours off: only a server time seen
+// moving since the last look is believed.
+datetime g_lastServerTime = 0;
+
 void UpdateBrokerOffset()
   {
-   long diff = (long)TimeCurrent() - (long)TimeGMT();
+   datetime server = TimeCurrent();
+   bool moving = g_lastServerTime != 0 && server != g_lastServerTime;
+   g_lastServerTime = server;
+   if(!moving)
+      return;
+   long diff = (long)server - (long)TimeGMT();
    long offset = (long)MathRound(diff / 900.0) * 900;
    if(MathAbs(diff - offset) > 120 || offset > 86400 || offset < -86400)
       return;   // stale quote: keep what we know
@@ -1435,7 +1444,14 @@ void OnTimer()
       return;
    UpdateBrokerOffset();
    int before = g_outbox.Count();
-   ScanOrders();
+   static bool warnedTz = false;
+   if(g_tzKnown)
+      ScanOrders();   // not before: an OPEN's time is turned into UTC with the offset, for good
+   else if(!warnedTz)
+     {
+      warnedTz = true;
+      TwWarn("broker time offset not known yet (no quote seen moving): trade events wait for one");
+     }
    if(g_stateDirty)
       SaveState();
    if(g_waiting && (int)(g_retryAt - GetTickCount()) > 0)
