@@ -46,7 +46,8 @@ async def test_a_terminal_switched_to_another_login_is_refused_before_it_writes(
     token = await issue_token(server, "mt4-1")
     status, _ = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]})
     assert status == 200
-    other = {"hello": hello(platform="MT4", login=999001), "messages": [{"type": "positions", "ts": 1, "positions": []}]}
+    snapshot = {"type": "positions", "ts": 1, "positions": []}
+    other = {"hello": hello(platform="MT4", login=999001), "messages": [snapshot]}
     status, body = await batch(http, server, token, other)
     assert status == 409 and body["error"]["code"] == "login_changed" and "999001" in body["error"]["message"]
     assert db_rows(server, "SELECT event FROM position_events WHERE account = 'mt4-1'") == [("OPEN",)]
