@@ -188,3 +188,38 @@ async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def post(http, node, token, body) -> dict:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(node.url + "/ea/v1/batch", json=body, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+def mt4_hello() -> dict:
+    return {"platform": "MT4", "login": 812345, "server": "OANDA-v20 Live-1", "currency": "USD", "leverage": 100}
+
+
+async def test_an_mt4_ea_behind_a_round_robin_balancer_is_served_by_every_node(shared, http):
+    """A node knew an MT4 EA from its own hello only: with POSTs dealt to A and B in turn, every one B got
+    was refused hello_required (its positions, account updates and trade events with it), the EA said hello
+    again, and that went to A."""
+    a, b = await shared(), await shared()
+    token, key = await issue_token(a, "mt4-1"), await issue_key(a)
+    answer = await post(http, a, token, {"hello": mt4_hello(), "messages": [account_state(equity=5_000.0)]})
+    assert answer["errors"] == []
+    for _ in range(50):  # A's presence reaches Redis a moment after its greet
+        if "mt4-1" in await b.hub.presence.live_accounts():
+            break
+        await asyncio.sleep(0.02)
+    for seq, node in enumerate((b, a, b, a), start=1):
+        answer = await post(http, node, token, {"messages": [account_state(), position_event(seq, pid=seq)]})
+        assert answer["errors"] == [] and answer["ackedSeq"] == seq, (node is b, answer)
+    assert b.hub.state.accounts["mt4-1"].info.login == 812345
+    # It moves to B for good: A's silence check must not leave it reported lost (heartbeat_sec is 1 here).
+    for _ in range(40):
+        await post(http, b, token, {"messages": [account_state()]})
+        await asyncio.sleep(0.1)
+    lost = await alerts(http, a, key, type="CONNECTION_LOST", account="mt4-1", state="open")
+    assert lost == [], "an MT4 EA live on B was left reported lost by A"

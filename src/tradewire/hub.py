@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import msgspec
+
 from tradewire import channels
 from tradewire.alerts import CONNECTION_LOST, EPISODIC, AlertRules, Raise, Resolve, Transition, is_stop_out_close
 from tradewire.broker.base import Broker, NoPresence, Publication
@@ -22,8 +24,8 @@ from tradewire.config import Settings
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import account_info, account_state, login_changed, positions_refused, symbols_refused
 from tradewire.limits import ConnectionCaps, CredentialRates, TokenBucket
-from tradewire.model import Alert, Role, new_alert, now_ms
-from tradewire.state import LiveState
+from tradewire.model import AccountInfo, Alert, Role, new_alert, now_ms
+from tradewire.state import AccountSummary, LiveState
 from tradewire.store.base import (
     AlertAckOp,
     AlertRaiseOp,
@@ -39,6 +41,7 @@ from tradewire.store.base import (
 )
 from tradewire.tcp_guard import tcp_caps
 
+_summary_decoder = msgspec.json.Decoder(AccountSummary)
 log = logging.getLogger(__name__)
 
 # After the backplane's presence could not be read, how long before accounts are adopted as orphans: the
@@ -88,6 +91,7 @@ class Presence(Protocol):
     def session_ended(self, account: str) -> None: ...
     async def live_accounts(self) -> set[str]: ...
     async def last_seen(self) -> dict[str, int]: ...
+    async def snapshot(self, pattern: str) -> list[Publication]: ...  # latest values, another node's too
 
 
 class Drainable(Protocol):
@@ -183,6 +187,7 @@ class Hub:
         self.notifier = notifier
         self._checker: asyncio.Task | None = None
         self._store_failure_alerted: dict[tuple[str, str], int] = {}  # (account, what failed) -> when told
+        self._http_present: dict[str, int] = {}  # MT4 accounts heard from here lately -> when (see _http_heard)
         self._http_status: dict[str, str] = {}  # last published liveness of MT4 (HTTP) accounts
         # When presence became readable (see _adopt_orphans); a node starting up takes it as readable for long.
         self._presence_readable_since: float | None = time.monotonic() - PRESENCE_SETTLE_S
@@ -246,7 +251,9 @@ class Hub:
                 self.rules.session_ended(session.account, self.clock())
             self._publish_account(session.account)
 
-    async def greet(self, account: str, hello: p.Hello, transport: str, *, new_session: bool = True) -> p.Welcome:
+    async def greet(
+        self, account: str, hello: p.Hello | AccountInfo, transport: str, *, new_session: bool = True
+    ) -> p.Welcome:
         """Raises LoginChanged for a terminal logged in to another trading account than the one this account id
         was greeted as: read as this account's, its positions would close every one of this account's for good
         (the snapshot) and open the other's under it. Known from the last hello since the hub started."""
@@ -260,7 +267,9 @@ class Hub:
         # Its episodes as the store has them: raised or resolved by another node while the EA was there,
         # they were unknown here (a margin call never resolved, or one never raised again).
         self.rules.load_episodes(account, await self.store.open_episodes(account))
-        info = account_info(hello)
+        info = account_info(hello) if isinstance(hello, p.Hello) else hello
+        if transport == "http":
+            self._http_heard(account, now)
         self.state.on_hello(account, info, "ws" if transport == "ws" else "http", now, new_session=new_session)
         self._publish_account(account)
         self.rules.session_started(account, now)
@@ -278,6 +287,8 @@ class Hub:
         """The account's EA was heard from now (a frame, a POST): its liveness moves. Returns now."""
         now = self.clock()
         self.state.touch(account, now)
+        if account in self._http_present:
+            self._http_present[account] = now
         if (account, CONNECTION_LOST) in self.rules.open:
             self.apply_transitions(self.rules.seen(account, now))
         return now
@@ -514,13 +525,53 @@ class Hub:
         """The periodic alert check. What other nodes know (presence, over the backplane) refines it, but a
         backplane that cannot answer must not stop it: the EAs of this node are still to be watched."""
         self._publish_liveness_changes()
+        self._http_expire(self.clock())
         presence = await self._read_presence()
         if presence is not None:
             self._adopt_orphans(*presence)
+        # Live elsewhere: not through this node's own MT4 accounts, which its presence may still list.
+        elsewhere = presence[0] - set(self._http_present) if presence is not None else None
         transitions = self.rules.check(self.clock(), self.state.accounts)
-        self.apply_transitions(self._not_live_elsewhere(transitions, presence[0] if presence else None))
-        if presence is not None:
-            self._resolve_live_elsewhere(presence[0])
+        self.apply_transitions(self._not_live_elsewhere(transitions, elsewhere))
+        if elsewhere is not None:
+            self._resolve_live_elsewhere(elsewhere)
+
+    # --- MT4 (HTTP) accounts across nodes -----------------------------------------------------------
+    # An MT4 EA has no session: its POSTs, behind a load balancer, may reach any node. Each node counts the
+    # MT4 accounts it heard from within the liveness window in its presence, as it does its WebSocket
+    # sessions, so that another node neither raises CONNECTION_LOST for them nor keeps one it raised; and a
+    # node reached by an MT4 EA greeted elsewhere greets it from the backplane's copy of its summary.
+    def _http_heard(self, account: str, now: int) -> None:
+        if account not in self._http_present:
+            self.presence.session_started(account)
+        self._http_present[account] = now
+
+    def _http_expire(self, now: int) -> None:
+        for account, at in list(self._http_present.items()):
+            if now - at > self.state.http_live_ms:
+                del self._http_present[account]
+                self.presence.session_ended(account)
+
+    async def http_greeted_elsewhere(self, account: str) -> AccountInfo | None:
+        """Who the MT4 account is, when another node greeted it and it is live there (its summary on the
+        backplane says so, and is recent): a POST without hello reaching this node is then not refused."""
+        try:
+            if account in self._http_present or account not in await self.presence.live_accounts():
+                return None  # not live on another node (one node alone: never), so the EA says hello here
+            latest = await self.presence.snapshot(channels.accounts(account))
+        except Exception as exc:  # the backplane cannot answer: the EA is asked for a hello, as before
+            log.debug("account %s: no summary from the backplane: %s", account, exc)
+            return None
+        now = self.clock()
+        for pub in latest:
+            try:
+                summary = _summary_decoder.decode(pub.data)
+            except msgspec.DecodeError:
+                continue
+            fresh = summary.lastSeen is not None and now - summary.lastSeen <= self.state.http_live_ms
+            if summary.status == "live" and fresh and summary.info is not None and summary.info.platform == "MT4":
+                return summary.info
+        return None
 
     async def _read_presence(self) -> tuple[set[str], dict[str, int]] | None:
         """(accounts live on some node, when each account was last live), or None while it cannot be read."""

@@ -102,3 +102,6 @@ class NoPresence:
 
     async def last_seen(self) -> dict[str, int]:
         return {}
+
+    async def snapshot(self, pattern: str) -> list[Publication]:
+        return []

@@ -120,9 +120,14 @@ async def _ea_batch(request: web.Request) -> web.Response:
         refused = json_error(429, p.RATE_LIMITED, f"over {hub.settings.limits.ea_messages_per_s:g} messages/s; retry")
         refused.headers["Retry-After"] = retry_after(delay)
         return refused
-    # An account greeted by an earlier POST within the liveness window need not repeat hello.
+    # An account greeted by an earlier POST within the liveness window need not repeat hello; nor one greeted
+    # by another node, live there (several nodes behind a load balancer: its POSTs may come to any of them).
     view = hub.state.accounts.get(account)
-    core = SessionCore(account, greeted=view is not None and view.transport == "http" and _live(hub, view))
+    greeted = view is not None and view.transport == "http" and _live(hub, view)
+    if not greeted and hello is None and (info := await hub.http_greeted_elsewhere(account)) is not None:
+        await hub.greet(account, info, "http")
+        greeted = True
+    core = SessionCore(account, greeted=greeted)
     now = hub.touch(account)  # each POST is a heartbeat: only after the liveness check above
 
     errors: list[p.ErrorReply] = []

@@ -28,7 +28,7 @@ def account_info(hello: p.Hello) -> AccountInfo:
     )
 
 
-def login_changed(account: str, known: AccountInfo | None, hello: p.Hello) -> str | None:
+def login_changed(account: str, known: AccountInfo | None, hello: p.Hello | AccountInfo) -> str | None:
     """Why a hello is refused when it comes from another trading account (login) than the one `account` was
     greeted as, else None. Read as this account's, that terminal's positions would close every one of this
     account's for good (its snapshot) and open its own under this token (File > Login with the EA attached)."""
