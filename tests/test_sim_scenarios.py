@@ -249,19 +249,20 @@ async def test_stop_out_scenario_raises_stop_out_and_sends_a_stopout_close(hub, 
         alert = await wait_alert(hub, read_key, "STOP_OUT", "sim-001")
         assert alert["severity"] == "CRITICAL" and alert["raisedAt"] >= run.fires_at
         assert alert["data"]["value"] == pytest.approx(40, abs=1)  # by level first: the hub saw 40 %
-        for _ in range(30):
-            if run.lines:
+        closes: list[dict] = []
+        for _ in range(50):  # the scenario's line says it sent the CLOSE: stored a moment later
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    f"{hub.url}/api/v1/events",
+                    params={"account": "sim-001", "type": "CLOSE"},
+                    headers={"x-api-key": read_key},
+                ) as resp,
+            ):
+                closes = (await resp.json())["items"]
+            if run.lines and closes:
                 break
             await asyncio.sleep(0.1)
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(
-                f"{hub.url}/api/v1/events",
-                params={"account": "sim-001", "type": "CLOSE"},
-                headers={"x-api-key": read_key},
-            ) as resp,
-        ):
-            closes = (await resp.json())["items"]
         assert [e["reason"] for e in closes] == ["stopout"]
         await asyncio.sleep(0.5)  # held at 55 %: the episode stays open
         assert await alerts(hub, read_key, type="STOP_OUT", account="sim-001", state="open")
