@@ -270,6 +270,44 @@ async def test_a_margin_call_whose_write_failed_is_raised_again_while_the_level_
         assert stored["id"] == raised["id"]
 
 
+async def test_an_alert_whose_delivery_a_stop_abandoned_is_sent_again_at_the_next_start(tmp_path, http):
+    """Deliveries wait in memory: a margin call raised while its webhook was down, then the hub stopped (or
+    crashed), was never sent. The next start sends open, unacknowledged alerts raised lately again, under the
+    same delivery id (a receiver that got it the first time drops the second)."""
+    got: list[tuple[str, dict]] = []
+    down = True
+
+    async def receive(request: web.Request) -> web.Response:
+        if down:
+            return web.Response(status=503)
+        got.append((request.headers["X-Tradewire-Delivery"], await request.json()))
+        return web.Response(text="ok")
+
+    async with http_server("POST", "/hook", receive) as base:
+        settings = fast_settings(tmp_path)
+        settings.notify.webhook = [WebhookSettings(url=f"{base}/hook", types=["MARGIN_CALL"], max_attempts=20)]
+        async with running(settings) as srv:
+            client = await ea(http, srv)
+            await client.send(account_state(equity=900.0, margin=1000.0))
+            key = await issue_key(srv, "read")
+            for _ in range(100):
+                if await alerts(http, srv, key, type="MARGIN_CALL"):
+                    break
+                await asyncio.sleep(0.05)
+            [raised] = await alerts(http, srv, key, type="MARGIN_CALL")
+            await client.close()
+        assert got == []  # stopped with the delivery still being retried
+        down = False
+        async with running(settings):
+            for _ in range(100):
+                if got:
+                    break
+                await asyncio.sleep(0.05)
+    assert [(delivery, body["event"], body["alert"]["id"]) for delivery, body in got] == [
+        (f"{raised['id']}:raised", "raised", raised["id"])
+    ]
+
+
 async def test_a_margin_call_the_store_refused_still_reaches_the_webhook(tmp_path, http):
     """Alerts are notified once stored; while the store refuses writes (a failover, a full disk, a lock),
     a margin call was logged as a failed write and nothing else: no webhook, no live alert. It is now told

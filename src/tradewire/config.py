@@ -211,6 +211,9 @@ def _url_problem(url: str) -> str | None:
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     webhook: list[WebhookSettings] = []
     queue_size: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # At start, open alerts raised this recently and not acknowledged are sent again: what a stop or a crash
+    # left queued is not lost (receivers dedupe on X-Tradewire-Delivery). 0: off.
+    resend_open_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

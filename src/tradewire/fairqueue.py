@@ -103,6 +103,10 @@ class FairQueue(Generic[T]):
             await self._nonempty.wait()
         return (self._urgent if self._urgent.size else self._normal).pop()
 
+    def items(self) -> list[T]:
+        """Everything queued, urgent first (what a shutdown leaves behind)."""
+        return [item for lane in (self._urgent, self._normal) for items in lane.by_key.values() for item in items]
+
     def task_done(self) -> None:
         """An item taken with get() has been handled."""
         self._done()

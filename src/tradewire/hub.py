@@ -503,8 +503,10 @@ class Hub:
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Adopt what was open before a restart, restart lost-connection timers, start the periodic checks."""
-        self.rules.load(await self.store.open_alerts())
+        open_alerts = await self.store.open_alerts()
+        self.rules.load(open_alerts)
         now = self.clock()
+        self._resend_open(open_alerts, now)
         for account in await self.store.present_accounts():
             view = self.state.account(account)
             view.ever_connected = True  # it had a session before the restart: 'lost' until it is back, not 'never'
@@ -512,6 +514,23 @@ class Hub:
                 self.rules.session_ended(account, now)  # it must come back in time
         self._ticker = asyncio.create_task(self._exposure_loop())
         self._checker = asyncio.create_task(self._check_loop())
+
+    def _resend_open(self, open_alerts: list[Alert], now: int) -> None:
+        """Notifications wait in memory: a stop or a crash loses what was queued. Open alerts raised within
+        `[notify] resend_open_s` and not acknowledged are sent again (at least once; receivers dedupe on the
+        delivery id, which is the same each time)."""
+        window_ms = self.settings.notify.resend_open_s * 1000
+        if self.notifier is None or not window_ms:
+            return
+        recent = [a for a in open_alerts if a.ackedAt is None and now - a.raisedAt <= window_ms]
+        for alert in sorted(recent, key=lambda a: a.raisedAt):
+            self.notifier.notify(alert, "raised")
+        if recent:
+            log.info(
+                "sent again %d open alert(s) raised in the last %g s (notifications do not outlive a stop)",
+                len(recent),
+                self.settings.notify.resend_open_s,
+            )
 
     async def _check_loop(self) -> None:
         while True:

@@ -7,7 +7,7 @@ Every alert transition ("raised", "resolved", "acknowledged") is POSTed as JSON 
     Content-Type: application/json
     User-Agent: tradewire/<version>
     X-Tradewire-Event: raised
-    X-Tradewire-Delivery: 1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b   (the same on every retry: dedupe on it)
+    X-Tradewire-Delivery: <alert id>:raised                     (the same on every retry and resend: dedupe on it)
     X-Tradewire-Timestamp: 1700000000                           (only with a secret; unix seconds)
     X-Tradewire-Signature: sha256=<64 hex digits>               (only with a secret)
 
@@ -19,6 +19,11 @@ JSON) and the ``X-Tradewire-Timestamp`` header, compute
 ``X-Tradewire-Signature`` using a constant-time comparison (``hmac.compare_digest``). Reject timestamps far
 from your own clock (for example more than 5 minutes) to defeat replays. The timestamp, the signature and
 ``sentAt`` are fresh on each attempt; the delivery id is not.
+
+Delivery is at least once: deliveries wait in memory, and what a stop or a crash left queued is not kept. At
+start the hub sends again the open alerts raised in the last ``[notify] resend_open_s`` seconds (300) that
+nobody acknowledged, so a receiver may get a transition twice (and, with several nodes, once from each node that
+starts): the delivery id is the alert's id and the transition, the same each time.
 
 Delivery: a 2xx answer is success. Network errors, timeouts (``timeout_s``), 408, 429 and 5xx are retried with
 exponential back-off and jitter (0.5 s doubling, capped at 30 s; a numeric ``Retry-After`` on 429/503 is
@@ -42,7 +47,6 @@ import hmac
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -160,9 +164,18 @@ class WebhookNotifier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(h.queue.join() for h in running)), timeout)
             for hook in running:
-                abandoned = hook.queue.qsize() + (hook.current is not None)
-                if abandoned:
-                    log.warning("%s: %d delivery(ies) abandoned at shutdown", hook.name, abandoned)
+                left = [*([hook.current] if hook.current is not None else []), *hook.queue.items()]
+                if left:
+                    named = ", ".join(f"{d.event} of alert {d.alert_id} ({d.account})" for d in left[:20])
+                    more = f" and {len(left) - 20} more" if len(left) > 20 else ""
+                    log.warning(
+                        "%s: %d delivery(ies) abandoned at shutdown: %s%s (open ones raised in the last "
+                        "[notify] resend_open_s are sent again at the next start)",
+                        hook.name,
+                        len(left),
+                        named,
+                        more,
+                    )
                 assert hook.task is not None
                 hook.task.cancel()
             await asyncio.gather(*(h.task for h in running if h.task), return_exceptions=True)
@@ -198,7 +211,7 @@ class WebhookNotifier:
                 continue
             if alert_json is None:
                 alert_json = msgspec.json.encode(alert)
-            delivery = _Delivery(str(uuid.uuid4()), transition, alert.id, alert.account, alert_json)
+            delivery = _Delivery(f"{alert.id}:{transition}", transition, alert.id, alert.account, alert_json)
             # An episode raised (an account has a handful at most at once) goes before, and is dropped after,
             # EA errors and resolutions: a flood of either must not hold back or push out a STOP_OUT.
             urgent = transition == "raised" and alert.type in EPISODIC
