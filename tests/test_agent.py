@@ -303,6 +303,40 @@ def welcomed(agent: Running) -> bool:
     return any('"type":"positions"' in frame for frame in agent.frames)
 
 
+async def test_a_trade_opened_and_closed_between_two_polls_is_reported(server, tmp_path):
+    """Snapshots only show what is open at each look: a hedge trade opened and closed within a poll (or while
+    the agent was stopped) left no OPEN and no CLOSE, and no system trade. The deal history has it."""
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    old = fake.open("EURUSD", "buy", 0.1, 1.08)  # history from before the agent: not replayed
+    fake.close(old, 1.081, 1.0)
+    outbox = tmp_path / "outbox.json"
+    agent = start(server.url, token, fake, outbox, interval=0.5)
+    try:
+        await until(lambda: _async(welcomed(agent)), what="welcome")
+        await asyncio.sleep(0.6)  # a poll has marked where history stands
+        pid = fake.open("XAUUSD", "sell", 0.5, 2381.15, magic=7001, comment="hedge", commission=-3.5)
+        fake.close(pid, 2380.05, 55.0, reason=DEAL_REASON_TP)  # within the same poll interval
+        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        (opened,) = await _where(server, pid, lambda e: e.event == "OPEN")
+        assert opened.system and opened.position.magic == 7001 and opened.position.openPrice == 2381.15
+        assert (opened.position.symbol, opened.position.side, opened.position.volume) == ("XAUUSD", "sell", 0.5)
+        assert (close.closePrice, close.profit, close.reason) == (2380.05, 55.0, "tp")
+    finally:
+        await agent.halt()
+    while_stopped = fake.open("EURUSD", "sell", 0.2, 1.09)
+    fake.close(while_stopped, 1.0895, 10.0)
+    agent = start(server.url, token, fake, outbox, interval=0.5)
+    try:
+        await until(lambda: _where(server, while_stopped, lambda e: e.event == "CLOSE"), what="CLOSE after restart")
+        await asyncio.sleep(1.2)  # more polls: reported once
+        assert kinds(await events(server), while_stopped) == [("OPEN", "ea"), ("CLOSE", "ea")]
+        assert kinds(await events(server), pid) == [("OPEN", "ea"), ("CLOSE", "ea")]
+        assert not await _where(server, old, lambda e: True)
+    finally:
+        await agent.halt()
+
+
 def hellos(agent: Running) -> int:
     return sum('"type":"hello"' in frame for frame in agent.frames)
 

@@ -294,6 +294,56 @@ def _nets_to_zero(deals: list[Any], consts: Constants) -> bool:
     return abs(net) < 1e-6
 
 
+def missed_positions(deals: Iterable[Any] | None, after_ticket: int, seen: set[int], consts: Constants) -> list[int]:
+    """Positions opened and closed between two looks at the terminal (within a poll, or while the agent was
+    stopped): ids with a deal newer than `after_ticket` that `seen` (the positions the snapshots showed) lacks,
+    and whose deals net to zero (closed in full). Oldest first."""
+    mine: dict[int, list[Any]] = {}
+    fresh: set[int] = set()
+    for d in deals or ():
+        pid = int(d.position_id)
+        if not pid or pid in seen:
+            continue  # balance and credit deals have no position; a seen one the snapshots report
+        mine.setdefault(pid, []).append(d)
+        if int(d.ticket) > after_ticket:
+            fresh.add(pid)
+    missed = [pid for pid in fresh if _nets_to_zero(mine[pid], consts) and _entry_deal(mine[pid], consts)]
+    return sorted(missed, key=lambda pid: min(int(d.ticket) for d in mine[pid]))
+
+
+def _entry_deal(deals: list[Any], consts: Constants) -> Any | None:
+    entries = [d for d in deals if int(d.entry) not in consts.exit_entries]
+    return min(entries, key=lambda d: int(d.ticket)) if entries else None
+
+
+def position_from_deals(
+    deals: Iterable[Any], position_id: int, tz_offset_sec: int, consts: Constants = Constants()
+) -> Wire | None:
+    """The Position an OPEN reports for a position never seen open: from its entry deal (SL and TP unknown)."""
+    mine = [d for d in deals if int(d.position_id) == position_id]
+    entry = _entry_deal(mine, consts)
+    if entry is None:
+        return None
+    opened = broker_ms_to_utc(entry.time_msc or int(entry.time) * 1000, tz_offset_sec)
+    return {
+        "id": position_id,
+        "ticket": position_id,
+        "symbol": str(entry.symbol),
+        "side": "buy" if int(entry.type) == consts.deal_type_buy else "sell",
+        "volume": _num(entry.volume),
+        "openPrice": _num(entry.price),
+        "price": _num(entry.price),
+        "sl": 0.0,
+        "tp": 0.0,
+        "profit": 0.0,
+        "swap": 0.0,
+        "commission": round(_num(entry.commission) + _num(getattr(entry, "fee", 0.0)), 8),
+        "magic": int(entry.magic),
+        "comment": str(entry.comment or "")[:256],
+        "openTime": opened,
+    }
+
+
 def closed_position(last_seen: Wire, details: CloseDetails | None) -> Wire:
     """The Position a CLOSE carries: its last seen state, valued at the close when the deals say how."""
     if details is None:
@@ -333,6 +383,10 @@ class Outbox:
     known: dict[int, Wire] = field(default_factory=dict)
     synced: bool = False
     tz: int | None = None  # the broker's UTC offset last read from a moving quote: a restart's first guess
+    # The newest deal ticket the history scan has looked at: a position with a newer deal that the snapshots
+    # never showed was opened and closed between two looks (missed_positions). None: not scanned yet.
+    deal_ticket: int | None = None
+    deal_scanned_at: float | None = None  # when it last scanned (UTC seconds): where the next scan starts
 
     def add(self, change: Change, ts: int, details: CloseDetails | None = None) -> Wire:
         """Turn a change into a durable `position` message with the next seq, kept until acked."""
@@ -435,6 +489,8 @@ class Outbox:
             "pending": list(self.pending.values()),
             "known": list(self.known.values()),
             "tzOffsetSec": self.tz,
+            "dealTicket": self.deal_ticket,
+            "dealScannedAt": self.deal_scanned_at,
         }
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -454,8 +510,20 @@ class Outbox:
             known = {int(p["id"]): p for p in data["known"]}
             tz = data.get("tzOffsetSec")
             tz = int(tz) if tz is not None and abs(int(tz)) <= MAX_TZ_OFFSET_S else None
+            deal_ticket = data.get("dealTicket")
+            deal_ticket = int(deal_ticket) if deal_ticket is not None else None
+            scanned_at = data.get("dealScannedAt")
+            scanned_at = float(scanned_at) if scanned_at is not None else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed outbox: {exc!r}") from None
         if pending and max(pending) > seq:
             seq = max(pending)
-        return cls(seq=seq, pending=dict(sorted(pending.items())), known=known, synced=synced, tz=tz)
+        return cls(
+            seq=seq,
+            pending=dict(sorted(pending.items())),
+            known=known,
+            synced=synced,
+            tz=tz,
+            deal_ticket=deal_ticket,
+            deal_scanned_at=scanned_at,
+        )

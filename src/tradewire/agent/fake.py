@@ -259,15 +259,22 @@ class FakeMT5:
         return Tick(now // 1000, quote[0], quote[1], 0.0, 0, now, 6, 0.0)
 
     def history_deals_get(self, *args: Any, **kwargs: Any) -> tuple[TradeDeal, ...] | None:
+        """By `position=` or `ticket=`, or every deal in (date_from, date_to): datetimes or seconds, taken
+        as broker time, as the deals' own `time` is."""
         if not self.connected:
             return None
         position = kwargs.get("position")
         ticket = kwargs.get("ticket")
+        span = None
+        if len(args) >= 2:
+            span = tuple(a.timestamp() if hasattr(a, "timestamp") else float(a) for a in args[:2])
         with self._lock:
             return tuple(
                 d
                 for d in self.deals
-                if (position is None or d.position_id == position) and (ticket is None or d.ticket == ticket)
+                if (position is None or d.position_id == position)
+                and (ticket is None or d.ticket == ticket)
+                and (span is None or span[0] <= d.time <= span[1])
             )
 
     # --- what a test does to the terminal ---------------------------------------------------

@@ -15,6 +15,7 @@ Two loops share one `Outbox`:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib
 import logging
@@ -23,6 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ SETTLE_S = 5.0
 TZ_CHECK_S = 30.0  # how often a known broker offset is checked against moving quotes (daylight saving)
 TZ_SYMBOLS = 8  # quotes read per check at most
 TZ_PROBE_S = 1.5  # at start, with no offset known: two looks this far apart, to see a quote move
+HISTORY_MARGIN_S = 2 * 86400  # the history scan's window reaches this far past the last scan, either side
 HEALTHY_SESSION_S = 60.0  # a session this long (or one ack) resets the back-off: a hub closing at once does not
 REPLACED_DELAY_S = 30.0  # closed 4000 (another session for the account took over): do not take it back at once
 # Errors that refuse a durable message for good: resent, it would be refused again and hold up the rest.
@@ -165,6 +168,9 @@ class Agent:
         self._wake = asyncio.Event()
         self._commission: dict[int, float] = {}
         self._gone_since: dict[int, float] = {}
+        # Positions this run reported closed: a late closing deal must not have the history scan report them
+        # opened and closed again (bounded: the oldest are forgotten).
+        self._closed: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._poll_failures = 0
         self._reinit_due = False
         self._unsaved = False  # the outbox file is behind the outbox: its last save failed
@@ -430,6 +436,10 @@ class Agent:
             )
         for pid, pos in current.items():
             known[pid] = pos  # latest prices, so that a CLOSE without deals still carries them
+        for msg in durable:
+            if msg.get("event") == "CLOSE":
+                self._remember_closed(msg["position"]["id"])
+        durable += self._scan_history(set(self.outbox.known) | set(current), now)
         structural = set(known) != set(self.outbox.known)
         self.outbox.known = known
         if durable or structural:
@@ -445,6 +455,47 @@ class Agent:
         self.ticks = ticks
         self._wake.set()
         return durable
+
+    def _remember_closed(self, pid: int) -> None:
+        self._closed[pid] = None
+        while len(self._closed) > 10_000:
+            self._closed.popitem(last=False)
+
+    def _scan_history(self, seen: set[int], now: int) -> list[core.Wire]:
+        """Positions opened and closed between two polls (or while the agent was stopped) never show in a
+        snapshot: found in the deal history, each is reported as an OPEN and a CLOSE. The first scan only
+        marks where history stands (what came before the agent is not replayed)."""
+        box = self.outbox
+        since = box.deal_scanned_at if box.deal_scanned_at is not None else time.time()
+        # Broker time, as the deals' is, with a margin either side: how the package reads these dates is not
+        # pinned down (local, UTC or broker time), and a day or two either way costs a few more deals.
+        window = (
+            datetime.fromtimestamp(since + self.tz - HISTORY_MARGIN_S, UTC),
+            datetime.fromtimestamp(time.time() + self.tz + HISTORY_MARGIN_S, UTC),
+        )
+        deals = self.mt5.history_deals_get(*window)
+        if deals is None:
+            return []  # the history did not answer: scanned again next poll, from the same point
+        newest = max((int(d.ticket) for d in deals), default=0)
+        if box.deal_ticket is None:
+            box.deal_ticket, box.deal_scanned_at = newest, time.time()
+            return []
+        out: list[core.Wire] = []
+        for pid in core.missed_positions(deals, box.deal_ticket, seen | set(self._closed), self.consts):
+            position = core.position_from_deals(deals, pid, self.tz, self.consts)
+            details = core.close_details(deals, pid, self.tz, self.consts)
+            if position is None or details is None:
+                continue
+            opened = box.add(core.Change("OPEN", position), position["openTime"] or now)
+            closed = box.add(core.Change("CLOSE", core.closed_position(position, details)), now, details)
+            self._remember_closed(pid)
+            out += [opened, closed]
+            log.info(
+                "position %s %s %s %s opened and closed between two polls: OPEN and CLOSE (seq %d, %d)",
+                pid, position["symbol"], position["side"], position["volume"], opened["seq"], closed["seq"],
+            )  # fmt: skip
+        box.deal_ticket, box.deal_scanned_at = max(box.deal_ticket, newest), time.time()
+        return out
 
     def _poll_failed(self, why: str) -> None:
         self._poll_failures += 1
