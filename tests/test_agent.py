@@ -766,3 +766,44 @@ async def test_an_outbox_save_that_failed_is_tried_again_without_waiting_for_a_c
         await until(lambda: _async(saved_known()), what="saved again without a new change")
     finally:
         await agent.halt()
+
+
+def test_frames_are_cut_by_count_and_by_bytes_in_order():
+    messages = [{"type": "position", "seq": n, "pad": "x" * 300} for n in range(1, 251)]
+    frames = core.pack_frames(messages, 100, 32 * 1024 - 256)
+    assert [m for _, chunk in frames for m in chunk] == messages  # all of them, in order
+    assert all(len(text) <= 32 * 1024 - 256 and json.loads(text) == chunk for text, chunk in frames)
+    assert len(frames) == 3 and len(frames[0][1]) < 100  # the bytes cut first
+    assert [len(chunk) for _, chunk in core.pack_frames(messages, 100)] == [100, 100, 50]
+    (one,) = core.pack_frames(messages[:1], 100, 10)  # alone over the limit: still its own frame
+    assert json.loads(one[0]) == messages[0]
+
+
+async def test_frames_to_api_gateway_stay_under_its_32_kb():
+    """API Gateway closes a connection sent a frame over 32 KB (1009): a backlog of ~90 durable messages or a
+    snapshot of ~130 positions was refused, again at every reconnect, and nothing got through for good."""
+    from tradewire.agent.runner import Agent, AgentConfig
+
+    agent = Agent(AgentConfig(url="wss://a1b2.execute-api.eu-west-1.amazonaws.com/prod", token="t"), terminal())
+    assert agent.url.endswith("/prod") and agent.max_frame_bytes is not None
+    box = agent.outbox
+    for pid in range(1, 101):
+        box.add(core.Change("OPEN", _pos(pid, comment="c" * 200)), 1000)
+    durable = box.next_frame(0, 100, agent.max_frame_bytes)
+    assert 10 < len(durable) < 100 and durable == list(box.pending.values())[: len(durable)]
+
+    class Socket:  # what the agent writes, as a WebSocket would take it
+        def __init__(self) -> None:
+            self.frames: list[str] = []
+
+        async def send_str(self, text: str) -> None:
+            self.frames.append(text)
+
+    snapshot = core.positions_message([_pos(pid, comment="c" * 200) for pid in range(300)], 1)
+    ws = Socket()
+    await agent._send(ws, [*durable, {"type": "heartbeat", "ts": 1}, snapshot])  # type: ignore[arg-type]
+    assert all(len(f.encode()) <= 32 * 1024 for f in ws.frames)
+    sent = [m for f in ws.frames for m in (json.loads(f) if f.startswith("[") else [json.loads(f)])]
+    assert [m["type"] for m in sent] == ["position"] * len(durable) + ["heartbeat"]  # the snapshot left out
+    local = Agent(AgentConfig(url="https://hub.example.com", token="t"), terminal())
+    assert local.max_frame_bytes is None  # the hub's own limit is 1 MiB: frames of 100 as ever

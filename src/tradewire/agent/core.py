@@ -19,7 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 Wire = dict[str, Any]
+_frame_encoder = msgspec.json.Encoder()
 Event = Literal["OPEN", "MODIFY", "CLOSE"]
 
 EA_NAME = "tradewire-agent"
@@ -363,6 +366,36 @@ def commission_of(deals: Iterable[Any] | None, position_id: int) -> float:
     return round(total, 8)
 
 
+# --- frames -----------------------------------------------------------------------------------------
+Frame = tuple[bytes, list[Wire]]  # a frame's JSON, and the messages in it
+
+
+def pack_frames(messages: list[Wire], max_messages: int, max_bytes: int | None = None) -> list[Frame]:
+    """Messages into frames, in order: (the frame's JSON, its messages). A frame holds one message alone, or an
+    array of at most `max_messages`, and (with `max_bytes`) at most that many bytes unless one message alone
+    is larger (it goes alone: the caller decides whether to send it)."""
+    frames: list[Frame] = []
+    batch: list[tuple[bytes, Wire]] = []
+    size = 1  # the array's brackets, and its commas, counted as each message joins
+
+    def close() -> None:
+        if batch:
+            encoded = [e for e, _ in batch]
+            text = encoded[0] if len(encoded) == 1 else b"[" + b",".join(encoded) + b"]"
+            frames.append((text, [m for _, m in batch]))
+
+    for msg in messages:
+        encoded = _frame_encoder.encode(msg)
+        full = len(batch) >= max_messages or (max_bytes is not None and size + len(encoded) + 1 > max_bytes)
+        if batch and full:
+            close()
+            batch, size = [], 1
+        batch.append((encoded, msg))
+        size += len(encoded) + 1
+    close()
+    return frames
+
+
 # --- the outbox -----------------------------------------------------------------------------------
 def message_id(event: str, position_id: int, seq: int) -> str:
     """Unique per account: the seq makes it so. Same rule as the MQL EAs."""
@@ -462,14 +495,18 @@ class Outbox:
         """Whether a message this connection sent (seq <= `sent`) still waits for its ack."""
         return bool(self.pending) and next(iter(self.pending)) <= sent
 
-    def next_frame(self, sent: int, limit: int) -> list[Wire]:
+    def next_frame(self, sent: int, limit: int, max_bytes: int | None = None) -> list[Wire]:
         """The next durable frame for a connection that has sent up to `sent`: nothing while an earlier
         one is unanswered. One frame at a time because an ack is cumulative: were two in flight, and the
         hub ran them out of order (API Gateway runs a connection's frames as concurrent Lambda calls),
-        the later one's ack would cover the earlier one before it was stored, or at all."""
+        the later one's ack would cover the earlier one before it was stored, or at all. With `max_bytes`
+        (API Gateway's frame limit), as many as fit in that many bytes (always one at least)."""
         if self.unanswered(sent):
             return []
-        return self.after(sent)[:limit]
+        messages = self.after(sent)[:limit]
+        if max_bytes is None:
+            return messages
+        return messages[: len(pack_frames(messages, limit, max_bytes)[0][1])] if messages else []
 
     def refuse(self, msg_id: str) -> Wire | None:
         """Drop a pending message the hub refused for good (an error naming its id); None if not pending.

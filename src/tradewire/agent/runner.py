@@ -51,6 +51,8 @@ SNAPSHOT_EVERY_S = 5.0
 CLOSE_GRACE_S = 3.0  # how long a vanished position waits for its exit deal to reach the history
 REINIT_AFTER = 10  # failed polls in a row before the terminal connection is initialised again
 MAX_BATCH = 100  # durable messages per frame: a long outage's backlog stays far below the hub's frame limit
+# API Gateway (the AWS deployment) refuses a frame over 32 KB (close 1009): frames to it are cut below that.
+API_GATEWAY_FRAME_BYTES = 32 * 1024 - 256
 ACK_TIMEOUT_S = 30.0  # a durable frame unanswered this long: reconnect, and the welcome says what was stored
 # After the terminal's link to the trade server comes back (or the agent initialised it again), its position
 # list and history are still loading: an empty list then is not "every position closed".
@@ -145,6 +147,8 @@ class Agent:
         self.mt5 = mt5
         self.consts = core.Constants.from_module(mt5)
         self.url = ws_url(config.url)
+        self.max_frame_bytes = API_GATEWAY_FRAME_BYTES if ".execute-api." in self.url.split("/")[2] else None
+        self._too_big_said = False
         self.stop = stop or asyncio.Event()
         self.on_frame = on_frame
         self.rng = rng or random.Random()
@@ -585,10 +589,22 @@ class Agent:
                         return
 
     async def _send(self, ws: aiohttp.ClientWebSocketResponse, messages: list[core.Wire]) -> None:
-        """Send messages in seq order, at most MAX_BATCH to a frame (one object alone, else an array)."""
-        for start in range(0, len(messages), MAX_BATCH):
-            chunk = messages[start : start + MAX_BATCH]
-            text = msgspec.json.encode(chunk if len(chunk) > 1 else chunk[0]).decode()
+        """Send messages in seq order, at most MAX_BATCH to a frame (one object alone, else an array), and
+        to API Gateway at most its frame size. A volatile message alone over that (a positions snapshot of
+        more than ~130 positions) is not sent: API Gateway would close the connection for it, again at every
+        reconnect, and nothing durable would get through; the durable events keep the hub's list."""
+        for frame, chunk in core.pack_frames(messages, MAX_BATCH, self.max_frame_bytes):
+            if self.max_frame_bytes is not None and len(frame) > self.max_frame_bytes and "seq" not in chunk[0]:
+                if not self._too_big_said:
+                    self._too_big_said = True
+                    log.warning(
+                        "a %s message of %d bytes is over API Gateway's 32 KB frame: not sent (the hub keeps "
+                        "positions from the trade events)",
+                        chunk[0].get("type"),
+                        len(frame),
+                    )
+                continue
+            text = frame.decode()
             if self.on_frame is not None:
                 self.on_frame(text)
             await ws.send_str(text)
@@ -634,7 +650,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         now = now_ms()
         snapshot = [core.positions_message(self.positions.values(), now)]
-        durable = self.outbox.next_frame(sent, MAX_BATCH)
+        durable = self.outbox.next_frame(sent, MAX_BATCH, self.max_frame_bytes)
         if durable:
             sent = durable[-1]["seq"]
         await self._send(ws, [*durable, *self._volatile(), *snapshot])
@@ -662,7 +678,7 @@ class Agent:
                     raise ConnectionError(
                         f"no ack for seq {next(iter(self.outbox.pending))} within {self.config.ack_timeout:g} s"
                     )
-                messages = self.outbox.next_frame(sent, MAX_BATCH)
+                messages = self.outbox.next_frame(sent, MAX_BATCH, self.max_frame_bytes)
                 if messages:
                     sent, sent_at = messages[-1]["seq"], t
                 messages += self._volatile()
