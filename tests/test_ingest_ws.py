@@ -214,18 +214,22 @@ async def test_a_second_hello_on_one_session_does_not_keep_the_account_live_afte
     assert view.sessions == 0 and view.status(server.hub.clock(), server.hub.state.http_live_ms) == "lost"
 
 
-async def test_a_hello_from_another_login_is_refused_and_closed_1008(server, http):
+async def test_a_hello_from_another_login_is_refused_and_knocks_nobody_off(server, http):
+    """A terminal switched to another login with the EA attached (or a second terminal on the token): its
+    hello is refused, closed 4003; and the account's own session, connected meanwhile, is left alone (the
+    newer session used to replace it at the upgrade, before its hello was read)."""
     token = await issue_token(server, "acc-1")
     ea = await EA.connect(http, server, token)
     await ea.greet()
-    await ea.ws.close()
     switched = await EA.connect(http, server, token)
     await switched.send(hello(login=999001))
     err = await switched.expect("error")
     assert err["code"] == "login_changed" and err["ref"] == "hello" and "5123456" in err["message"]
     msg = await switched.ws.receive(timeout=5)
-    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1008
-    assert server.hub.state.accounts["acc-1"].info.login == 5123456
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4003
+    view = server.hub.state.accounts["acc-1"]
+    assert view.info.login == 5123456 and view.sessions == 1
+    await still_works(ea, 1, server)  # not replaced: its frames are still taken and acked
 
 
 async def test_duplicate_id_with_another_seq_is_refused_and_acked(server, http):

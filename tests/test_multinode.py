@@ -10,7 +10,7 @@ import pytest
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, ServeProcess, Subscriber, account_state, issue_key, issue_token, position_event
+from helpers import EA, ServeProcess, Subscriber, account_state, hello, issue_key, issue_token, position_event
 from stores import PG_URL, REDIS_URL, drop_pg_schema, need_service
 
 
@@ -223,3 +223,20 @@ async def test_an_mt4_ea_behind_a_round_robin_balancer_is_served_by_every_node(s
         await asyncio.sleep(0.1)
     lost = await alerts(http, a, key, type="CONNECTION_LOST", account="mt4-1", state="open")
     assert lost == [], "an MT4 EA live on B was left reported lost by A"
+
+
+async def test_a_node_that_never_greeted_the_account_refuses_another_login_too(shared, http):
+    """The login an account was greeted as lived in one node's memory: a switched terminal refused on A was
+    taken by B (or by A after a restart), and its snapshot closed the account's positions for good."""
+    a, b = await shared(), await shared()
+    token = await issue_token(a, "acc-1")
+    ea = await EA.connect(http, a, token)
+    await ea.greet()
+    await ea.send(position_event(1, pid=11))
+    await ea.wait_ack(1)
+    await asyncio.sleep(0.2)  # A's summary reaches the backplane
+    switched = await EA.connect(http, b, token)
+    await switched.send(hello(login=999001))
+    err = await switched.expect("error")
+    assert err["code"] == "login_changed"
+    assert [p.id for p in a.hub.state.accounts["acc-1"].positions.values()] == [11]

@@ -259,7 +259,11 @@ class Hub:
         (the snapshot) and open the other's under it. Known from the last hello since the hub started."""
         now = self.clock()
         view = self.state.account(account)
-        if (refused := login_changed(account, view.info, hello)) is not None:
+        known = view.info
+        if known is None:  # not greeted here since this node started: as the backplane last showed it
+            summary = await self._published_summary(account)
+            known = summary.info if summary is not None else None
+        if (refused := login_changed(account, known, hello)) is not None:
             raise LoginChanged(refused)
         if not view.positions_known and self.state.seed_positions(account, await self.store.open_positions(account)):
             self._positions_left_out(account)
@@ -287,7 +291,7 @@ class Hub:
         """The account's EA was heard from now (a frame, a POST): its liveness moves. Returns now."""
         now = self.clock()
         self.state.touch(account, now)
-        if account in self._http_present:
+        if account in self._http_present and self.state.accounts[account].transport == "http":
             self._http_present[account] = now
         if (account, CONNECTION_LOST) in self.rules.open:
             self.apply_transitions(self.rules.seen(account, now))
@@ -577,19 +581,28 @@ class Hub:
         try:
             if account in self._http_present or account not in await self.presence.live_accounts():
                 return None  # not live on another node (one node alone: never), so the EA says hello here
-            latest = await self.presence.snapshot(channels.accounts(account))
         except Exception as exc:  # the backplane cannot answer: the EA is asked for a hello, as before
+            log.debug("account %s: presence unreadable: %s", account, exc)
+            return None
+        summary = await self._published_summary(account)
+        if summary is None or summary.info is None or summary.info.platform != "MT4" or summary.status != "live":
+            return None
+        fresh = summary.lastSeen is not None and self.clock() - summary.lastSeen <= self.state.http_live_ms
+        return summary.info if fresh else None
+
+    async def _published_summary(self, account: str) -> AccountSummary | None:
+        """The account's summary as last published on the backplane (by any node; Redis keeps it across
+        restarts), or None: none, or the backplane cannot answer."""
+        try:
+            latest = await self.presence.snapshot(channels.accounts(account))
+        except Exception as exc:
             log.debug("account %s: no summary from the backplane: %s", account, exc)
             return None
-        now = self.clock()
         for pub in latest:
             try:
-                summary = _summary_decoder.decode(pub.data)
+                return _summary_decoder.decode(pub.data)
             except msgspec.DecodeError:
                 continue
-            fresh = summary.lastSeen is not None and now - summary.lastSeen <= self.state.http_live_ms
-            if summary.status == "live" and fresh and summary.info is not None and summary.info.platform == "MT4":
-                return summary.info
         return None
 
     async def _read_presence(self) -> tuple[set[str], dict[str, int]] | None:

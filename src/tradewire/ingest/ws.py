@@ -36,6 +36,7 @@ MAX_UNACKED = 1_000
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # bad or revoked token
+CLOSE_LOGIN_CHANGED = 4003  # a hello from another trading account than the account's (login_changed)
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011  # store unavailable: reconnect and resend
 
@@ -71,7 +72,8 @@ class EAWebSocketSession:
         self._last_count = 0
 
     async def run(self) -> None:
-        await self.hub.session_started(self)
+        # Registered (replacing an older session of the account) at its first answered hello, not at the
+        # upgrade: a connection that never says hello, or whose hello is refused, knocks nobody off.
         try:
             async for msg in self.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -102,7 +104,8 @@ class EAWebSocketSession:
                 log.warning("account %s: %d durable message(s) not acked at close", self.account, self._unacked())
             if self._acker is not None:
                 self._acker.cancel()
-            self.hub.session_ended(self, self.core.greeted)
+            if self._welcomed:
+                self.hub.session_ended(self, True)
             if not self.ws.closed:
                 code, reason = self._close or (CLOSE_GOING_AWAY, "")
                 await self.ws.close(code=code, message=reason.encode())
@@ -155,16 +158,18 @@ class EAWebSocketSession:
             elif isinstance(step, Greet):
                 try:
                     welcome = await self.hub.greet(self.account, step.hello, "ws", new_session=not self._welcomed)
-                    self._welcomed = True
+                    if not self._welcomed:
+                        self._welcomed = True
+                        await self.hub.session_started(self)
                 except StoreError as exc:  # it reads what the store knows (acked seq, open positions)
                     await self._store_down("hello", exc)
                     return
-                except LoginChanged as exc:  # written nothing: closed as a credential refused (1008)
+                except LoginChanged as exc:  # written nothing; the client retries later, refused until fixed
                     log.warning("account %s: hello refused: %s", self.account, exc)
                     self._accepting = False
                     await self._send(p.ErrorReply(code=p.LOGIN_CHANGED, message=str(exc), ref="hello"))
-                    self._close = (CLOSE_POLICY, "another trading account")
-                    await self.ws.close(code=CLOSE_POLICY, message=b"another trading account")
+                    self._close = (CLOSE_LOGIN_CHANGED, "another trading account")
+                    await self.ws.close(code=CLOSE_LOGIN_CHANGED, message=b"another trading account")
                     return
                 await self._send(welcome)
 
