@@ -283,6 +283,7 @@ async def test_initialising_a_silent_terminal_again_does_not_stall_the_agent(ser
         await until(lambda: _async(agent.frames), what="connected")
         fake.initialize_delay_s = 1.0
         fake.fail_initialize = (-10005, "IPC timeout")
+        fake.initialize_args = None  # set again only by the agent's initialising it anew
         fake.connected = False  # the terminal went silent: every poll fails, initialize is tried again
         gaps, last = [], time.monotonic()
         for _ in range(150):  # 1.5 s: more than ten polls, so an initialize runs
@@ -692,11 +693,21 @@ def test_the_broker_clock_believes_only_quotes_seen_moving():
     clock.observe("EURUSD", quote(utc), utc)
     assert clock.source == "guess"  # first look at EURUSD: not yet seen moving
     assert clock.observe("EURUSD", quote(utc + 5), utc + 5) and (clock.offset, clock.source) == (10800, "live")
-    # Known: a moving quote that disagrees once is not believed; twice in a row (daylight saving) it is.
-    assert not clock.observe("EURUSD", quote(utc + 10, 7200), utc + 10) and clock.offset == 10800
-    assert not clock.observe("EURUSD", quote(utc + 20), utc + 20) and clock.pending is None
-    assert not clock.observe("EURUSD", quote(utc + 30, 7200), utc + 30)
-    assert clock.observe("EURUSD", quote(utc + 40, 7200), utc + 40) and clock.offset == 7200
+    # Daylight saving: the reading that straddles the jump back is not believed (the quote went backwards);
+    # the next moving one that disagrees is held, and believed when a later look agrees (not another symbol
+    # of the same look).
+    assert not clock.observe("EURUSD", quote(utc + 10, 7200), utc + 10) and clock.pending is None
+    clock.observe("GBPUSD", quote(utc + 12, 7200), utc + 12)
+    assert not clock.observe("EURUSD", quote(utc + 20, 7200), utc + 20) and clock.pending == (7200, utc + 20)
+    assert not clock.observe("GBPUSD", quote(utc + 20.5, 7200), utc + 20.5) and clock.offset == 10800
+    assert clock.observe("EURUSD", quote(utc + 30, 7200), utc + 30) and clock.offset == 7200
+    # A quote that first reads 0 (just selected) and then a stale time has changed, not moved: no offset.
+    fresh = core.BrokerClock()
+    assert not fresh.observe("XAUUSD", 0, utc) and fresh.source == "none"
+    fresh.observe("XAUUSD", quote(utc + 1, age_s=3600), utc + 1)
+    assert fresh.source == "guess"  # only a guess, replaced by the first quote seen moving
+    fresh.observe("EURUSD", quote(utc + 2), utc + 2)
+    assert fresh.observe("EURUSD", quote(utc + 3), utc + 3) and (fresh.offset, fresh.source) == (10800, "live")
     fixed = core.BrokerClock(3600, "fixed")
     fixed.observe("EURUSD", quote(utc), utc)
     assert not fixed.observe("EURUSD", quote(utc + 1), utc + 1) and fixed.offset == 3600
@@ -722,6 +733,42 @@ async def test_a_stale_quote_at_start_does_not_set_the_broker_offset(server, tmp
         pid = fake.open("USDJPY", "buy", 0.1, 150.0)
         (opened,) = await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN")
         assert abs(opened.position.openTime - time.time() * 1000) < 5000
+    finally:
+        await agent.halt()
+
+
+async def test_without_symbols_the_start_reads_the_offset_from_the_open_positions_quotes(server, tmp_path):
+    token = await issue_token(server, ACCOUNT)
+    fake = FakeMT5(tz_offset_sec=10800)
+    gold = fake.open("XAUUSD", "buy", 0.1, 2381.15)
+    fake.quote("XAUUSD", 2381.15, 2381.45, age_s=3600)  # its market in a break: an hour-old quote
+    euro = fake.open("EURUSD", "sell", 0.2, 1.085)  # moving
+    agent = start(server.url, token, fake, tmp_path / "outbox.json", tz_probe=0.2)  # no --symbols
+    try:
+        await until(lambda: _where(server, euro, lambda e: e.event == "OPEN"), what="OPENs")
+        for pid in (gold, euro):
+            (opened,) = await _where(server, pid, lambda e: e.event == "OPEN")
+            assert abs(opened.position.openTime - time.time() * 1000) < 5000, pid
+    finally:
+        await agent.halt()
+
+
+async def test_an_outbox_file_that_stays_unwritable_does_not_stop_the_agent_reading(server, tmp_path, monkeypatch):
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    outbox = tmp_path / "outbox.json"
+    agent = start(server.url, token, fake, outbox)
+    try:
+        await until(lambda: _async(welcomed(agent)), what="welcome")
+
+        def refuse(src, dst):
+            raise PermissionError(13, "Access is denied")
+
+        monkeypatch.setattr("tradewire.agent.runner.os.replace", refuse)
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)  # its save fails, and every one after
+        b = fake.open("EURUSD", "sell", 0.1, 1.08512)
+        for pid in (a, b):  # the terminal is still read, and the hub still told
+            await until(lambda pid=pid: _where(server, pid, lambda e: e.event == "OPEN"), what=f"OPEN {pid}")
     finally:
         await agent.halt()
 

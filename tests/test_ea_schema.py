@@ -353,7 +353,10 @@ def test_no_positions_snapshot_goes_out_from_a_terminal_that_may_list_nothing():
     pushes = [m.start() for m in re.finditer(r"TwPush\(items, PositionsMessage\(\)\)", mt5)]
     assert len(pushes) == 2
     for at in pushes:
-        assert "TerminalInfoInteger(TERMINAL_CONNECTED)" in mt5[at - 120 : at], mt5[at - 120 : at]
+        assert "TerminalSettled()" in mt5[at - 120 : at], mt5[at - 120 : at]
+    settled = function_text(program("mt5")["ea/mt5/TradewireEA.mq5"], "bool TerminalSettled(")
+    assert "TERMINAL_CONNECTED" in settled and "TW_SETTLE_MS" in settled  # connected, and for a while
+    assert "if(!TerminalSettled()) return;" in function_text(program("mt5")["ea/mt5/TradewireEA.mq5"], "void SyncAll(")
     mt4 = re.sub(r"\s+", " ", strip_comments(program("mt4")["ea/mt4/TradewireEA.mq4"]))
     (at,) = [m.start() for m in re.finditer(r"TwPush\(items, PositionsMessage\(\)\)", mt4)]
     assert "if(g_scanned &&" in mt4[at - 200 : at]

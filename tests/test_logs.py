@@ -119,6 +119,7 @@ def test_credentials_a_library_quotes_are_redacted_before_the_line_is_written():
     try:
         log = logging.getLogger("some.library")
         log.warning("offered %r", ["header-eyJ4LWFwaS1rZXkiOiJ0d2tfMGExYjJjM2Rf", "aws-appsync-event-ws"])
+        log.warning("offered %r", ["header-eyJob3N0Ijoi+aC5l/eGFtcGxlIn0K/S3cR3t=="])  # plain base64 (btoa)
         try:
             raise ValueError(f"bad credential {key} in 'Authorization: Bearer twe_99887766_{'T' * 43}'")
         except ValueError:
@@ -127,4 +128,5 @@ def test_credentials_a_library_quotes_are_redacted_before_the_line_is_written():
         logs.stop_logging()
     text = buf.getvalue()
     assert "S" * 20 not in text and "T" * 20 not in text and "eyJ4LWFwaS1rZXki" not in text
+    assert "S3cR3t" not in text
     assert "twk_0a1b2c3d_***" in text and "header-***" in text and "aws-appsync-event-ws" in text

@@ -436,3 +436,24 @@ async def test_stop_flushes_queued_deliveries_then_gives_up(receivers):
     assert len(rx.requests) == 3
     assert notifier.stats["sent"] == 3
     notifier.notify(alert(9), "raised")  # after stop: ignored, never raises
+
+
+async def test_an_episode_raised_waits_behind_its_types_earlier_resolution(receivers, notifiers):
+    """Raised episodes go first, but not past a resolution of the same account and type still waiting: a
+    receiver keyed by account and type ended on 'MARGIN_CALL resolved' while a new one was open."""
+    rx, gate = await gated_receiver(receivers)
+    notifier = await notifiers(hook(rx.url), queue_size=100)
+    notifier.notify(msgspec.structs.replace(alert(0), account="acc-0"), "raised")
+    await rx.arrived.wait()  # in flight: the rest queue
+    first = alert(1)
+    notifier.notify(first, "raised")
+    first.resolvedAt = 1_700_000_001_000
+    notifier.notify(first, "resolved")
+    notifier.notify(alert(2), "raised")  # the next episode of the same type
+    notifier.notify(msgspec.structs.replace(alert(3, type="STOP_OUT", severity="CRITICAL"), account="acc-2"), "raised")
+    gate.set()
+    await until(lambda: notifier.stats["sent"] == 5)
+    sent = [(b["alert"]["id"], b["event"]) for b in rx.bodies()]
+    mine = [x for x in sent if x[0] in ("alert-1", "alert-2")]
+    assert mine == [("alert-1", "raised"), ("alert-1", "resolved"), ("alert-2", "raised")]
+    assert sent.index(("alert-3", "raised")) < sent.index(("alert-1", "resolved"))  # others' still go first

@@ -1390,6 +1390,11 @@ int OnInit()
    g_needHello = true;
    g_stateDirty = false;
    g_maxMessages = 200;
+   g_scanned = false;        // no snapshot before this account's first connected scan
+   g_lastServerTime = 0;     // the broker offset is read afresh (or from this account's file)
+   g_tz = 0;
+   g_tzKnown = false;
+   g_lastSnapshot = 0;
    ArrayResize(g_known, 0);
    ArrayResize(g_symbols, 0);
    g_twLogLevel = InpLogLevel;

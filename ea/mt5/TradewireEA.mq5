@@ -45,6 +45,7 @@ input bool              InpCommonFolder   = false;                   // Outbox f
 #define TW_MAX_BATCH         100     // durable messages per frame
 #define TW_MAX_FRAME_BYTES   262144  // well under the hub's 1 MiB frame limit
 #define TW_ACK_TIMEOUT       30000   // a durable frame unanswered this long: reconnect (the welcome settles it)
+#define TW_SETTLE_MS         5000    // after the trade server link returns, its lists are still loading
 
 //--- a position as last reported to the hub
 struct TwPos
@@ -97,6 +98,7 @@ ulong        g_helloAtMs = 0;
 ulong        g_lastVolatileMs = 0;
 ulong        g_lastSnapshotMs = 0;
 ulong        g_lastHeartbeatMs = 0;
+ulong        g_connectedAtMs = 0;      // GetTickCount64() when the link to the trade server was seen up (0: down)
 int          g_heartbeatSec = 10;
 bool         g_stateDirty = false;
 bool         g_saveFailed = false;
@@ -732,11 +734,26 @@ void SyncPosition(const ulong id, const ulong deal)
      }
   }
 
+// Connected to the trade server for TW_SETTLE_MS at least: a terminal cut off, or just back and still
+// loading its lists, may list no positions, and that is not "all closed" (nor an empty snapshot).
+bool TerminalSettled()
+  {
+   if(!TerminalInfoInteger(TERMINAL_CONNECTED))
+     {
+      g_connectedAtMs = 0;
+      return false;
+     }
+   ulong now = GetTickCount64();
+   if(g_connectedAtMs == 0)
+      g_connectedAtMs = now;
+   return now - g_connectedAtMs >= TW_SETTLE_MS;
+  }
+
 // The safety net, every timer tick: whatever OnTradeTransaction missed (the EA was detached, the
 // terminal restarted, an event was dropped) is found by comparing the open set with the known one.
 void SyncAll()
   {
-   if(!TerminalInfoInteger(TERMINAL_CONNECTED))
+   if(!TerminalSettled())
       return;   // an unsynchronised terminal may list no positions: that is not "all closed"
    g_tz = TwBrokerOffsetSec();   // follows DST changes; meaningful once the terminal is connected
    ulong seen[];
@@ -911,7 +928,7 @@ void OnWelcome(const long ackedSeq, const long heartbeatSec)
    // A full snapshot after every (re)connect: the hub reconciles whatever it missed.
    string items[];
    TwPush(items, AccountMessage());
-   if(TerminalInfoInteger(TERMINAL_CONNECTED))   // cut off, it may list nothing: the hub would close them all
+   if(TerminalSettled())   // cut off or still loading, it may list nothing: the hub would close them all
       TwPush(items, PositionsMessage());
    TwPush(items, TicksMessage());
    SendBatch(items);
@@ -1006,6 +1023,7 @@ int OnInit()
    g_welcomed = false;
    g_failures = 0;
    g_nextAttemptMs = 0;
+   g_connectedAtMs = 0;
    g_stateDirty = false;
    ArrayResize(g_known, 0);
    ArrayResize(g_symbols, 0);
@@ -1114,7 +1132,7 @@ void OnTimer()
       TwPush(items, TicksMessage());
       g_lastVolatileMs = now;
      }
-   if(now - g_lastSnapshotMs >= snapshotEvery && TerminalInfoInteger(TERMINAL_CONNECTED))
+   if(now - g_lastSnapshotMs >= snapshotEvery && TerminalSettled())
      {
       // Only while connected to the trade server (as SyncAll): a terminal cut off may list no positions,
       // and the hub would record a CLOSE (for good) for every one it knew open.

@@ -15,7 +15,7 @@ from tradewire.config import ConfigError, Settings, load_settings
 from tradewire.logs import setup_logging
 from tradewire.model import ACCOUNT_ID_RULE, is_account_id
 from tradewire.redact import redact_url
-from tradewire.store import make_store
+from tradewire.store import make_store, parse_store_url
 from tradewire.store.base import StoreError
 
 MAX_LABEL_CHARS = 128
@@ -271,10 +271,10 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def _sqlite_missing(url: str) -> str | None:
     """The file of a SQLite store URL when it does not exist (opening it would create an empty store)."""
-    if not url.startswith("sqlite:///"):
+    engine, location, _ = parse_store_url(url)
+    if engine != "sqlite":
         return None
-    path = url.removeprefix("sqlite:///").split("?", 1)[0]
-    return None if path == ":memory:" or os.path.exists(path) else os.path.abspath(path)
+    return None if os.path.exists(location) else os.path.abspath(location)
 
 
 async def _credentials(args: argparse.Namespace, settings: Settings) -> int:

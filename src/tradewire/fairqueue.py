@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -102,6 +103,10 @@ class FairQueue(Generic[T]):
             self._nonempty.clear()
             await self._nonempty.wait()
         return (self._urgent if self._urgent.size else self._normal).pop()
+
+    def waiting(self, key: str) -> Iterable[T]:
+        """`key`'s items in the ordinary lane (not urgent), oldest first."""
+        return self._normal.by_key.get(key, ())
 
     def items(self) -> list[T]:
         """Everything queued, urgent first (what a shutdown leaves behind)."""

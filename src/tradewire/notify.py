@@ -106,6 +106,7 @@ class _Delivery(msgspec.Struct):
     alert_id: str
     account: str  # whose turn it takes in the webhook's queue
     alert_json: bytes  # encoded at notify() time: a snapshot, whatever happens to the Alert afterwards
+    alert_type: str = ""
 
 
 @dataclass(eq=False)
@@ -211,11 +212,10 @@ class WebhookNotifier:
                 continue
             if alert_json is None:
                 alert_json = msgspec.json.encode(alert)
-            delivery = _Delivery(f"{alert.id}:{transition}", transition, alert.id, alert.account, alert_json)
-            # An episode raised (an account has a handful at most at once) goes before, and is dropped after,
-            # EA errors and resolutions: a flood of either must not hold back or push out a STOP_OUT.
-            urgent = transition == "raised" and alert.type in EPISODIC
-            old = hook.queue.put(alert.account, delivery, urgent=urgent)
+            delivery = _Delivery(
+                f"{alert.id}:{transition}", transition, alert.id, alert.account, alert_json, alert.type
+            )
+            old = hook.queue.put(alert.account, delivery, urgent=self._urgent(hook, alert, transition))
             if old is not None:
                 self.stats["dropped"] += 1
                 log.warning(
@@ -228,6 +228,18 @@ class WebhookNotifier:
                     old.alert_id,
                     old.account,
                 )
+
+    @staticmethod
+    def _urgent(hook: _Hook, alert: Alert, transition: str) -> bool:
+        """An episode raised (an account has a handful at most at once), or the server's own word that an alert
+        could not be stored, goes before, and is dropped after, EA errors and resolutions: a flood of either
+        must not hold back or push out a STOP_OUT. Unless the account has a delivery of the same type waiting
+        in the ordinary lane (the previous episode's 'resolved'): it goes behind it, so that a receiver never
+        sees a type's episodes out of order."""
+        told_live = alert.type == "SYSTEM_ERROR" and (alert.data or {}).get("source") == "server"
+        if transition != "raised" or not (alert.type in EPISODIC or told_live):
+            return False
+        return not any(d.alert_type == alert.type for d in hook.queue.waiting(alert.account))
 
     # ------------------------------------------------------------------ delivery
 

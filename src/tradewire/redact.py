@@ -34,7 +34,7 @@ def redact_url(url: str) -> str:
 # kept), the realtime connect's `header-<base64 JSON>` auth subprotocol, a bearer token.
 _SECRET_TEXT = re.compile(
     r"(?P<keep>tw[ek]_[0-9a-f]{8}_)[A-Za-z0-9_-]+"
-    r"|(?P<keep2>header-)[A-Za-z0-9_=-]{16,}"
+    r"|(?P<keep2>header-)[A-Za-z0-9_=+/-]{16,}"  # base64url, or plain base64 (a client's btoa())
     r"|(?P<keep3>Bearer\s+)[^\s'\",]+",
     re.IGNORECASE,
 )

@@ -15,7 +15,7 @@ Everything here is a pure function of its arguments (or of an `Outbox`'s own sta
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -115,28 +115,44 @@ class BrokerClock:
 
     offset: int = 0
     source: str = "none"
-    seen: dict[str, int] = field(default_factory=dict)  # symbol -> broker ms of its quote at the last look
-    pending: int | None = None  # a different offset one live reading gave: believed if the next one agrees
+    # symbol -> (broker ms of its quote, UTC seconds) at the last look
+    seen: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # a different offset a live reading gave, and when: believed if a later look (not another symbol of the
+    # same look) agrees
+    pending: tuple[int, float] | None = None
 
     def observe(self, symbol: str, broker_ms: int, utc_seconds: float) -> bool:
         """Take one quote in; True when the offset changed."""
         last = self.seen.get(symbol)
-        self.seen[symbol] = broker_ms
+        self.seen[symbol] = (broker_ms, utc_seconds)
         offset = detect_tz_offset(broker_ms / 1000, utc_seconds)
-        if offset is None or self.source == "fixed":
+        if offset is None or self.source == "fixed" or broker_ms <= 0:
             return False
-        live = last is not None and broker_ms != last  # changed: a daylight-saving change moves it back an hour
-        if not live:
+        if not self._moving(broker_ms, utc_seconds, last):
             if self.source != "none":
                 return False
             self.offset, self.source = offset, "guess"
             return True
-        if self.source in ("none", "guess") or offset == self.offset or self.pending == offset:
+        if self.source in ("none", "guess") or offset == self.offset:
             changed = offset != self.offset
             self.offset, self.source, self.pending = offset, "live", None
             return changed
-        self.pending = offset  # a live quote disagrees once: wait for the next to agree
+        if self.pending is not None and self.pending[0] == offset and utc_seconds - self.pending[1] >= 1.0:
+            self.offset, self.source, self.pending = offset, "live", None
+            return True
+        if self.pending is None or self.pending[0] != offset:
+            self.pending = (offset, utc_seconds)  # a live quote disagrees once: wait for a later look to agree
         return False
+
+    @staticmethod
+    def _moving(broker_ms: int, utc_seconds: float, last: tuple[int, float] | None) -> bool:
+        """The quote moved forward since the last look, by no more than the time that passed (a few seconds'
+        slack): a quote that first reads 0 (just selected) and then a stale time has changed, not moved; and
+        the reading that straddles a daylight-saving jump is not believed (the next ones are)."""
+        if last is None:
+            return False
+        advanced_ms = broker_ms - last[0]
+        return 0 < advanced_ms <= (utc_seconds - last[1]) * 1000 + 5000
 
 
 # --- records -> protocol objects -----------------------------------------------------------------
@@ -297,21 +313,37 @@ def _nets_to_zero(deals: list[Any], consts: Constants) -> bool:
     return abs(net) < 1e-6
 
 
-def missed_positions(deals: Iterable[Any] | None, after_ticket: int, seen: set[int], consts: Constants) -> list[int]:
+def missed_positions(
+    deals: Iterable[Any] | None,
+    after_ticket: int,
+    seen: Container[int],
+    consts: Constants,
+    closed: Container[int] = (),
+    unsettled: Iterable[int] = (),
+) -> tuple[list[int], list[int]]:
     """Positions opened and closed between two looks at the terminal (within a poll, or while the agent was
-    stopped): ids with a deal newer than `after_ticket` that `seen` (the positions the snapshots showed) lacks,
-    and whose deals net to zero (closed in full). Oldest first."""
+    stopped): ids with a deal newer than `after_ticket` (or among `unsettled`) that neither `seen` (the
+    positions the snapshots showed) nor `closed` (reported already) holds. Returns (those whose deals net
+    to zero, oldest first: closed in full; the others: to look at again, their closing deal may be late)."""
     mine: dict[int, list[Any]] = {}
-    fresh: set[int] = set()
+    fresh: set[int] = set(unsettled)
     for d in deals or ():
         pid = int(d.position_id)
-        if not pid or pid in seen:
+        if not pid or pid in seen or pid in closed:
             continue  # balance and credit deals have no position; a seen one the snapshots report
         mine.setdefault(pid, []).append(d)
         if int(d.ticket) > after_ticket:
             fresh.add(pid)
-    missed = [pid for pid in fresh if _nets_to_zero(mine[pid], consts) and _entry_deal(mine[pid], consts)]
-    return sorted(missed, key=lambda pid: min(int(d.ticket) for d in mine[pid]))
+    missed, pending = [], []
+    for pid in fresh:
+        if pid not in mine:
+            continue
+        if _nets_to_zero(mine[pid], consts) and _entry_deal(mine[pid], consts) is not None:
+            missed.append(pid)
+        else:
+            pending.append(pid)
+    missed.sort(key=lambda pid: min(int(d.ticket) for d in mine[pid]))
+    return missed, pending
 
 
 def _entry_deal(deals: list[Any], consts: Constants) -> Any | None:

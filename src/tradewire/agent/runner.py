@@ -60,7 +60,8 @@ SETTLE_S = 5.0
 TZ_CHECK_S = 30.0  # how often a known broker offset is checked against moving quotes (daylight saving)
 TZ_SYMBOLS = 8  # quotes read per check at most
 TZ_PROBE_S = 1.5  # at start, with no offset known: two looks this far apart, to see a quote move
-HISTORY_MARGIN_S = 2 * 86400  # the history scan's window reaches this far past the last scan, either side
+HISTORY_MARGIN_S = 86400  # the history scan's window reaches this far past the last scan, either side
+HISTORY_SCAN_S = 5.0  # how often the deal history is scanned for trades no poll saw
 HEALTHY_SESSION_S = 60.0  # a session this long (or one ack) resets the back-off: a hub closing at once does not
 REPLACED_DELAY_S = 30.0  # closed 4000 (another session for the account took over): do not take it back at once
 # Errors that refuse a durable message for good: resent, it would be refused again and hold up the rest.
@@ -175,9 +176,14 @@ class Agent:
         # Positions this run reported closed: a late closing deal must not have the history scan report them
         # opened and closed again (bounded: the oldest are forgotten).
         self._closed: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._history_scanned = -HISTORY_SCAN_S  # monotonic
+        # Positions a scan saw a new deal of, not yet closed in full (their closing deal may come later with a
+        # lower ticket than one already scanned): looked at again by each scan, for an hour.
+        self._unsettled: dict[int, float] = {}
         self._poll_failures = 0
         self._reinit_due = False
         self._unsaved = False  # the outbox file is behind the outbox: its last save failed
+        self._last_save_error = ""
         self._mt5_busy: asyncio.Future[None] | None = None  # a MetaTrader5 call running in a thread
         self._failures = 0  # connection attempts since the last welcome
         self._last_poll_error = ""
@@ -443,7 +449,9 @@ class Agent:
         for msg in durable:
             if msg.get("event") == "CLOSE":
                 self._remember_closed(msg["position"]["id"])
-        durable += self._scan_history(set(self.outbox.known) | set(current), now)
+        if time.monotonic() - self._history_scanned >= HISTORY_SCAN_S:
+            self._history_scanned = time.monotonic()
+            durable += self._scan_history(set(self.outbox.known) | set(current), now)
         structural = set(known) != set(self.outbox.known)
         self.outbox.known = known
         if durable or structural:
@@ -485,7 +493,12 @@ class Agent:
             box.deal_ticket, box.deal_scanned_at = newest, time.time()
             return []
         out: list[core.Wire] = []
-        for pid in core.missed_positions(deals, box.deal_ticket, seen | set(self._closed), self.consts):
+        closed = self._closed.keys()
+        missed, unsettled = core.missed_positions(deals, box.deal_ticket, seen, self.consts, closed, self._unsettled)
+        horizon = time.monotonic() - 3600
+        self._unsettled = {pid: self._unsettled.get(pid, time.monotonic()) for pid in unsettled}
+        self._unsettled = {pid: at for pid, at in self._unsettled.items() if at > horizon}
+        for pid in missed:
             position = core.position_from_deals(deals, pid, self.tz, self.consts)
             details = core.close_details(deals, pid, self.tz, self.consts)
             if position is None or details is None:
@@ -516,13 +529,22 @@ class Agent:
         log.warning("terminal silent for %d polls: initialising the connection again", self._poll_failures)
         with contextlib.suppress(Exception):
             self.mt5.shutdown()
-        with contextlib.suppress(AgentError):
+        try:
             self.initialize()
+        except AgentError as exc:
+            log.warning("%s", exc)
+        except Exception as exc:  # whatever the package raises: the poll loop must go on
+            log.warning("initialising the terminal again failed: %s: %s", type(exc).__name__, exc)
 
     def _poll_once(self) -> None:
-        try:
-            if self._unsaved:
+        if self._unsaved:  # apart from the poll: a file that stays unwritable must not stop the reading
+            try:
                 self.save_outbox()
+            except OSError as exc:
+                if str(exc) != self._last_save_error:
+                    self._last_save_error = str(exc)
+                    log.error("cannot write the outbox file %s: %s (tried again every poll)", self.path, exc)
+        try:
             self.poll()
         except OSError as exc:
             log.error("cannot write the outbox file %s: %s", self.path, exc)
@@ -551,11 +573,12 @@ class Agent:
         try:
             self.load_outbox()
             if self.clock.source == "none":
-                # Nothing known: two looks at the quotes, to see one move, before the first positions are read
-                # (their open times are turned into UTC with it).
-                self._detect_tz(force=True)
+                # Nothing known: two looks at the quotes (of the symbols streamed and those of open positions),
+                # to see one move, before the first positions are read (their open times are turned into UTC).
+                held = [str(p.symbol) for p in self.mt5.positions_get() or ()]
+                self._detect_tz(held, force=True)
                 await self._sleep(self.config.tz_probe)
-                self._detect_tz(force=True)
+                self._detect_tz(held, force=True)
             self._poll_once()
             poller = asyncio.create_task(self._poll_loop(), name="agent-poll")
             try:
