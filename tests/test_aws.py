@@ -741,3 +741,34 @@ def test_the_dashboards_key_expires_when_the_deployer_says_not_after_appsyncs_se
     key = template["Resources"]["EventsApiKey"]["Properties"]
     assert key["Expires"] == {"Ref": "DashboardKeyExpires"}
     assert "Default" not in template["Parameters"]["DashboardKeyExpires"]  # a date: the deployer's to give
+
+
+def test_settings_only_a_file_can_hold_reach_the_functions(tmp_path):
+    """Per-account alert levels, market hours and symbol classes need TOML: the functions read environment
+    variables only, so on AWS every account had the defaults (and setting one by variable failed every
+    cold start). TRADEWIRE_CONFIG names a file shipped with them."""
+    config = tmp_path / "tradewire.toml"
+    config.write_text("[alerts.accounts.vip-1]\nmargin_call_level = 150\n")
+    env = {"TRADEWIRE_STORE": "dynamodb://tw?region=us-east-1", "TRADEWIRE_CONFIG": str(config)}
+    runtime = handlers.Runtime(env)
+    try:
+        assert runtime.settings.alerts.accounts["vip-1"].margin_call_level == 150
+        assert handlers.Runtime({**env, "TRADEWIRE_CONFIG": ""}).settings.alerts.accounts == {}
+    finally:
+        runtime.loop.close()
+
+
+def test_the_ea_stage_is_throttled_and_the_schedule_runs_alone():
+    """Nothing bounded what EA frames could cost: one runaway token could take the account's Lambda
+    concurrency, the schedule (the CONNECTION_LOST checks) included."""
+    from cfnlint.decode import decode_str
+
+    template, _ = decode_str(TEMPLATE.read_text())
+    resources = template["Resources"]
+    throttle = resources["EaStage"]["Properties"]["DefaultRouteSettings"]
+    assert throttle == {
+        "ThrottlingRateLimit": {"Ref": "EaThrottleRate"},
+        "ThrottlingBurstLimit": {"Ref": "EaThrottleBurst"},
+    }
+    assert resources["ScheduleFunction"]["Properties"]["ReservedConcurrentExecutions"] == 1
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["TRADEWIRE_CONFIG"] == {"Ref": "ConfigFile"}

@@ -82,7 +82,9 @@ _encode = msgspec.json.Encoder().encode
 class Runtime:
     def __init__(self, env: Mapping[str, str], connections: Callable[[dict], Connections] | None = None) -> None:
         self.env = dict(env)
-        self.settings: Settings = load_settings(env=self.env)
+        # Settings from TRADEWIRE_* variables, and those only a file can hold (per-account alert levels, market
+        # hours, symbol classes) from TRADEWIRE_CONFIG: a TOML file shipped with the functions (the layer's /opt).
+        self.settings: Settings = load_settings(self.env.get("TRADEWIRE_CONFIG") or None, env=self.env)
         self.store_url = self.settings.store.url
         if not self.store_url.startswith("dynamodb://"):
             raise ValueError(f"TRADEWIRE_STORE must be a dynamodb:// URL on AWS, not {self.store_url!r}")
