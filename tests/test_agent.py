@@ -607,6 +607,28 @@ async def test_terminal_that_cannot_initialize_exits_2(tmp_path):
     assert info.value.exit_code == 2 and fake.initialize_args == {"path": None, "login": 1, "server": "S"}
 
 
+async def test_a_terminal_not_ready_at_start_is_waited_for(server, tmp_path):
+    """Started with Windows, the agent may come up before the terminal has logged in: it exited (code 2),
+    where the EAs wait. It now tries again with back-off for a while; a refused login still ends it at once."""
+    token = await issue_token(server, ACCOUNT)
+    fake = terminal()
+    fake.fail_initialize = (-10003, "IPC initialize failed")
+    agent = start(server.url, token, fake, tmp_path / "outbox.json", start_wait=30.0)
+    try:
+        await until(lambda: _async(fake.initialize_args is not None), what="a first attempt")
+        await asyncio.sleep(0.3)
+        assert not agent.task.done()  # waiting, not exited
+        fake.fail_initialize = None  # the terminal is up
+        pid = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN once it is up")
+    finally:
+        await agent.halt()
+    gone = terminal()
+    gone.fail_initialize = (-10003, "IPC initialize failed")
+    with pytest.raises(AgentError, match="IPC initialize failed"):  # not for ever: start_wait
+        await run_agent(server.url, token, mt5=gone, outbox=tmp_path / "o2.json", start_wait=0.3, **FAST)
+
+
 def test_bad_url_is_refused_before_anything_runs(capsys):
     assert agent_main(["--url", "ftp://hub", "--token", "t"], mt5=terminal()) == 2
     assert "must start with http://" in capsys.readouterr().err

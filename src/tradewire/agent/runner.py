@@ -50,6 +50,8 @@ BACKOFF_CAP_S = 60.0
 SNAPSHOT_EVERY_S = 5.0
 CLOSE_GRACE_S = 3.0  # how long a vanished position waits for its exit deal to reach the history
 REINIT_AFTER = 10  # failed polls in a row before the terminal connection is initialised again
+IPC_FAILURES = -10000  # MetaTrader5.last_error() codes at or below: the terminal not answering (RES_E_INTERNAL_FAIL*)
+START_WAIT_S = 300.0  # at start, how long a terminal not ready (not started, not logged in) is waited for
 MAX_BATCH = 100  # durable messages per frame: a long outage's backlog stays far below the hub's frame limit
 # API Gateway (the AWS deployment) refuses a frame over 32 KB (close 1009): frames to it are cut below that.
 API_GATEWAY_FRAME_BYTES = 32 * 1024 - 256
@@ -72,6 +74,11 @@ class AgentError(Exception):
     """The agent cannot run; `exit_code` is what the command exits with."""
 
     exit_code = 2
+
+
+class TerminalNotReady(AgentError):
+    """The terminal is not there yet (not started, still logging in, its IPC timing out): worth waiting for,
+    unlike a refused login or a wrong path. The agent started with Windows may come up before it."""
 
 
 class TokenRefused(AgentError):
@@ -128,6 +135,7 @@ class AgentConfig:
     ack_timeout: float = ACK_TIMEOUT_S
     settle: float = SETTLE_S
     tz_probe: float = TZ_PROBE_S
+    start_wait: float = START_WAIT_S
 
 
 class Replaced(ConnectionError):
@@ -204,13 +212,20 @@ class Agent:
             else self.mt5.initialize(**kwargs)
         )
         if not ok:
-            raise AgentError(
-                f"MetaTrader5.initialize failed: {self.mt5.last_error()}. Is the MT5 terminal installed, and are "
+            error = self.mt5.last_error()
+            code = error[0] if isinstance(error, tuple) and error and isinstance(error[0], int) else 0
+            why = (
+                f"MetaTrader5.initialize failed: {error}. Is the MT5 terminal installed, and are "
                 "--terminal-path / --login / --password / --server right?"
             )
+            # The package's internal failures (-10000 and below: IPC send, receive, init, connect, timeout)
+            # are a terminal not (yet) answering; the others (authorization failed, not found, ...) are not.
+            raise TerminalNotReady(why) if code <= IPC_FAILURES else AgentError(why)
         info = self.mt5.account_info()
         if info is None:
-            raise AgentError(f"the terminal reports no account: {self.mt5.last_error()}. Log in to an account first")
+            raise TerminalNotReady(
+                f"the terminal reports no account: {self.mt5.last_error()}. Log in to an account first"
+            )
         identity = (int(info.login), str(info.server))
         if self.identity is None:
             self.identity = identity
@@ -468,6 +483,25 @@ class Agent:
         self._wake.set()
         return durable
 
+    async def _initialize_at_start(self) -> None:
+        """Initialise the terminal, waiting (with back-off, up to `start_wait`) while it is not ready."""
+        deadline = time.monotonic() + self.config.start_wait
+        attempt = 0
+        while True:
+            try:
+                await asyncio.to_thread(self.initialize)  # it can block for a minute: heartbeats are not up yet,
+                return  # but stop (Ctrl-C) must still be heard
+            except TerminalNotReady as exc:
+                attempt += 1
+                if time.monotonic() >= deadline or self.stop.is_set():
+                    raise
+                delay = min(
+                    backoff_delay(attempt, self.rng, self.config.backoff_base, 30.0), deadline - time.monotonic()
+                )
+                log.warning("%s; trying again in %.0f s", exc, max(delay, 0.0))
+                if await self._sleep(max(delay, 0.0)):
+                    raise
+
     def _remember_closed(self, pid: int) -> None:
         self._closed[pid] = None
         while len(self._closed) > 10_000:
@@ -569,7 +603,7 @@ class Agent:
 
     # --- hub ------------------------------------------------------------------------------------
     async def run(self) -> None:
-        self.initialize()
+        await self._initialize_at_start()
         try:
             self.load_outbox()
             if self.clock.source == "none":
@@ -825,6 +859,7 @@ async def run_agent(
     ack_timeout: float = ACK_TIMEOUT_S,
     settle: float = SETTLE_S,
     tz_probe: float = TZ_PROBE_S,
+    start_wait: float = START_WAIT_S,
 ) -> Agent:
     """Stream one MT5 terminal to a hub until `stop` is set. Raises AgentError (TokenRefused for a
     refused token) when it cannot run. `mt5` is the MetaTrader5 module, or a stand-in for it."""
@@ -850,6 +885,7 @@ async def run_agent(
         ack_timeout=ack_timeout,
         settle=settle,
         tz_probe=tz_probe,
+        start_wait=start_wait,
     )
     agent = Agent(config, mt5 if mt5 is not None else load_mt5(), stop=stop, on_frame=on_frame)
     await agent.run()
