@@ -256,7 +256,8 @@ class Hub:
     ) -> p.Welcome:
         """Raises LoginChanged for a terminal logged in to another trading account than the one this account id
         was greeted as: read as this account's, its positions would close every one of this account's for good
-        (the snapshot) and open the other's under it. Known from the last hello since the hub started."""
+        (the snapshot) and open the other's under it. The login is the one this node last greeted, or else the
+        one in the account's last summary on the backplane (Redis keeps it across nodes and restarts)."""
         now = self.clock()
         view = self.state.account(account)
         known = view.info
