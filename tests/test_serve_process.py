@@ -255,12 +255,16 @@ async def test_a_stderr_nobody_reads_does_not_stall_the_hub(tmp_path):
             "http", "ws", 1
         ) + "/ea/v1"
         async with aiohttp.ClientSession() as http:
-            # Each new session of the account logs that it replaces the last one: 300 lines of ~100 bytes
-            # are seven times what this pipe holds before its writer blocks.
+            # Each new session of the account logs, at its hello, that it replaces the last one (kept open until
+            # then): 300 lines of ~100 bytes are seven times what this pipe holds before its writer blocks.
+            previous = None
             for n in range(1, 301):
                 ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {token}"})
                 await ws.send_json(hello())
                 assert (await ws.receive_json(timeout=5))["type"] == "welcome", n
+                if previous is not None:  # replaced by now: let it go
+                    await previous.close()
+                previous = ws
                 await ws.send_json(position_event(n))
                 assert await ws.receive_json(timeout=5) == {"type": "ack", "seq": n}
         # Read again, and every line is there: nothing was dropped for a backlog this size.
