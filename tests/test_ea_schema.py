@@ -370,6 +370,6 @@ def test_mt4_reads_the_broker_offset_from_a_moving_quote_before_any_trade_event(
     (within 2 minutes of a quarter hour) and every OPEN was stored hours off, for good."""
     source = program("mt4")["ea/mt4/TradewireEA.mq4"]
     update = function_text(source, "void UpdateBrokerOffset(")
-    assert "server != g_lastServerTime" in update and update.index("if(!moving) return;") < update.index("diff")
+    assert "advanced > 0 && advanced <=" in update and update.index("if(!moving) return;") < update.index("diff")
     on_timer = function_text(source, "void OnTimer(")
     assert "if(g_tzKnown) ScanOrders();" in on_timer

@@ -664,14 +664,19 @@ void TwPush(string &items[], const string item)
 // Broker time - UTC from the last quote's server time; only a fresh quote tells (MT4 has no
 // TimeTradeServer and TimeCurrent() stops while the market is closed). A quote that stopped n x 15
 // minutes ago looks fresh to the rounding below and gives an offset hours off: only a server time seen
-// moving since the last look is believed.
+// moving forward since the last look, by no more than the time that passed, is believed (at connect
+// TimeCurrent() jumps from the last session's time to the server's last quote, which may be stale).
 datetime g_lastServerTime = 0;
+uint     g_lastServerTick = 0;   // GetTickCount() at that look
 
 void UpdateBrokerOffset()
   {
    datetime server = TimeCurrent();
-   bool moving = g_lastServerTime != 0 && server != g_lastServerTime;
+   uint tick = GetTickCount();
+   long advanced = (long)server - (long)g_lastServerTime;
+   bool moving = g_lastServerTime != 0 && advanced > 0 && advanced <= (long)((tick - g_lastServerTick) / 1000) + 5;
    g_lastServerTime = server;
+   g_lastServerTick = tick;
    if(!moving)
       return;
    long diff = (long)server - (long)TimeGMT();
@@ -1392,6 +1397,7 @@ int OnInit()
    g_maxMessages = 200;
    g_scanned = false;        // no snapshot before this account's first connected scan
    g_lastServerTime = 0;     // the broker offset is read afresh (or from this account's file)
+   g_lastServerTick = 0;
    g_tz = 0;
    g_tzKnown = false;
    g_lastSnapshot = 0;
