@@ -341,3 +341,26 @@ async def test_a_margin_call_the_store_refused_still_reaches_the_webhook(tmp_pat
                     break
                 await asyncio.sleep(0.05)
             assert [body["event"] for body in got if body["alert"]["type"] == "MARGIN_CALL"] == ["raised"]
+
+
+async def test_a_stop_out_committed_after_its_session_ended_still_raises_stop_out(tmp_path, http):
+    """A session that ends (the EA dropped its socket) stops waiting for its acks after drain_timeout_s, and
+    cancelled the wait on the store's future itself, which the hub's callbacks share: the CLOSE committed
+    all the same, but was never published and never raised STOP_OUT (and its resend was a duplicate)."""
+    settings = fast_settings(tmp_path)
+    settings.store.url += "?busy_timeout_ms=5000"
+    settings.server.drain_timeout_s = 0.2
+    async with running(settings) as srv:
+        key = await issue_key(srv, "read")
+        client = await ea(http, srv)
+        with sqlite_locked(srv.store.path):  # the store is slow: the commit waits for the lock
+            await client.send(position_event(1, "CLOSE", pid=5, position=position(5), reason="stopout"))
+            await asyncio.sleep(0.1)
+            await client.ws.close()  # the session ends, and gives up waiting for the ack
+            await asyncio.sleep(0.6)
+        for _ in range(100):  # the lock is gone: the commit lands
+            if await alerts(http, srv, key, type="STOP_OUT"):
+                break
+            await asyncio.sleep(0.05)
+        [stop] = await alerts(http, srv, key, type="STOP_OUT")
+        assert "closed by stop-out" in stop["message"]

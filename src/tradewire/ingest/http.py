@@ -154,7 +154,7 @@ async def _ea_batch(request: web.Request) -> web.Response:
     highest = 0
     for msg, fut in durable:
         try:
-            result = await fut
+            result = await asyncio.shield(fut)  # a cancelled request must not cancel the hub's view of the commit
         except StoreError:
             return json_error(503, p.STORE_UNAVAILABLE, STORE_DOWN)
         highest = max(highest, msg.seq)

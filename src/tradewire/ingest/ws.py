@@ -189,7 +189,10 @@ class EAWebSocketSession:
             while pending:
                 msg, fut = pending[0]
                 try:
-                    result = await fut
+                    # Shielded: this loop is cancelled when a session ends before its acks are out, and a
+                    # cancel would reach the store's future, which the hub's own callbacks (publish, STOP_OUT)
+                    # wait on too: the commit lands all the same, and they would never see it.
+                    result = await asyncio.shield(fut)
                 except StoreError as exc:
                     await self._store_down(msg.id, exc)
                     return
