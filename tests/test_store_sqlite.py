@@ -203,3 +203,53 @@ async def test_memory_bytes_is_the_heap_of_the_sqlite_library_python_runs(tmp_pa
     await store.close()
     # close() closes the readers' connections too, not the next garbage collection.
     assert filled - store.memory_bytes() > 0.9 * (filled - opened) and len(os.listdir("/proc/self/fd")) < fds
+
+
+async def test_a_commit_and_then_the_cache_reload_failing_leave_no_stale_cache(tmp_path):
+    """A failed group's caches are reloaded from the database; when that read failed too (a failing disk),
+    the caches kept what the rolled-back transaction had put in them: the EA's resend of the lost message was
+    refused as seq_not_increasing (and acked: lost), and a later CLOSE found an OPEN that was never stored."""
+    import sqlite3
+
+    from tradewire.ingest import protocol as p
+    from tradewire.model import Position
+    from tradewire.store.base import DurableStream, EAPositionOp
+    from tradewire.store.sqlite import SQLiteStore
+
+    fail = {"commit": False, "reload": False}
+
+    class FailingOnce(sqlite3.Connection):
+        def execute(self, sql, *args):
+            if fail["commit"] and sql == "COMMIT":
+                fail["commit"] = False
+                raise sqlite3.OperationalError("disk I/O error")
+            if fail["reload"] and sql.startswith("SELECT MAX(m)"):
+                fail["reload"] = False
+                raise sqlite3.OperationalError("disk I/O error")
+            return super().execute(sql, *args)
+
+    def op(seq: int, event: str, pid: int) -> EAPositionOp:
+        pos = Position(id=pid, symbol="EURUSD", side="buy", volume=1.0, openPrice=1.0, openTime=1)
+        msg = p.PositionMsg(seq=seq, id=f"m{seq}", event=event, ts=seq, position=pos)
+        return EAPositionOp("a", msg, False, DurableStream())
+
+    store = SQLiteStore(str(tmp_path / "t.db"))
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False, factory=FailingOnce)
+        conn.execute("PRAGMA journal_mode = WAL")
+        return conn
+
+    store._connect = connect  # type: ignore[method-assign]
+    await store.open()
+    try:
+        assert (await store.submit(op(10, "OPEN", 1))).status == "stored"
+        fail.update(commit=True, reload=True)
+        with pytest.raises(StoreError):
+            await store.submit(op(11, "OPEN", 7))
+        assert await store.acked_seq("a") == 10
+        assert (await store.submit(op(11, "OPEN", 7))).status == "stored"  # the resend
+        closed = await store.submit(op(12, "CLOSE", 7))
+        assert closed.status == "stored" and [e.event for e in closed.events] == ["CLOSE"]  # its OPEN is stored
+    finally:
+        await store.close()

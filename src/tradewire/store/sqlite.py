@@ -139,6 +139,7 @@ class SQLiteStore:
         # two index look-ups) was a tenth of the server's CPU in a reconnect storm.
         self._head = 0
         self._max_seq: dict[str, int] = {}
+        self._caches_stale = False  # a reload failed: redone before the next group
         self._optimistic = False  # see _transaction
         self.reruns = 0  # groups run a second time, each operation isolated
         # (account, position id) of an open position -> its OPEN record (and no CLOSE), as last written here
@@ -221,6 +222,9 @@ class SQLiteStore:
             conn.close()
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list) -> None:
+        if self._caches_stale:  # the last reload failed (the disk, say): the next offset is read again first
+            with contextlib.suppress(Exception):
+                self._reload_caches(conn)
         started = time.perf_counter()
         try:
             try:
@@ -295,14 +299,18 @@ class SQLiteStore:
         return outcomes
 
     def _reload_caches(self, conn: sqlite3.Connection) -> None:
+        # Forgotten first, whatever happens next: kept from a rolled-back transaction, they would have a
+        # resend refused (a seq already "seen") and a CLOSE planned against an OPEN that was never stored.
+        self._max_seq.clear()
+        self._positions.clear()
+        self._caches_stale = True
         row = conn.execute(
             'SELECT MAX(m) FROM (SELECT MAX("offset") AS m FROM position_events '
             'UNION ALL SELECT MAX("offset") FROM alerts)'
         ).fetchone()
         self._next_offset = (row[0] or 0) + 1
         self._head = self._next_offset - 1
-        self._max_seq.clear()
-        self._positions.clear()
+        self._caches_stale = False
 
     def _take_offset(self) -> int:
         offset = self._next_offset
