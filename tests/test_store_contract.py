@@ -52,6 +52,18 @@ async def test_each_message_id_is_stored_once(store):
     assert await store.acked_seq("a") == 2
 
 
+async def test_an_operation_that_raises_fails_alone_on_every_engine(store):
+    """One operation raising something that is not a database error (a bug, a record that cannot be read)
+    failed every operation of its PostgreSQL group, and closed their EAs 1011; SQLite failed it alone."""
+    from tradewire.store.base import DurableStream, StoreError
+
+    broken = EAPositionOp("a", None, False, DurableStream())  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        store.submit(broken), store.submit(op(1, account="b", stream=DurableStream())), return_exceptions=True
+    )
+    assert isinstance(results[0], StoreError) and results[1].status == "stored"
+
+
 async def test_idempotency_survives_a_restart(factory):
     s = await factory.open()
     await s.write([op(1), op(2)])

@@ -72,7 +72,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -541,7 +541,7 @@ class DynamoStore:
                     if count is None and i > 0 and tx.size() + OP_MAX_ITEMS > TX_MAX_ITEMS:
                         break
                     if i % 16 == 0:
-                        await tx.prefetch([k for o, _ in pending[i : i + 16] for k in _prefetch_keys(o)])
+                        await tx.prefetch(_prefetch_all(o for o, _ in pending[i : i + 16]))
                     outcomes.append(await self._plan_isolated(tx, op))
                 count = len(outcomes)
                 if tx.presence:  # unconditional, and idempotent: written before the transaction, again on a retry
@@ -592,7 +592,7 @@ class DynamoStore:
             return await self._plan(tx, op), None
         except (ClientError, BotoCoreError):
             raise
-        except (ValueError, TypeError, KeyError, msgspec.MsgspecError) as exc:
+        except Exception as exc:  # this operation alone, as on the other engines: nothing of it is in `tx` yet
             log.exception("store operation failed")
             note_failure(op)
             return None, StoreError(f"store operation failed: {exc}")
@@ -1043,6 +1043,16 @@ def _add_filters(params: dict[str, Any], filters: list[tuple[str, str]]) -> None
     if filters:
         params["FilterExpression"] = " AND ".join(cond for cond, _ in filters)
         params["ExpressionAttributeNames"].update(_names(*(attr for _, attr in filters)))
+
+
+def _prefetch_all(ops: Iterable[WriteOp]) -> list[tuple[str, str]]:
+    """The items a few operations will read, fetched together. Only a speed-up: an operation whose keys
+    cannot be worked out (a malformed one) reads its own, and fails alone when it is planned."""
+    keys: list[tuple[str, str]] = []
+    for op in ops:
+        with contextlib.suppress(Exception):
+            keys += _prefetch_keys(op)
+    return keys
 
 
 def _prefetch_keys(op: WriteOp) -> list[tuple[str, str]]:

@@ -241,7 +241,9 @@ class PostgresStore:
                     raise
                 # another node stored the same message or event between our read and our write:
                 # plan again from what is there now.
-            except (asyncpg.PostgresError, ValueError) as exc:
+            except (asyncpg.InterfaceError, OSError, TimeoutError):
+                raise  # the connection itself: the group fails (and its ops with it), as a failed COMMIT does
+            except Exception as exc:  # this operation alone (its savepoint is rolled back), as on SQLite
                 log.exception("store operation failed")
                 note_failure(op)
                 return None, StoreError(f"store operation failed: {exc}")
