@@ -82,3 +82,29 @@ async def test_presence_is_shared_across_nodes(broker_pair):
     async with asyncio.timeout(5):
         while "acc-1" in await b.live_accounts():
             await asyncio.sleep(0.02)
+
+
+async def test_a_message_the_backplane_cannot_read_is_skipped_not_taken_for_a_gap():
+    """A stray PUBLISH on the prefix (or a node of another version) was taken for a lost subscription: a
+    gap, and every subscriber of the node closed 4008 to catch up."""
+    import redis.asyncio as aioredis
+
+    need_service("Redis", "127.0.0.1", 6379)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    broker = make_broker(f"{REDIS_URL}?prefix={prefix}")
+    got: list[Publication] = []
+    gaps: list[int] = []
+    broker.on_gap = lambda: gaps.append(1)  # type: ignore[attr-defined]
+    await broker.start(got.append)
+    raw = aioredis.from_url(REDIS_URL)
+    try:
+        await until(lambda: broker._confirmations >= 1)  # type: ignore[attr-defined]
+        await raw.publish(f"{prefix}:pub", b"junk")
+        broker.publish(Publication("/trading/events/acc-1", b'{"e":1}', latest=False, offset=7))
+        await until(lambda: len(got) == 1)
+        await asyncio.sleep(0.3)
+        assert broker.skipped == 1 and got[0].offset == 7  # type: ignore[attr-defined]
+        assert gaps == [] and not broker._gap  # type: ignore[attr-defined]
+    finally:
+        await raw.aclose()
+        await broker.stop()

@@ -65,6 +65,22 @@ async def test_snapshot_on_subscribe_then_live(server, http, keys):
     assert (await sub.event(id="acc-1"))["_sub"] == "one"
 
 
+async def test_a_since_the_store_never_reached_or_a_channel_without_history_is_not_recovered(server, http, keys):
+    """A dashboard open across a redeploy onto a new (or restored) store resubscribed with since=5000 against
+    a head of 40 and was told recovered: it kept 5000 and skipped every event up to it, without a word. And a
+    channel without history (/custom/*) said recovered to a `since` whose gap it cannot fill."""
+    ea = await live_ea(http, server)
+    await ea.send(position_event(1, pid=1))
+    await ea.wait_ack(1)
+    sub = await Subscriber.connect(http, server, keys["read"])
+    ahead = await sub.subscribe("ev", "/trading/events/*", since=10**9)
+    assert ahead["recovered"] is False and ahead["offset"] < 10**9  # the head to start from
+    behind = await sub.subscribe("ev2", "/trading/events/*", since=0)
+    assert behind["recovered"] is True
+    custom = await sub.subscribe("c", "/custom/*", since=1)
+    assert custom.get("recovered") is None
+
+
 async def test_durable_events_carry_offsets_and_since_replays_them(server, http, keys):
     ea = await live_ea(http, server)
     await ea.send([position_event(s, pid=s) for s in (1, 2, 3)])
@@ -164,7 +180,7 @@ async def test_http_publish(server, http, keys):
         ("admin", {"channel": "/custom/a/*", "events": ["1"]}, 400, "BadRequestException"),
         ("admin", {"channel": "/nope/a", "events": ["1"]}, 400, "BadRequestException"),
         ("admin", {"channel": "/custom/a"}, 400, "BadRequestException"),
-        ("admin", {"channel": "/custom/a", "events": ['"' + "x" * 1_100_000 + '"'] * 2}, 413, "BadRequestException"),
+        ("admin", {"channel": "/custom/a", "events": ['"' + "x" * 1_100_000 + '"'] * 3}, 413, "BadRequestException"),
     ],
 )
 async def test_http_publish_errors_are_aws_shaped(server, http, keys, key, body, status, error_type):
@@ -184,6 +200,17 @@ async def test_http_publish_takes_what_appsync_takes_five_events_of_240_kb(serve
     async with http.post(server.url + "/event", json=body, headers={"x-api-key": keys["admin"]}) as r:
         assert r.status == 200 and len((await r.json())["successful"]) == 5
     assert len((await sub.event())["blob"]) == 240 * 1024 - 20
+
+
+async def test_a_websocket_publish_of_five_escaped_events_is_answered_not_closed(server, http, keys):
+    """Each event inside the frame is a JSON string, escaped again: five of 240 KB that are mostly quotes
+    make a 2.4 MB frame, over the 2 MiB frame limit: the connection (and its subscriptions) closed 1009."""
+    admin = await Subscriber.connect(http, server, keys["admin"])
+    quoted = json.dumps('"' * (120 * 1024 - 1))  # 240 KB once encoded as the event's JSON
+    assert len(quoted.encode()) <= 240 * 1024
+    await admin.send({"type": "publish", "id": "p", "channel": "/custom/q", "events": [quoted] * 5})
+    ok = await admin.expect("publish_success", id="p", timeout=10)
+    assert len(ok["successful"]) == 5
 
 
 async def test_cors_preflight(server, http):

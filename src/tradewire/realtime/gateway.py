@@ -221,8 +221,11 @@ class Gateway:
         for task in (self._ka_task, self._recheck_task):
             if task is not None:
                 task.cancel()
-        for conn in list(self.connections):
-            await conn.close(1001, "server shutting down")
+        # Together: a parked connection's close waits up to 5 s on a peer that does not read, and one after the
+        # other a few of them outlasted a supervisor's grace (the store was then never closed).
+        await asyncio.gather(
+            *(conn.close(1001, "server shutting down") for conn in list(self.connections)), return_exceptions=True
+        )
         await self.broker.stop()
 
     @property
@@ -620,8 +623,8 @@ class Connection:
         gw.index.add(sub)  # live publications are buffered for it from now on: nothing falls in a gap
         try:
             snapshot = await gw.broker.snapshot(pattern)
-            recovered, history = await self._history(pattern, msg.since)
             head = await gw.store.head_offset() if channels.durable_scope(pattern) else None
+            recovered, history = await self._history(pattern, msg.since, head)
         except Exception as exc:
             log.exception("subscribe %s failed", pattern)
             gw.index.remove(sub)
@@ -658,9 +661,17 @@ class Connection:
         gw.index.ready(sub)  # its routes take it in directly from now on
         return None
 
-    async def _history(self, pattern: str, since: int | None) -> tuple[bool | None, list[Publication]]:
-        if since is None:
+    async def _history(
+        self, pattern: str, since: int | None, head: int | None
+    ) -> tuple[bool | None, list[Publication]]:
+        """(recovered, the publications after `since`). None: nothing to recover (no `since`, or a channel
+        without history, where "recovered" would promise what was missed). False: not recovered (more than
+        `history_limit`, or a `since` past this store's head: an offset from another or a reset store, which
+        kept would skip every event up to it); the client then reloads and takes subscribe_success's offset."""
+        if since is None or head is None:
             return None, []
+        if since > head:
+            return False, []
         limit = self.gateway.settings.history_limit
         items: list[Publication] = []
         for kind, account in channels.durable_scope(pattern):
