@@ -1,6 +1,7 @@
 """The AppSync-Events-compatible gateway over real sockets: subscribe, snapshot, fan-out, publish, errors."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -126,6 +127,37 @@ async def test_an_event_committed_after_the_replay_was_read_is_not_skipped(serve
     await sub.subscribe("ev", "/trading/events/acc-1", since=0)
     got = {(await sub.event(event="OPEN"))["positionId"] for _ in range(3)}
     assert got == {1, 2, 3}
+
+
+async def test_an_event_replayed_and_then_published_live_is_sent_once(server, http, keys, monkeypatch):
+    """With several nodes the history can hold an event whose live publication is still on the backplane:
+    it came after the subscription was ready and went out a second time (the dashboard listed it twice)."""
+    from tradewire.broker.base import Publication
+
+    ea = await live_ea(http, server)
+    await ea.send([position_event(s, pid=s) for s in (1, 2)])
+    await ea.wait_ack(2)
+    await asyncio.sleep(0.1)
+    history = server.store.history
+
+    async def then_published_late(kind, account, since, limit):
+        rows = await history(kind, account, since, limit)
+        late = rows[1]  # another node's publish of it, still on its way
+        asyncio.get_running_loop().call_later(
+            0.1, server.broker.publish, Publication(late[0], late[2], latest=False, offset=late[1])
+        )
+        return rows
+
+    monkeypatch.setattr(server.store, "history", then_published_late)
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.subscribe("ev", "/trading/events/acc-1", since=0)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 0.6  # past the late publish
+    while (left := end - loop.time()) > 0:
+        with contextlib.suppress(TimeoutError):
+            await sub.recv(timeout=left)
+    frames = [m for m in sub.inbox if m["type"] == "data"]
+    assert sorted(json.loads(m["event"])["positionId"] for m in frames) == [1, 2]
 
 
 async def test_since_too_far_back_is_not_recoverable(tmp_path, http):

@@ -48,6 +48,13 @@ SNAPSHOT_BYTES_PER_MESSAGE = 32 * 1024
 RoleOf = Callable[[str], Awaitable[Role | None]]
 
 
+REPLAY_DEDUPE_S = 10.0  # how long after its replay a subscription drops the live copies of replayed offsets
+
+
+def _forget_replayed(sub: Subscription) -> None:
+    sub.replayed = None
+
+
 def literal_of(pub: Publication) -> bytes:
     """A publication's `event` field as JSON, encoded on first use and kept with it."""
     literal = pub.literal
@@ -57,7 +64,7 @@ def literal_of(pub: Publication) -> bytes:
 
 
 class Subscription:
-    __slots__ = ("buffer", "conn", "id", "id_bytes", "key", "pattern", "pending")
+    __slots__ = ("buffer", "conn", "id", "id_bytes", "key", "pattern", "pending", "replayed")
 
     def __init__(self, conn: Connection, sub_id: str, pattern: str, key: str | None = None) -> None:
         self.conn = conn
@@ -68,6 +75,9 @@ class Subscription:
         # While it loads its snapshot/history (in the index's `loading`), live publications wait here.
         self.buffer: list[tuple[Publication, bytes]] = []
         self.pending = conn.outbox.slot(sub_id)  # latest-wins literals waiting to be written, by channel
+        # Offsets its `since` replay held, for a few seconds after it: the live copy of one may come later (its
+        # node's publish still on the backplane when the history was read) and is not sent twice.
+        self.replayed: set[int] | None = None
 
 
 class Group:
@@ -433,6 +443,9 @@ class Connection:
         if pub.latest:
             if self.outbox.put_latest(sub.id, pub.channel, literal):
                 self.gateway.stats["conflated"] += 1
+        elif sub.replayed is not None and pub.offset in sub.replayed:
+            sub.replayed.discard(pub.offset)  # sent by the replay already
+            return
         elif not self.outbox.put_stream(sub.id, rp.data_frame(sub.id_bytes, literal, pub.offset)):
             self._close_slow()
             return
@@ -651,13 +664,20 @@ class Connection:
             replayed.add(pub.offset)
         if size >= SNAPSHOT_BYTES_PER_MESSAGE:
             self._rate.take(size // SNAPSHOT_BYTES_PER_MESSAGE)  # the next message waits for it, if need be
+        buffered = set()
         for pub, literal in sub.buffer:
             # Skipped only if the history had it: an offset below the history's highest may have been
             # committed after the history was read (another node's, taken earlier and committed later).
             if pub.offset is not None and pub.offset in replayed:
+                buffered.add(pub.offset)
                 continue
             self.push(sub, pub, literal)
         sub.buffer = []
+        if replayed:
+            # The history may hold offsets whose live publication has not arrived yet (committed by another
+            # node, its publish still on the backplane): dropped when they come, for the next few seconds.
+            sub.replayed = replayed - buffered
+            asyncio.get_running_loop().call_later(REPLAY_DEDUPE_S, _forget_replayed, sub)
         gw.index.ready(sub)  # its routes take it in directly from now on
         return None
 
