@@ -276,6 +276,20 @@ class ServeProcess:
         return code
 
 
+async def batch(
+    http: aiohttp.ClientSession, server: Any, token: str | None, body: Any = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    """An MT4 EA's POST /ea/v1/batch: (status, JSON answer). `raw`: a body sent as it is."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if raw is not None:
+        headers["Content-Type"] = "application/json"
+        resp = await http.post(server.url + "/ea/v1/batch", data=raw, headers=headers)
+    else:
+        resp = await http.post(server.url + "/ea/v1/batch", json=body, headers=headers)
+    async with resp:
+        return resp.status, await resp.json()
+
+
 @contextlib.contextmanager
 def sqlite_locked(path: str):
     """Another process holding the SQLite database's write lock: the hub's commits wait for it, then fail."""

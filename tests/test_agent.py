@@ -118,7 +118,7 @@ async def test_open_modify_partial_close_and_close_are_stored_with_details(serve
         assert partial[0].reason == "partial"
 
         fake.close(pid, price=1.08650, profit=27.6, reason=DEAL_REASON_TP)
-        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        (close,) = await stored(server, pid, "CLOSE", "CLOSE")
         assert close.source == "ea"
         assert close.closePrice == 1.0865 and close.reason == "tp"
         assert close.profit == pytest.approx(36.5)  # both exit deals: 8.9 + 27.6
@@ -149,6 +149,11 @@ async def _where(server, pid, pred) -> list:
     return [e for e in await events(server) if e.positionId == pid and pred(e)]
 
 
+async def stored(server, pid: int, event: str, what: str) -> list:
+    """Wait until the hub's store holds `event` for position `pid`; its records of that event."""
+    return await until(lambda: _where(server, pid, lambda e: e.event == event), what=what)
+
+
 async def _async(value):
     return value
 
@@ -167,7 +172,7 @@ async def test_a_terminal_logged_in_to_another_account_is_not_read_as_this_one(s
     agent = start(server.url, token, fake, tmp_path / "outbox.json")
     try:
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a")
+        await stored(server, a, "OPEN", "OPEN a")
         fake.switch_account(999_001, "Other-Demo")
         b = fake.open("XAUUSD", "sell", 0.2, 2381.15)  # the other account's position
         (alert,) = await until(lambda: _system_errors(server, "999001"), what="the operator told")
@@ -176,7 +181,7 @@ async def test_a_terminal_logged_in_to_another_account_is_not_read_as_this_one(s
         assert ("CLOSE", a) not in sent_events(agent) and ("OPEN", b) not in sent_events(agent)
         fake.restore_account()
         fake.close(a, 1.086, 8.8)
-        (close,) = await until(lambda: _where(server, a, lambda e: e.event == "CLOSE"), what="the real CLOSE of a")
+        (close,) = await stored(server, a, "CLOSE", "the real CLOSE of a")
         assert close.closePrice == 1.086 and close.profit == pytest.approx(8.8)
         assert not await _where(server, b, lambda e: True)
     finally:
@@ -202,13 +207,13 @@ async def test_a_terminal_cut_off_from_its_trade_server_closes_nothing(server, t
     agent = start(server.url, token, fake, tmp_path / "outbox.json", settle=0.3)
     try:
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a")
+        await stored(server, a, "OPEN", "OPEN a")
         fake.broker_connected = False  # positions_get now lists nothing
         await asyncio.sleep(1.0)  # twice the close grace: a CLOSE would have gone by now
         assert ("CLOSE", a) not in sent_events(agent)
         fake.broker_connected = True
         fake.close(a, 1.086, 8.8, reason=DEAL_REASON_SL)
-        (close,) = await until(lambda: _where(server, a, lambda e: e.event == "CLOSE"), what="the real CLOSE")
+        (close,) = await stored(server, a, "CLOSE", "the real CLOSE")
         assert close.reason == "sl" and close.closePrice == 1.086
     finally:
         await agent.halt()
@@ -222,14 +227,14 @@ async def test_an_earlier_partial_close_is_not_taken_for_the_close(server, tmp_p
     agent = start(server.url, token, fake, tmp_path / "outbox.json", close_grace=3.0)
     try:
         pid = fake.open("EURUSD", "buy", 1.0, 1.1)
-        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN")
+        await stored(server, pid, "OPEN", "OPEN")
         fake.partial_close(pid, 0.4, 1.11, 40.0)
-        await until(lambda: _where(server, pid, lambda e: e.event == "MODIFY"), what="the partial's MODIFY")
+        await stored(server, pid, "MODIFY", "the partial's MODIFY")
         fake.close(pid, 1.05, -300.0, reason=6, deal_later=True)  # DEAL_REASON_SO, its deal not in yet
         await asyncio.sleep(0.5)
         assert ("CLOSE", pid) not in sent_events(agent)  # waiting for the final deal
         fake.deliver_deals()
-        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        (close,) = await stored(server, pid, "CLOSE", "CLOSE")
         assert (close.closePrice, close.reason) == (1.05, "stopout") and close.profit == pytest.approx(-260.0)
     finally:
         await agent.halt()
@@ -241,9 +246,9 @@ async def test_a_close_whose_deal_never_comes_tells_the_operator(server, tmp_pat
     agent = start(server.url, token, fake, tmp_path / "outbox.json", close_grace=0.3)
     try:
         pid = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN")
+        await stored(server, pid, "OPEN", "OPEN")
         fake.close(pid, 1.086, 8.8, deal_later=True)  # and never delivered
-        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        (close,) = await stored(server, pid, "CLOSE", "CLOSE")
         assert close.closePrice is None
         (alert,) = await until(lambda: _system_errors(server, f"position {pid}"), what="SYSTEM_ERROR")
         assert "close_details_missing" in alert.message or "closing deal" in alert.message
@@ -268,7 +273,7 @@ async def test_a_poll_that_raises_does_not_stop_the_agent_reading_the_terminal(s
     try:
         await until(lambda: _async(calls["n"] > 3), what="polled past the failure")
         pid = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN after the failure")
+        await stored(server, pid, "OPEN", "OPEN after the failure")
     finally:
         await agent.halt()
 
@@ -294,7 +299,7 @@ async def test_initialising_a_silent_terminal_again_does_not_stall_the_agent(ser
         assert fake.initialize_args is not None and max(gaps) < 0.5
         fake.fail_initialize, fake.initialize_delay_s = None, 0.0
         pid = fake.open("EURUSD", "buy", 0.1, 1.08512)  # once initialised again, it reads on
-        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN after the outage")
+        await stored(server, pid, "OPEN", "OPEN after the outage")
     finally:
         await agent.halt()
 
@@ -318,7 +323,7 @@ async def test_a_trade_opened_and_closed_between_two_polls_is_reported(server, t
         await asyncio.sleep(0.6)  # a poll has marked where history stands
         pid = fake.open("XAUUSD", "sell", 0.5, 2381.15, magic=7001, comment="hedge", commission=-3.5)
         fake.close(pid, 2380.05, 55.0, reason=DEAL_REASON_TP)  # within the same poll interval
-        (close,) = await until(lambda: _where(server, pid, lambda e: e.event == "CLOSE"), what="CLOSE")
+        (close,) = await stored(server, pid, "CLOSE", "CLOSE")
         (opened,) = await _where(server, pid, lambda e: e.event == "OPEN")
         assert opened.system and opened.position.magic == 7001 and opened.position.openPrice == 2381.15
         assert (opened.position.symbol, opened.position.side, opened.position.volume) == ("XAUUSD", "sell", 0.5)
@@ -329,7 +334,7 @@ async def test_a_trade_opened_and_closed_between_two_polls_is_reported(server, t
     fake.close(while_stopped, 1.0895, 10.0)
     agent = start(server.url, token, fake, outbox, interval=0.5)
     try:
-        await until(lambda: _where(server, while_stopped, lambda e: e.event == "CLOSE"), what="CLOSE after restart")
+        await stored(server, while_stopped, "CLOSE", "CLOSE after restart")
         await asyncio.sleep(1.2)  # more polls: reported once
         assert kinds(await events(server), while_stopped) == [("OPEN", "ea"), ("CLOSE", "ea")]
         assert kinds(await events(server), pid) == [("OPEN", "ea"), ("CLOSE", "ea")]
@@ -369,7 +374,7 @@ async def test_hub_down_events_wait_in_the_outbox_file_and_are_stored_once_after
     restarted: Server | None = None
     try:
         a = fake.open("EURUSD", "sell", 1.0, 1.085, sl=1.09)
-        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a")
+        await stored(server, a, "OPEN", "OPEN a")
         await until(lambda: _async(not agent.pending()), what="OPEN a acked")
 
         port = server.port
@@ -449,14 +454,14 @@ async def test_dropped_connection_lost_acks_and_lost_frames_nothing_lost_nothing
     agent = start(url, token, fake, tmp_path / "outbox.json")
     try:
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a stored")
+        await stored(server, a, "OPEN", "OPEN a stored")
         await until(lambda: _async(not agent.pending()), what="OPEN a acked")
 
         # 1. The hub stores and acks, the ack never arrives; the connection then drops. Meanwhile the next
         #    durable message waits: one durable frame at a time (an ack is cumulative; see Outbox.next_frame).
         proxy.drop_down = True
         b = fake.open("EURUSD", "sell", 0.2, 1.085)
-        await until(lambda: _where(server, b, lambda e: e.event == "OPEN"), what="OPEN b stored")
+        await stored(server, b, "OPEN", "OPEN b stored")
         fake.modify(b, tp=1.07)
         await until(lambda: _async(len(agent.pending()) == 2), what="MODIFY b in the outbox")
         await asyncio.sleep(0.3)
@@ -503,7 +508,7 @@ async def test_an_ack_that_never_comes_makes_the_agent_reconnect_and_nothing_is_
         await until(lambda: _async(proxy.accepted == 1 and welcomed(agent)), what="connected")
         proxy.drop_down = True  # the hub stores OPEN a; its ack is lost; the connection stays up
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, a, lambda e: e.event == "OPEN"), what="OPEN a stored")
+        await stored(server, a, "OPEN", "OPEN a stored")
         proxy.drop_down = False
         fake.modify(a, sl=1.08)
         await until(lambda: _async(not agent.pending()), what="both acked after a reconnect")
@@ -524,7 +529,7 @@ async def test_a_message_refused_for_good_is_dropped_and_does_not_hold_up_the_ne
         bad = fake.open("", "buy", 0.1, 1.0)  # a symbol the hub refuses: invalid_message, every time
         await until(lambda: _async(("OPEN", bad) in sent_events(agent)), what="the bad OPEN sent")
         good = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, good, lambda e: e.event == "OPEN"), what="the next OPEN stored")
+        await stored(server, good, "OPEN", "the next OPEN stored")
         await until(lambda: _async(not agent.pending()), what="outbox empty")
         assert not await _where(server, bad, lambda e: True)
         assert any(f"open-{bad}-" in r.getMessage() and "for good" in r.getMessage() for r in caplog.records)
@@ -539,9 +544,9 @@ async def test_restart_with_a_lost_outbox_file_stores_nothing_twice_and_loses_no
     agent = start(server.url, token, fake, outbox)
     a = fake.open("EURUSD", "buy", 0.1, 1.08512)
     b = fake.open("XAUUSD", "sell", 0.02, 2381.15)
-    await until(lambda: _where(server, b, lambda e: e.event == "OPEN"), what="OPEN b")
+    await stored(server, b, "OPEN", "OPEN b")
     fake.modify(a, sl=1.08)
-    await until(lambda: _where(server, a, lambda e: e.event == "MODIFY"), what="MODIFY a")
+    await stored(server, a, "MODIFY", "MODIFY a")
     await until(lambda: _async(not agent.pending()), what="acked")
     await agent.halt()
     acked = await server.store.acked_seq(ACCOUNT)
@@ -551,7 +556,7 @@ async def test_restart_with_a_lost_outbox_file_stores_nothing_twice_and_loses_no
     c = fake.open("EURUSD", "sell", 0.5, 1.085)
     agent = start(server.url, token, fake, outbox)
     try:
-        await until(lambda: _where(server, c, lambda e: e.event == "OPEN"), what="OPEN c")
+        await stored(server, c, "OPEN", "OPEN c")
         await until(lambda: _async(not agent.pending()), what="acked")
         evs = await events(server)
         assert kinds(evs, a) == [("OPEN", "ea"), ("MODIFY", "ea")]
@@ -620,7 +625,7 @@ async def test_a_terminal_not_ready_at_start_is_waited_for(server, tmp_path):
         assert not agent.task.done()  # waiting, not exited
         fake.fail_initialize = None  # the terminal is up
         pid = fake.open("EURUSD", "buy", 0.1, 1.08512)
-        await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN once it is up")
+        await stored(server, pid, "OPEN", "OPEN once it is up")
     finally:
         await agent.halt()
     gone = terminal()
@@ -753,7 +758,7 @@ async def test_a_stale_quote_at_start_does_not_set_the_broker_offset(server, tmp
     agent = start(server.url, token, fake, outbox, symbols=["XAUUSD", "EURUSD"], tz_probe=0.2)
     try:
         pid = fake.open("USDJPY", "buy", 0.1, 150.0)
-        (opened,) = await until(lambda: _where(server, pid, lambda e: e.event == "OPEN"), what="OPEN")
+        (opened,) = await stored(server, pid, "OPEN", "OPEN")
         assert abs(opened.position.openTime - time.time() * 1000) < 5000
     finally:
         await agent.halt()
@@ -767,7 +772,7 @@ async def test_without_symbols_the_start_reads_the_offset_from_the_open_position
     euro = fake.open("EURUSD", "sell", 0.2, 1.085)  # moving
     agent = start(server.url, token, fake, tmp_path / "outbox.json", tz_probe=0.2)  # no --symbols
     try:
-        await until(lambda: _where(server, euro, lambda e: e.event == "OPEN"), what="OPENs")
+        await stored(server, euro, "OPEN", "OPENs")
         for pid in (gold, euro):
             (opened,) = await _where(server, pid, lambda e: e.event == "OPEN")
             assert abs(opened.position.openTime - time.time() * 1000) < 5000, pid
@@ -790,7 +795,7 @@ async def test_an_outbox_file_that_stays_unwritable_does_not_stop_the_agent_read
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)  # its save fails, and every one after
         b = fake.open("EURUSD", "sell", 0.1, 1.08512)
         for pid in (a, b):  # the terminal is still read, and the hub still told
-            await until(lambda pid=pid: _where(server, pid, lambda e: e.event == "OPEN"), what=f"OPEN {pid}")
+            await stored(server, pid, "OPEN", f"OPEN {pid}")
     finally:
         await agent.halt()
 

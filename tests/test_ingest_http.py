@@ -4,18 +4,7 @@ from tradewire.app import Server
 from tradewire.store.base import StoreError
 
 from conftest import make_settings
-from helpers import account_state, db_rows, hello, issue_token, position_event, running, sqlite_locked
-
-
-async def batch(http, server, token, body=None, raw=None):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if raw is not None:
-        headers["Content-Type"] = "application/json"
-        resp = await http.post(server.url + "/ea/v1/batch", data=raw, headers=headers)
-    else:
-        resp = await http.post(server.url + "/ea/v1/batch", json=body, headers=headers)
-    async with resp:
-        return resp.status, await resp.json()
+from helpers import account_state, batch, db_rows, hello, issue_token, position_event, running, sqlite_locked
 
 
 async def test_batch_is_stored_and_acked_after_commit(server, http):

@@ -10,7 +10,7 @@ import pytest
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, ServeProcess, Subscriber, account_state, hello, issue_key, issue_token, position_event
+from helpers import EA, ServeProcess, Subscriber, account_state, batch, hello, issue_key, issue_token, position_event
 from stores import PG_URL, REDIS_URL, drop_pg_schema, need_service
 
 
@@ -191,10 +191,9 @@ async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path
 
 
 async def post(http, node, token, body) -> dict:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with http.post(node.url + "/ea/v1/batch", json=body, headers=headers) as r:
-        assert r.status == 200, await r.text()
-        return await r.json()
+    status, answer = await batch(http, node, token, body)
+    assert status == 200, answer
+    return answer
 
 
 def mt4_hello() -> dict:
