@@ -476,16 +476,11 @@ class Hub:
         """Publish again the latest values of this node's own EAs (accounts, positions, their prices): after
         a backplane gap, what was published meanwhile was lost, on every node and in the backplane's copy
         of the latest values that new subscribers are given."""
-        now = self.clock()
-        for account, view in self.state.accounts.items():
-            mine = account in self.sessions or (
-                view.transport == "http" and view.status(now, self.state.http_live_ms) == "live"
-            )
-            if mine:
-                self._publish_positions(account)  # the list, and the account's summary with it
-                for symbol in view.quotes:
-                    if (tick := self.state.prices.get(symbol)) is not None:
-                        self.fanout.publish(channels.prices(symbol), tick)
+        for account in {*self.sessions, *self._http_present}:  # the EAs live here: WebSocket, and MT4 heard lately
+            self._publish_positions(account)  # the list, and the account's summary with it
+            for symbol in self.state.account(account).quotes:
+                if (tick := self.state.prices.get(symbol)) is not None:
+                    self.fanout.publish(channels.prices(symbol), tick)
 
     def _publish_positions(self, account: str) -> None:
         """Mark the account's position list changed. It is published once per event-loop turn, so a
