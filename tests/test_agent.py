@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -364,6 +365,28 @@ async def test_two_agents_on_one_account_do_not_take_it_from_each_other_in_a_loo
             await second.halt()
     finally:
         await first.halt()
+
+
+async def test_a_second_agent_on_the_same_outbox_file_is_refused_by_name(server, tmp_path):
+    """Two agents writing one outbox file each wrote its own view over the other's; a restart then read
+    whichever saved last. The second now stops at once, naming the file and the first's process."""
+    token = await issue_token(server, ACCOUNT)
+    outbox = tmp_path / "shared.json"
+    first = start(server.url, token, terminal(), outbox)
+    try:
+        await until(lambda: _async(hellos(first) == 1), what="the first agent connected")
+        with pytest.raises(AgentError, match="another agent is running on the outbox file") as info:
+            await run_agent(server.url, token, mt5=terminal(), outbox=outbox, **FAST)
+        assert str(outbox) in str(info.value) and f"process {os.getpid()}" in str(info.value)
+        assert info.value.exit_code == 2
+        assert hellos(first) == 1  # the first was not disturbed
+    finally:
+        await first.halt()
+    again = start(server.url, token, terminal(), outbox)  # the lock went with the first agent
+    try:
+        await until(lambda: _async(hellos(again) == 1), what="an agent after the first stopped")
+    finally:
+        await again.halt()
 
 
 # --- durability -----------------------------------------------------------------------------------

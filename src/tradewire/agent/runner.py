@@ -32,6 +32,7 @@ import aiohttp
 import msgspec
 
 from tradewire.agent import core
+from tradewire.agent.filelock import FileLock, LockHeld
 from tradewire.ea_url import ea_ws_url
 from tradewire.model import now_ms
 
@@ -163,6 +164,7 @@ class Agent:
         self.rng = rng or random.Random()
         self.outbox = core.Outbox()
         self.path: Path | None = None
+        self._lock: FileLock | None = None
         self.clock = (
             core.BrokerClock(config.tz_offset_sec, "fixed") if config.tz_offset_sec is not None else core.BrokerClock()
         )
@@ -251,6 +253,17 @@ class Agent:
         """Read the outbox file (or start one) and make sure it can be written: before anything is sent."""
         login = int(self.info.login)
         self.path = self.config.outbox or Path.home() / ".tradewire" / f"agent-{login}.json"
+        lock = FileLock(self.path.with_name(self.path.name + ".lock"))
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            raise AgentError(
+                f"another agent is running on the outbox file {self.path} ({exc}): stop it, or give this one "
+                "its own with --outbox"
+            ) from None
+        except OSError as exc:
+            raise AgentError(f"cannot lock the outbox file {self.path}: {exc}") from None
+        self._lock = lock
         self._read_outbox()
         if self.outbox.tz is not None and self.clock.source == "none":
             self.clock.offset, self.clock.source = self.outbox.tz, "saved"
@@ -627,6 +640,8 @@ class Agent:
                 await asyncio.wait([self._mt5_busy])  # the package is not thread-safe: never two calls at once
             with contextlib.suppress(Exception):
                 self.mt5.shutdown()
+            if self._lock is not None:
+                self._lock.release()
 
     async def _connection_loop(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
