@@ -227,3 +227,40 @@ async def test_a_parked_subscriber_takes_no_value_per_tick_and_resumes_with_the_
         stalled.close()
     finally:
         await srv.stop()
+
+
+async def test_a_subscriber_that_takes_nothing_for_stall_close_s_is_closed_and_told(tmp_path, http):
+    """A latest-wins subscriber never overflows a backlog, so one that stopped reading for good (a frozen
+    client, a peer gone without a FIN) held its socket, kernel buffers and place under the caps forever. Parked
+    for `stall_close_s` it is closed 4008, reset so the client is told; an idle reader is left alone."""
+    srv = await start(tmp_path, stall_close_s=1.0, ka_interval_s=0.5)
+    try:
+        gw = srv.gateway
+        key = await issue_key(srv)
+        _, stalled = await raw_stalled_subscriber(srv, key, "/trading/prices/*")
+        idle = await Subscriber.connect(http, srv, key)  # reads, but nothing comes on its channel
+        await idle.subscribe("a", "/trading/alerts/*")
+        ea = await EA.connect(http, srv, await issue_token(srv, "acc-1"))
+        await ea.greet()
+        symbols = [f"SYM{i}" for i in range(20)]
+        n = 0
+        async with asyncio.timeout(30):
+            while gw.missed.parked == 0:  # until it is parked: the kernel's buffers and the transport's are full
+                n += 1
+                ticks = [{"symbol": s, "bid": n + i / 100, "ask": n + 1, "ts": n} for i, s in enumerate(symbols)]
+                await ea.send({"type": "ticks", "ticks": ticks})
+                if n % 200 == 0:
+                    await ea.send(position_event(n // 200))
+                    await ea.wait_ack(n // 200, timeout=30)
+        sock = stalled.get_extra_info("socket")
+        async with asyncio.timeout(5):
+            while tcp_established(sock):
+                await asyncio.sleep(0.05)
+        assert gw.stats["closed_stalled"] == 1 and gw.stats["closed_slow"] == 0
+        assert len(gw.connections) == 1 and gw.missed.parked == 0  # the idle reader is still there
+        assert (await idle.expect("ka"))["type"] == "ka"  # and still kept alive
+        async with http.get(srv.url + "/api/v1/metrics", headers={"x-api-key": key}) as r:
+            assert "tradewire_realtime_closed_stalled_total 1.0" in await r.text()
+        stalled.close()
+    finally:
+        await srv.stop()

@@ -77,6 +77,10 @@ class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
     connection_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] = 300_000
     flush_interval_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 0.0
     max_backlog_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 4 * 1024 * 1024
+    # A connection that has taken no writes for this long is closed 4008: else one that stopped reading (a
+    # frozen client, a peer that went away without a FIN) held its socket, its kernel buffers and its place
+    # under the connection caps for good, since a latest-wins subscription never overflows a backlog. 0: never.
+    stall_close_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     max_subscriptions: Annotated[int, msgspec.Meta(ge=1)] = 200
     history_limit: Annotated[int, msgspec.Meta(ge=1)] = 1000
     # What one subscriber connection may send (subscribe, unsubscribe, publish, ...): past the rate, after a

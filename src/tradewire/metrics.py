@@ -36,6 +36,7 @@ GATEWAY_COUNTERS = {
     "writes": "WebSocket writes to subscribers (a batch is one)",
     "conflated": "latest-wins frames replaced before they were written",
     "closed_slow": "subscribers closed for a backlog over its bound",
+    "closed_stalled": "subscribers closed for taking no writes for [realtime] stall_close_s",
     "throttled": "times a subscriber connection's next message waited: it sent more than [realtime] messages_per_s",
 }
 

@@ -205,6 +205,7 @@ class Gateway:
             "messages_in": 0,
             "conflated": 0,
             "closed_slow": 0,
+            "closed_stalled": 0,
             "throttled": 0,
         }
         self._ka_task: asyncio.Task | None = None
@@ -314,6 +315,7 @@ class Gateway:
         if conn.parked_at is not None:
             return
         conn.parked_at = self.missed.park()
+        conn.parked_since = time.monotonic()
         self.index.refresh(conn.subs.values())
 
     def unpark(self, conn: Connection, *, resumed: bool) -> None:
@@ -354,11 +356,26 @@ class Gateway:
             self.on_flush(time.perf_counter() - self._dirty_since)
 
     async def _keepalive(self) -> None:
+        ka_s, stall = self.settings.ka_interval_s, self.settings.stall_close_s
+        tick = min(ka_s, stall / 4) if stall else ka_s  # a stall is seen within a quarter of its bound
+        last_ka = time.monotonic()
         while True:
-            await asyncio.sleep(self.settings.ka_interval_s)
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            ka = now - last_ka >= ka_s - tick / 2
+            if ka:
+                last_ka = now
             for conn in list(self.connections):
                 if conn.parked_at is None:  # a parked one reads none of them: it gets the next after it drains
-                    conn.reply(rp.KA)
+                    if ka:
+                        conn.reply(rp.KA)
+                elif (
+                    stall
+                    and now - conn.parked_since >= stall
+                    and conn.close_soon(CLOSE_SLOW, f"slow consumer: took nothing for {stall:g} s", abort=True)
+                ):
+                    self.stats["closed_stalled"] += 1
+                    log.warning("closing a subscriber that took nothing for %g s", stall)
 
     async def _recheck_keys(self) -> None:
         """A key revoked while its subscriptions are open stops them within `recheck_s` (plus the auth
@@ -424,6 +441,7 @@ class Connection:
         self.wire = DirectWriter(ws)
         self._drainer: asyncio.Task | None = None  # set while the transport is paused: wait, then flush
         self.parked_at: int | None = None  # parked (see parking.py): its mark in the gateway's missed values
+        self.parked_since = 0.0  # monotonic, while parked: a connection parked too long is closed (stall_close_s)
         # Every message costs the hub something (a subscribe with its snapshot up to a millisecond): one
         # connection subscribing and unsubscribing in a loop is held to a rate, as reconnecting is.
         self._rate = TokenBucket(gateway.settings.messages_per_s, gateway.settings.messages_burst)
@@ -457,10 +475,13 @@ class Connection:
         log.warning("closing a slow subscriber: backlog over %d bytes", limit)
         self.close_soon(CLOSE_SLOW, f"slow consumer: backlog over {limit} bytes; resubscribe with since", abort=True)
 
-    def close_soon(self, code: int, reason: str, *, abort: bool = False) -> None:
-        """Close from code that cannot wait for it (the fan-out, a periodic check); nothing more is written."""
-        if self._closer is None:
-            self._closer = asyncio.ensure_future(self.close(code, reason, abort=abort))
+    def close_soon(self, code: int, reason: str, *, abort: bool = False) -> bool:
+        """Close from code that cannot wait for it (the fan-out, a periodic check); nothing more is written.
+        False if it was closing already."""
+        if self._closer is not None or self._closing:
+            return False
+        self._closer = asyncio.ensure_future(self.close(code, reason, abort=abort))
+        return True
 
     def flush(self) -> None:
         """Write everything pending in one write, unless the peer is behind (then wait for it to drain)."""
