@@ -373,3 +373,28 @@ def test_mt4_reads_the_broker_offset_from_a_moving_quote_before_any_trade_event(
     assert "advanced > 0 && advanced <=" in update and update.index("if(!moving) return;") < update.index("diff")
     on_timer = function_text(source, "void OnTimer(")
     assert "if(g_tzKnown) ScanOrders();" in on_timer
+
+
+def test_the_mt5_ea_keeps_its_frames_under_api_gateways_32_kb():
+    """API Gateway (the AWS deployment) closes a connection 1009 for a frame over 32 KB. The MT5 EA batched
+    up to 256 KB, so a reconnect snapshot of ~130 positions, or a backlog frame of ~90 messages, was refused
+    and retried for ever. Read, not run: the limit comes from the URL, as the agent's does, frames are
+    counted in UTF-8 bytes before a message joins, and every volatile send goes through the packer."""
+    from tradewire.agent.runner import API_GATEWAY_FRAME_BYTES
+
+    src = program("mt5")
+    mt5 = src["ea/mt5/TradewireEA.mq5"]
+    flat = re.sub(r"\s+", " ", strip_comments(mt5))
+    assert f"#define TW_API_GATEWAY_FRAME_BYTES {API_GATEWAY_FRAME_BYTES}" in flat  # the agent's limit
+    ws = re.sub(r"\s+", " ", strip_comments(src["ea/mt5/Include/Tradewire/WebSocket.mqh"]))
+    assert 'm_apiGateway = StringFind(lowerHost, ".execute-api.") >= 0;' in ws
+    init = function_text(mt5, "int OnInit(")
+    assert "g_maxFrameBytes = probe.ApiGateway() ? TW_API_GATEWAY_FRAME_BYTES : TW_MAX_FRAME_BYTES;" in init
+    durable = function_text(mt5, "void FlushDurable(")
+    assert "int size = TwUtf8Len(msg) + 1;" in durable
+    assert "bytes + size > g_maxFrameBytes)) break; TwPush(batch, msg);" in durable  # checked before it joins
+    packer = function_text(mt5, "bool SendVolatile(")
+    assert "TwUtf8Len(items[i])" in packer and "bytes + sizes[i] > g_maxFrameBytes" in packer
+    assert "if(size + 1 > g_maxFrameBytes)" in packer  # one message alone over it is left out
+    assert flat.count("SendBatch(") == 2  # its definition and FlushDurable's durable frame
+    assert flat.count("SendVolatile(items);") == 2  # the welcome's snapshot and the timer's

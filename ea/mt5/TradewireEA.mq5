@@ -44,6 +44,7 @@ input bool              InpCommonFolder   = false;                   // Outbox f
 #define TW_CLOSE_GRACE_MS    30000   // a vanished position waits this long for its exit deal
 #define TW_MAX_BATCH         100     // durable messages per frame
 #define TW_MAX_FRAME_BYTES   262144  // well under the hub's 1 MiB frame limit
+#define TW_API_GATEWAY_FRAME_BYTES 32512  // API Gateway (the AWS deployment) closes 1009 past 32 KB a frame
 #define TW_ACK_TIMEOUT       30000   // a durable frame unanswered this long: reconnect (the welcome settles it)
 #define TW_SETTLE_MS         5000    // after the trade server link returns, its lists are still loading
 
@@ -91,6 +92,8 @@ int          g_tz = 0;                 // broker time - UTC, seconds
 bool         g_helloSent = false;
 bool         g_welcomed = false;
 long         g_sentSeq = 0;            // highest durable seq sent on this connection
+int          g_maxFrameBytes = TW_MAX_FRAME_BYTES;  // TW_API_GATEWAY_FRAME_BYTES for an API Gateway URL
+bool         g_tooBigSaid = false;     // a message over the frame limit was left out (said once)
 ulong        g_durableSentMs = 0;      // GetTickCount64() when the last durable frame went out
 int          g_failures = 0;
 ulong        g_nextAttemptMs = 0;
@@ -782,19 +785,19 @@ void SyncAll()
 //+------------------------------------------------------------------+
 //| The hub connection                                               |
 //+------------------------------------------------------------------+
-bool SendBatch(string &items[])
+// One frame: a message alone, or an array of `count` of them from `from`.
+string JoinFrame(string &items[], const int from, const int count)
   {
-   int n = ArraySize(items);
-   if(n == 0 || !g_ws.IsOpen())
-      return false;
-   string frame = items[0];
-   if(n > 1)
-     {
-      frame = "[" + items[0];
-      for(int i = 1; i < n; i++)
-         frame += "," + items[i];
-      frame += "]";
-     }
+   if(count == 1)
+      return items[from];
+   string frame = "[" + items[from];
+   for(int i = from + 1; i < from + count; i++)
+      frame += "," + items[i];
+   return frame + "]";
+  }
+
+bool SendFrame(const string frame)
+  {
    TwDebug("send " + frame);
    if(!g_ws.SendText(frame))
      {
@@ -802,6 +805,58 @@ bool SendBatch(string &items[])
       return false;
      }
    return true;
+  }
+
+// Durable messages go out as one frame (one durable frame in flight: see FlushDurable, which bounds it).
+bool SendBatch(string &items[])
+  {
+   int n = ArraySize(items);
+   if(n == 0 || !g_ws.IsOpen())
+      return false;
+   return SendFrame(JoinFrame(items, 0, n));
+  }
+
+// Volatile messages (account, positions, ticks, heartbeat) go out in as few frames as fit g_maxFrameBytes.
+// Through API Gateway (32 KB) a positions snapshot of about 130 positions is over it alone: it is left out,
+// as the agent does (the trade events keep the hub's list), else API Gateway would close the connection for
+// it at every reconnect and nothing durable would get through.
+bool SendVolatile(string &items[])
+  {
+   if(ArraySize(items) == 0 || !g_ws.IsOpen())
+      return false;
+   string kept[];
+   int sizes[];
+   for(int i = 0; i < ArraySize(items); i++)
+     {
+      if(items[i] == "")
+         continue;
+      int size = TwUtf8Len(items[i]) + 1;   // with its comma or bracket
+      if(size + 1 > g_maxFrameBytes)
+        {
+         if(!g_tooBigSaid)
+            TwWarn("a message of " + IntegerToString(size - 1) + " bytes is over the frame limit ("
+                   + IntegerToString(g_maxFrameBytes) + "): not sent (the hub keeps positions from the trade events)");
+         g_tooBigSaid = true;
+         continue;
+        }
+      TwPush(kept, items[i]);
+      int k = ArraySize(sizes);
+      ArrayResize(sizes, k + 1);
+      sizes[k] = size;
+     }
+   int n = ArraySize(kept), from = 0, bytes = 1;
+   for(int i = 0; i < n; i++)
+     {
+      if(i > from && (i - from >= TW_MAX_BATCH || bytes + sizes[i] > g_maxFrameBytes))
+        {
+         if(!SendFrame(JoinFrame(kept, from, i - from)))
+            return false;
+         from = i;
+         bytes = 1;
+        }
+      bytes += sizes[i];
+     }
+   return n == 0 || SendFrame(JoinFrame(kept, from, n - from));
   }
 
 // Whether a durable message sent on this connection still waits for its ack.
@@ -819,18 +874,19 @@ void FlushDurable()
    if(!g_welcomed || !g_ws.IsOpen() || DurableUnanswered())
       return;
    string batch[];
-   int bytes = 0;
+   int bytes = 1;   // the array's brackets, and a comma per message as it joins
    long last = g_sentSeq;
    for(int i = 0; i < g_outbox.Count(); i++)
      {
       long seq = g_outbox.SeqAt(i);
       if(seq <= g_sentSeq)
          continue;
-      if(ArraySize(batch) >= TW_MAX_BATCH || (ArraySize(batch) > 0 && bytes >= TW_MAX_FRAME_BYTES))
-         break;
       string msg = g_outbox.MessageAt(i);
+      int size = TwUtf8Len(msg) + 1;
+      if(ArraySize(batch) >= TW_MAX_BATCH || (ArraySize(batch) > 0 && bytes + size > g_maxFrameBytes))
+         break;
       TwPush(batch, msg);
-      bytes += StringLen(msg);
+      bytes += size;
       last = seq;
      }
    if(ArraySize(batch) > 0 && SendBatch(batch))
@@ -931,7 +987,7 @@ void OnWelcome(const long ackedSeq, const long heartbeatSec)
    if(TerminalSettled())   // cut off or still loading, it may list nothing: the hub would close them all
       TwPush(items, PositionsMessage());
    TwPush(items, TicksMessage());
-   SendBatch(items);
+   SendVolatile(items);
    ulong now = GetTickCount64();
    g_lastVolatileMs = now;
    g_lastSnapshotMs = now;
@@ -1040,6 +1096,8 @@ int OnInit()
       Alert("TradewireEA: bad InpServerUrl '", InpServerUrl, "': ", probe.LastError());
       return INIT_PARAMETERS_INCORRECT;
      }
+   g_maxFrameBytes = probe.ApiGateway() ? TW_API_GATEWAY_FRAME_BYTES : TW_MAX_FRAME_BYTES;
+   g_tooBigSaid = false;
    if(MQLInfoInteger(MQL_TESTER))
       TwWarn("running in the Strategy Tester: there is no network there, nothing will be streamed");
    if(TwSplitList(InpSymbols, g_symbols) == 0)
@@ -1144,7 +1202,7 @@ void OnTimer()
       TwPush(items, HeartbeatMessage());
       g_lastHeartbeatMs = now;
      }
-   SendBatch(items);
+   SendVolatile(items);
    if(g_stateDirty)
       SaveState();
   }

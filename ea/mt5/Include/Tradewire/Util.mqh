@@ -174,6 +174,13 @@ int TwUtf8(const string text, uchar &out[])
    return n;
   }
 
+// How many bytes the text takes as UTF-8 (what a frame's size is counted in).
+int TwUtf8Len(const string text)
+  {
+   uchar bytes[];
+   return TwUtf8(text, bytes);
+  }
+
 // Comma-separated list -> trimmed, non-empty items.
 int TwSplitList(const string text, string &items[])
   {

@@ -42,6 +42,7 @@ private:
    int               m_port;
    string            m_path;
    bool              m_secure;
+   bool              m_apiGateway;   // an API Gateway URL (the AWS deployment): frames at most 32 KB
    uchar             m_rx[];         // bytes received and not parsed yet
    uchar             m_frag[];       // a fragmented data message being reassembled
    int               m_fragOpcode;   // its opcode, 0 when none
@@ -448,7 +449,7 @@ private:
 
 public:
                      CTwWebSocket(void) : m_sock(INVALID_HANDLE), m_tls(false), m_open(false), m_closeSent(false),
-                     m_port(0), m_secure(false), m_fragOpcode(0), m_maxMessage(4 * 1024 * 1024),
+                     m_port(0), m_secure(false), m_apiGateway(false), m_fragOpcode(0), m_maxMessage(4 * 1024 * 1024),
                      m_closeCode(TW_WS_CLOSE_NONE) {}
                     ~CTwWebSocket(void) { Drop(); }
 
@@ -456,6 +457,7 @@ public:
    int               CloseCode(void) const { return m_closeCode; }
    string            CloseReason(void) const { return m_closeReason; }
    string            LastError(void) const { return m_error; }
+   bool              ApiGateway(void) const { return m_apiGateway; }
    string            Endpoint(void) const { return (m_secure ? "wss://" : "ws://") + m_host + ":" + IntegerToString(m_port) + m_path; }
 
    // ws[s]://host[:port][/prefix] or http[s]://...; the EA endpoint /ea/v1 is added when missing.
@@ -490,7 +492,8 @@ public:
       // has no paths below its stage.
       string lowerHost = hostport;
       StringToLower(lowerHost);
-      if(!TwEndsWith(path, "/ea/v1") && StringFind(lowerHost, ".execute-api.") < 0)
+      m_apiGateway = StringFind(lowerHost, ".execute-api.") >= 0;
+      if(!TwEndsWith(path, "/ea/v1") && !m_apiGateway)
          path += "/ea/v1";
       int colon = StringFind(hostport, ":");
       if(colon >= 0)
