@@ -8,6 +8,7 @@ from aiohttp import web
 
 from tradewire import api
 from tradewire.app import Server
+from tradewire.store.base import StoreError
 
 from conftest import make_settings
 from helpers import EA, account_state, issue_key, issue_token, position, position_event, running
@@ -40,6 +41,30 @@ async def fleet(server, http):
 async def test_health_needs_no_key(server, http):
     status, body = await get(http, server, "/healthz")
     assert status == 200 and body["status"] == "ok"
+
+
+async def test_readiness_needs_no_key_and_names_a_store_that_does_not_answer(server, http, monkeypatch):
+    """DESIGN §8's readyz, for a load balancer: healthz said "ok" while the store was down, so a balancer kept
+    sending EAs to a node that could not commit anything."""
+    status, body = await get(http, server, "/readyz")
+    assert status == 200 and body["status"] == "ready"
+
+    async def down() -> int:
+        raise StoreError("connection refused")
+
+    monkeypatch.setattr(server.hub.store, "head_offset", down)
+    monkeypatch.setattr("tradewire.api.READY_CACHE_S", 0.0)
+    status, body = await get(http, server, "/readyz")
+    assert status == 503 and body["status"] == "not_ready"
+    assert body["problems"] == {"store": "connection refused"}
+    monkeypatch.undo()
+    monkeypatch.setattr("tradewire.api.READY_CACHE_S", 0.0)
+    server.hub.draining = True
+    try:
+        status, body = await get(http, server, "/readyz")
+        assert status == 503 and set(body["problems"]) == {"hub"}
+    finally:
+        server.hub.draining = False
 
 
 async def test_every_read_needs_a_valid_key(server, http):

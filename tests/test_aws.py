@@ -336,6 +336,22 @@ async def test_rest_answers_503_when_the_key_lookup_fails(aws, monkeypatch):
     assert resp["statusCode"] == 503 and json.loads(resp["body"])["error"]["code"] == "store_unavailable"
 
 
+async def test_readiness_needs_no_key_and_says_when_the_tables_do_not_answer(aws, monkeypatch):
+    from tradewire.store.base import StoreError
+    from tradewire.store.dynamodb import DynamoStore
+
+    resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/readyz"))
+    assert resp["statusCode"] == 200 and json.loads(resp["body"])["status"] == "ready"
+
+    async def down(self):
+        raise StoreError("read failed: ResourceNotFoundException")
+
+    monkeypatch.setattr(DynamoStore, "head_offset", down)
+    resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/readyz"))
+    body = json.loads(resp["body"])
+    assert resp["statusCode"] == 503 and body["problems"] == {"store": "read failed: ResourceNotFoundException"}
+
+
 async def _accounts(aws, key: str) -> dict[str, dict]:
     resp = await aws(handlers.rest, http_api_event("GET", "/api/v1/accounts", key=key))
     return {a["id"]: a for a in json.loads(resp["body"])["items"]}

@@ -200,3 +200,34 @@ async def test_a_redis_restart_too_short_to_raise_is_still_a_gap(tmp_path, http,
         assert [p["id"] for p in listed["positions"]] == [101]
     finally:
         await node.stop()
+
+
+async def test_readiness_says_the_backplane_is_down_and_back(tmp_path, http, redis):
+    """A node without its backplane fans out nothing of the others' and loses what it publishes: readyz says so
+    (degraded, still 200: the outage is every node's, and each still serves its own EAs), then ready again."""
+    settings = fast_alert_settings(tmp_path)
+    settings.broker.url = redis.url
+    node = Server(settings)
+    await node.start()
+
+    async def ready() -> tuple[int, dict]:
+        await asyncio.sleep(1.05)  # readyz answers from a cache of a second
+        async with http.get(node.url + "/api/v1/readyz") as r:
+            return r.status, await r.json()
+
+    try:
+        assert (await ready())[0] == 200
+        await redis.stop()
+        for _ in range(20):
+            status, body = await ready()
+            if body["status"] != "ready":
+                break
+        assert (status, body["status"]) == (200, "degraded") and "Redis backplane" in body["problems"]["broker"]
+        await redis.start()
+        for _ in range(20):
+            status, body = await ready()
+            if body["status"] == "ready":
+                break
+        assert (status, body["status"]) == (200, "ready"), body
+    finally:
+        await node.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +13,8 @@ from aiohttp import web
 
 from tradewire import openapi
 from tradewire.alerts import ALERT_TYPES
-from tradewire.appkeys import HUB, METRICS
+from tradewire.appkeys import GATEWAY, HUB, METRICS
+from tradewire.broker import Broker
 from tradewire.hub import Hub
 from tradewire.limits import retry_after
 from tradewire.metrics import CONTENT_TYPE
@@ -22,7 +25,9 @@ from tradewire.store.base import AlertQuery, EventQuery, StoreError
 _encoder = msgspec.json.Encoder()
 PREFIX = "/api/v1"
 ROLE = web.RequestKey("role", str)  # the caller's API-key role, for handlers that need admin
-PUBLIC = {f"{PREFIX}/healthz", f"{PREFIX}/openapi.json"}
+PUBLIC = {f"{PREFIX}/healthz", f"{PREFIX}/readyz", f"{PREFIX}/openapi.json"}
+READY_PROBE_S = 2.0  # a store slower than this to answer is not ready
+READY_CACHE_S = 1.0  # readyz needs no key: it asks the store at most once a second, however often it is asked
 MAX_LIMIT = 1000
 
 
@@ -176,6 +181,50 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "draining" if hub.draining else "ok", "time": hub.clock()})
 
 
+class _Readiness:
+    """readyz's last answer, and when it was found (loop time)."""
+
+    def __init__(self) -> None:
+        self.at = -math.inf
+        self.answer: tuple[int, dict] = (200, {})
+
+
+READINESS = web.AppKey("readiness", _Readiness)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness, for a load balancer's health check: 503 naming what is wrong while this node cannot take EAs
+    (draining, its store not answering: nothing durable could be acked). A backplane down is "degraded" but 200:
+    it is every node's outage at once, and each node still serves its own EAs and subscribers (taken all out of
+    the balancer, none would). healthz is liveness only."""
+    hub: Hub = request.app[HUB]
+    cache = request.app[READINESS]
+    now = asyncio.get_running_loop().time()
+    if now - cache.at >= READY_CACHE_S:
+        cache.at = now
+        cache.answer = await _readiness(hub, request.app[GATEWAY].broker)
+    status, body = cache.answer
+    return json_response({**body, "time": hub.clock()}, status)
+
+
+async def _readiness(hub: Hub, broker: Broker) -> tuple[int, dict]:
+    problems: dict[str, str] = {}
+    if hub.draining:
+        problems["hub"] = "draining: shutting down"
+    try:
+        await asyncio.wait_for(hub.store.head_offset(), READY_PROBE_S)
+    except TimeoutError:
+        problems["store"] = f"did not answer within {READY_PROBE_S:g} s"
+    except StoreError as exc:
+        problems["store"] = str(exc)
+    if problems:
+        return 503, {"status": "not_ready", "problems": problems}
+    trouble = broker.problem()
+    if trouble is not None:
+        return 200, {"status": "degraded", "problems": {"broker": trouble}}
+    return 200, {"status": "ready"}
+
+
 async def list_accounts(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
     now = hub.clock()
@@ -280,9 +329,11 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[READINESS] = _Readiness()
     app.router.add_get(f"{PREFIX}/openapi.json", openapi_json)
     app.router.add_get(f"{PREFIX}/metrics", metrics)
     app.router.add_get(f"{PREFIX}/healthz", healthz)
+    app.router.add_get(f"{PREFIX}/readyz", readyz)
     app.router.add_get(f"{PREFIX}/accounts", list_accounts)
     app.router.add_get(f"{PREFIX}/accounts/{{id}}", get_account)
     app.router.add_get(f"{PREFIX}/accounts/{{id}}/equity", get_equity)

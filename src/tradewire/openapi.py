@@ -83,6 +83,49 @@ def build() -> dict:
                 },
             }
         },
+        "/readyz": {
+            "get": {
+                "summary": "readiness, for a load balancer's health check; no key needed",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "ready, or degraded: the Redis backplane is down (every node's outage: "
+                        "each still serves its own EAs), named in problems.broker",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {"enum": ["ready", "degraded"]},
+                                        "problems": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "time": ms,
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "503": {
+                        "description": "not ready: draining, or the store not answering",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {"const": "not_ready"},
+                                        "problems": {
+                                            "type": "object",
+                                            "description": "what is wrong, by part: hub, store",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                        "time": ms,
+                                    },
+                                }
+                            }
+                        },
+                    },
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "this document; no key needed",

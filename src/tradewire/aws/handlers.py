@@ -545,6 +545,14 @@ async def _rest(rt: Runtime, event: dict) -> dict:
     if path == f"{api.PREFIX}/healthz":
         return _json(200, {"status": "ok", "time": rt.clock()})
     store = await rt.open()
+    if path == f"{api.PREFIX}/readyz":  # the tables answer (no backplane here: AppSync is AWS's)
+        try:
+            await asyncio.wait_for(store.head_offset(), api.READY_PROBE_S)
+        except TimeoutError:
+            return _json(503, {"status": "not_ready", "problems": {"store": "did not answer"}, "time": rt.clock()})
+        except StoreError as exc:
+            return _json(503, {"status": "not_ready", "problems": {"store": str(exc)}, "time": rt.clock()})
+        return _json(200, {"status": "ready", "time": rt.clock()})
     key = _header(event, "x-api-key") or _bearer(event)
     try:
         role = await store.api_key_role(key) if key else None

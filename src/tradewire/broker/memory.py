@@ -14,6 +14,9 @@ class MemoryBroker(NoPresence):  # one node: the hub's own view of sessions is t
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
 
+    def problem(self) -> str | None:
+        return None  # in the process: up while the process is
+
     async def stop(self) -> None:
         self._deliver = None
 

@@ -131,6 +131,13 @@ class RedisBroker:
             else:
                 self._gap_may_end()
 
+    def problem(self) -> str | None:
+        if not self._reading:
+            return "the Redis backplane subscription is down: publications from other nodes are missed"
+        if self._gap:
+            return "the Redis backplane is unavailable: publications are lost"
+        return None
+
     def _gap_began(self, why: str) -> None:
         if not self._gap:  # said once per outage, not per batch: under load that is hundreds a second
             log.error("redis backplane unavailable (%s): publications are lost until it is back", why)
