@@ -239,3 +239,20 @@ async def test_a_node_that_never_greeted_the_account_refuses_another_login_too(s
     err = await switched.expect("error")
     assert err["code"] == "login_changed"
     assert [p.id for p in a.hub.state.accounts["acc-1"].positions.values()] == [11]
+
+
+async def test_a_silent_ea_is_reported_lost_with_the_redis_backplane_too(shared, http):
+    """No message for 3 heartbeats (a hung terminal, a half-open TCP connection: the session never ends)
+    never fired with Redis: the node's own presence listed the account, so its own silent EA counted as
+    "live elsewhere" and the raise was dropped. The memory broker raised it."""
+    a = await shared()
+    key = await issue_key(a)
+    ea = await EA.connect(http, a, await issue_token(a, "acc-quiet"))
+    await ea.greet()  # and then says nothing, with its socket open
+    for _ in range(100):
+        if await alerts(http, a, key, type="CONNECTION_LOST", account="acc-quiet", state="open"):
+            break
+        await asyncio.sleep(0.1)
+    [lost] = await alerts(http, a, key, type="CONNECTION_LOST", account="acc-quiet", state="open")
+    assert "no message from the EA" in lost["message"]
+    await ea.close()

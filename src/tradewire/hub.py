@@ -89,7 +89,7 @@ class Presence(Protocol):
 
     def session_started(self, account: str) -> None: ...
     def session_ended(self, account: str) -> None: ...
-    async def live_accounts(self) -> set[str]: ...
+    async def live_accounts(self) -> set[str]: ...  # on the other nodes
     async def last_seen(self) -> dict[str, int]: ...
     async def snapshot(self, pattern: str) -> list[Publication]: ...  # latest values, another node's too
 
@@ -548,8 +548,7 @@ class Hub:
         presence = await self._read_presence()
         if presence is not None:
             self._adopt_orphans(*presence)
-        # Live elsewhere: not through this node's own MT4 accounts, which its presence may still list.
-        elsewhere = presence[0] - set(self._http_present) if presence is not None else None
+        elsewhere = presence[0] if presence is not None else None  # on the other nodes
         transitions = self.rules.check(self.clock(), self.state.accounts)
         self.apply_transitions(self._not_live_elsewhere(transitions, elsewhere))
         if elsewhere is not None:
@@ -660,8 +659,9 @@ class Hub:
         since = self._presence_readable_since
         if not seen or since is None or time.monotonic() - since < self._presence_settle_s:
             return
+        here = self.sessions.keys() | self._http_present.keys() | self.rules.ended.keys()
         for account, at in seen.items():
-            if account in live or account in self.sessions or account in self.rules.ended:
+            if account in live or account in here:
                 continue
             if (account, CONNECTION_LOST) not in self.rules.open:
                 self.rules.session_ended(account, at)

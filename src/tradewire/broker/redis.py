@@ -259,11 +259,14 @@ class RedisBroker:
             await asyncio.sleep(PRESENCE_REFRESH_S)
 
     async def live_accounts(self) -> set[str]:
-        """Accounts with an EA session on any node that is alive."""
+        """Accounts with an EA session on any *other* node that is alive. Not this node's own: it knows them
+        first-hand, and counted here they hid its own silent EAs ("live elsewhere") from the silence check."""
         assert self._redis is not None
         live: set[str] = set()
+        own = self._node_key.encode()
         async for key in self._redis.scan_iter(match=f"{self.prefix}:node:*", count=100):
-            live.update(m.decode() for m in await self._redis.smembers(key))
+            if key != own:
+                live.update(m.decode() for m in await self._redis.smembers(key))
         return live
 
     async def last_seen(self) -> dict[str, int]:
