@@ -316,3 +316,34 @@ def test_a_config_that_sets_some_market_hours_keeps_the_others():
     settings = AlertSettings(market_hours={"fx": MarketHours()})
     assert {"fx", "metal", "index", "energy", "crypto"} <= set(settings.market_hours)
     assert settings.market_hours["fx"] == MarketHours()  # the one it set, as it set it
+
+
+def test_a_level_configured_for_a_money_mode_account_is_compared_in_percent():
+    """The README's `[alerts.accounts.X] margin_call_level = 150` on a money-mode broker was compared as money:
+    equity 1,500 against "150" never raised, and the margin call came only after the stop-out."""
+    settings = AlertSettings(accounts={"x": AlertLevels(margin_call_level=150)})
+    rules = AlertRules(settings, heartbeat_s=10)
+    s = state(140.0, equity=1500, margin=1500 / 1.4, mode="money", mc=2000, so=1000)
+    [raised] = rules.margin("x", s, "MT5", 1)
+    assert (raised.type, raised.data["threshold"], raised.data["mode"]) == (MARGIN_CALL, 150, "percent")
+    assert "margin level 140.00% at or below 150%" in raised.message
+    # the stop-out, not configured, is still the broker's money level: equity 900 is below 1,000
+    got = rules.margin("x", state(90.0, equity=900, margin=1000, mode="money", mc=2000, so=1000), "MT5", 2)
+    [stop] = [t for t in got if isinstance(t, Raise)]
+    assert (stop.type, stop.data["threshold"], stop.data["mode"]) == (STOP_OUT, 1000, "money")
+
+
+def test_a_money_level_of_zero_still_has_hysteresis():
+    """An MT4 stop-out at 0 of free margin had no band (0 x 1.1 = 0): free margin going -5 / +5 raised and
+    resolved on every update. The band is now a share of the margin in use where the level is smaller."""
+    rules = AlertRules(AlertSettings(), heartbeat_s=10)
+    raised = 0
+    for n, free in enumerate([-5, 5, -5, 5, -5, 5, 60, 120], start=1):
+        s = state(equity=1000 + free, margin=1000, free=free, mode="money", mc=0, so=0)
+        got = rules.margin("m4", s, "MT4", n)
+        raised += len(types(got))
+        if free == 120:  # past 10 % of the 1,000 in use: over
+            assert set(types(got, Resolve)) == {MARGIN_CALL, STOP_OUT}
+        else:
+            assert types(got, Resolve) == []
+    assert raised == 2  # one margin call and one stop-out, not one of each per dip

@@ -181,7 +181,9 @@ class AlertRules:
 
         Percent mode compares the margin level (equity / margin * 100) with the levels in percent;
         hysteresis is in percentage points. Money mode compares money as the broker does: equity on
-        MT5, free margin on MT4 (AccountStopoutMode 1); hysteresis is a percentage of the level.
+        MT5, free margin on MT4 (AccountStopoutMode 1); hysteresis is a percentage of the level, or of the
+        margin in use where that is more (a level of 0 would have none). A level configured for the account
+        is in percent whatever the broker's mode: that check compares the margin level.
         A level of None (no margin used) is no risk: it never alerts, and it ends open episodes.
         """
         out: list[Transition] = []
@@ -189,26 +191,20 @@ class AlertRules:
         override = self.settings.accounts.get(account)
         # Money mode compares amounts of money with the account's own levels, which only its EA knows: a
         # percent default stands for none. Without them, the margin level in percent is what there is.
-        money = state.marginMode == "money" and state.marginCallLevel is not None and state.stopOutLevel is not None
-        if money:
-            value: float | None = state.freeMargin if platform == "MT4" else state.equity
-            if state.margin <= 0:
-                value = None
-        else:
-            value = state.marginLevel
-        checks = (
-            (
-                MARGIN_CALL,
-                "HIGH",
-                _threshold(override, "margin_call_level", state.marginCallLevel, lv.margin_call_level, money),
-            ),
-            (
-                STOP_OUT,
-                "CRITICAL",
-                _threshold(override, "stop_out_level", state.stopOutLevel, lv.stop_out_level, money),
-            ),
+        money_mode = (
+            state.marginMode == "money" and state.marginCallLevel is not None and state.stopOutLevel is not None
         )
-        for type_, severity, threshold in checks:
+        amount: float | None = state.freeMargin if platform == "MT4" else state.equity
+        if state.margin <= 0:
+            amount = None
+        checks = (
+            (MARGIN_CALL, "HIGH", *_threshold(override, "margin_call_level", state.marginCallLevel,
+                                              lv.margin_call_level, money_mode)),
+            (STOP_OUT, "CRITICAL", *_threshold(override, "stop_out_level", state.stopOutLevel,
+                                               lv.stop_out_level, money_mode)),
+        )  # fmt: skip
+        for type_, severity, threshold, money in checks:
+            value = amount if money else state.marginLevel
             if value is None:
                 self._resolve(out, account, type_, "no margin in use", now)
                 continue
@@ -224,10 +220,11 @@ class AlertRules:
                     now,
                     value=value,
                     threshold=threshold,
-                    mode=state.marginMode,
+                    mode="money" if money else "percent",
                 )
             else:
-                clear = threshold * (1 + lv.hysteresis_pct / 100) if money else threshold + lv.hysteresis_pct
+                band = lv.hysteresis_pct / 100
+                clear = threshold + max(threshold, state.margin) * band if money else threshold + lv.hysteresis_pct
                 if value > clear:
                     self._resolve(out, account, type_, f"{shown} {value:.2f}{unit} back above {clear:g}{unit}", now)
         return out
@@ -356,13 +353,16 @@ class AlertRules:
             self._resolve(out, account, STALE_DATA, "prices moving again", now)
 
 
-def _threshold(override: object, name: str, from_ea: float | None, default: float, money: bool = False) -> float:
-    """Per-account configuration wins, then what the EA reports, then the default (in percent). In percent
-    mode an EA's 0 means the broker sets none; in money mode it is an amount like any other, and the
-    default, a percentage, does not apply."""
+def _threshold(
+    override: object, name: str, from_ea: float | None, default: float, money: bool = False
+) -> tuple[float, bool]:
+    """(the level, whether it is money). Per-account configuration wins, then what the EA reports, then the
+    default. Configuration is in percent, whatever the broker's mode (compared as money, 150 % read as 150 of
+    the account's currency, and the margin call came only after the stop-out). In percent mode an EA's 0 means
+    the broker sets none; in money mode it is an amount like any other, and the default does not apply."""
     configured = getattr(override, name, None) if override is not None else None
     if configured is not None:
-        return configured
+        return configured, False
     if money and from_ea is not None:
-        return from_ea
-    return from_ea if from_ea else default
+        return from_ea, True
+    return (from_ea if from_ea else default), False
