@@ -447,6 +447,23 @@ async def test_what_a_frame_committed_is_published_even_when_the_rest_of_it_fail
         await sub.ws.close()
 
 
+async def test_on_aws_a_refused_event_or_a_late_snapshot_does_not_bend_the_record(aws):
+    """As on the server: a position message the store refused left the item's view changed, so no snapshot
+    repaired the record; and a snapshot older than the last one applied recorded a CLOSE for good."""
+    token, _ = await aws.store_call(lambda s: s.add_token("acct-r"))
+    await aws(handlers.connect, connect_event("cr", token))
+    p1, p2 = position(1), position(2)
+    await aws(handlers.default, message_event("cr", [hello(account="acct-r"), position_event(5, pid=1, position=p1)]))
+    await aws(handlers.default, message_event("cr", {"type": "positions", "ts": 2_000, "positions": [p1]}))
+    await aws(handlers.default, message_event("cr", position_event(3, "CLOSE", pid=1, position=p1)))  # refused
+    await aws(handlers.default, message_event("cr", {"type": "positions", "ts": 1_000, "positions": []}))  # late
+    page = await aws.store_call(lambda s: s.events(EventQuery(account="acct-r")))
+    assert sorted((e.positionId, e.event) for e in page.items) == [(1, "OPEN")]
+    await aws(handlers.default, message_event("cr", {"type": "positions", "ts": 3_000, "positions": [p2]}))
+    page = await aws.store_call(lambda s: s.events(EventQuery(account="acct-r")))
+    assert sorted((e.positionId, e.event) for e in page.items) == [(1, "CLOSE"), (1, "OPEN"), (2, "OPEN")]
+
+
 async def test_a_position_change_republishes_the_account_summary(aws, appsync):
     """The server republishes an account's summary when its positions change (their count, floating P/L);
     on AWS only the list was, so the fleet view's count lagged until the EA's next account message."""

@@ -128,6 +128,100 @@ async def test_snapshots_reconcile_missing_open_and_close_and_ea_events_fill_in(
     assert json.loads(body)["profit"] == 12.5  # the EA's details replaced the reconciled guess
 
 
+async def until_rows(server, sql: str, want: list, timeout: float = 5.0) -> list:
+    for _ in range(int(timeout / 0.05)):
+        rows = db_rows(server, sql)
+        if rows == want:
+            break
+        await asyncio.sleep(0.05)
+    return rows
+
+
+async def test_a_snapshot_close_the_store_refused_is_recorded_by_the_next_snapshot(tmp_path, http):
+    """A CLOSE found by a snapshot left the live view at once; when its write failed (a lock, a failover), no
+    later snapshot showed it again, and the store kept the position open for good, without a word."""
+    settings = make_settings(tmp_path)
+    settings.store.url += "?busy_timeout_ms=100"
+    srv = Server(settings)
+    await srv.start()
+    try:
+        watcher = await Subscriber.connect(http, srv, await issue_key(srv))
+        await watcher.subscribe("a", "/trading/alerts/*")
+        ea = await connect(http, srv)
+        await ea.send(position_event(1, pid=1, position=position(1)))
+        await ea.wait_ack(1)
+        with sqlite_locked(srv.store.path):
+            await ea.send({"type": "positions", "ts": 10, "positions": []})  # closed: its write fails
+            await asyncio.sleep(0.5)
+        assert db_rows(srv, "SELECT event FROM position_events WHERE position_id = 1") == [("OPEN",)]
+        await ea.send({"type": "positions", "ts": 20, "positions": []})  # the next snapshot: recorded now
+        sql = "SELECT event, source FROM position_events WHERE position_id = 1 ORDER BY event"
+        assert await until_rows(srv, sql, [("CLOSE", "reconcile"), ("OPEN", "ea")]) == [
+            ("CLOSE", "reconcile"),
+            ("OPEN", "ea"),
+        ]
+        told = await watcher.event(type="SYSTEM_ERROR")  # and the operator was told, live
+        assert told["severity"] == "CRITICAL" and "the store refused a write" in told["message"]
+    finally:
+        await srv.stop()
+
+
+async def test_a_position_message_the_store_refused_leaves_the_live_view_as_it_was(server, http):
+    """A refused OPEN or CLOSE (a seq not above the stored ones: a lost outbox, two EAs on one token) changed
+    the live view all the same; the view then agreed with the snapshots, so none repaired the record."""
+    ea = await connect(http, server)
+    await ea.send(position_event(5, pid=1, position=position(1)))
+    await ea.send({"type": "positions", "ts": 10, "positions": [position(1)]})
+    await ea.wait_ack(5)
+    await ea.send(position_event(3, "CLOSE", pid=1, position=position(1)))  # refused: seq 3 is not above 5
+    await ea.send(position_event(4, pid=2, position=position(2)))  # refused too
+    for _ in range(100):
+        if sum(m["type"] == "error" for m in ea.inbox) >= 2:
+            break
+        await ea.recv(1)
+    assert [m["code"] for m in ea.inbox if m["type"] == "error"] == ["seq_not_increasing"] * 2
+    assert set(server.hub.state.accounts["acc-1"].positions) == {1}
+    await ea.send({"type": "positions", "ts": 20, "positions": [position(2)]})  # the truth: 1 closed, 2 open
+    sql = "SELECT position_id, event FROM position_events ORDER BY position_id, event"
+    want = [(1, "CLOSE"), (1, "OPEN"), (2, "OPEN")]
+    assert await until_rows(server, sql, want) == want
+
+
+async def test_a_modify_or_open_after_the_close_neither_extends_the_history_nor_reopens_it(server, http):
+    """An EA's backlog sent after the snapshot that closed a position: its MODIFY was stored after the CLOSE,
+    and the MODIFY (or a late OPEN) put the closed position back in the live view and on the dashboard."""
+    ea = await connect(http, server)
+    await ea.send(position_event(1, pid=1, position=position(1)))
+    await ea.send(position_event(2, "CLOSE", pid=1, position=position(1)))
+    await ea.send(position_event(3, "MODIFY", pid=1, position=position(1, sl=1.07)))
+    await ea.wait_ack(3)
+    await ea.send({"type": "positions", "ts": 10, "positions": [position(2)]})  # 2 reconciled open ...
+    await ea.send({"type": "positions", "ts": 20, "positions": []})  # ... and closed
+    await asyncio.sleep(0.3)
+    await ea.send(position_event(4, pid=2, position=position(2, comment="late")))  # the EA's own OPEN, late
+    await ea.wait_ack(4)
+    assert not [m for m in ea.inbox if m["type"] == "error"]  # taken: acked, nothing to resend
+    rows = db_rows(server, "SELECT position_id, event, source FROM position_events ORDER BY position_id, event")
+    assert rows == [(1, "CLOSE", "ea"), (1, "OPEN", "ea"), (2, "CLOSE", "reconcile"), (2, "OPEN", "ea")]
+    assert server.hub.state.accounts["acc-1"].positions == {}
+
+
+async def test_a_snapshot_that_comes_late_closes_nothing(server, http):
+    """A snapshot taken before the last one applied (an MT4 POST retried and overtaken) recorded a CLOSE, for
+    good, of a position opened in between."""
+    ea = await connect(http, server)
+    await ea.send({"type": "positions", "ts": 2_000, "positions": [position(7)]})
+    await ea.send({"type": "positions", "ts": 1_000, "positions": []})  # the older one, late
+    await ea.send(position_event(1, pid=8, position=position(8)))
+    await ea.wait_ack(1)
+    await asyncio.sleep(0.2)
+    assert db_rows(server, "SELECT position_id, event FROM position_events ORDER BY position_id") == [
+        (7, "OPEN"),
+        (8, "OPEN"),
+    ]
+    assert set(server.hub.state.accounts["acc-1"].positions) == {7, 8}
+
+
 async def test_a_restart_does_not_forget_what_is_open(tmp_path, http):
     settings = make_settings(tmp_path)
     srv = Server(settings)

@@ -97,3 +97,11 @@ def test_an_ea_errors_alert_is_not_dated_ahead_of_the_hubs_clock():
         op = EAErrorOp("a", ErrorMsg(seq=2, id=f"e-{name}", code="X", message="x", ts=ts))
         raised = plan(op, Facts(), now=now).alert.raisedAt
         assert raised == (ts if name == "late" else now + 1_000)
+
+
+def test_a_modify_of_a_closed_position_is_taken_and_not_stored():
+    """An EA's backlog after the snapshot that closed the position: the history does not go on past the CLOSE;
+    the message is taken (its id and seq recorded, so a resend is a duplicate), nothing else."""
+    p = plan(ea("MODIFY"), Facts(open_event=recorded("OPEN"), close_event=recorded("CLOSE")), now=1)
+    assert p.status == "stored" and p.inbox == ("m5", 5, "position")
+    assert not p.inserts and not p.updates and "closed" in p.detail

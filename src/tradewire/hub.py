@@ -324,10 +324,12 @@ class Hub:
             if transitions:
                 self.apply_transitions(transitions)
         elif kind is p.PositionsMsg:
-            rec = self.state.apply_snapshot(account, msg.positions, now)  # type: ignore[union-attr]
+            rec = self.state.apply_snapshot(account, msg.positions, now, msg.ts)  # type: ignore[union-attr]
             if rec.refused:
                 self._positions_left_out(account)
                 return positions_refused(account, rec.refused, self.state.max_positions_per_account)
+            if rec.late:
+                return None
             for position in rec.opened:
                 self._reconcile(ReconcileOp(account, "OPEN", position, msg.ts, position.magic in self.system_magics))
             for position in rec.closed:
@@ -351,7 +353,21 @@ class Hub:
     def _reconcile(self, op: ReconcileOp) -> None:
         self.counters["reconciled"] += 1
         fut = self.store.submit(op)
+        fut.add_done_callback(functools.partial(self._reconciled, op))
         fut.add_done_callback(self._after_commit)
+
+    def _reconciled(self, op: ReconcileOp, fut: asyncio.Future[WriteResult]) -> None:
+        """A snapshot's OPEN or CLOSE committed, or not: then it is tried again at the next snapshot (see
+        `reconcile_failed`), and the operator is told."""
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            if op.event == "CLOSE":
+                self.state.note_closed(op.account, op.position.id)
+            return
+        self.state.reconcile_failed(op.account, op.event, op.position)
+        self._store_failed(op.account, exc)
 
     # --- durable ------------------------------------------------------------------------------
     def submit_durable(
@@ -362,18 +378,30 @@ class Hub:
         self.counters["durable"] += 1
         self.touch(account)
         if isinstance(msg, p.PositionMsg):
-            if self.state.apply_position_event(account, msg.event, msg.position, self.clock()):
-                self._publish_positions(account)
-            else:  # stored and acked all the same: the durable record stays whole
-                self._positions_left_out(account)
             op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics, stream)
         else:
             op = EAErrorOp(account, msg, stream)
         fut = self.store.submit(op)
+        if isinstance(msg, p.PositionMsg):
+            fut.add_done_callback(functools.partial(self._position_committed, account, msg))
         fut.add_done_callback(lambda f: self._after_commit(f, account))
         if is_stop_out_close(msg):
             fut.add_done_callback(functools.partial(self._after_stop_out_close, account, msg))
         return fut
+
+    def _position_committed(self, account: str, msg: p.PositionMsg, fut: asyncio.Future[WriteResult]) -> None:
+        """The live view takes an EA's OPEN, MODIFY or CLOSE once the store took it (`apply_committed_event`).
+        Commits complete in the order they were submitted, so the view still sees an account's events in order."""
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        result = fut.result()
+        applied = self.state.apply_committed_event(
+            account, msg.event, msg.position, result.status, bool(result.events), self.clock()
+        )
+        if applied:
+            self._publish_positions(account)
+        elif applied is False:  # stored and acked all the same: the durable record stays whole
+            self._positions_left_out(account)
 
     def _after_stop_out_close(self, account: str, msg: p.PositionMsg, fut: asyncio.Future[WriteResult]) -> None:
         """A stop-out CLOSE is a STOP_OUT alert once it is stored: a resend (a duplicate) is the same one."""

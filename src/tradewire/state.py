@@ -18,6 +18,9 @@ from tradewire.model import AccountInfo, AccountState, ConnectionStatus, Positio
 Transport = Literal["ws", "http"]
 SERIES_BUCKET_MS = 60_000  # one equity/balance point a minute ...
 SERIES_POINTS = 24 * 60  # ... for 24 hours
+CLOSED_REMEMBERED = 1_000  # per account: the newest positions known closed, so that a late OPEN or MODIFY of
+# one (an EA's backlog sent after the snapshot that closed it) does not show it open again
+SNAPSHOT_REORDER_MS = 60_000  # a snapshot older than the last one applied by less than this came late: ignored
 
 
 class EquitySeries:
@@ -66,6 +69,8 @@ class AccountView:
     # Open positions left out of `positions` (the account was at its limit), at most as many again: known,
     # so that a snapshot without one records its CLOSE. Not kept in the AWS account item.
     left_out: dict[int, Position] = field(default_factory=dict)
+    closed: dict[int, None] = field(default_factory=dict)  # ids with a CLOSE on record, oldest first (bounded)
+    snapshot_ts: int = 0  # the EA's clock: the newest positions snapshot applied
     sessions: int = 0  # open WebSocket sessions for this account
     transport: Transport | None = None
     connected_at: int | None = None
@@ -95,6 +100,7 @@ class Reconciliation:
     opened: list[Position]
     closed: list[Position]
     refused: int = 0  # > 0: a snapshot of this many positions, over the account's limit, was not applied
+    late: bool = False  # taken before the last one applied (a retried POST overtaken): not applied
 
 
 class AccountSummary(msgspec.Struct, omit_defaults=True):
@@ -219,13 +225,19 @@ class LiveState:
         view.positions_known = True
         return len(positions) - len(kept)
 
-    def apply_snapshot(self, account_id: str, positions: list[Position], now: int) -> Reconciliation:
-        """Take an EA's full open set, and say what it reveals. A set over the account's limit is not
-        applied at all: cut to the limit, it would make the positions left out look closed."""
+    def apply_snapshot(self, account_id: str, positions: list[Position], now: int, ts: int = 0) -> Reconciliation:
+        """Take an EA's full open set, taken at `ts` (the EA's clock), and say what it reveals. A set over the
+        account's limit is not applied at all: cut to the limit, it would make the positions left out look
+        closed. Nor is one taken shortly before the last one applied: a late snapshot (an MT4 POST retried and
+        overtaken) recorded a CLOSE, for good, of a position opened since. (Much older, it is the EA's clock
+        set back: applied.)"""
         view = self.account(account_id)
         incoming = {p.id: p for p in positions}
         if len(incoming) > self.max_positions_per_account:
             return Reconciliation([], [], refused=len(incoming))
+        if view.snapshot_ts - SNAPSHOT_REORDER_MS < ts < view.snapshot_ts:
+            return Reconciliation([], [], late=True)
+        view.snapshot_ts = max(view.snapshot_ts, ts)
         if view.positions_known:
             opened = [p for pid, p in incoming.items() if pid not in view.positions and pid not in view.left_out]
             closed = [p for pid, p in (view.positions | view.left_out).items() if pid not in incoming]
@@ -237,13 +249,47 @@ class LiveState:
         view.updated_at = now
         return Reconciliation(opened, closed)
 
-    def apply_position_event(self, account_id: str, event: str, position: Position, now: int) -> bool:
+    def apply_committed_event(
+        self, account_id: str, event: str, position: Position, status: str, recorded: bool, now: int
+    ) -> bool | None:
+        """An EA's OPEN, MODIFY or CLOSE once the store has taken it (`status`, `recorded`: whether it wrote
+        anything): as `apply_position_event`, and None when it changes nothing. Refused (a seq not above the
+        stored ones, a reused id), it changed the view all the same before, and since the view then agreed with
+        the EA's snapshots, none would ever repair the record."""
+        if status != "stored" or (event != "CLOSE" and not recorded):
+            return None  # refused, a resend, or taken with nothing recorded (a MODIFY after the CLOSE)
+        return self.apply_position_event(account_id, event, position, now)
+
+    def reconcile_failed(self, account_id: str, event: str, position: Position) -> None:
+        """A snapshot's OPEN or CLOSE could not be stored. The view took it already, so no later snapshot would
+        tell it again: it was lost for good (the store kept a closed position open). The view is put back as it
+        was, so the next snapshot reveals it again and the write is tried again."""
+        view = self.account(account_id)
+        if event == "CLOSE":
+            if position.id not in view.closed and position.id not in view.left_out:
+                view.positions.setdefault(position.id, position)
+        else:
+            view.positions.pop(position.id, None)
+
+    def note_closed(self, account_id: str, position_id: int) -> None:
+        """A CLOSE of the position is on record: a later OPEN or MODIFY of it must not show it open again."""
+        closed = self.account(account_id).closed
+        closed.pop(position_id, None)
+        closed[position_id] = None
+        if len(closed) > CLOSED_REMEMBERED:
+            del closed[next(iter(closed))]
+
+    def apply_position_event(self, account_id: str, event: str, position: Position, now: int) -> bool | None:
         """Apply an OPEN, MODIFY or CLOSE to the live view. False when it was left out: a position the
-        view does not hold yet, on an account that already holds its limit of open positions."""
+        view does not hold yet, on an account that already holds its limit of open positions. None when
+        there was nothing to apply: an OPEN or MODIFY of a position known closed."""
         view = self.account(account_id)
         if event == "CLOSE":
             view.positions.pop(position.id, None)
             view.left_out.pop(position.id, None)
+            self.note_closed(account_id, position.id)
+        elif position.id in view.closed:
+            return None
         elif position.id in view.positions or len(view.positions) < self.max_positions_per_account:
             view.positions[position.id] = position
             view.left_out.pop(position.id, None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import os
 import uuid
@@ -56,7 +57,7 @@ from tradewire.ingest.session import (
     positions_refused,
     symbols_refused,
 )
-from tradewire.model import Alert, is_account_id, new_alert, now_ms
+from tradewire.model import Alert, Position, is_account_id, new_alert, now_ms
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
@@ -427,19 +428,18 @@ class _Frame:
             platform = view.info.platform if view.info else None
             self.transitions(self.rules.margin(account, state, platform, now))
         elif isinstance(msg, p.PositionsMsg):
-            rec = self.state.apply_snapshot(account, msg.positions, now)
+            rec = self.state.apply_snapshot(account, msg.positions, now, msg.ts)
             if rec.refused:  # the account's item holds its open positions too: the bound keeps it small
                 await self.send(positions_refused(account, rec.refused, self.state.max_positions_per_account))
                 return
+            if rec.late:
+                return
             magics = self.rt.system_magics
-            for pos in rec.opened:
-                self.other_futures.append(
-                    self.store.submit(ReconcileOp(account, "OPEN", pos, msg.ts, pos.magic in magics))
-                )
-            for pos in rec.closed:
-                self.other_futures.append(
-                    self.store.submit(ReconcileOp(account, "CLOSE", pos, msg.ts, pos.magic in magics))
-                )
+            for event, changed in (("OPEN", rec.opened), ("CLOSE", rec.closed)):
+                for pos in changed:
+                    fut = self.store.submit(ReconcileOp(account, event, pos, msg.ts, pos.magic in magics))
+                    fut.add_done_callback(functools.partial(self._reconciled, event, pos))
+                    self.other_futures.append(fut)
             self.positions_changed = True
         elif isinstance(msg, p.TicksMsg):
             accepted, refused = self.state.apply_ticks(msg.ticks, now, account)
@@ -449,17 +449,36 @@ class _Frame:
             if refused:  # the account's item holds every symbol it streams: a bound keeps it under 400 KB
                 await self.send(symbols_refused(account, refused, self.state.max_symbols_per_account))
 
+    def _reconciled(self, event: str, position: Position, fut: asyncio.Future[WriteResult]) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is None:
+            if event == "CLOSE":
+                self.state.note_closed(self.account, position.id)
+        else:  # tried again at the next snapshot, as on the server
+            self.state.reconcile_failed(self.account, event, position)
+
     def submit_durable(self, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
         self.touch()
         if isinstance(msg, p.PositionMsg):
-            if self.state.apply_position_event(self.account, msg.event, msg.position, self.now):
-                self.positions_changed = True  # else left out of the live list; the event is stored all the same
             op: EAPositionOp | EAErrorOp = EAPositionOp(
                 self.account, msg, msg.position.magic in self.rt.system_magics, self.stream
             )
-        else:
-            op = EAErrorOp(self.account, msg, self.stream)
-        return self.store.submit(op)
+            fut = self.store.submit(op)
+            fut.add_done_callback(functools.partial(self._position_committed, msg))
+            return fut
+        return self.store.submit(EAErrorOp(self.account, msg, self.stream))
+
+    def _position_committed(self, msg: p.PositionMsg, fut: asyncio.Future[WriteResult]) -> None:
+        """The live view takes the event once the store did (as the server's hub: `apply_committed_event`)."""
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        result = fut.result()
+        applied = self.state.apply_committed_event(
+            self.account, msg.event, msg.position, result.status, bool(result.events), self.now
+        )
+        if applied:
+            self.positions_changed = True  # else left out of the live list, or nothing to apply
 
     def transitions(self, transitions: list[Transition]) -> None:
         self.alert_futures.extend(submit_transitions(self.store, transitions))

@@ -69,6 +69,7 @@ class StoredView(msgspec.Struct, omit_defaults=True):
     endedAt: int | None = None  # when its last session ended, while none is open (CONNECTION_LOST grace)
     quotes: dict[str, tuple[float, float]] = {}
     priceChanged: dict[str, int] = {}
+    snapshotTs: int = 0  # the EA's clock: its newest positions snapshot applied (a late one is not)
 
 
 _view_decoder = msgspec.json.Decoder(StoredView)
@@ -131,6 +132,7 @@ def to_stored(view: AccountView, ended_at: int | None) -> StoredView:
         endedAt=ended_at,
         quotes=dict(view.quotes),
         priceChanged=dict(view.price_changed),
+        snapshotTs=view.snapshot_ts,
     )
 
 
@@ -150,6 +152,7 @@ def from_stored(s: StoredView) -> AccountView:
         ever_connected=s.everConnected,
         quotes={k: (v[0], v[1]) for k, v in s.quotes.items()},
         price_changed=dict(s.priceChanged),
+        snapshot_ts=s.snapshotTs,
     )
 
 

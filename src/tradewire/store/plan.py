@@ -6,7 +6,9 @@ write, and executes the `Plan`. Every engine therefore shares one definition of:
 - a new durable message must carry a seq above every seq already stored for the account;
 - each position has one OPEN and at most one CLOSE however it was learned (EA or reconcile);
   an EA-reported event fills in the details of a reconciled one;
-- a CLOSE or MODIFY for a position with no OPEN on record implies that OPEN (source reconcile).
+- a CLOSE or MODIFY for a position with no OPEN on record implies that OPEN (source reconcile);
+- a MODIFY of a position with a CLOSE on record is taken and not stored (an EA's backlog sent after the
+  snapshot that closed it): the history does not go on after the CLOSE.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ def _plan_position(op: EAPositionOp, facts: Facts, now: int) -> Plan:
         system=op.system,
         recordedAt=now,
     )
+    if msg.event == "MODIFY" and facts.close_event is not None:
+        result.detail = f"position {msg.position.id} is closed: its MODIFY is not recorded"
+        return result
     existing = facts.open_event if msg.event == "OPEN" else facts.close_event if msg.event == "CLOSE" else None
     if existing is not None:
         if existing.msgId is not None:
