@@ -151,11 +151,41 @@ async def test_bad_query_parameters_are_named(server, http, query, param):
         ("/events?from=2000&to=1000", "from"),
         ("/alerts?from=2000&to=1000", "from"),  # DynamoDB refused the range: a 503 there, [] elsewhere
         ("/system-trades?type=CLOSE", "type"),  # was accepted, and ignored by every engine
+        # Parameters a route does not take were ignored: the answer was everything, unfiltered.
+        ("/events?since=5", "since"),  # the realtime API's name for resuming
+        ("/alerts?severity=CRITICAL", "severity"),
+        ("/events?symbol=EURUSD", "symbol"),
+        ("/positions?acount=acc-1", "acount"),
+        ("/accounts?status=live", "status"),
+        ("/accounts/acc-1?x=1", "x"),
     ],
 )
 async def test_a_query_that_cannot_mean_anything_is_refused_by_name(server, http, path, param):
     status, body = await get(http, server, path, await issue_key(server))
     assert status == 400 and f"'{param}'" in body["error"]["message"]
+
+
+async def test_unknown_routes_and_methods_answer_json_like_every_other_error(server, http):
+    key = await issue_key(server)
+    status, body = await get(http, server, "/nope", key)
+    assert status == 404 and body["error"]["code"] == "not_found" and "/api/v1/nope" in body["error"]["message"]
+    async with http.get(server.url + "/api/v1/alerts/x/ack", headers={"x-api-key": key}) as r:
+        body = await r.json()
+        assert r.status == 405 and body["error"]["code"] == "method_not_allowed" and "POST" in body["error"]["message"]
+
+
+async def test_reading_the_accounts_creates_no_live_state(server, http):
+    """Listing the accounts made every issued-token account a live view: its /equity answered 200 [] instead
+    of 404, and the metrics counted it."""
+    key = await issue_key(server)
+    await issue_token(server, "acc-9")
+    assert (await get(http, server, "/accounts/acc-9/equity", key))[0] == 404
+    _, body = await get(http, server, "/accounts", key)
+    assert [a["status"] for a in body["items"] if a["id"] == "acc-9"] == ["never"]
+    status, one = await get(http, server, "/accounts/acc-9", key)
+    assert status == 200 and one["openPositions"] == []
+    assert (await get(http, server, "/accounts/acc-9/equity", key))[0] == 404
+    assert "acc-9" not in server.hub.state.accounts
 
 
 async def test_alerts_come_in_pages_with_a_cursor(server, http):

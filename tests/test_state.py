@@ -194,3 +194,13 @@ def test_a_position_left_out_over_the_limit_is_still_reconciled_by_a_snapshot():
     restarted.seed_positions("a", [pos(1), pos(5), pos(6)])  # what the store holds open
     rec = restarted.apply_snapshot("a", [pos(1), pos(5)], 50)
     assert ([p.id for p in rec.opened], [p.id for p in rec.closed]) == ([], [6])
+
+
+def test_exposure_keeps_volume_steps_of_a_thousandth_of_a_lot():
+    """Rounded to 2 decimals, three 0.001-lot buys netted to 0.0: shown hedged while they were not."""
+    s = LiveState()
+    s.apply_snapshot("a", [pos(n, "BTCUSD", volume=0.001) for n in (1, 2, 3)], 1)
+    s.apply_snapshot("b", [pos(4, "EURUSD", volume=0.1), pos(5, "EURUSD", volume=0.2)], 1)
+    rows = {r.symbol: r for r in s.exposure()}
+    assert rows["BTCUSD"].netVolume == 0.003 and rows["BTCUSD"].buyVolume == 0.003
+    assert rows["EURUSD"].netVolume == 0.3  # and float noise (0.1 + 0.2) still rounded off

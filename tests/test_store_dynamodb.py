@@ -165,3 +165,25 @@ def test_url():
         split_url("dynamodb://bad/prefix!")
     with pytest.raises(ValueError, match="unknown option"):
         split_url("dynamodb://tw?regoin=us-east-1")
+
+
+async def test_an_alerts_window_that_cannot_hold_anything_is_empty_not_refused(factory):
+    """`from` past the cursor's time (a client narrowing `from` but keeping its cursor) made a key condition
+    BETWEEN lo AND hi with lo > hi, which DynamoDB refuses (ValidationException: a 503 to the client, which
+    retries it); the other engines answer []. The local server accepts it, so it is refused here as AWS does."""
+    from botocore.exceptions import ClientError
+
+    store = await factory.open()
+    await store.submit(AlertRaiseOp(alert(5_000)))
+    original = store._client.query
+
+    async def like_dynamodb(**kwargs):
+        values = kwargs.get("ExpressionAttributeValues", {})
+        if "BETWEEN" in kwargs.get("KeyConditionExpression", "") and values[":lo"]["S"] > values[":hi"]["S"]:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "Invalid KeyConditionExpression"}},
+                              "Query")  # fmt: skip
+        return await original(**kwargs)
+
+    store._client.query = like_dynamodb
+    assert await store.alerts(AlertQuery(since=6_000, before=(5_000, 3))) == []
+    assert [a.id for a in await store.alerts(AlertQuery(since=4_000, before=(6_000, 9)))] == ["al-5000"]

@@ -70,6 +70,11 @@ async def api_auth(request: web.Request, handler: Callable[[web.Request], Awaita
     request[ROLE] = role
     try:
         return await handler(request)
+    except web.HTTPNotFound:  # the router's own answers are text: the API's errors are all JSON
+        return error_response(404, "not_found", f"no route {request.path}")
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(405, "method_not_allowed", f"{request.method} {request.path}: allowed {allowed}")
     except BadParam as exc:
         return error_response(400, "bad_request", str(exc))
     except StoreError as exc:
@@ -82,6 +87,30 @@ def _bearer(request: web.Request) -> str | None:
 
 
 # --- parameters ---------------------------------------------------------------------------------
+_WINDOW = ("account", "from", "to", "limit", "cursor")
+PARAMS: dict[str, tuple[str, ...]] = {  # what each read takes: anything else is a mistake, said as one
+    "accounts": (),
+    "account": (),
+    "equity": ("from",),
+    "positions": ("account", "symbol"),
+    "prices": (),
+    "exposure": (),
+    "events": ("type", *_WINDOW),
+    "system-trades": ("type", *_WINDOW),  # type: refused with its own reason
+    "alerts": ("type", "state", *_WINDOW),
+}
+
+
+def check_params(query: Any, route: str) -> None:
+    """Refuse a query parameter the route does not take: ignored, `/events?since=` or `/alerts?severity=`
+    answered with everything, unfiltered, as if it had been applied."""
+    allowed = PARAMS[route]
+    for name in query:
+        if name not in allowed:
+            takes = ", ".join(allowed) if allowed else "no parameters"
+            raise BadParam(name, f"/{route} does not take it (it takes {takes})")
+
+
 def _int_param(request: web.Request, name: str, *, lo: int = 0, hi: int = INT64_MAX) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -226,6 +255,7 @@ async def _readiness(hub: Hub, broker: Broker) -> tuple[int, dict]:
 
 
 async def list_accounts(request: web.Request) -> web.Response:
+    check_params(request.query, "accounts")
     hub: Hub = request.app[HUB]
     now = hub.clock()
     ids = set(hub.state.accounts) | set(await hub.store.known_accounts())
@@ -233,6 +263,7 @@ async def list_accounts(request: web.Request) -> web.Response:
 
 
 async def get_account(request: web.Request) -> web.Response:
+    check_params(request.query, "account")
     hub: Hub = request.app[HUB]
     account = request.match_info["id"]
     if not is_account_id(account):
@@ -240,11 +271,13 @@ async def get_account(request: web.Request) -> web.Response:
     if account not in hub.state.accounts and account not in await hub.store.known_accounts():
         return error_response(404, "not_found", f"no account {account!r}")
     summary = hub.state.summary(account, hub.clock())
-    view = hub.state.account(account)
-    return json_response({**msgspec.structs.asdict(summary), "openPositions": list(view.positions.values())})
+    view = hub.state.accounts.get(account)
+    positions = list(view.positions.values()) if view is not None else []
+    return json_response({**msgspec.structs.asdict(summary), "openPositions": positions})
 
 
 async def get_equity(request: web.Request) -> web.Response:
+    check_params(request.query, "equity")
     """The recent past of an account's equity and balance: one point a minute, up to 24 h, newest last."""
     hub: Hub = request.app[HUB]
     account = request.match_info["id"]
@@ -263,32 +296,38 @@ async def get_equity(request: web.Request) -> web.Response:
 
 
 async def list_positions(request: web.Request) -> web.Response:
+    check_params(request.query, "positions")
     hub: Hub = request.app[HUB]
     symbol = request.query.get("symbol") or None
     return json_response({"items": hub.state.open_positions(_account_param(request), symbol)})
 
 
 async def list_prices(request: web.Request) -> web.Response:
+    check_params(request.query, "prices")
     hub: Hub = request.app[HUB]
     return json_response({"items": sorted(hub.state.prices.values(), key=lambda t: t.symbol)})
 
 
 async def get_exposure(request: web.Request) -> web.Response:
+    check_params(request.query, "exposure")
     hub: Hub = request.app[HUB]
     return json_response({"items": hub.state.exposure()})
 
 
 async def list_events(request: web.Request) -> web.Response:
+    check_params(request.query, "events")
     hub: Hub = request.app[HUB]
     return json_response(_page(await hub.store.events(_event_query(request))))
 
 
 async def list_system_trades(request: web.Request) -> web.Response:
+    check_params(request.query, "system-trades")
     hub: Hub = request.app[HUB]
     return json_response(_page(await hub.store.system_trades(_event_query(request, typed=False))))
 
 
 async def list_alerts(request: web.Request) -> web.Response:
+    check_params(request.query, "alerts")
     hub: Hub = request.app[HUB]
     return json_response(await alerts_page(hub.store, request))
 

@@ -59,7 +59,11 @@ def build() -> dict:
     ms = {"type": "integer", "description": "UTC milliseconds since the epoch"}
     paging = [
         _param("limit", "1-1000, default 100", {"type": "integer"}),
-        _param("cursor", "nextCursor of the previous page", {"type": "integer"}),
+        _param(
+            "cursor",
+            "nextCursor of the previous page (as given: a string of digits)",
+            {"type": "string", "pattern": "^[0-9]+$"},
+        ),
     ]
     window = [_param("account", "account id"), _param("from", "ts >= from", ms), _param("to", "ts < to", ms)]
     not_found = {"404": _error("no such account or alert")}

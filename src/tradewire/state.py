@@ -18,6 +18,7 @@ from tradewire.model import AccountInfo, AccountState, ConnectionStatus, Positio
 Transport = Literal["ws", "http"]
 SERIES_BUCKET_MS = 60_000  # one equity/balance point a minute ...
 SERIES_POINTS = 24 * 60  # ... for 24 hours
+VOLUME_DIGITS = 8  # sums of lots rounded off float noise only: brokers trade steps of 0.001 lots (and less)
 CLOSED_REMEMBERED = 1_000  # per account: the newest positions known closed, so that a late OPEN or MODIFY of
 # one (an EA's backlog sent after the snapshot that closed it) does not show it open again
 SNAPSHOT_REORDER_MS = 60_000  # a snapshot older than the last one applied by less than this came late: ignored
@@ -336,7 +337,9 @@ class LiveState:
 
     # --- views --------------------------------------------------------------------------------
     def summary(self, account_id: str, now: int) -> AccountSummary:
-        view = self.account(account_id)
+        """What the account looks like now; a read, not creating a view for an account never seen (listing
+        the accounts made every token-only one live state: in /equity, in the metrics, revoked ones too)."""
+        view = self.accounts.get(account_id) or AccountView(account_id)
         return AccountSummary(
             id=view.id,
             status=view.status(now, self.http_live_ms),
@@ -372,9 +375,9 @@ class LiveState:
         return [
             ExposureRow(
                 symbol=sym,
-                buyVolume=round(buy, 2),
-                sellVolume=round(sell, 2),
-                netVolume=round(buy - sell, 2),
+                buyVolume=round(buy, VOLUME_DIGITS),
+                sellVolume=round(sell, VOLUME_DIGITS),
+                netVolume=round(buy - sell, VOLUME_DIGITS),
                 profit=round(profit, 2),
                 positions=count,
                 accounts=len(accts),

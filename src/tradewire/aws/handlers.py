@@ -605,6 +605,9 @@ async def _rest(rt: Runtime, event: dict) -> dict:
 async def _rest_get(rt: Runtime, store: DynamoStore, parts: list[str], request: Any) -> dict:
     now = rt.clock()
     route = parts[0] if len(parts) == 1 else None
+    checked = route if route in api.PARAMS else "account" if len(parts) == 2 and parts[0] == "accounts" else None
+    if checked is not None:
+        api.check_params(request.query, checked)
     if route in ("accounts", "positions", "exposure") or (len(parts) == 2 and parts[0] == "accounts"):
         state = LiveState()
         await rt.live.load_all(state)
@@ -622,8 +625,9 @@ async def _rest_get(rt: Runtime, store: DynamoStore, parts: list[str], request: 
         if account not in state.accounts and account not in await store.known_accounts():
             return _error(404, "not_found", f"no account {account!r}")
         summary = state.summary(account, now)
-        view = state.account(account)
-        return _json(200, {**msgspec.structs.asdict(summary), "openPositions": list(view.positions.values())})
+        view = state.accounts.get(account)
+        positions = list(view.positions.values()) if view is not None else []
+        return _json(200, {**msgspec.structs.asdict(summary), "openPositions": positions})
     if route == "prices":
         state = LiveState()
         await rt.live.load_prices(state)

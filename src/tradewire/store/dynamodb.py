@@ -868,6 +868,8 @@ class DynamoStore:
         if highs:
             values[":hi"] = _av(min(highs))
         if query.since is not None and highs:
+            if values[":lo"]["S"] > values[":hi"]["S"]:
+                return []  # DynamoDB refuses an empty BETWEEN (a ValidationException, told as a 503)
             key_cond = "#rk BETWEEN :lo AND :hi"
         elif query.since is not None:
             key_cond = "#rk >= :lo"
