@@ -108,3 +108,26 @@ async def test_a_message_the_backplane_cannot_read_is_skipped_not_taken_for_a_ga
     finally:
         await raw.aclose()
         await broker.stop()
+
+
+async def test_an_unreadable_latest_value_is_skipped_by_snapshots():
+    """One value in the latest hash that cannot be read (a node of another version during a rollout, a stray
+    HSET) failed every wildcard subscribe of every node for as long as it stayed there: for good."""
+    import redis.asyncio as aioredis
+
+    need_service("Redis", "127.0.0.1", 6379)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    broker = make_broker(f"{REDIS_URL}?prefix={prefix}")
+    await broker.start(lambda pub: None)
+    raw = aioredis.from_url(REDIS_URL)
+    try:
+        broker.publish(Publication("/trading/prices/EURUSD", b'{"bid":1.1}', latest=True))
+        await until(lambda: broker.published == 1 and not broker._pending)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        await raw.hset(f"{prefix}:latest", "/trading/prices/JUNK", b"junk")
+        snap = await broker.snapshot("/trading/*")
+        assert [p.channel for p in snap] == ["/trading/prices/EURUSD"]
+    finally:
+        await raw.delete(f"{prefix}:latest")
+        await raw.aclose()
+        await broker.stop()

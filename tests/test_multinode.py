@@ -256,3 +256,37 @@ async def test_a_silent_ea_is_reported_lost_with_the_redis_backplane_too(shared,
     [lost] = await alerts(http, a, key, type="CONNECTION_LOST", account="acc-quiet", state="open")
     assert "no message from the EA" in lost["message"]
     await ea.close()
+
+
+async def test_a_durable_event_a_node_failed_to_publish_reaches_the_other_nodes_subscribers(shared, http):
+    """A's pipeline to Redis failed (A alone cut off, a reset): the event was stored and acked, A resynced its
+    own subscribers when Redis came back, and B's never got it, nor a 4008: only A knew of the gap."""
+    a, b = await shared(), await shared()
+    token, key = await issue_token(a, "acc-1"), await issue_key(b)
+    sub = await Subscriber.connect(http, b, key)
+    await sub.subscribe("ev", "/trading/events/*")
+    ea = await EA.connect(http, a, token)
+    await ea.greet()
+    redis = a.broker._redis
+    real_pipeline, failures = redis.pipeline, []
+
+    def failing_pipeline(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+        if not failures:
+            failures.append(1)
+
+            async def refuse():
+                raise ConnectionError("Connection reset by peer")
+
+            pipe.execute = refuse
+        return pipe
+
+    redis.pipeline = failing_pipeline
+    await ea.send(position_event(1, pid=11))
+    await ea.wait_ack(1)  # stored and acked; its publication failed
+    await asyncio.sleep(0.2)
+    assert failures and a.broker.lost >= 1
+    await ea.send(position_event(2, pid=12))  # Redis works again for A
+    await ea.wait_ack(2)
+    got = {(await sub.event(event="OPEN"))["positionId"] for _ in range(2)}
+    assert got == {11, 12}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 PRESENCE_TTL_S = 10
 PRESENCE_REFRESH_S = 3
+# Durable publications a failed pipeline could not send, kept to send again once Redis is back: the other
+# nodes' subscribers get nothing of them otherwise (only this node knows of the gap, and a `since` resume
+# from a higher offset seen elsewhere would skip them). Past this many, the oldest are lost (and counted).
+MAX_UNSENT = 10_000
 _wire = msgspec.msgpack.Encoder()
 _unwire = msgspec.msgpack.Decoder(tuple[str, bytes, bool, int | None])
 
@@ -63,6 +68,8 @@ class RedisBroker:
         self.delivered = 0
         self.skipped = 0  # backplane messages that could not be read
         self.lost = 0  # publications that could not be sent
+        self._unsent: collections.deque[Publication] = collections.deque()  # durable ones, to send again
+        self.dropped = 0  # durable publications lost for good: past MAX_UNSENT during an outage
         # Called once the backplane works again after publications were lost or may have been missed:
         # its owner publishes its latest values again and has subscribers catch up (see app.py).
         self.on_gap: Callable[[], None] | None = None
@@ -127,9 +134,31 @@ class RedisBroker:
                 await pipe.execute()
             except (OSError, aioredis.RedisError) as exc:
                 self.lost += len(batch)
+                self._keep_unsent(batch)
                 self._gap_began(f"publish failed: {exc}")
             else:
                 self._gap_may_end()
+
+    def _keep_unsent(self, batch: list[Publication]) -> None:
+        """Keep a failed batch's durable publications for when Redis is back (its latest-wins ones are sent
+        again by the gap's republish, newest values only)."""
+        self._unsent.extend(pub for pub in batch if not pub.latest)
+        over = len(self._unsent) - MAX_UNSENT
+        if over > 0:
+            for _ in range(over):
+                self._unsent.popleft()
+            if self.dropped == 0:
+                log.error("redis backplane down too long: durable publications are being lost for other nodes")
+            self.dropped += over
+
+    def _send_unsent(self) -> None:
+        """Redis is back: what failed goes out again, before anything newer."""
+        if self._unsent:
+            log.warning("redis backplane back: sending %d durable publication(s) again", len(self._unsent))
+            self._pending[:0] = self._unsent
+            self._unsent.clear()
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.ensure_future(self._flush())
 
     def problem(self) -> str | None:
         if not self._reading:
@@ -145,6 +174,7 @@ class RedisBroker:
 
     def _gap_may_end(self) -> None:
         if self._gap and self._reading:
+            self._send_unsent()
             self._gap = False
             self._gap_ended_at = time.monotonic()
             log.warning("redis backplane back (%d publication(s) lost so far): subscribers catch up", self.lost)
@@ -206,7 +236,15 @@ class RedisBroker:
         else:
             value = await self._redis.hget(key, pattern)
             values = [value] if value is not None else []
-        return [Publication(*_unwire.decode(v)) for v in values]
+        found = []
+        for value in values:
+            try:
+                found.append(Publication(*_unwire.decode(value)))
+            except (msgspec.DecodeError, TypeError, ValueError):
+                # One unreadable value (a node of another version, a stray HSET) is skipped, as the read loop
+                # skips such a message: raised, it failed every wildcard subscribe for as long as it stayed.
+                self.skipped += 1
+        return found
 
     # --- presence ---------------------------------------------------------------------------------
     @property
