@@ -347,3 +347,75 @@ def test_a_money_level_of_zero_still_has_hysteresis():
         else:
             assert types(got, Resolve) == []
     assert raised == 2  # one margin call and one stop-out, not one of each per dip
+
+
+def _stale_rules_and_account(now):
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    a = view(sessions=1, connected_at=now - 600_000, last_seen=now, positions={1: pos("EURUSD")})
+    a.quotes, a.price_changed = {"EURUSD": (1.1, 1.1001)}, {"EURUSD": now - 300_000}
+    assert types(rules.check(now, {"a": a})) == [STALE_DATA]
+    return rules, a
+
+
+def test_a_stale_episode_is_not_resolved_by_a_restart_that_forgot_the_quotes():
+    """After a restart the quotes are gone: nothing was judged, so the first check resolved the episode as
+    "prices moving again", and it was raised again two minutes later with the same frozen price."""
+    from tradewire.model import Tick
+    from tradewire.state import LiveState
+
+    wednesday = utc(2026, 11, 25, 12)
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    rules.load([Alert(id="s", type=STALE_DATA, severity="HIGH", account="a", message="m", raisedAt=wednesday - 1)])
+    state = LiveState()
+    a = state.account("a")
+    a.sessions, a.ever_connected, a.connected_at, a.positions = 1, True, wednesday, {1: pos("EURUSD")}
+    a.last_seen = wednesday + 1_000
+    assert rules.check(wednesday + 1_000, {"a": a}) == []  # no quote yet: not judged
+    state.apply_ticks([Tick(symbol="EURUSD", bid=1.1, ask=1.1001, ts=1)], now=wednesday + 2_000, account="a")
+    a.last_seen = wednesday + 3_000
+    assert rules.check(wednesday + 3_000, {"a": a}) == []  # its first quote since the restart: not a move
+    state.apply_ticks([Tick(symbol="EURUSD", bid=1.2, ask=1.2001, ts=2)], now=wednesday + 4_000, account="a")
+    a.last_seen = wednesday + 5_000
+    assert types(rules.check(wednesday + 5_000, {"a": a}), Resolve) == [STALE_DATA]  # moving: resolved
+
+
+def test_a_reconnect_restarts_the_clock_but_does_not_resolve_a_frozen_feed():
+    wednesday = utc(2026, 11, 25, 12)
+    rules, a = _stale_rules_and_account(wednesday)
+    a.connected_at = a.last_seen = wednesday + 10_000  # the EA reconnects: the price has not moved
+    assert rules.check(wednesday + 10_000, {"a": a}) == []
+    a.last_seen = wednesday + 200_000
+    assert rules.check(wednesday + 200_000, {"a": a}) == []  # still frozen: the same episode, not a second
+    a.price_changed["EURUSD"] = a.last_seen = wednesday + 210_000
+    assert types(rules.check(wednesday + 210_000, {"a": a}), Resolve) == [STALE_DATA]
+
+
+def test_a_stale_symbol_moving_again_resolves_while_another_held_symbols_market_is_shut():
+    """BTCUSD trades all week; EURUSD's market shut at the weekend held the BTCUSD episode open until Sunday's
+    FX open, 34 hours after BTCUSD moved again."""
+    saturday = utc(2026, 11, 28, 12)
+    rules = AlertRules(AlertSettings(stale_after_s=120), heartbeat_s=10)
+    a = view(sessions=1, connected_at=saturday - 600_000, last_seen=saturday)
+    a.positions = {1: pos("BTCUSD"), 2: pos("EURUSD")}
+    a.quotes = {"BTCUSD": (90_000.0, 90_010.0), "EURUSD": (1.1, 1.1001)}
+    a.price_changed = {"BTCUSD": saturday - 300_000, "EURUSD": saturday - 86_400_000}
+    [raised] = rules.check(saturday, {"a": a})
+    assert raised.type == STALE_DATA and raised.data["symbols"] == ["BTCUSD"]
+    a.price_changed["BTCUSD"] = a.last_seen = saturday + 60_000
+    assert types(rules.check(saturday + 60_000, {"a": a}), Resolve) == [STALE_DATA]
+
+
+def test_an_mt4_ea_back_from_a_silence_is_connected_anew():
+    """An MT4 EA's connectedAt (and the price clock counting from it) was its very first connection: back after
+    an hour away, its frozen-looking quotes were STALE_DATA at once."""
+    from tradewire.model import AccountInfo
+    from tradewire.state import LiveState
+
+    state = LiveState(http_live_ms=30_000)
+    info = AccountInfo(platform="MT4", login=1, server="s", currency="USD", leverage=100)
+    state.on_hello("m4", info, "http", 1_000)
+    state.touch("m4", 20_000)
+    assert state.accounts["m4"].connected_at == 1_000  # live all along
+    state.touch("m4", 3_620_000)  # an hour of silence, then a POST
+    state.on_hello("m4", info, "http", 3_620_000)
+    assert state.accounts["m4"].connected_at == 3_620_000

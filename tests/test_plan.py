@@ -105,3 +105,11 @@ def test_a_modify_of_a_closed_position_is_taken_and_not_stored():
     p = plan(ea("MODIFY"), Facts(open_event=recorded("OPEN"), close_event=recorded("CLOSE")), now=1)
     assert p.status == "stored" and p.inbox == ("m5", 5, "position")
     assert not p.inserts and not p.updates and "closed" in p.detail
+
+
+def test_a_reconciled_open_is_dated_when_the_position_opened():
+    """Dated at the snapshot, a new account's week-old positions were all "opened today" in /events?from&to."""
+    [opened] = plan(ReconcileOp("a", "OPEN", POS, 5_000, False), Facts(), now=9).inserts
+    assert opened.ts == POS.openTime == 100
+    [closed] = plan(ReconcileOp("a", "CLOSE", POS, 5_000, False), Facts(open_event=recorded("OPEN")), now=9).inserts
+    assert closed.ts == 5_000  # a CLOSE found by a snapshot: when it was found

@@ -322,23 +322,35 @@ class AlertRules:
         and a position in another one would be stale from the start, for as long as the EA is connected.
         While a symbol's market is shut it is not judged at all (neither stale nor moving again), and its
         clock starts again when the market opens: no price moves over a weekend or a daily break.
+
+        An episode is resolved only by prices seen moving: not by a reconnect or a market open restarting the
+        clocks, nor by a restart that forgot the quotes (each resolved it, and it was raised again minutes
+        later, two episodes and two notifications for one frozen feed). A symbol not seen moving since then is
+        not judged until it moves or its clock runs out.
         """
         limit = self.levels(account).stale_after_s * 1000
         since_connect = view.connected_at or view.last_seen
+        held = sorted({p.symbol for p in view.positions.values()})
+        if held and not view.quotes:
+            return  # nothing heard since a restart: nothing can be judged yet
         stale = []
-        shut = False
-        for symbol in sorted({p.symbol for p in view.positions.values()}):
+        shut = judged = unsure = 0
+        for symbol in held:
             if symbol not in view.quotes:
-                continue
+                continue  # not streamed by its EA: never judged
             opened = self._market(_symbol_class(symbol, self._patterns), now)
             if opened is None:
-                shut = True
+                shut += 1
                 continue
-            changed = max(view.price_changed.get(symbol, 0), since_connect, opened)
-            if now - changed > limit:
+            judged += 1
+            moved = view.price_changed.get(symbol, 0)
+            since = max(since_connect, opened)
+            if now - max(moved, since) > limit:
                 stale.append(symbol)
-        if shut and not stale:
-            return  # a symbol that may be stale cannot be judged now: neither raised nor resolved
+            elif moved < since or symbol in view.unmoved:
+                unsure += 1  # within its clock, not seen moving since the connect or the open
+        if not stale and (unsure or (shut and not judged)):
+            return  # cannot be judged now: neither raised nor resolved
         if stale:
             self._raise(
                 out,

@@ -85,6 +85,9 @@ class AccountView:
     # EURUSD moving says nothing about whether this terminal still gets prices.
     quotes: dict[str, tuple[float, float]] = field(default_factory=dict)
     price_changed: dict[str, int] = field(default_factory=dict)
+    # Symbols whose quote has not changed since this process first saw it: a first tick is no sign that the
+    # feed moves (after a restart a frozen symbol's first tick resolved its STALE_DATA as "moving again").
+    unmoved: set[str] = field(default_factory=set)
 
     def status(self, now: int, http_live_ms: int) -> ConnectionStatus:
         if self.sessions > 0:
@@ -199,7 +202,12 @@ class LiveState:
         return view
 
     def touch(self, account_id: str, now: int) -> None:
-        self.account(account_id).last_seen = now
+        view = self.account(account_id)
+        if view.transport == "http" and view.sessions == 0 and now - view.last_seen > self.http_live_ms:
+            # An MT4 EA back from a silence is connected anew: its connectedAt, and the price clocks that count
+            # from it, start again (else a false STALE_DATA at every return from an outage).
+            view.connected_at = now
+        view.last_seen = now
 
     # --- volatile data ------------------------------------------------------------------------
     def apply_account(self, account_id: str, state: AccountState, now: int) -> AccountView:
@@ -317,9 +325,13 @@ class LiveState:
                 quote = (tick.bid, tick.ask)
                 known = view.quotes.get(tick.symbol)
                 if known != quote:
-                    if known is None and len(view.quotes) >= self.max_symbols_per_account:
-                        refused.append(tick.symbol)
-                        continue
+                    if known is None:
+                        if len(view.quotes) >= self.max_symbols_per_account:
+                            refused.append(tick.symbol)
+                            continue
+                        view.unmoved.add(tick.symbol)
+                    else:
+                        view.unmoved.discard(tick.symbol)
                     view.quotes[tick.symbol] = quote
                     view.price_changed[tick.symbol] = now
             order = price_order(tick, now)

@@ -140,12 +140,15 @@ def _plan_reconcile(op: ReconcileOp, facts: Facts, now: int) -> Plan:
     result = Plan("stored")
     if op.event == "CLOSE" and facts.open_event is None:
         result.inserts.append(_implied_open(op.account, op.position, op.system, now))
+    # An OPEN is dated when the position opened, as an implied one is: at the snapshot's time, a new account's
+    # week-old positions were all "opened today" in /events?from&to.
+    ts = op.position.openTime if op.event == "OPEN" and op.position.openTime > 0 else op.ts
     result.inserts.append(
         PositionEvent(
             account=op.account,
             positionId=op.position.id,
             event=op.event,
-            ts=op.ts,
+            ts=ts,
             source="reconcile",
             position=op.position,
             system=op.system,
