@@ -364,3 +364,33 @@ async def test_a_stop_out_committed_after_its_session_ended_still_raises_stop_ou
             await asyncio.sleep(0.05)
         [stop] = await alerts(http, srv, key, type="STOP_OUT")
         assert "closed by stop-out" in stop["message"]
+
+
+async def test_a_margin_call_committing_while_its_ea_says_hello_again_is_still_resolved(tmp_path, http):
+    """A hello reads the account's open episodes from the store; read while this node's MARGIN_CALL was still
+    committing (a slow store), it dropped the episode from the rules, and the level's recovery resolved
+    nothing: the stored alert stayed open."""
+    settings = fast_settings(tmp_path)
+    settings.store.url += "?busy_timeout_ms=3000"
+    async with running(settings) as srv:
+        key, token = await issue_key(srv, "read"), await issue_token(srv, "acc-1")
+        client = await EA.connect(http, srv, token)
+        await client.greet()
+        with sqlite_locked(srv.store.path):
+            await client.send(account_state(equity=900.0, margin=1000.0))  # raised: its write waits for the lock
+            await asyncio.sleep(0.3)
+            again = await EA.connect(http, srv, token)
+            greeting = asyncio.ensure_future(again.greet())
+            await asyncio.sleep(0.3)
+        await greeting
+        for _ in range(100):  # the raise commits once the lock is gone
+            if await alerts(http, srv, key, state="open"):
+                break
+            await asyncio.sleep(0.05)
+        assert [a["type"] for a in await alerts(http, srv, key, state="open")] == ["MARGIN_CALL"]
+        await again.send(account_state(equity=2_000.0, margin=1000.0))  # 200 %: recovered
+        for _ in range(100):
+            if not await alerts(http, srv, key, state="open"):
+                break
+            await asyncio.sleep(0.05)
+        assert await alerts(http, srv, key, state="open") == []

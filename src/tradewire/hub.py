@@ -164,6 +164,7 @@ class Hub:
         self._auth = _CredentialCache(settings.server.auth_cache_s)
         self.sessions: dict[str, Drainable] = {}
         self._background: set[asyncio.Future] = set()
+        self._alert_writes: dict[str, set[asyncio.Future]] = {}  # account -> its alert writes not committed yet
         self.draining = False
         self._exposure_dirty = False
         self._positions_dirty: set[str] = set()
@@ -270,7 +271,10 @@ class Hub:
             self._positions_left_out(account)
         acked = await self.store.acked_seq(account)
         # Its episodes as the store has them: raised or resolved by another node while the EA was there,
-        # they were unknown here (a margin call never resolved, or one never raised again).
+        # they were unknown here (a margin call never resolved, or one never raised again). Once this node's
+        # own writes for it are in: read before a raise committed, the episode was forgotten, never resolved.
+        if pending := self._alert_writes.get(account):
+            await asyncio.wait(set(pending))
         self.rules.load_episodes(account, await self.store.open_episodes(account))
         info = account_info(hello) if isinstance(hello, p.Hello) else hello
         if transport == "http":
@@ -454,6 +458,16 @@ class Hub:
                 continue
             fut.add_done_callback(functools.partial(self._alert_committed, t))
             self._track(fut)
+            writes = self._alert_writes.setdefault(t.account, set())
+            writes.add(fut)
+            fut.add_done_callback(functools.partial(self._alert_written, t.account))
+
+    def _alert_written(self, account: str, fut: asyncio.Future) -> None:
+        writes = self._alert_writes.get(account)
+        if writes is not None:
+            writes.discard(fut)
+            if not writes:
+                del self._alert_writes[account]
 
     def _alert_committed(self, t: Raise | Resolve, fut: asyncio.Future[WriteResult]) -> None:
         if fut.cancelled() or fut.exception() is not None:
