@@ -394,3 +394,26 @@ async def test_a_margin_call_committing_while_its_ea_says_hello_again_is_still_r
                 break
             await asyncio.sleep(0.05)
         assert await alerts(http, srv, key, state="open") == []
+
+
+async def test_a_slow_shutdown_reports_none_of_the_eas_it_closed_lost(tmp_path, http):
+    """A drain closes every EA session (1001), then waits for what is still being written; a wait longer than
+    the grace reported each of those EAs lost, and notified it: the server went away, not they."""
+    from tradewire.store.base import AlertQuery
+
+    settings = fast_settings(tmp_path)
+    srv = Server(settings)
+    await srv.start()
+    client = await ea(http, srv)
+    await client.send(account_state())
+    await asyncio.sleep(0.2)
+    slow = asyncio.get_running_loop().create_future()  # a write the store takes its time over
+    srv.hub._track(slow)
+    asyncio.get_running_loop().call_later(2.0, slow.set_result, None)  # twice the 1 s grace
+    await srv.stop()
+    again = Server(settings)
+    await again.start()
+    try:
+        assert await again.store.alerts(AlertQuery(type="CONNECTION_LOST")) == []
+    finally:
+        await again.stop()

@@ -722,8 +722,12 @@ class Hub:
         task.add_done_callback(self._background.discard)
 
     async def drain(self, timeout: float) -> None:
-        """Stop taking frames, commit and ack what is in flight, close every EA session with 1001."""
+        """Stop taking frames, commit and ack what is in flight, close every EA session with 1001. No alert check
+        runs meanwhile: the EAs this closes did not go away, the server did (a drain that outlasted the grace
+        reported every one of them lost, and notified it); the node that takes them over judges them."""
         self.draining = True
+        if self._checker is not None:
+            self._checker.cancel()
         sessions = list(self.sessions.values())
         if sessions:
             log.info("draining %d EA session(s)", len(sessions))
