@@ -417,3 +417,29 @@ async def test_a_slow_shutdown_reports_none_of_the_eas_it_closed_lost(tmp_path, 
         assert await again.store.alerts(AlertQuery(type="CONNECTION_LOST")) == []
     finally:
         await again.stop()
+
+
+async def test_an_account_whose_tokens_are_all_revoked_is_not_reported_lost_after_a_restart(tmp_path, http):
+    """Its presence outlived its tokens: after every restart it had to "come back", was reported lost, and
+    that CONNECTION_LOST could never be resolved (nothing can connect for it; an ack resolves only errors)."""
+    from tradewire.store.base import AlertQuery
+
+    settings = fast_settings(tmp_path)
+    async with running(settings) as srv:
+        client = await ea(http, srv, "acc-old")
+        await client.close()
+        for _ in range(100):  # lost: raised, open
+            if await srv.store.alerts(AlertQuery(account="acc-old", type="CONNECTION_LOST", state="open")):
+                break
+            await asyncio.sleep(0.05)
+        [info] = await srv.store.list_tokens("acc-old")
+        assert await srv.store.revoke_token(info.tokenId)
+    async with running(settings) as srv:
+        for _ in range(100):
+            if not await srv.store.alerts(AlertQuery(account="acc-old", type="CONNECTION_LOST", state="open")):
+                break
+            await asyncio.sleep(0.05)
+        [lost] = await srv.store.alerts(AlertQuery(account="acc-old", type="CONNECTION_LOST"))
+        assert lost.resolvedAt is not None
+        await asyncio.sleep(1.5)  # past the grace: not raised again
+        assert await srv.store.alerts(AlertQuery(account="acc-old", type="CONNECTION_LOST", state="open")) == []

@@ -165,6 +165,7 @@ class Hub:
         self.sessions: dict[str, Drainable] = {}
         self._background: set[asyncio.Future] = set()
         self._alert_writes: dict[str, set[asyncio.Future]] = {}  # account -> its alert writes not committed yet
+        self._retired: set[str] = set()  # accounts with tokens, all revoked, at start: never adopted as lost
         self.draining = False
         self._exposure_dirty = False
         self._positions_dirty: set[str] = set()
@@ -546,10 +547,22 @@ class Hub:
     async def start(self) -> None:
         """Adopt what was open before a restart, restart lost-connection timers, start the periodic checks."""
         open_alerts = await self.store.open_alerts()
-        self.rules.load(open_alerts)
         now = self.clock()
+        # Accounts whose every token is revoked are retired: nothing can connect for them any more. Adopted as
+        # "must come back", each got a CONNECTION_LOST at every restart that nothing could ever resolve.
+        tokens = await self.store.list_tokens()
+        active = {t.account for t in tokens if t.revokedAt is None}
+        self._retired = {t.account for t in tokens} - active
+        retired_lost = [a for a in open_alerts if a.type == CONNECTION_LOST and a.account in self._retired]
+        open_alerts = [a for a in open_alerts if a not in retired_lost]
+        self.rules.load(open_alerts)
         self._resend_open(open_alerts, now)
+        self.apply_transitions(
+            [Resolve(CONNECTION_LOST, a.account, "account retired: every EA token revoked", now) for a in retired_lost]
+        )
         for account in await self.store.present_accounts():
+            if account in self._retired:
+                continue
             view = self.state.account(account)
             view.ever_connected = True  # it had a session before the restart: 'lost' until it is back, not 'never'
             if view.sessions == 0:
@@ -701,7 +714,7 @@ class Hub:
         since = self._presence_readable_since
         if not seen or since is None or time.monotonic() - since < self._presence_settle_s:
             return
-        here = self.sessions.keys() | self._http_present.keys() | self.rules.ended.keys()
+        here = self.sessions.keys() | self._http_present.keys() | self.rules.ended.keys() | self._retired
         for account, at in seen.items():
             if account in live or account in here:
                 continue
