@@ -57,10 +57,19 @@ def test_wildcards_match_every_deeper_level_only():
     assert channels.matches("/trading/exposure", "/trading/exposure")
 
 
-def test_symbol_slugs_are_valid_segments():
-    for symbol, slug in [("EURUSD.m", "EURUSD-m"), ("XAU_USD", "XAU-USD"), ("#US30", "US30"), ("...", "unknown")]:
-        assert channels.symbol_slug(symbol) == slug
-        channels.normalise(f"/trading/prices/{slug}")
+def test_symbol_slugs_are_valid_segments_and_one_per_symbol():
+    """With every other character as '-', EURUSD, EURUSD#, #EURUSD and .EURUSD shared one channel: one latest
+    value, one snapshot entry, and an exact subscriber got two instruments' quotes mixed."""
+    for symbol, slug in [("EURUSD", "EURUSD"), ("EURUSD.m", "EURUSD-m"), ("US30.cash", "US30-cash")]:
+        assert channels.symbol_slug(symbol) == slug  # the common names read as they are
+    awkward = ["EURUSD#", "#EURUSD", ".EURUSD", "EURUSD+", "EURUSD-m", "EURUSD_m", "EURUSD..m", "ÄPFEL", "PFEL",
+               "###", "...", "A" * 49 + ".x", "A" * 60, "A" * 60 + "B"]  # fmt: skip
+    names = ["EURUSD", "EURUSD.m", *awkward]
+    slugs = [channels.symbol_slug(s) for s in names]
+    assert len(set(slugs)) == len(names), dict(zip(names, slugs, strict=True))
+    for slug in slugs:
+        channels.normalise(f"/trading/prices/{slug}")  # every one a valid segment
+    assert channels.symbol_slug("EURUSD#").startswith("EURUSD--")
 
 
 def test_durable_scope_of_patterns():

@@ -8,6 +8,7 @@ Paths are normalised to a leading '/' and no trailing '/'.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import lru_cache
 
@@ -15,6 +16,7 @@ NAMESPACE = "trading"
 MAX_SEGMENTS = 5
 _SEGMENT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?")  # fullmatch (not `$`: "\n")
 _NOT_SLUG = re.compile(r"[^A-Za-z0-9]+")
+_PLAIN_SYMBOL = re.compile(r"[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)*")  # fullmatch: these slugs hold no "--"
 
 
 class ChannelError(ValueError):
@@ -63,8 +65,15 @@ def matches(pattern: str, channel: str) -> bool:
 
 @lru_cache(maxsize=65536)
 def symbol_slug(symbol: str) -> str:
-    """A symbol as a channel segment: every run of other characters becomes '-' (EURUSD.m -> EURUSD-m)."""
-    return _NOT_SLUG.sub("-", symbol).strip("-")[:50] or "unknown"
+    """A symbol as a channel segment, one per symbol. Letters and digits with single dots between them read as
+    they are, the dots as '-' (EURUSD.m -> EURUSD-m). Any other symbol (EURUSD#, #US30, XAU_USD, EURUSD-m,
+    longer than 50) gets its readable part, '--' and a hash of the whole (EURUSD# -> EURUSD--1e4a7c): with
+    every other character as '-', EURUSD, EURUSD# and #EURUSD shared one channel, its latest value and its
+    snapshot, and quotes of different instruments came mixed on it."""
+    if len(symbol) <= 50 and _PLAIN_SYMBOL.fullmatch(symbol):
+        return symbol.replace(".", "-")
+    digest = hashlib.blake2s(symbol.encode(), digest_size=3).hexdigest()
+    return f"{(_NOT_SLUG.sub('-', symbol).strip('-')[:42].rstrip('-') or 'symbol')}--{digest}"
 
 
 def accounts(account: str) -> str:
