@@ -1,7 +1,7 @@
 // The dashboard's entry point: the API key, the realtime subscriptions, REST (re)loads, routing and actions.
 // Messages go into the store; the page is rendered from it once per animation frame.
 
-import { RealtimeClient } from './client.js';
+import { RealtimeClient, backoffMs } from './client.js';
 import { makeApi } from './rest.js';
 import { Store } from './store.js';
 import { html, render } from './ui.js';
@@ -18,6 +18,8 @@ const SOUND_ITEM = 'tradewire.sound';
 const ALERTS_LOADED = 500;
 const EPISODES = ['MARGIN_CALL', 'STOP_OUT', 'CONNECTION_LOST', 'STALE_DATA'];
 const ACCOUNTS_REFRESH_MS = 30_000;
+const RELOAD_RETRY_MIN_MS = 1000;
+const RELOAD_RETRY_MAX_MS = 30_000;
 
 // --- the API key: `/#key=...` once, then sessionStorage (this tab only) ---------------------------
 // A malformed %-escape (a link mistyped or cut) is no reason to throw: the page would stay blank.
@@ -119,9 +121,10 @@ function start(root, key) {
   };
 
   // REST failures other than a refused key are passing trouble: say so briefly, the realtime link carries on.
-  const restFailed = (what, err) => {
+  const restFailed = (what, err, retryMs = null) => {
     if (err.status === 401) return refused(err.message);
-    store.notice = `Could not load ${what}: ${err.message}`;
+    const retry = retryMs === null ? '' : ` (trying again in ${Math.ceil(retryMs / 1000)} s)`;
+    store.notice = `Could not load ${what}: ${err.message}${retry}`;
     setTimeout(() => {
       store.notice = null;
       store.touch();
@@ -129,6 +132,43 @@ function start(root, key) {
     store.touch();
     return undefined;
   };
+
+  // A reload that must happen: on failure it is tried again with back-off (at least the Retry-After the hub
+  // asked for); one asked for while it runs or waits to be retried runs once more, at once, when it is done.
+  function retrying(what, run) {
+    let running = false;
+    let again = false;
+    let attempt = 0;
+    let timer = null;
+    const go = async () => {
+      if (running) {
+        again = true;
+        return;
+      }
+      clearTimeout(timer);
+      timer = null;
+      running = true;
+      again = false;
+      try {
+        await run();
+        attempt = 0;
+      } catch (err) {
+        if (err.status === 401) {
+          again = false;
+          refused(err.message);
+        } else if (store.authError === null) {
+          attempt += 1;
+          const wait = Math.max(backoffMs(attempt, RELOAD_RETRY_MIN_MS, RELOAD_RETRY_MAX_MS), (err.retryAfter ?? 0) * 1000);
+          restFailed(what, err, wait);
+          timer = setTimeout(go, wait);
+        }
+      } finally {
+        running = false;
+      }
+      if (again) go();
+    };
+    return go;
+  }
 
   const reloadAccounts = () =>
     api
@@ -139,13 +179,16 @@ function start(root, key) {
   setInterval(() => store.live && reloadAccounts(), ACCOUNTS_REFRESH_MS);
   // The newest alerts, and apart from them every open episode (one per account and type at most): newest
   // first, a flood of one EA's errors would otherwise leave an older margin call out of the page.
-  const reloadAlerts = () =>
-    Promise.all([
+  // What they return replaces the alerts held (an alert resolved in a gap too long to replay is in neither),
+  // and a reload that fails (429, 503, the hub unreachable) is tried again until it succeeds.
+  const reloadAlerts = retrying('alerts', async () => {
+    store.beginAlertsReload();
+    const pages = await Promise.all([
       api.get('alerts', { limit: ALERTS_LOADED }),
       ...EPISODES.map((type) => api.get('alerts', { state: 'open', type, limit: ALERTS_LOADED })),
-    ])
-      .then((pages) => pages.forEach((res) => res.items.forEach((a) => store.applyAlert(a, false))))
-      .catch((err) => restFailed('alerts', err));
+    ]);
+    store.replaceAlerts(pages.flatMap((res) => res.items));
+  });
   const reloadExposure = () =>
     api
       .get('exposure')
@@ -173,8 +216,15 @@ function start(root, key) {
   client.subscribe('/trading/positions/*', { onData: (m) => store.applyPositions(m) });
   client.subscribe('/trading/prices/*', { onData: (t) => store.applyPrice(t) });
   client.subscribe('/trading/exposure', { onData: (x) => store.applyExposure(x), onSubscribed: reloadExposure });
-  // Durable channels resume with `since`; only a first subscribe or a gap too long to replay needs REST.
-  client.subscribe('/trading/events/*', { durable: true, onData: (ev) => store.applyEvent(ev) });
+  // Durable channels resume with `since`; only a first subscribe or a gap too long to replay needs REST
+  // (for events: the account page being viewed reloads its first page).
+  client.subscribe('/trading/events/*', {
+    durable: true,
+    onData: (ev) => store.applyEvent(ev),
+    onSubscribed: ({ resumed, recovered, offset }) => {
+      if (!resumed || recovered === false) store.eventsMissed(offset);
+    },
+  });
   client.subscribe('/trading/alerts/*', {
     durable: true,
     onData: (a) => store.applyAlert(a, true),

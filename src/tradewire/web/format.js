@@ -1,7 +1,8 @@
 // Pure formatting and classification helpers. Formatters are built once: Intl objects are costly to create.
 
 const money2 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-const vol2 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+// Lots: two decimals at least (0.10, 1.00), three when the volume has them (EAs trade steps of 0.001 lot).
+const vol = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 3 });
 const int0 = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
 const DASH = '—';
 
@@ -15,12 +16,12 @@ export function signedMoney(n) {
 }
 
 export function volume(n) {
-  return n === null || n === undefined ? DASH : vol2.format(n);
+  return n === null || n === undefined ? DASH : vol.format(n);
 }
 
 export function signedVolume(n) {
   if (n === null || n === undefined) return DASH;
-  return (n > 0 ? '+' : '') + vol2.format(n);
+  return (n > 0 ? '+' : '') + vol.format(n);
 }
 
 export function integer(n) {

@@ -1,11 +1,17 @@
 // The REST API under /api/v1, with the API key. Errors carry the hub's own message ({"error": {code, message}}).
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter; // seconds, from a numeric Retry-After (429, 503), else null
   }
+}
+
+function retryAfterOf(res) {
+  const value = Number.parseInt(res.headers.get('retry-after') ?? '', 10);
+  return Number.isFinite(value) && value >= 0 ? value : null;
 }
 
 export function makeApi(key, origin = location.origin) {
@@ -28,7 +34,8 @@ export function makeApi(key, origin = location.origin) {
     }
     if (!res.ok) {
       const err = body && body.error;
-      throw new ApiError(res.status, (err && err.code) || `http_${res.status}`, (err && err.message) || res.statusText);
+      const code = (err && err.code) || `http_${res.status}`;
+      throw new ApiError(res.status, code, (err && err.message) || res.statusText, retryAfterOf(res));
     }
     return body;
   }

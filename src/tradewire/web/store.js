@@ -12,7 +12,9 @@ const MAX_ALERTS = 2000;
 // An EA's own errors (one alert each) kept per account: one EA reporting errors in a loop must not fill the
 // page, and push every other account's margin calls out of sight (nor grow the tab's memory without end).
 export const ERRORS_KEPT_PER_ACCOUNT = 20;
-const MAX_EVENTS = 500;
+// Live position events of the account page being viewed (not the whole fleet's: a busy fleet would push the
+// viewed account's out). Past this many the oldest go, and the page reloads its first page from REST.
+export const LIVE_EVENTS_KEPT = 1000;
 const SERIES_POINTS = 3600;
 const SERIES_STEP_MS = 1000; // one live chart point a second is plenty next to one a minute from REST
 const CRITICAL_CUE_MS = 4000;
@@ -47,8 +49,8 @@ export class Store {
     this.ackErrors = new Map(); // alert id -> message of a refused acknowledgement
     this.acking = new Set();
     this.role = null; // learned by trying: 'read' after a 403 on acknowledge, 'admin' after a success
-    this.events = []; // recent live position events, newest first
-    this._eventOffsets = new Set();
+    this.liveEvents = noLiveEvents(); // the viewed account's live position events (watchEvents)
+    this._alertsDuringReload = null; // ids applied while a REST reload of the alerts runs (kept by it)
     this.systemMagics = new Set();
     this.detail = { account: null, series: [] };
     this.ui = {}; // view settings (sorts, filters, sound): app.js fills it, views change it and call touch()
@@ -188,6 +190,7 @@ export class Store {
   /** An alert version (raised, acknowledged, resolved): the one with the highest offset wins. */
   applyAlert(alert, live = false) {
     this.stats.messages += 1;
+    if (this._alertsDuringReload) this._alertsDuringReload.add(alert.id);
     const prev = this.alerts.get(alert.id);
     if (prev && (prev.offset || 0) > (alert.offset || 0)) return;
     this.alerts.set(alert.id, alert);
@@ -210,6 +213,29 @@ export class Store {
     errors.sort((a, b) => (a.offset || 0) - (b.offset || 0));
     for (const a of errors.slice(0, errors.length - ERRORS_KEPT_PER_ACCOUNT)) this.alerts.delete(a.id);
     this.errorsDropped = (this.errorsDropped || 0) + errors.length - ERRORS_KEPT_PER_ACCOUNT;
+  }
+
+  /** A REST reload of the alerts starts: what arrives meanwhile (live, or an acknowledgement) is kept by it. */
+  beginAlertsReload() {
+    if (!this._alertsDuringReload) this._alertsDuringReload = new Set();
+  }
+
+  /**
+   * The REST reload's answer replaces the alerts held: after a gap too long to replay, an alert held as open
+   * that was resolved meanwhile may be in no answer (neither among the newest nor open), and kept it would
+   * stay open and unacknowledged for good. What arrived since the reload began is kept (newest offset wins).
+   */
+  replaceAlerts(items) {
+    const during = this._alertsDuringReload || new Set();
+    this._alertsDuringReload = null;
+    const kept = [];
+    for (const id of during) if (this.alerts.has(id)) kept.push(this.alerts.get(id));
+    this.alerts = new Map();
+    for (const a of items) this.applyAlert(a, false);
+    for (const a of kept) this.applyAlert(a, false);
+    for (const id of [...this.ackErrors.keys()]) if (!this.alerts.has(id)) this.ackErrors.delete(id);
+    this.versions.alerts += 1;
+    this.touch();
   }
 
   _pruneAlerts() {
@@ -238,15 +264,46 @@ export class Store {
   }
 
   // --- position events ------------------------------------------------------------------------
+  /** A live position event: kept when it is the viewed account's (see watchEvents). */
   applyEvent(ev) {
     this.stats.messages += 1;
     if (ev.system && ev.position) this.learnSystemMagic(ev.position.magic);
-    if (ev.offset && this._eventOffsets.has(ev.offset)) return;
-    if (ev.offset) this._eventOffsets.add(ev.offset);
-    this.events.unshift(ev);
-    if (this.events.length > MAX_EVENTS) {
-      for (const old of this.events.splice(MAX_EVENTS)) this._eventOffsets.delete(old.offset);
+    const live = this.liveEvents;
+    if (ev.account !== live.account || live.account === null) return;
+    if (ev.offset) {
+      if (live.offsets.has(ev.offset)) return;
+      live.offsets.add(ev.offset);
+      if (ev.offset > live.head) live.head = ev.offset;
     }
+    live.list.unshift(ev);
+    if (live.list.length > LIVE_EVENTS_KEPT) {
+      for (const old of live.list.splice(LIVE_EVENTS_KEPT)) {
+        live.offsets.delete(old.offset);
+        if (old.offset > live.lost) live.lost = old.offset;
+      }
+    }
+    this.versions.events += 1;
+    this.touch();
+  }
+
+  /**
+   * The account page keeps every live event of its account from when it opens (up to LIVE_EVENTS_KEPT).
+   * `head`: the highest offset received; `lost`: events up to this offset may be missing from the list (the
+   * oldest let go, or a reconnect's gap too long to replay): a REST page made after it has them.
+   */
+  watchEvents(account) {
+    if (this.liveEvents.account !== account) this.liveEvents = noLiveEvents(account);
+  }
+
+  unwatchEvents(account) {
+    if (this.liveEvents.account === account) this.liveEvents = noLiveEvents();
+  }
+
+  /** Live events up to `offset` (the hub's head at a resubscribe) may have been missed: reload them. */
+  eventsMissed(offset) {
+    const live = this.liveEvents;
+    if (live.account === null) return;
+    live.lost = Math.max(live.lost, offset ?? live.head + 1);
     this.versions.events += 1;
     this.touch();
   }
@@ -280,6 +337,10 @@ export class Store {
       if (series.length > SERIES_POINTS) series.shift();
     }
   }
+}
+
+function noLiveEvents(account = null) {
+  return { account, list: [], offsets: new Set(), head: 0, lost: 0 };
 }
 
 /** Was summary `a` made before `b`? (`asOf`: the server time its status was judged.) */

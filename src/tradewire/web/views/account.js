@@ -114,11 +114,27 @@ function EventRow({ store, ev, live }) {
   `;
 }
 
+/** Would the history's filters (REST's: `from` inclusive, `to` exclusive, UTC ms) include this event? */
+function matches(ev, type, from, to) {
+  return (!type || ev.event === type) && (from === null || ev.ts >= from) && (to === null || ev.ts < to);
+}
+
 function EventHistory({ store, api, account }) {
   const [filters, setFilters] = useState({ type: '', from: '', to: '' });
-  const [page, setPage] = useState({ items: [], next: null, cursors: [null], index: 0, loading: true, error: null });
+  const [page, setPage] = useState({ items: [], next: null, cursors: [null], index: 0, loading: true, error: null, covered: 0 });
+  const latest = useRef(0); // the newest request: an older one's answer, come later, is not shown
+
+  // While the page is open the store keeps this account's live events, from before its first REST request
+  // (effects run in order), so none falls between the two; a busy fleet's events do not push them out.
+  useEffect(() => {
+    store.watchEvents(account);
+    return () => store.unwatchEvents(account);
+  }, [account]);
 
   const load = (cursor, index, cursors) => {
+    const request = ++latest.current;
+    // Every live event received so far (or known missed, up to `lost`) is in this answer, if the filters take it.
+    const covered = Math.max(store.liveEvents.head, store.liveEvents.lost);
     setPage((p) => ({ ...p, loading: true, error: null }));
     api
       .get('events', {
@@ -130,22 +146,31 @@ function EventHistory({ store, api, account }) {
         cursor,
       })
       .then((res) => {
+        if (request !== latest.current) return;
         for (const ev of res.items) if (ev.system && ev.position) store.learnSystemMagic(ev.position.magic);
-        setPage({ items: res.items, next: res.nextCursor, cursors, index, loading: false, error: null });
+        setPage({ items: res.items, next: res.nextCursor, cursors, index, loading: false, error: null, covered });
       })
-      .catch((err) => setPage((p) => ({ ...p, loading: false, error: err.message })));
+      .catch((err) => request === latest.current && setPage((p) => ({ ...p, loading: false, error: err.message })));
   };
   useEffect(() => load(null, 0, [null]), [account, filters.type, filters.from, filters.to]);
 
+  // Live events were missed (a reconnect's gap too long to replay, or more than the store keeps arrived):
+  // the first page is read again. Other pages are older than any of them; the way back to the first reloads it.
+  const { lost } = store.liveEvents;
+  useEffect(() => {
+    if (page.index === 0 && !page.loading && !page.error && lost > page.covered) load(null, 0, [null]);
+  }, [lost, page]);
+
   // Live events newer than the first page, shown on top while the filters would include them.
   const top = page.items.length ? page.items[0].offset : 0;
-  const live = useMemo(
-    () =>
-      page.index === 0 && !filters.to && !page.loading
-        ? store.events.filter((ev) => ev.account === account && ev.offset > top && (!filters.type || ev.event === filters.type))
-        : [],
-    [store.versions.events, page, filters.type, filters.to, account],
-  );
+  const live = useMemo(() => {
+    if (page.index !== 0 || page.loading) return [];
+    const from = parseUTCInput(filters.from);
+    const to = parseUTCInput(filters.to);
+    return store.liveEvents.list
+      .filter((ev) => ev.offset > top && matches(ev, filters.type, from, to))
+      .sort((a, b) => b.offset - a.offset);
+  }, [store.versions.events, page, filters.type, filters.from, filters.to, account]);
   const set = (patch) => setFilters((f) => ({ ...f, ...patch }));
   const older = () => load(page.next, page.index + 1, [...page.cursors.slice(0, page.index + 1), page.next]);
   const newer = () => load(page.cursors[page.index - 1], page.index - 1, page.cursors);
