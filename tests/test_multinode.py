@@ -1,6 +1,7 @@
 """Several hub nodes sharing Redis (backplane) and PostgreSQL (store), over real sockets."""
 
 import asyncio
+import json
 import signal
 import uuid
 
@@ -173,6 +174,9 @@ async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path
                 break
             await asyncio.sleep(0.1)
         assert len(lost) == 1 and lost[0]["resolvedAt"] is None
+        # and its summary on the backplane, the dead node's last ("live"), now says so too
+        [summary] = await b.broker.snapshot("/trading/accounts/acc-9")
+        assert json.loads(summary.data)["status"] == "lost"
         await asyncio.sleep(1.0)
         assert len(await alerts(http, b, key, type="CONNECTION_LOST", account="acc-9")) == 1  # once
         # the EA comes back on B: resolved
@@ -290,3 +294,19 @@ async def test_a_durable_event_a_node_failed_to_publish_reaches_the_other_nodes_
     await ea.wait_ack(2)
     got = {(await sub.event(event="OPEN"))["positionId"] for _ in range(2)}
     assert got == {11, 12}
+
+
+async def test_the_node_an_ea_left_does_not_call_it_lost_while_it_is_live_on_another(shared, http):
+    """The EA reconnected to B before A noticed its old socket was gone: A's "lost", published last, stood on
+    the backplane and on every dashboard while the EA streamed on B."""
+    a, b = await shared(), await shared()
+    token = await issue_token(a, "acc-1")
+    old = await EA.connect(http, a, token)
+    await old.greet()
+    new = await EA.connect(http, b, token)
+    await new.greet()
+    await asyncio.sleep(0.3)  # B's presence is on the backplane
+    await old.ws.close()  # and now A sees its session end
+    await asyncio.sleep(0.5)
+    [summary] = await b.broker.snapshot("/trading/accounts/acc-1")
+    assert json.loads(summary.data)["status"] == "live"

@@ -251,7 +251,9 @@ class Hub:
             view = self.state.on_session_end(session.account, self.clock())
             if view.sessions == 0:
                 self.rules.session_ended(session.account, self.clock())
-            self._publish_account(session.account)
+                self.spawn(self._publish_gone(session.account))
+            else:
+                self._publish_account(session.account)
 
     async def greet(
         self, account: str, hello: p.Hello | AccountInfo, transport: str, *, new_session: bool = True
@@ -678,7 +680,33 @@ class Hub:
             status = view.status(now, self.state.http_live_ms)
             if self._http_status.get(account) != status:
                 self._http_status[account] = status
-                self._publish_account(account)
+                if status == "live":
+                    self._publish_account(account)
+                else:
+                    self.spawn(self._publish_gone(account))
+
+    async def _publish_gone(self, account: str) -> None:
+        """The account's EA is no longer here: say so on its channel, unless it is live on another node. There
+        the EA moved to (a reconnect that reached another node first, an MT4 EA's POSTs going elsewhere), and a
+        "lost" from here, published last, said so on every dashboard for as long as it stayed there."""
+        try:
+            elsewhere = account in await self.presence.live_accounts()
+        except Exception:  # the backplane cannot say: this node's own view is what there is
+            elsewhere = False
+        if not elsewhere:
+            self._publish_account(account)
+
+    async def _publish_orphan_lost(self, account: str) -> None:
+        """An account whose EA was live on a node that died: its summary on the backplane, the dead node's
+        last, said "live" for good. Published again as lost (with what it showed), unless this node has
+        something newer of its own."""
+        if account in self.state.accounts and self.state.accounts[account].ever_connected:
+            self._publish_account(account)
+            return
+        summary = await self._published_summary(account)
+        if summary is not None and summary.status == "live":
+            lost = msgspec.structs.replace(summary, status="lost", asOf=self.clock())
+            self.fanout.publish(channels.accounts(account), lost)
 
     def _not_live_elsewhere(self, transitions: list[Transition], live: set[str] | None) -> list[Transition]:
         """Drop a CONNECTION_LOST for an EA that simply reconnected to another node (`live`: None when
@@ -720,6 +748,7 @@ class Hub:
                 continue
             if (account, CONNECTION_LOST) not in self.rules.open:
                 self.rules.session_ended(account, at)
+                self.spawn(self._publish_orphan_lost(account))
 
     async def _exposure_loop(self) -> None:
         """Exposure sums every open position: publish it at most once a second, not per update."""
