@@ -94,9 +94,14 @@ async def receivers():
 async def notifiers():
     started: list[WebhookNotifier] = []
 
-    async def make(*hooks: WebhookSettings, queue_size: int = 100, **kwargs) -> WebhookNotifier:
+    async def make(
+        *hooks: WebhookSettings, queue_size: int = 100, repeat_errors_after_s: float = 60.0, **kwargs
+    ) -> WebhookNotifier:
         kwargs.setdefault("backoff_base_s", 0.01)
-        n = WebhookNotifier(NotifySettings(webhook=list(hooks), queue_size=queue_size), **kwargs)
+        settings = NotifySettings(
+            webhook=list(hooks), queue_size=queue_size, repeat_errors_after_s=repeat_errors_after_s
+        )
+        n = WebhookNotifier(settings, **kwargs)
         await n.start()
         started.append(n)
         return n
@@ -201,7 +206,7 @@ async def test_raised_alert_is_delivered_signed(receivers, notifiers, caplog):
     assert timestamp == "1700000000"
     expected = "sha256=" + hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-Tradewire-Signature"], expected)
-    assert notifier.stats == {"sent": 1, "retried": 0, "failed": 0, "dropped": 0}
+    assert notifier.stats == {"sent": 1, "retried": 0, "failed": 0, "dropped": 0, "suppressed": 0}
     assert SECRET not in caplog.text and "private-token" not in caplog.text
 
 
@@ -259,7 +264,7 @@ async def test_5xx_is_retried_with_the_same_delivery_id(receivers, notifiers):
 
     assert len(rx.requests) == 3
     assert len(set(rx.delivery_ids())) == 1
-    assert notifier.stats == {"sent": 1, "retried": 2, "failed": 0, "dropped": 0}
+    assert notifier.stats == {"sent": 1, "retried": 2, "failed": 0, "dropped": 0, "suppressed": 0}
     for headers, body, _ in rx.requests:  # every attempt is signed afresh and verifies
         expected = sign(SECRET, int(headers["X-Tradewire-Timestamp"]), body)
         assert hmac.compare_digest(headers["X-Tradewire-Signature"], expected)
@@ -273,7 +278,7 @@ async def test_4xx_is_not_retried(receivers, notifiers, caplog):
     await asyncio.sleep(0.1)
 
     assert len(rx.requests) == 1
-    assert notifier.stats == {"sent": 0, "retried": 0, "failed": 1, "dropped": 0}
+    assert notifier.stats == {"sent": 0, "retried": 0, "failed": 1, "dropped": 0, "suppressed": 0}
     assert "HTTP 400" in caplog.text and "not retried" in caplog.text
 
 
@@ -313,7 +318,7 @@ async def test_hanging_receiver_is_retried_until_max_attempts_then_failed(receiv
 
     assert len(rx.requests) == 3
     assert len(set(rx.delivery_ids())) == 1
-    assert notifier.stats == {"sent": 0, "retried": 2, "failed": 1, "dropped": 0}
+    assert notifier.stats == {"sent": 0, "retried": 2, "failed": 1, "dropped": 0, "suppressed": 0}
     assert time.monotonic() - started < 2.0
     assert "failed after 3 attempt(s)" in caplog.text
     assert SECRET not in caplog.text and "private-token" not in caplog.text
@@ -379,14 +384,14 @@ async def test_full_queue_drops_the_oldest(receivers, notifiers, caplog):
     await until(lambda: notifier.stats["sent"] == 3)
     await asyncio.sleep(0.05)
     assert [b["alert"]["id"] for b in rx.bodies()] == ["alert-1", "alert-4", "alert-5"]
-    assert notifier.stats == {"sent": 3, "retried": 0, "failed": 0, "dropped": 2}
+    assert notifier.stats == {"sent": 3, "retried": 0, "failed": 0, "dropped": 2, "suppressed": 0}
 
 
 async def test_one_accounts_storm_of_alerts_neither_delays_nor_pushes_out_anothers(receivers, notifiers, caplog):
     """An EA that reports errors in a loop raises a SYSTEM_ERROR each time: its deliveries wait behind one
     another, not in front of another account's margin call, and a full queue drops its own, not that one."""
     rx, gate = await gated_receiver(receivers)
-    notifier = await notifiers(hook(rx.url), queue_size=10)
+    notifier = await notifiers(hook(rx.url), queue_size=10, repeat_errors_after_s=0)  # the queue's own fairness
     notifier.notify(alert(0), "raised")
     await rx.arrived.wait()  # acc-1's alert is in flight, the queue is empty
     for n in range(1, 51):
@@ -408,7 +413,7 @@ async def test_an_accounts_stop_out_is_not_pushed_out_by_its_own_error_loop(rece
     """The queue drops the oldest item of the account holding the most: an account that raised a STOP_OUT and
     then looped on errors (its EA retrying OrderSend) lost its own STOP_OUT first."""
     rx, gate = await gated_receiver(receivers)
-    notifier = await notifiers(hook(rx.url), queue_size=10)
+    notifier = await notifiers(hook(rx.url), queue_size=10, repeat_errors_after_s=0)  # the queue's own fairness
     notifier.notify(alert(0), "raised")
     await rx.arrived.wait()
     notifier.notify(msgspec.structs.replace(alert(1, type="STOP_OUT", severity="CRITICAL"), account="acc-x"), "raised")
@@ -457,3 +462,38 @@ async def test_an_episode_raised_waits_behind_its_types_earlier_resolution(recei
     mine = [x for x in sent if x[0] in ("alert-1", "alert-2")]
     assert mine == [("alert-1", "raised"), ("alert-1", "resolved"), ("alert-2", "raised")]
     assert sent.index(("alert-3", "raised")) < sent.index(("alert-1", "resolved"))  # others' still go first
+
+
+async def test_an_ea_error_repeated_in_a_loop_is_sent_once_a_window_saying_how_many_were_not(receivers, notifiers):
+    """An EA retrying a broken order reports the same error every second: each was a webhook (a chat channel
+    flooded, then rate-limited or muted, margin calls with it). Now one per code and window, the next one
+    sent saying how many were held back; what follows an alert never sent (its acknowledgement) is not sent."""
+    rx = await receivers()
+    clock = [1000.0]
+    notifier = await notifiers(hook(rx.url), repeat_errors_after_s=60, clock=lambda: clock[0])
+
+    def error(n: int, code: str, account: str = "acc-1") -> Alert:
+        a = alert(n, type="SYSTEM_ERROR", severity="CRITICAL")
+        return msgspec.structs.replace(a, account=account, data={"code": code})
+
+    for n in range(1, 31):  # 30 in 30 s
+        notifier.notify(error(n, "ORDER_FAILED"), "raised")
+        clock[0] += 1
+    notifier.notify(error(31, "DISK_FULL"), "raised")  # another code: its own
+    notifier.notify(error(32, "ORDER_FAILED", "acc-2"), "raised")  # another account: its own
+    notifier.notify(error(5, "ORDER_FAILED"), "acknowledged")  # never sent: neither is its acknowledgement
+    notifier.notify(error(1, "ORDER_FAILED"), "acknowledged")
+    notifier.notify(alert(40), "raised")  # an episode: never held back
+    clock[0] += 31  # past the window
+    notifier.notify(error(33, "ORDER_FAILED"), "raised")
+    await until(lambda: notifier.stats["sent"] == 6)
+    got = sorted((b["alert"]["id"], b["event"], b.get("suppressed") or 0) for b in rx.bodies())
+    assert got == [
+        ("alert-1", "acknowledged", 0),
+        ("alert-1", "raised", 0),
+        ("alert-31", "raised", 0),
+        ("alert-32", "raised", 0),
+        ("alert-33", "raised", 29),  # the 29 of alert-2..30 held back, said with the next one sent
+        ("alert-40", "raised", 0),
+    ]
+    assert notifier.stats["suppressed"] == 30  # 29 raised and one acknowledgement

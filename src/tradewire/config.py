@@ -218,6 +218,9 @@ class NotifySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # At start, open alerts raised this recently and not acknowledged are sent again: what a stop or a crash
     # left queued is not lost (receivers dedupe on X-Tradewire-Delivery). 0: off.
     resend_open_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
+    # An EA's error of one code, repeated, is sent to webhooks at most once per this many seconds (the next one
+    # says how many were not): an EA reporting in a loop flooded the receiver. 0: every one.
+    repeat_errors_after_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

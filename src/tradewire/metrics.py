@@ -121,10 +121,11 @@ class _LiveCollector(Collector):
         if stats is not None:  # webhooks: a revoked hook URL loses every alert with one log line each
             deliveries = CounterMetricFamily(
                 "tradewire_webhook_deliveries",
-                "webhook deliveries by outcome (sent, failed: given up or refused, dropped: queue full, retried)",
+                "webhook deliveries by outcome (sent, failed: given up or refused, dropped: queue full, retried, "
+                "suppressed: an EA error repeated within [notify] repeat_errors_after_s)",
                 labels=["outcome"],
             )
-            for outcome in ("sent", "failed", "dropped", "retried"):
+            for outcome in ("sent", "failed", "dropped", "retried", "suppressed"):
                 deliveries.add_metric([outcome], stats.get(outcome, 0))
             yield deliveries
 

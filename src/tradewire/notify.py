@@ -13,6 +13,10 @@ Every alert transition ("raised", "resolved", "acknowledged") is POSTed as JSON 
 
     {"event": "raised", "alert": {"id": ..., "type": "MARGIN_CALL", ...}, "sentAt": 1700000000123}
 
+An EA's SYSTEM_ERROR of the same code from the same account is sent at most once per ``[notify]
+repeat_errors_after_s`` (60): those in between are stored and published as ever, not sent, and the next one
+sent carries ``"suppressed": N``, how many were not (``repeats.py``).
+
 Verifying a delivery (receiver side): take the raw request body bytes *as received* (do not re-serialise the
 JSON) and the ``X-Tradewire-Timestamp`` header, compute
 ``"sha256=" + HMAC-SHA256(key=secret, msg=f"{timestamp}.".encode() + body).hexdigest()`` and compare it with
@@ -61,6 +65,7 @@ from tradewire.alerts import EPISODIC
 from tradewire.config import NotifySettings, WebhookSettings
 from tradewire.fairqueue import FairQueue
 from tradewire.model import Alert
+from tradewire.repeats import RepeatFilter
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +112,7 @@ class _Delivery(msgspec.Struct):
     account: str  # whose turn it takes in the webhook's queue
     alert_json: bytes  # encoded at notify() time: a snapshot, whatever happens to the Alert afterwards
     alert_type: str = ""
+    suppressed: int = 0  # EA errors of this account and code not sent before it (repeats.py)
 
 
 @dataclass(eq=False)
@@ -134,7 +140,8 @@ class WebhookNotifier:
         self.clock = clock
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        self.stats: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "dropped": 0}
+        self.stats: dict[str, int] = {"sent": 0, "retried": 0, "failed": 0, "dropped": 0, "suppressed": 0}
+        self._repeats = RepeatFilter(settings.repeat_errors_after_s)
         self._hooks = [
             _Hook(i, hook, describe(i, hook.url), FairQueue(settings.queue_size))
             for i, hook in enumerate(settings.webhook)
@@ -206,6 +213,10 @@ class WebhookNotifier:
         if self._closed:
             log.warning("notify after stop: alert %s (%s) not delivered", alert.id, transition)
             return
+        send, suppressed = self._repeats.decide(alert, transition, self.clock())
+        if not send:
+            self.stats["suppressed"] += 1
+            return
         alert_json: bytes | None = None
         for hook in self._hooks:
             if not matches(hook.settings, alert):
@@ -213,7 +224,7 @@ class WebhookNotifier:
             if alert_json is None:
                 alert_json = msgspec.json.encode(alert)
             delivery = _Delivery(
-                f"{alert.id}:{transition}", transition, alert.id, alert.account, alert_json, alert.type
+                f"{alert.id}:{transition}", transition, alert.id, alert.account, alert_json, alert.type, suppressed
             )
             old = hook.queue.put(alert.account, delivery, urgent=self._urgent(hook, alert, transition))
             if old is not None:
@@ -266,9 +277,10 @@ class WebhookNotifier:
 
     def _request(self, hook: WebhookSettings, delivery: _Delivery) -> tuple[bytes, dict[str, str]]:
         now = self.clock()
-        body = msgspec.json.encode(
-            {"event": delivery.event, "alert": msgspec.Raw(delivery.alert_json), "sentAt": int(now * 1000)}
-        )
+        payload = {"event": delivery.event, "alert": msgspec.Raw(delivery.alert_json), "sentAt": int(now * 1000)}
+        if delivery.suppressed:
+            payload["suppressed"] = delivery.suppressed
+        body = msgspec.json.encode(payload)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
