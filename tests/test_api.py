@@ -305,3 +305,27 @@ async def test_after_a_restart_accounts_that_had_connected_are_lost_not_never(tm
         key = await issue_key(srv)
         _, body = await get(http, srv, "/accounts/acc-1", key)
         assert body["status"] == "lost"
+
+
+async def test_open_positions_come_in_pages_by_account_then_id(server, http):
+    """The whole fleet's positions in one answer was built on the event loop (200 accounts at their limit: 46 MB,
+    a third of a second during which no EA was acked): now pages of at most 1,000, with a cursor."""
+    key = await issue_key(server)
+    for account, pids in (("acc-b", [3, 1]), ("acc-a", [7, 2, 9])):
+        ea = await EA.connect(http, server, await issue_token(server, account))
+        await ea.greet()
+        await ea.send({"type": "positions", "ts": 1, "positions": [position(p) for p in pids]})
+        await ea.send(account_state())
+    seen, path = [], "/positions?limit=2"
+    for _ in range(50):
+        _, body = await get(http, server, path, key)
+        seen += [(p["account"], p["id"]) for p in body["items"]]
+        assert len(body["items"]) <= 2
+        if body["nextCursor"] is None:
+            break
+        path = f"/positions?limit=2&cursor={body['nextCursor']}"
+    assert seen == [("acc-a", 2), ("acc-a", 7), ("acc-a", 9), ("acc-b", 1), ("acc-b", 3)]
+    _, body = await get(http, server, "/positions", key)
+    assert len(body["items"]) == 5 and body["nextCursor"] is None
+    status, body = await get(http, server, "/positions?cursor=nope", key)
+    assert status == 400 and "'cursor'" in body["error"]["message"]

@@ -92,7 +92,7 @@ PARAMS: dict[str, tuple[str, ...]] = {  # what each read takes: anything else is
     "accounts": (),
     "account": (),
     "equity": ("from",),
-    "positions": ("account", "symbol"),
+    "positions": ("account", "symbol", "limit", "cursor"),
     "prices": (),
     "exposure": (),
     "events": ("type", *_WINDOW),
@@ -200,6 +200,23 @@ async def alerts_page(store: Any, request: web.Request) -> dict:
     return {"items": items[: query.limit], "nextCursor": f"{last.raisedAt}.{last.offset}"}
 
 
+def positions_page(state: Any, request: Any) -> dict:
+    """A page of open positions, by account then position id; `nextCursor` is "ACCOUNT:POSITIONID"."""
+    limit = _int_param(request, "limit", lo=1, hi=MAX_LIMIT)
+    raw = request.query.get("cursor") or None
+    after = None
+    if raw is not None:
+        account, _, pid = raw.rpartition(":")
+        if not is_account_id(account) or not (pid.isascii() and pid.isdecimal() and len(pid) <= 19):
+            raise BadParam("cursor", f"{raw!r} is not a nextCursor of /positions (ACCOUNT:POSITIONID)")
+        after = (account, int(pid))
+    symbol = request.query.get("symbol") or None
+    rows, nxt = state.open_positions(
+        _account_param(request), symbol, after=after, limit=limit if limit is not None else MAX_LIMIT
+    )
+    return {"items": rows, "nextCursor": f"{nxt[0]}:{nxt[1]}" if nxt is not None else None}
+
+
 def _page(page: Any) -> dict:
     return {"items": page.items, "nextCursor": str(page.next_cursor) if page.next_cursor is not None else None}
 
@@ -298,8 +315,7 @@ async def get_equity(request: web.Request) -> web.Response:
 async def list_positions(request: web.Request) -> web.Response:
     check_params(request.query, "positions")
     hub: Hub = request.app[HUB]
-    symbol = request.query.get("symbol") or None
-    return json_response({"items": hub.state.open_positions(_account_param(request), symbol)})
+    return json_response(positions_page(hub.state, request))
 
 
 async def list_prices(request: web.Request) -> web.Response:

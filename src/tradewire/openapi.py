@@ -197,8 +197,13 @@ def build() -> dict:
         "/positions": {
             "get": {
                 "summary": "open positions across the fleet",
-                "parameters": [_param("account", "account id"), _param("symbol", "symbol")],
-                "responses": _ok(None, "positions with their account"),
+                "parameters": [
+                    _param("account", "account id"),
+                    _param("symbol", "symbol"),
+                    _param("limit", "1-1000, default 1000", {"type": "integer"}),
+                    _param("cursor", "nextCursor of the previous page (ACCOUNT:POSITIONID)", {"type": "string"}),
+                ],
+                "responses": _ok(None, "positions with their account, by account then id", paged=True),
             }
         },
         "/prices": {"get": {"summary": "latest bid/ask per symbol", "responses": _ok("Tick", "prices")}},

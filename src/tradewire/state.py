@@ -365,14 +365,35 @@ class LiveState:
             updatedAt=view.updated_at or None,
         )
 
-    def open_positions(self, account: str | None = None, symbol: str | None = None) -> list[dict]:
-        views = [self.accounts[account]] if account in self.accounts else [] if account else self.accounts.values()
-        rows = []
-        for view in views:
-            for p in view.positions.values():
-                if symbol is None or p.symbol == symbol:
-                    rows.append({"account": view.id, **msgspec.structs.asdict(p)})
-        return rows
+    def open_positions(
+        self,
+        account: str | None = None,
+        symbol: str | None = None,
+        *,
+        after: tuple[str, int] | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[dict], tuple[str, int] | None]:
+        """Open positions by account then id, from just after `after`, at most `limit`; and where the next page
+        starts (None: this was the last). Paged: the whole fleet's in one answer (200 accounts at their limit,
+        200,000 positions) was 46 MB built on the event loop, holding every EA's acks for a third of a second."""
+        if account:
+            ids = [account] if account in self.accounts else []
+        else:
+            ids = sorted(a for a in self.accounts if after is None or a >= after[0])
+        rows: list[dict] = []
+        for account_id in ids:
+            view = self.accounts[account_id]
+            for pid in sorted(view.positions):
+                if after is not None and (account_id, pid) <= after:
+                    continue
+                p = view.positions[pid]
+                if symbol is not None and p.symbol != symbol:
+                    continue
+                if limit is not None and len(rows) == limit:
+                    last = rows[-1]
+                    return rows, (last["account"], last["id"])
+                rows.append({"account": account_id, **msgspec.structs.asdict(p)})
+        return rows, None
 
     def exposure(self) -> list[ExposureRow]:
         """Net volume and floating P/L per symbol across all accounts."""

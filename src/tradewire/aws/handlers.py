@@ -615,8 +615,7 @@ async def _rest_get(rt: Runtime, store: DynamoStore, parts: list[str], request: 
             ids = set(state.accounts) | set(await store.known_accounts())
             return _json(200, {"items": [state.summary(a, now) for a in sorted(ids)]})
         if route == "positions":
-            symbol = request.query.get("symbol") or None
-            return _json(200, {"items": state.open_positions(api._account_param(request), symbol)})
+            return _json(200, api.positions_page(state, request))
         if route == "exposure":
             return _json(200, {"items": state.exposure()})
         account = parts[1]
