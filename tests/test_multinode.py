@@ -310,3 +310,22 @@ async def test_the_node_an_ea_left_does_not_call_it_lost_while_it_is_live_on_ano
     await asyncio.sleep(0.5)
     [summary] = await b.broker.snapshot("/trading/accounts/acc-1")
     assert json.loads(summary.data)["status"] == "live"
+
+
+async def test_a_retired_accounts_summary_leaves_the_backplane_at_the_next_start(shared, http):
+    """Redis keeps every channel's latest value across restarts and nothing removed one: an account whose every
+    token was revoked was still in every new subscriber's snapshot, for good."""
+    a = await shared()
+    token = await issue_token(a, "acc-gone")
+    ea = await EA.connect(http, a, token)
+    await ea.greet()
+    await ea.send(account_state())
+    await asyncio.sleep(0.3)
+    assert await a.broker.snapshot("/trading/accounts/acc-gone")
+    await ea.close()
+    await asyncio.sleep(0.3)  # A has said it is lost
+    [info] = await a.store.list_tokens("acc-gone")
+    assert await a.store.revoke_token(info.tokenId)
+    b = await shared()  # a node starting (a restart, a deploy)
+    assert await b.broker.snapshot("/trading/accounts/acc-gone") == []
+    assert await b.broker.snapshot("/trading/positions/acc-gone") == []

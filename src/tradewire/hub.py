@@ -92,6 +92,7 @@ class Presence(Protocol):
     async def live_accounts(self) -> set[str]: ...  # on the other nodes
     async def last_seen(self) -> dict[str, int]: ...
     async def snapshot(self, pattern: str) -> list[Publication]: ...  # latest values, another node's too
+    async def forget(self, channels: list[str]) -> None: ...
 
 
 class Drainable(Protocol):
@@ -562,6 +563,12 @@ class Hub:
         self.apply_transitions(
             [Resolve(CONNECTION_LOST, a.account, "account retired: every EA token revoked", now) for a in retired_lost]
         )
+        # Nor are its summary and positions given to every new subscriber for good (Redis keeps them).
+        retired_channels = [c for a in sorted(self._retired) for c in (channels.accounts(a), channels.positions(a))]
+        try:
+            await self.presence.forget(retired_channels)
+        except Exception as exc:  # the backplane may be down at start: tried again at the next start
+            log.warning("could not drop retired accounts' latest values from the backplane: %s", exc)
         for account in await self.store.present_accounts():
             if account in self._retired:
                 continue

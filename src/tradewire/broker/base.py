@@ -80,6 +80,7 @@ class Broker(Protocol):
     def publish(self, pub: Publication) -> None: ...
     async def snapshot(self, pattern: str) -> list[Publication]: ...
     def problem(self) -> str | None: ...  # why this node cannot fan out right now (readyz), or None
+    async def forget(self, channels: list[str]) -> None: ...  # drop their latest values (a retired account's)
 
     # EA session presence across nodes, so CONNECTION_LOST is raised once and not for an EA that
     # simply reconnected to another node (the memory broker has one node: it knows nothing more).

@@ -27,6 +27,10 @@ class MemoryBroker(NoPresence):  # one node: the hub's own view of sessions is t
         if self._deliver is not None:
             self._deliver(pub)
 
+    async def forget(self, channels: list[str]) -> None:
+        for channel in channels:
+            self._latest.pop(channel, None)
+
     async def snapshot(self, pattern: str) -> list[Publication]:
         if not pattern.endswith("/*"):
             pub = self._latest.get(pattern)

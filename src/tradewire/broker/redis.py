@@ -228,6 +228,11 @@ class RedisBroker:
         self._reading = True
         self._gap_may_end()
 
+    async def forget(self, channels: list[str]) -> None:
+        """Drop these channels' latest values: nothing else ever does (the hash keeps them across restarts)."""
+        if channels and self._redis is not None:
+            await self._redis.hdel(f"{self.prefix}:latest", *channels)
+
     async def snapshot(self, pattern: str) -> list[Publication]:
         assert self._redis is not None
         key = f"{self.prefix}:latest"
