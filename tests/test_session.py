@@ -4,6 +4,7 @@ import json
 
 from tradewire.ingest import protocol as p
 from tradewire.ingest.session import Durable, Greet, Reply, SessionCore, Volatile
+from tradewire.ingest.session import account_state as state_of
 from tradewire.store.base import WriteResult
 
 from helpers import account_state, hello, position_event
@@ -52,3 +53,10 @@ def test_outcomes_of_durable_writes():
     assert conflict.code == p.DUPLICATE_ID and conflict.ref == msg.id
     regress = SessionCore.outcome(msg, WriteResult("seq_not_increasing", "seq 4 is not above 9"))
     assert regress.code == p.SEQ_NOT_INCREASING
+
+
+def test_the_margin_level_is_not_rounded_before_it_is_compared():
+    """Rounded to 2 decimals, 100.004 % became 100 %: a margin call at a 100 % level the broker does not make."""
+    msg = p.AccountMsg(ts=1, balance=10_000.0, equity=10_000.4, margin=10_000.0, freeMargin=0.4, marginCallLevel=100.0)
+    state = state_of(msg)
+    assert state.marginLevel is not None and state.marginLevel > 100.0

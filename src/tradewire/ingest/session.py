@@ -42,14 +42,15 @@ def login_changed(account: str, known: AccountInfo | None, hello: p.Hello | Acco
 
 
 def account_state(msg: p.AccountMsg) -> AccountState:
-    """The hub trusts equity/margin over the terminal's margin level: terminals report 0 with no margin."""
+    """The hub trusts equity/margin over the terminal's margin level: terminals report 0 with no margin. Not
+    rounded: 100.004 % rounded to 100 % raised a margin call at 100 that the broker does not make."""
     return AccountState(
         ts=msg.ts,
         balance=msg.balance,
         equity=msg.equity,
         margin=msg.margin,
         freeMargin=msg.freeMargin,
-        marginLevel=round(msg.equity / msg.margin * 100, 2) if msg.margin > 0 else None,
+        marginLevel=msg.equity / msg.margin * 100 if msg.margin > 0 else None,
         marginCallLevel=msg.marginCallLevel,
         stopOutLevel=msg.stopOutLevel,
         marginMode=msg.marginMode,
