@@ -343,6 +343,29 @@ async def test_a_margin_call_the_store_refused_still_reaches_the_webhook(tmp_pat
             assert [body["event"] for body in got if body["alert"]["type"] == "MARGIN_CALL"] == ["raised"]
 
 
+async def test_a_stop_out_close_reported_again_under_another_id_raises_nothing_new(hub, http, keys):
+    """An EA that lost its outbox reports the same CLOSE under a new id and seq: taken, nothing recorded (the
+    position's one CLOSE stands), and yet it raised a new CRITICAL STOP_OUT, long after the liquidation."""
+    client = await ea(http, hub)
+    close = position_event(1, "CLOSE", pid=5, position=position(5), reason="stopout", profit=-900.0)
+    await client.send(close)
+    await client.wait_ack(1)
+    await client.send(account_state(equity=1_300.0, margin=1000.0))  # after the liquidation: 130 %, resolved
+    for _ in range(100):
+        [first] = await alerts(http, hub, keys["read"], type="STOP_OUT")
+        if first["resolvedAt"]:
+            break
+        await asyncio.sleep(0.05)
+    assert first["resolvedAt"]
+    real_clock = hub.hub.clock
+    hub.hub.clock = lambda: real_clock() + 600_000  # ten minutes on: past the "late CLOSE of the same" window
+    again = position_event(7, "CLOSE", pid=5, msg_id="close-5-again", position=position(5), reason="stopout")
+    await client.send(again)
+    await client.wait_ack(7)
+    await asyncio.sleep(0.3)
+    assert [a["id"] for a in await alerts(http, hub, keys["read"], type="STOP_OUT")] == [first["id"]]
+
+
 async def test_a_stop_out_committed_after_its_session_ended_still_raises_stop_out(tmp_path, http):
     """A session that ends (the EA dropped its socket) stops waiting for its acks after drain_timeout_s, and
     cancelled the wait on the store's future itself, which the hub's callbacks share: the CLOSE committed

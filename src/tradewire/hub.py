@@ -412,8 +412,9 @@ class Hub:
             self._positions_left_out(account)
 
     def _after_stop_out_close(self, account: str, msg: p.PositionMsg, fut: asyncio.Future[WriteResult]) -> None:
-        """A stop-out CLOSE is a STOP_OUT alert once it is stored: a resend (a duplicate) is the same one."""
-        if not fut.cancelled() and fut.exception() is None and fut.result().status == "stored":
+        """A stop-out CLOSE is a STOP_OUT alert once it is stored: a resend (a duplicate), or the same CLOSE
+        reported again under another id (an EA that lost its outbox: taken, nothing recorded), is the same one."""
+        if not fut.cancelled() and fut.exception() is None and fut.result().status == "stored" and fut.result().events:
             self.apply_transitions(
                 self.rules.stop_out_close(account, msg.position.id, msg.position.symbol, self.clock())
             )

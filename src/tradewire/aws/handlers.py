@@ -344,7 +344,7 @@ class _Frame:
                 await self.conns.delete(self.conn.id)
                 break
             acked = max(acked, msg.seq)
-            if result.status == "stored" and is_stop_out_close(msg):  # a resend (duplicate) is the same one
+            if result.status == "stored" and result.events and is_stop_out_close(msg):  # a resend is the same one
                 # The rules are new in each call: when the last STOP_OUT ended comes from the store.
                 last = await self.store.alerts(AlertQuery(account=self.account, type="STOP_OUT", limit=1))
                 if last and last[0].resolvedAt is not None:
