@@ -9,6 +9,8 @@ from tradewire.cli import main
 from tradewire.config import ConfigError, LimitSettings, RealtimeSettings, load_settings
 from tradewire.redact import redact_url
 
+from conftest import make_settings
+
 
 def test_defaults():
     s = load_settings(env={})
@@ -63,6 +65,9 @@ def test_unrelated_tradewire_variables_are_not_settings():
         ("[alerts.market_hours.fx]\nopen = '99:99'\n", {}, "open: '99:99' is not a time of day"),
         ("[alerts.market_hours.fx]\ndaily_break = ['21:00']\n", {}, "daily_break"),
         ("[realtime]\npublish_namespaces = ['custom\\n']\n", {}, "publish_namespaces"),
+        # a compose file's unset ${HOST}: it listened on every interface while the log said 127.0.0.1
+        ("", {"TRADEWIRE_SERVER_HOST": ""}, "server.host"),
+        ("[server]\nhost = ''\n", {}, "server.host"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, toml, env, needle):
@@ -147,6 +152,11 @@ def test_key_issue_list_revoke(tmp_path, capsys):
         (["key", "issue", "--role", "read", "--label", "\udcff"], "printable"),
         (["token", "revoke", "twe_0a1b2c3d_" + "S" * 43], "8 hex digits"),
         (["key", "revoke", ""], "8 hex digits"),
+        # nan slipped past every comparison (a demo that ended at once, a fleet raising in a loop, invalid JSON)
+        (["demo", "--rate", "nan"], "finite"),
+        (["demo", "--duration", "nan"], "finite"),
+        (["cost", "--accounts", "10", "--updates-per-sec", "inf"], "finite"),
+        (["agent", "--url", "http://x", "--interval", "inf"], "finite"),
     ],
 )
 def test_bad_flags_are_named(argv, needle, capsys):
@@ -214,3 +224,77 @@ def test_the_readme_names_every_limit_and_realtime_setting():
     for section in (LimitSettings, RealtimeSettings):
         missing = [f for f in section.__struct_fields__ if not re.search(rf"^{f} = ", shown, flags=re.M)]
         assert not missing, f"{section.__name__}: not in the README's configuration: {missing}"
+
+
+def test_demo_takes_its_port_from_the_config_unless_a_flag_gives_one(tmp_path):
+    """--port defaulted to 8080 and was passed as a flag: the config file's port and TRADEWIRE_SERVER_PORT
+    were overridden by a flag nobody gave."""
+    from tradewire.cli import build_parser, demo_settings
+
+    cfg = tmp_path / "tw.toml"
+    cfg.write_text("[server]\nport = 18555\n")
+    assert demo_settings(build_parser().parse_args(["demo", "--config", str(cfg)])).server.port == 18555
+    given = build_parser().parse_args(["demo", "--config", str(cfg), "--port", "9000"])
+    assert demo_settings(given).server.port == 9000
+
+
+def test_a_url_for_every_interface_and_for_ipv6_is_one_a_browser_can_open(tmp_path):
+    from tradewire.app import Server
+
+    for host, url in (("0.0.0.0", "http://127.0.0.1:8123"), ("::", "http://[::1]:8123"), ("::1", "http://[::1]:8123")):
+        settings = make_settings(tmp_path)
+        settings.server.host = host
+        server = Server(settings)
+        server.port = 8123
+        assert server.url == url
+
+
+def test_an_encrypted_tls_key_is_refused_by_name_without_asking_for_a_passphrase(tmp_path):
+    """OpenSSL asked on the terminal (a service has none: it blocked, or failed with 'Invalid argument')."""
+    trustme = pytest.importorskip("trustme")
+    from cryptography.hazmat.primitives import serialization
+
+    from tradewire.app import tls_context
+
+    cert = trustme.CA().issue_cert("hub.example.com")
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pass"),
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.cert_chain_pems[0].bytes())
+    (tmp_path / "key.pem").write_bytes(encrypted)
+    settings = make_settings(tmp_path)
+    settings.server.tls_cert, settings.server.tls_key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    with pytest.raises(ValueError, match="encrypted"):
+        tls_context(settings)
+
+
+def test_a_postgresql_url_with_an_infinite_timeout_is_a_named_error(capsys):
+    assert main(["token", "list", "--store", "postgresql://tw:pw@127.0.0.1:1/db?timeout_s=inf"]) == 2
+    assert "timeout_s" in capsys.readouterr().err
+
+
+def test_the_aws_functions_do_not_print_the_store_password():
+    from tradewire.aws.handlers import Runtime
+
+    with pytest.raises(ValueError) as info:
+        Runtime(env={"TRADEWIRE_STORE": "postgresql://u:s3cret@h/db"})
+    assert "s3cret" not in str(info.value) and "dynamodb://" in str(info.value)
+
+
+async def test_a_postgresql_connect_that_times_out_says_so(monkeypatch):
+    """asyncpg's connect timeout is a bare TimeoutError: the error read "cannot connect to PostgreSQL: " and
+    nothing after it."""
+    import asyncpg
+
+    from tradewire.store.base import StoreError
+    from tradewire.store.postgres import PostgresStore
+
+    async def silent(*args, **kwargs):
+        raise TimeoutError
+
+    monkeypatch.setattr(asyncpg, "create_pool", silent)
+    with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at db\.internal: timed out"):
+        await PostgresStore("postgresql://tw:pw@db.internal:5432/tw").open()

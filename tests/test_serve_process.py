@@ -149,12 +149,16 @@ async def test_port_in_use_is_a_clear_error(tmp_path):
     db = str(tmp_path / "p.db")
     first = await serve(db)
     port = first.url.rsplit(":", 1)[1]
+    cfg = tmp_path / "hooks.toml"  # a webhook: its HTTP session is open by the time the listen fails
+    cfg.write_text('[[notify.webhook]]\nurl = "http://127.0.0.1:9/hook"\n')
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tradewire.cli",
             "serve",
+            "--config",
+            str(cfg),
             "--port",
             port,
             "--store",
@@ -163,8 +167,33 @@ async def test_port_in_use_is_a_clear_error(tmp_path):
         )
         _, err = await asyncio.wait_for(proc.communicate(), 20)
         assert proc.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in err.decode()
+        assert "Unclosed" not in err.decode()  # what the start opened (the webhooks' session, the store) is closed
     finally:
         await first.stop()
+
+
+async def test_a_signal_while_starting_stops_it_there(tmp_path):
+    """The signal handlers waited for the start to finish: a store that does not answer (a firewall dropping
+    packets) held Ctrl-C and a supervisor's SIGTERM for a minute, then exited saying the store had failed."""
+    import socket
+
+    silent = socket.socket()  # accepts connections (the kernel does) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        port = silent.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tradewire.cli", "serve", "--port", "0",
+            "--store", f"postgresql://tw:pw@127.0.0.1:{port}/db", stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await asyncio.sleep(1.5)
+        assert proc.returncode is None  # still connecting
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 5)
+        assert proc.returncode == 0, err.decode()
+        assert "signal received while starting" in err.decode() and "Traceback" not in err.decode()
+    finally:
+        silent.close()
 
 
 async def test_json_logs_never_contain_secrets(tmp_path):

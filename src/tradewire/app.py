@@ -77,8 +77,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if not settings.server.tls_cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+
+    def no_passphrase() -> str:  # else OpenSSL asks on the terminal (and blocks a service that has none)
+        raise ValueError("the TLS key is encrypted: give tradewire an unencrypted key (openssl pkey -in KEY)")
+
     try:
-        ctx.load_cert_chain(settings.server.tls_cert, settings.server.tls_key)
+        ctx.load_cert_chain(settings.server.tls_cert, settings.server.tls_key, password=no_passphrase)
+    except ValueError:
+        raise
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"cannot load TLS certificate/key: {exc}") from None
     return ctx
@@ -104,11 +110,39 @@ class Server:
 
     @property
     def url(self) -> str:
-        host = self.settings.server.host
-        return f"{self.scheme}://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+        """Where this process can be reached from the same machine (every interface: through loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.settings.server.host, self.settings.server.host)
+        return f"{self.scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     async def start(self) -> None:
         ssl_ctx = tls_context(self.settings)
+        try:
+            await self._start(ssl_ctx)
+        except BaseException:  # failed, or interrupted (a signal while the store was still connecting)
+            await self._close_what_started()
+            raise
+
+    async def _close_what_started(self) -> None:
+        """A start that did not finish closes what it opened: the webhooks' HTTP session, the backplane, the
+        hub's timers, the store (each on its own: one failing does not leave the next open)."""
+        steps = []
+        if self.runner is not None:
+            steps.append(self.runner.cleanup())
+            self.runner = None
+        if self.hub is not None:
+            steps.append(self.hub.drain(0.1))
+        if self.gateway is not None:
+            steps.append(self.gateway.stop())
+        if self.notifier is not None:
+            steps.append(self.notifier.stop(timeout=0.1))
+        steps.append(self.store.close())
+        for step in steps:
+            try:
+                await step
+            except Exception as exc:
+                log.warning("closing after a failed start: %s", exc)
+
+    async def _start(self, ssl_ctx: ssl.SSLContext | None) -> None:
         await self.store.open()
         self.notifier = WebhookNotifier(self.settings.notify)
         await self.notifier.start()
@@ -142,11 +176,10 @@ class Server:
         try:
             await site.start()
         except OSError as exc:
-            await self.runner.cleanup()
-            await self.store.close()
             raise OSError(f"cannot listen on {self.settings.server.host}:{self.settings.server.port}: {exc}") from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        log.info("tradewire listening on %s (store %s)", self.url, redact_url(self.settings.store.url))
+        everywhere = " (every interface)" if self.settings.server.host in ("0.0.0.0", "::") else ""
+        log.info("tradewire listening on %s%s (store %s)", self.url, everywhere, redact_url(self.settings.store.url))
 
     def _after_backplane_gap(self) -> None:
         """The backplane works again after publications were lost: publish this node's latest values again,
@@ -156,14 +189,19 @@ class Server:
         asyncio.get_running_loop().call_later(0.5, self.gateway.resync)
 
     async def stop(self) -> None:
-        """Stop accepting, drain EA sessions (commit, ack, close 1001), then close the store."""
+        """Stop accepting, drain EA sessions (commit, ack, close 1001), then close the store: each step in
+        turn, even when one before it failed (a backplane that would not stop left the store open)."""
         if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-            if self.notifier is not None:
-                await self.notifier.stop()  # after the drain: what the drain raised still goes out
-            await self.store.close()
-            log.info("tradewire stopped")
+            runner, self.runner = self.runner, None
+            try:
+                await runner.cleanup()
+            finally:
+                try:
+                    if self.notifier is not None:  # after the drain: what the drain raised still goes out
+                        await self.notifier.stop(timeout=min(5.0, self.settings.server.drain_timeout_s))
+                finally:
+                    await self.store.close()
+                    log.info("tradewire stopped")
         self._stopped.set()
 
     async def serve_until_signalled(self) -> None:
@@ -172,7 +210,18 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):  # Windows
                 loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        # A signal while starting (a store that takes a minute to time out) stops it there, not after it.
+        starting = asyncio.ensure_future(self.start())
+        signalled = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            log.info("signal received while starting: stopped")
+            return
+        signalled.cancel()
+        starting.result()  # a start that failed raises here
         # Everything built so far (modules, settings, the app) lives as long as the process. Frozen, a full
         # collection no longer walks it: 13-30 ms pauses of the event loop became 1-2 ms (bench scenario 7,
         # where a reconnect storm's connections leave cycles behind and trigger them every second or so).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import re
 import sys
@@ -67,6 +68,8 @@ def _positive(kind: type, *, zero: bool = False) -> Any:
             number = kind(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not a {kind.__name__}") from None
+        if not math.isfinite(number):  # nan slips past every comparison; inf overflows what it is used for
+            raise argparse.ArgumentTypeError(f"{value!r} is not a finite number")
         if number < 0 or (number == 0 and not zero):
             raise argparse.ArgumentTypeError(f"{value} must be {'0 or more' if zero else 'above 0'}")
         return number
@@ -146,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="serve on embedded defaults with a simulated fleet")
     _add_common(demo)
-    demo.add_argument("--port", type=_port, default=8080)
+    demo.add_argument("--port", type=_port, help="default: [server] port (8080)")
     demo.add_argument("--accounts", type=_positive(int), default=20)
     demo.add_argument("--rate", type=_positive(float), default=2.0)
     demo.add_argument("--duration", type=_positive(float), help="seconds to run (default: until Ctrl-C)")
@@ -195,6 +198,11 @@ def _settings(args: argparse.Namespace, **server: Any) -> Settings:
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
+def demo_settings(args: argparse.Namespace) -> Settings:
+    """The demo's settings: its --port only when given (else the file's, the environment's, or 8080)."""
+    return _settings(args, **({"port": args.port} if args.port is not None else {}))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -231,7 +239,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return _run(simulate(args, settings))
     if args.command == "demo":
-        settings = _settings(args, port=args.port)
+        settings = demo_settings(args)
         setup_logging(settings.server.log_format, "warning")
         from tradewire.sim.cli import demo
 

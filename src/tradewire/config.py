@@ -26,7 +26,8 @@ CLOCK_TIME = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")  # HH:MM, 00:00-23:59
 
 
 class ServerSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    host: str = "127.0.0.1"
+    # Not empty: "" listens on every interface (a compose file's unset ${HOST}), while the log said 127.0.0.1.
+    host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     port: Port = 8080
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from typing import Any
@@ -25,6 +26,8 @@ def _positive_float(value: str) -> float:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):  # nan slips past `<= 0`; an infinite --interval never polls again
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number")
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be above 0")
     return number

@@ -58,6 +58,7 @@ from tradewire.ingest.session import (
     symbols_refused,
 )
 from tradewire.model import Alert, Position, is_account_id, new_alert, now_ms
+from tradewire.redact import redact_url
 from tradewire.state import LiveState
 from tradewire.store.base import (
     AlertAckOp,
@@ -88,7 +89,7 @@ class Runtime:
         self.settings: Settings = load_settings(self.env.get("TRADEWIRE_CONFIG") or None, env=self.env)
         self.store_url = self.settings.store.url
         if not self.store_url.startswith("dynamodb://"):
-            raise ValueError(f"TRADEWIRE_STORE must be a dynamodb:// URL on AWS, not {self.store_url!r}")
+            raise ValueError(f"TRADEWIRE_STORE must be a dynamodb:// URL on AWS, not {redact_url(self.store_url)!r}")
         self.loop = asyncio.new_event_loop()
         self.store: DynamoStore | None = None
         self.live = LiveTable(self.store_url, self.env.get("TRADEWIRE_LIVE_TABLE") or None)

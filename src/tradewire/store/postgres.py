@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -118,7 +119,7 @@ def command_timeout(url: str) -> float:
         value = float(raw)
     except ValueError:
         value = 0.0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"PostgreSQL URL option timeout_s must be a number of seconds above 0, not {raw!r}")
     return value
 
@@ -150,6 +151,9 @@ class PostgresStore:
                 server_settings=settings,
                 command_timeout=self.command_timeout,
             )
+        except TimeoutError:
+            where = urlsplit(self.dsn).hostname or "?"
+            raise StoreError(f"cannot connect to PostgreSQL at {where}: timed out") from None
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from None
         try:
