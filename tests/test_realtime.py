@@ -423,3 +423,52 @@ async def test_a_subscribe_the_hub_cannot_load_is_refused_and_leaves_nothing_beh
     assert err["errors"][0]["errorType"] == "SubscriptionProcessingError" and "broker down" in str(err)
     (conn,) = server.gateway.connections
     assert set(conn.subs) == {"ok"} and set(conn.outbox.slots) <= {"ok"}  # no slot left for "failed"
+
+
+# --- conformance with AppSync at the edges ------------------------------------------------------------
+async def test_a_keep_alive_never_comes_before_the_ack_and_a_client_without_init_is_acked(tmp_path, http):
+    """The keep-alive timer wrote `ka` to every connection, acked or not: a client reading the first frame after
+    its connection_init as the ack got a `ka`. And one that sends no connection_init (the Swift SDK) was never
+    acked, so it never learned connectionTimeoutMs and never watched for a dead link."""
+    from conftest import make_settings
+    from helpers import auth_subprotocol
+
+    settings = make_settings(tmp_path)
+    settings.realtime.ka_interval_s = 0.1
+    async with running(settings) as srv:
+        key = await issue_key(srv)
+        url = srv.url.replace("http", "ws", 1) + "/event/realtime"
+        late = await http.ws_connect(url, protocols=["aws-appsync-event-ws", auth_subprotocol(key)])
+        await asyncio.sleep(0.35)  # a few keep-alives are due before it says connection_init
+        await late.send_str(json.dumps({"type": "connection_init"}))
+        first = json.loads((await late.receive(timeout=5)).data)
+        assert first["type"] == "connection_ack"
+        await late.close()
+        silent = await http.ws_connect(url, protocols=["aws-appsync-event-ws", auth_subprotocol(key)])
+        first = json.loads((await silent.receive(timeout=5)).data)  # it sends nothing at all
+        assert first["type"] == "connection_ack" and first["payload"]["connectionTimeoutMs"] == 300000
+        assert json.loads((await silent.receive(timeout=5)).data)["type"] == "ka"
+        await silent.close()
+
+
+@pytest.mark.parametrize("authorization", [{"x-api-key": 5}, {"x-api-key": ""}, {"X-Api-Key": None}])
+async def test_a_messages_own_unusable_key_does_not_fall_back_on_the_connections(server, http, keys, authorization):
+    """AppSync checks the authorization a message carries: tradewire used the connection's key instead, and
+    the client's bug showed only on AWS."""
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.send({"type": "subscribe", "id": "s", "channel": "/trading/*", "authorization": authorization})
+    refused = await sub.expect("subscribe_error")
+    assert refused["id"] == "s" and refused["errors"][0]["errorType"] == "UnauthorizedException"
+
+
+@pytest.mark.parametrize("channel", ["///trading/x///", "/trading//x", "/custom/a/b/c/d/*"])
+async def test_channel_paths_appsync_refuses_are_refused(server, http, keys, channel):
+    sub = await Subscriber.connect(http, server, keys["read"])
+    await sub.send({"type": "subscribe", "id": "s", "channel": channel})
+    refused = await sub.expect("subscribe_error")
+    assert refused["errors"][0]["errorType"] == "BadRequestException"
+
+
+async def test_a_connection_init_whose_payload_is_not_an_object_is_still_acked(server, http, keys):
+    sub = await Subscriber.connect(http, server, keys["read"], init="x")  # type: ignore[arg-type]
+    assert (await sub.expect("connection_ack"))["type"] == "connection_ack"

@@ -27,7 +27,9 @@ def normalise(path: str, *, wildcard: bool = False) -> str:
     """A valid channel path in canonical form, or ChannelError saying what is wrong."""
     if not isinstance(path, str) or not path.strip("/"):
         raise ChannelError("channel path is empty")
-    segments = path.strip("/").split("/")
+    inner = path[1:] if path.startswith("/") else path  # at most one '/' each side, as AppSync takes
+    inner = inner[:-1] if inner.endswith("/") else inner
+    segments = inner.split("/")
     is_wild = segments[-1] == "*"
     if is_wild:
         if not wildcard:
@@ -35,8 +37,8 @@ def normalise(path: str, *, wildcard: bool = False) -> str:
         segments = segments[:-1]
         if not segments:
             raise ChannelError(f"channel {path!r}: a wildcard needs a namespace before it")
-    if len(segments) > MAX_SEGMENTS:
-        raise ChannelError(f"channel {path!r}: at most {MAX_SEGMENTS} segments")
+    if len(segments) + is_wild > MAX_SEGMENTS:  # the wildcard counts (AppSync's rule: it could match nothing)
+        raise ChannelError(f"channel {path!r}: at most {MAX_SEGMENTS} segments, the wildcard included")
     for seg in segments:
         if not _SEGMENT.fullmatch(seg):
             raise ChannelError(

@@ -368,6 +368,11 @@ class Gateway:
             for conn in list(self.connections):
                 if conn.parked_at is None:  # a parked one reads none of them: it gets the next after it drains
                     if ka:
+                        if not conn.acked:
+                            # No connection_init (the Swift SDK sends none): acked unasked, as AppSync does, so
+                            # that it learns connectionTimeoutMs; never a ka before the ack.
+                            conn.acked = True
+                            conn.reply(rp.connection_ack(self.settings.connection_timeout_ms))
                         conn.reply(rp.KA)
                 elif (
                     stall
@@ -442,6 +447,7 @@ class Connection:
         self._drainer: asyncio.Task | None = None  # set while the transport is paused: wait, then flush
         self.parked_at: int | None = None  # parked (see parking.py): its mark in the gateway's missed values
         self.parked_since = 0.0  # monotonic, while parked: a connection parked too long is closed (stall_close_s)
+        self.acked = False  # connection_ack sent: keep-alives come after it, never before
         # Every message costs the hub something (a subscribe with its snapshot up to a millisecond): one
         # connection subscribing and unsubscribing in a loop is held to a rate, as reconnecting is.
         self._rate = TokenBucket(gateway.settings.messages_per_s, gateway.settings.messages_burst)
@@ -621,11 +627,16 @@ class Connection:
             return
         if isinstance(msg.payload, dict) and msg.payload.get("batch") is True:
             self.batch = True
+        self.acked = True
         self.reply(rp.connection_ack(self.gateway.settings.connection_timeout_ms))
 
     def _key(self, authorization: dict[str, Any] | None) -> str | None:
-        """The API key a message acts with: its own `authorization`, else the one given at connect."""
-        return rp.api_key_of(authorization) or self.key
+        """The API key a message acts with: its own `authorization`, else the one given at connect. A message
+        whose authorization names a key that is no key (a number, "") acts with none: it fell back on the
+        connection's, and the client's bug showed only on AWS, which checks what the message carries."""
+        if rp.names_api_key(authorization):
+            return rp.api_key_of(authorization) or None
+        return self.key
 
     async def _role(self, authorization: dict[str, Any] | None) -> Role | None:
         key = self._key(authorization)

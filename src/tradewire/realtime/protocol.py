@@ -40,7 +40,7 @@ class _Client(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
 
 
 class ConnectionInit(_Client, tag="connection_init"):
-    payload: dict[str, Any] | None = None
+    payload: Any = None  # any value: a client that sends a string here still expects its ack
 
 
 class Subscribe(_Client, tag="subscribe"):
@@ -223,6 +223,11 @@ def auth_from_subprotocols(protocols: list[str]) -> dict[str, Any] | None:
                 return None
             return value if isinstance(value, dict) else None
     return None
+
+
+def names_api_key(auth: dict[str, Any] | None) -> bool:
+    """Whether an auth object carries an x-api-key entry at all (usable or not)."""
+    return bool(auth) and any(isinstance(n, str) and n.lower() == "x-api-key" for n in auth)  # type: ignore[union-attr]
 
 
 def api_key_of(auth: dict[str, Any] | None) -> str | None:
