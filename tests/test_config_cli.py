@@ -65,6 +65,12 @@ def test_unrelated_tradewire_variables_are_not_settings():
         ("[alerts.market_hours.fx]\nopen = '99:99'\n", {}, "open: '99:99' is not a time of day"),
         ("[alerts.market_hours.fx]\ndaily_break = ['21:00']\n", {}, "daily_break"),
         ("[realtime]\npublish_namespaces = ['custom\\n']\n", {}, "publish_namespaces"),
+        # names that could never apply, taken in silence
+        ("[alerts.market_hours.forex]\nopen = '17:00'\n", {}, "market_hours.forex: no symbol class"),
+        ("[alerts.symbol_classes]\nbonds = '^(US10Y)'\n", {}, "symbol_classes.bonds: no [alerts.market_hours.bonds]"),
+        ("[alerts.accounts.'icm live01']\nstale_after_s = 60\n", {}, "not an account id"),
+        ("[alerts.accounts.a-1]\nstop_out_level = 120\n", {}, "stop_out_level 120 is not below margin_call_level 100"),
+        ("[alerts]\nstop_out_level = 100\n", {}, "stop_out_level 100 is not below"),
         # a compose file's unset ${HOST}: it listened on every interface while the log said 127.0.0.1
         ("", {"TRADEWIRE_SERVER_HOST": ""}, "server.host"),
         ("[server]\nhost = ''\n", {}, "server.host"),

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from tradewire.model import END
+from tradewire.model import ACCOUNT_ID_RULE, END, is_account_id
 from tradewire.state import MAX_POSITIONS_PER_ACCOUNT, MAX_SYMBOLS_PER_ACCOUNT
 
 DEFAULT_STORE = "sqlite:///./tradewire.db"
@@ -171,13 +171,45 @@ class AlertSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         # A config that sets the hours of some classes keeps the defaults of the others: a class left without
         # hours would be judged around the clock (stale every weekend).
-        for name, hours in _default_market_hours().items():
-            self.market_hours.setdefault(name, hours)
+        classes = {"fx", *self.symbol_classes}
+        defaults = _default_market_hours()
+        for name, hours in defaults.items():
+            if name in classes:
+                self.market_hours.setdefault(name, hours)
+            elif self.market_hours.get(name) == hours:
+                del self.market_hours[name]  # a default class the configuration's own classes left out
         for name, pattern in self.symbol_classes.items():  # checked here, not at every symbol's first check
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"symbol_classes.{name}: {pattern!r} is not a regular expression ({exc})") from None
+        # Names that can never apply were taken in silence: hours for a class no symbol gets (FX kept its
+        # defaults), a class without hours (judged around the clock, stale every weekend), levels for an
+        # account id that cannot exist.
+        for name in self.market_hours:
+            if name not in classes:
+                raise ValueError(
+                    f"market_hours.{name}: no symbol class {name!r}; classes: {', '.join(sorted(classes))}"
+                )
+        for name in self.symbol_classes:
+            if name not in self.market_hours:
+                raise ValueError(
+                    f"symbol_classes.{name}: no [alerts.market_hours.{name}]: say when it trades "
+                    "(open_day = 0, open = '00:00', close_day = 0, close = '00:00' for all week)"
+                )
+        for account, levels in self.accounts.items():
+            if not is_account_id(account):
+                raise ValueError(f"accounts.{account!r}: not an account id ({ACCOUNT_ID_RULE})")
+            margin_call = levels.margin_call_level or self.margin_call_level
+            stop_out = levels.stop_out_level or self.stop_out_level
+            if stop_out >= margin_call:
+                raise ValueError(
+                    f"accounts.{account}: stop_out_level {stop_out:g} is not below margin_call_level {margin_call:g}"
+                )
+        if self.stop_out_level >= self.margin_call_level:
+            raise ValueError(
+                f"stop_out_level {self.stop_out_level:g} is not below margin_call_level {self.margin_call_level:g}"
+            )
 
 
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
