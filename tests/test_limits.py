@@ -355,7 +355,11 @@ def test_the_open_files_limit_is_lifted_to_what_the_caps_allow_or_the_cap_lowere
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 100 + FD_RESERVE
         if hard != resource.RLIM_INFINITY:
             caps = ConnectionCaps(max_total=hard + 1_000, max_per_ip=10)
-            said = fit_to_open_files(caps)
+            websockets = ConnectionCaps(max_total=hard, max_per_ip=10)
+            said = fit_to_open_files(caps, websockets)
             assert caps.max_total == hard - FD_RESERVE and said is not None and str(hard) in said
+            # and the WebSocket cap under it, with the HTTP headroom: an upgrade past the TCP cap was dropped
+            # at accept, unanswered, where the WebSocket cap would have told it 503
+            assert websockets.max_total < caps.max_total
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

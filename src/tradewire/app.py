@@ -169,7 +169,7 @@ class Server:
         )
         await self.runner.setup()
         TcpGuard(self.hub.tcp_caps).install(self.runner.server)  # type: ignore[arg-type]
-        lowered = fit_to_open_files(self.hub.tcp_caps)
+        lowered = fit_to_open_files(self.hub.tcp_caps, self.hub.caps)
         if lowered is not None:
             log.info("%s", lowered)
         site = web.TCPSite(self.runner, self.settings.server.host, self.settings.server.port, ssl_context=ssl_ctx)

@@ -89,15 +89,19 @@ def open_files_limit(wanted: int) -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def fit_to_open_files(caps: ConnectionCaps) -> str | None:
+def fit_to_open_files(caps: ConnectionCaps, websockets: ConnectionCaps | None = None) -> str | None:
     """Each connection is a descriptor, and past the process's limit the listener fails to accept anyone
     (EMFILE, logged per attempt): the overall cap is lifted to, or else lowered to, what the limit allows.
-    What it did, when it lowered it."""
+    What it did, when it lowered it. `websockets`, the WebSocket cap, is lowered with it, keeping the HTTP
+    headroom below: else upgrades past the TCP cap were dropped at accept, unanswered, instead of told 503."""
     allowed = caps.max_total
     limit = open_files_limit(allowed + FD_RESERVE)
     if limit is None or limit - FD_RESERVE >= allowed:
         return None
     caps.max_total = max(limit // 2, limit - FD_RESERVE)  # a small limit (256) keeps room for connections
+    if websockets is not None:
+        room = max(caps.max_total - HTTP_HEADROOM, caps.max_total // 2)
+        websockets.max_total = min(websockets.max_total, room)
     return (
         f"the open-files limit is {limit}: at most {caps.max_total} connections at once, not the {allowed} "
         f"[limits] max_connections allows (with room for HTTP requests); raise it (ulimit -n, LimitNOFILE=) "
