@@ -133,6 +133,8 @@ def test_stale_freezes_a_held_symbol_nobody_else_quotes():
     assert len(own) == 1 and set(account.frozen) == held
     assert any(f["event"] == "OPEN" and f["position"]["symbol"] in own for f in action.durable)
     prices = {p.id: p.price for p in account.positions.values()}
+    first = {t["symbol"]: t["bid"] for t in account.ticks_frame(T0)["ticks"] if t["symbol"] in held}
+    assert first == {s: q.bid for s, q in account.frozen.items()}  # the frozen quote once: the hub must know it
     for step in range(1, 40):
         now = T0 + step * STEP_MS
         assert account.step(now) == [] and scenario.tick(account, now).durable == []

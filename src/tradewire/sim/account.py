@@ -139,6 +139,7 @@ class SimAccount:
         # no broker stop-out: the script does those); a frozen symbol keeps its quote and sends no ticks.
         self.scripted = False
         self.frozen: dict[str, Quote] = {}
+        self._frozen_told: set[str] = set()  # frozen symbols whose frozen quote went out once
 
     def quote(self, symbol: str) -> Quote:
         """The price this account's terminal sees: the market's, unless the scenario froze its feed."""
@@ -424,7 +425,14 @@ class SimAccount:
         ticks = []
         for symbol in self.symbols:
             if symbol in self.frozen:
-                continue  # a frozen feed: no new tick, as an EA that sends ticks on change
+                if symbol in self._frozen_told:
+                    continue  # a frozen feed: no new tick, as an EA that sends ticks on change
+                # Its last quote goes out once: a symbol the hub never saw quoted is not judged stale at all (a
+                # held symbol not streamed until the scenario picked it never raised STALE_DATA).
+                self._frozen_told.add(symbol)
+                quote = self.frozen[symbol]
+                ticks.append({"symbol": symbol, "bid": quote.bid, "ask": quote.ask, "ts": now_ms})
+                continue
             quote = self.market.quote(symbol)
             ticks.append({"symbol": symbol, "bid": quote.bid, "ask": quote.ask, "ts": now_ms})
         return {"type": "ticks", "account": self.id, "ticks": ticks}

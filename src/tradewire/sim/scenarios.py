@@ -181,7 +181,8 @@ class Stale(Scenario):
         """A symbol nobody else in the fleet quotes, preferring what the account holds, then what it watches."""
         held = sorted({p.symbol for p in sim.positions.values()})
         suffixes = [sim.profile.suffix] + [s for s in SUFFIXES if s != sim.profile.suffix]
-        candidates = [*held, *sim.symbols, *(name + suffix for suffix in suffixes for name in SYMBOLS)]
+        streamed = [s for s in held if s in sim.symbols]  # the hub has its quotes, and its clock, already
+        candidates = [*streamed, *held, *sim.symbols, *(name + suffix for suffix in suffixes for name in SYMBOLS)]
         return next((s for s in candidates if s not in self.avoid), None)
 
     def fire(self, sim: SimAccount, now_ms: int) -> Action:
