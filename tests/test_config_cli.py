@@ -304,3 +304,15 @@ async def test_a_postgresql_connect_that_times_out_says_so(monkeypatch):
     monkeypatch.setattr(asyncpg, "create_pool", silent)
     with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at db\.internal: timed out"):
         await PostgresStore("postgresql://tw:pw@db.internal:5432/tw").open()
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path):
+    """Said as "(config file X and TRADEWIRE_* environment)": the operator was left to guess which held it."""
+    cfg = tmp_path / "tw.toml"
+    cfg.write_text("[server]\nheartbeat_sec = 10\n[realtime]\nmax_subscriptions = 0\n")
+    with pytest.raises(ConfigError, match="environment variable TRADEWIRE_SERVER_PORT"):
+        load_settings(str(cfg), env={"TRADEWIRE_SERVER_PORT": "abc"})
+    with pytest.raises(ConfigError, match=f"config file {re.escape(str(cfg))}"):
+        load_settings(str(cfg), env={})
+    with pytest.raises(ConfigError, match="command line"):
+        load_settings(None, env={}, overrides={"server": {"port": 70000}})

@@ -292,16 +292,19 @@ def load_settings(
     """Build validated settings. `overrides` holds command-line values: {section: {key: value}}."""
     env = os.environ if env is None else env
     data: dict[str, dict[str, Any]] = {}
+    origins: dict[tuple[str, str], str] = {}  # (section, key) -> where its value came from, for errors
     if config_file:
         data = _read_toml(config_file)
-    _merge(data, _from_env(env))
+        origins.update(((s, k), f"config file {config_file}") for s, kv in data.items() for k in kv)
+    _merge(data, _from_env(env, origins))
     if overrides:
-        _merge(data, {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()})
+        given = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}
+        origins.update(((s, k), "command line") for s, kv in given.items() for k in kv)
+        _merge(data, given)
     try:
         settings = msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        where = f" (config file {config_file} and TRADEWIRE_* environment)" if config_file else ""
-        raise ConfigError(f"invalid setting{where}: {exc}") from None
+        raise ConfigError(f"invalid setting{_origin_of(str(exc), origins, config_file)}: {exc}") from None
     if bool(settings.server.tls_cert) != bool(settings.server.tls_key):
         raise ConfigError("server.tls_cert and server.tls_key must be given together")
     if settings.realtime.connection_timeout_ms <= settings.realtime.ka_interval_s * 1000:
@@ -328,12 +331,25 @@ def _read_toml(path: str) -> dict[str, dict[str, Any]]:
     return data
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+def _origin_of(error: str, origins: Mapping[tuple[str, str], str], config_file: str | None) -> str:
+    """Where the value a validation error at `$.section.key` names came from: the file, the variable, the flag
+    (said as "config file X and TRADEWIRE_* environment", it left the operator guessing)."""
+    found = re.search(r"\$\.(\w+)\.(\w+)", error)
+    origin = origins.get((found.group(1), found.group(2))) if found else None
+    if origin is not None:
+        return f" ({origin})"
+    return f" (config file {config_file} and TRADEWIRE_* environment)" if config_file else ""
+
+
+def _from_env(env: Mapping[str, str], origins: dict[tuple[str, str], str] | None = None) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
+    origins = {} if origins is None else origins
     if env.get("TRADEWIRE_STORE"):
         out.setdefault("store", {})["url"] = env["TRADEWIRE_STORE"]
+        origins["store", "url"] = "environment variable TRADEWIRE_STORE"
     if env.get("TRADEWIRE_BROKER"):
         out.setdefault("broker", {})["url"] = env["TRADEWIRE_BROKER"]
+        origins["broker", "url"] = "environment variable TRADEWIRE_BROKER"
     for name, value in env.items():
         if not name.startswith("TRADEWIRE_"):
             continue
@@ -351,6 +367,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         if (section, key) in LIST_KEYS:
             value = [v.strip() for v in value.split(",") if v.strip()]  # type: ignore[assignment]
         out.setdefault(section, {})[key] = value
+        origins[section, key] = f"environment variable {name}"
     return out
 
 
