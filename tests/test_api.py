@@ -1,5 +1,6 @@
 """REST API over a real socket: API keys, listings, filters, named parameter errors."""
 
+import asyncio
 import gc
 import re
 
@@ -316,6 +317,11 @@ async def test_open_positions_come_in_pages_by_account_then_id(server, http):
         await ea.greet()
         await ea.send({"type": "positions", "ts": 1, "positions": [position(p) for p in pids]})
         await ea.send(account_state())
+    for _ in range(100):  # both snapshots applied (frames are read apart from this request)
+        _, body = await get(http, server, "/positions", key)
+        if len(body["items"]) == 5:
+            break
+        await asyncio.sleep(0.05)
     seen, path = [], "/positions?limit=2"
     for _ in range(50):
         _, body = await get(http, server, path, key)
