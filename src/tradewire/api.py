@@ -253,16 +253,23 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({**body, "time": hub.clock()}, status)
 
 
+async def store_problem(store: Any) -> str | None:
+    """Why the store cannot serve right now (it does not answer a cheap read in time), or None."""
+    try:
+        await asyncio.wait_for(store.head_offset(), READY_PROBE_S)
+    except TimeoutError:
+        return f"did not answer within {READY_PROBE_S:g} s"
+    except StoreError as exc:
+        return str(exc)
+    return None
+
+
 async def _readiness(hub: Hub, broker: Broker) -> tuple[int, dict]:
     problems: dict[str, str] = {}
     if hub.draining:
         problems["hub"] = "draining: shutting down"
-    try:
-        await asyncio.wait_for(hub.store.head_offset(), READY_PROBE_S)
-    except TimeoutError:
-        problems["store"] = f"did not answer within {READY_PROBE_S:g} s"
-    except StoreError as exc:
-        problems["store"] = str(exc)
+    if (trouble := await store_problem(hub.store)) is not None:
+        problems["store"] = trouble
     if problems:
         return 503, {"status": "not_ready", "problems": problems}
     trouble = broker.problem()
@@ -287,15 +294,19 @@ async def get_account(request: web.Request) -> web.Response:
         return error_response(400, "bad_request", f"account id must be {ACCOUNT_ID_RULE}")
     if account not in hub.state.accounts and account not in await hub.store.known_accounts():
         return error_response(404, "not_found", f"no account {account!r}")
-    summary = hub.state.summary(account, hub.clock())
-    view = hub.state.accounts.get(account)
+    return json_response(account_detail(hub.state, account, hub.clock()))
+
+
+def account_detail(state: Any, account: str, now: int) -> dict:
+    """One account's summary with its open positions (a read: no live view is made for it)."""
+    view = state.accounts.get(account)
     positions = list(view.positions.values()) if view is not None else []
-    return json_response({**msgspec.structs.asdict(summary), "openPositions": positions})
+    return {**msgspec.structs.asdict(state.summary(account, now)), "openPositions": positions}
 
 
 async def get_equity(request: web.Request) -> web.Response:
-    check_params(request.query, "equity")
     """The recent past of an account's equity and balance: one point a minute, up to 24 h, newest last."""
+    check_params(request.query, "equity")
     hub: Hub = request.app[HUB]
     account = request.match_info["id"]
     if not is_account_id(account):

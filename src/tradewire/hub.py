@@ -366,16 +366,13 @@ class Hub:
 
     def _reconciled(self, op: ReconcileOp, fut: asyncio.Future[WriteResult]) -> None:
         """A snapshot's OPEN or CLOSE committed, or not: then it is tried again at the next snapshot (see
-        `reconcile_failed`), and the operator is told."""
+        `LiveState.reconciled`), and the operator is told."""
         if fut.cancelled():
             return
         exc = fut.exception()
-        if exc is None:
-            if op.event == "CLOSE":
-                self.state.note_closed(op.account, op.position.id)
-            return
-        self.state.reconcile_failed(op.account, op.event, op.position)
-        self._store_failed(op.account, exc)
+        self.state.reconciled(op.account, op.event, op.position, stored=exc is None)
+        if exc is not None:
+            self._store_failed(op.account, exc)
 
     # --- durable ------------------------------------------------------------------------------
     def submit_durable(

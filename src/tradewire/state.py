@@ -269,10 +269,15 @@ class LiveState:
             return None  # refused, a resend, or taken with nothing recorded (a MODIFY after the CLOSE)
         return self.apply_position_event(account_id, event, position, now)
 
-    def reconcile_failed(self, account_id: str, event: str, position: Position) -> None:
-        """A snapshot's OPEN or CLOSE could not be stored. The view took it already, so no later snapshot would
-        tell it again: it was lost for good (the store kept a closed position open). The view is put back as it
-        was, so the next snapshot reveals it again and the write is tried again."""
+    def reconciled(self, account_id: str, event: str, position: Position, stored: bool) -> None:
+        """A snapshot's OPEN or CLOSE was stored, or could not be. Stored, a CLOSE is on record (see
+        `note_closed`). Not: the view took it already, so no later snapshot would tell it again and it was lost
+        for good (the store kept a closed position open); the view is put back as it was, so the next snapshot
+        reveals it again and the write is tried again."""
+        if stored:
+            if event == "CLOSE":
+                self.note_closed(account_id, position.id)
+            return
         view = self.account(account_id)
         if event == "CLOSE":
             if position.id not in view.closed and position.id not in view.left_out:

@@ -451,13 +451,8 @@ class _Frame:
                 await self.send(symbols_refused(account, refused, self.state.max_symbols_per_account))
 
     def _reconciled(self, event: str, position: Position, fut: asyncio.Future[WriteResult]) -> None:
-        if fut.cancelled():
-            return
-        if fut.exception() is None:
-            if event == "CLOSE":
-                self.state.note_closed(self.account, position.id)
-        else:  # tried again at the next snapshot, as on the server
-            self.state.reconcile_failed(self.account, event, position)
+        if not fut.cancelled():  # failed: tried again at the next snapshot, as on the server
+            self.state.reconciled(self.account, event, position, stored=fut.exception() is None)
 
     def submit_durable(self, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
         self.touch()
@@ -566,12 +561,8 @@ async def _rest(rt: Runtime, event: dict) -> dict:
         return _json(200, {"status": "ok", "time": rt.clock()})
     store = await rt.open()
     if path == f"{api.PREFIX}/readyz":  # the tables answer (no backplane here: AppSync is AWS's)
-        try:
-            await asyncio.wait_for(store.head_offset(), api.READY_PROBE_S)
-        except TimeoutError:
-            return _json(503, {"status": "not_ready", "problems": {"store": "did not answer"}, "time": rt.clock()})
-        except StoreError as exc:
-            return _json(503, {"status": "not_ready", "problems": {"store": str(exc)}, "time": rt.clock()})
+        if (trouble := await api.store_problem(store)) is not None:
+            return _json(503, {"status": "not_ready", "problems": {"store": trouble}, "time": rt.clock()})
         return _json(200, {"status": "ready", "time": rt.clock()})
     key = _header(event, "x-api-key") or _bearer(event)
     try:
@@ -624,10 +615,7 @@ async def _rest_get(rt: Runtime, store: DynamoStore, parts: list[str], request: 
             return _error(400, "bad_request", "account id is not valid")
         if account not in state.accounts and account not in await store.known_accounts():
             return _error(404, "not_found", f"no account {account!r}")
-        summary = state.summary(account, now)
-        view = state.accounts.get(account)
-        positions = list(view.positions.values()) if view is not None else []
-        return _json(200, {**msgspec.structs.asdict(summary), "openPositions": positions})
+        return _json(200, api.account_detail(state, account, now))
     if route == "prices":
         state = LiveState()
         await rt.live.load_prices(state)
