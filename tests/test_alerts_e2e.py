@@ -261,7 +261,8 @@ async def test_a_margin_call_whose_write_failed_is_raised_again_while_the_level_
         client = await ea(http, srv)
         with sqlite_locked(srv.store.path):
             await client.send(account_state(equity=900.0, margin=1000.0))  # 90 %: its write fails (locked)
-            await asyncio.sleep(0.4)
+            told = await sub.event(type="SYSTEM_ERROR")  # the failure is told live: released once it happened
+        assert told["message"].startswith("MARGIN_CALL not stored (")
         assert await alerts(http, srv, keys["read"], type="MARGIN_CALL") == []
         await client.send(account_state(equity=890.0, margin=1000.0))  # still low: raised again, stored now
         raised = await sub.event(type="MARGIN_CALL")

@@ -128,7 +128,9 @@ async def test_ka_watchdog_reconnects_a_silent_connection(make_server):
     ):
         sub = await silent.subscribe("/custom/x")
         assert silent.timeout_s == 1.0
-        await asyncio.sleep(1.5)
+        async with asyncio.timeout(5):  # no ka within 1 s: the watchdog gives up on it and reconnects
+            while silent.reconnects == 0:
+                await asyncio.sleep(0.02)
         assert silent.reconnects == 1 and kept.reconnects == 0
         async with asyncio.timeout(2):
             while not sub.confirmed or not silent.connected:
@@ -151,14 +153,14 @@ async def test_subscribing_to_an_invalid_channel_names_the_problem(server, keys)
 async def test_reconnects_and_resumes_durable_events_with_since(server, http, keys):
     port = server.port
     ea = await live_ea(http, server)
-    async with Client(server.url, keys["read"], min_backoff=1.5, max_backoff=1.5) as client:
+    async with Client(server.url, keys["read"], min_backoff=3.0, max_backoff=3.0) as client:
         sub = await client.subscribe("/trading/events/acc-1")
         await ea.send(position_event(1, pid=1))
         await ea.wait_ack(1)
         first = await next_event(sub, event="OPEN")
         assert first.offset is not None and sub.last_offset == first.offset
 
-        await server.stop()  # the client sees a close and backs off for at least 0.75 s
+        await server.stop()  # the client sees a close and backs off for at least 1.5 s: the restart's time
         late = asyncio.create_task(client.subscribe("/trading/accounts/acc-1"))  # waits for the reconnect
         settings = msgspec.structs.replace(
             server.settings, server=msgspec.structs.replace(server.settings.server, port=port)
@@ -193,7 +195,7 @@ async def test_a_subscription_that_saw_no_event_resumes_from_the_head_at_subscri
     ea = await live_ea(http, server)
     await ea.send(position_event(1, pid=1))  # history from before the subscription: not wanted
     await ea.wait_ack(1)
-    async with Client(server.url, keys["read"], min_backoff=1.5, max_backoff=1.5) as client:
+    async with Client(server.url, keys["read"], min_backoff=3.0, max_backoff=3.0) as client:
         sub = await client.subscribe("/trading/events/acc-1")
         assert sub.last_offset is not None  # the head, from subscribe_success
         await server.stop()

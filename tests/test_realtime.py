@@ -20,6 +20,18 @@ async def live_ea(http, server, account="acc-1"):
     return ea
 
 
+async def applied(server, equity: float, symbols: list[str], account: str = "acc-1") -> None:
+    """Wait until the hub has taken the EA's account update and ticks: they are not acked, and a snapshot read
+    before the session's reader reached them holds none of them."""
+    state = server.hub.state
+    for _ in range(250):
+        view = state.accounts.get(account)
+        if view and view.state and view.state.equity == equity and all(s in state.prices for s in symbols):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the hub never applied equity {equity} and ticks {symbols}")
+
+
 async def test_handshake_selects_the_subprotocol_and_acks(server, http, keys):
     sub = await Subscriber.connect(http, server, keys["read"])
     assert sub.ws.protocol == "aws-appsync-event-ws"
@@ -54,7 +66,7 @@ async def test_snapshot_on_subscribe_then_live(server, http, keys):
     await ea.send(account_state(equity=9_999.0))
     await ea.send({"type": "ticks", "ticks": [{"symbol": "GBPUSD", "bid": 1.27, "ask": 1.2702, "ts": 1}]})
     await ea.send({"type": "heartbeat", "ts": 1})
-    await asyncio.sleep(0.1)
+    await applied(server, 9_999.0, ["GBPUSD"])
     sub = await Subscriber.connect(http, server, keys["read"])
     await sub.subscribe("all", "/trading/*")
     price = await sub.event(symbol="GBPUSD")
@@ -396,7 +408,7 @@ async def test_a_herd_of_subscribers_connecting_at_once_all_get_the_snapshot(ser
     await ea.send(account_state(equity=4_321.0))
     await ea.send({"type": "ticks", "ticks": [{"symbol": f"S{i}", "bid": 1.0, "ask": 1.1, "ts": 1} for i in range(50)]})
     await ea.send({"type": "heartbeat", "ts": 1})
-    await asyncio.sleep(0.1)
+    await applied(server, 4_321.0, [f"S{i}" for i in range(50)])
 
     async def dashboard(i: int) -> dict:
         sub = await Subscriber.connect(http, server, keys["read"])

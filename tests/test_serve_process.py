@@ -186,12 +186,16 @@ async def test_a_signal_while_starting_stops_it_there(tmp_path):
             sys.executable, "-m", "tradewire.cli", "serve", "--port", "0",
             "--store", f"postgresql://tw:pw@127.0.0.1:{port}/db", stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        await asyncio.sleep(1.5)
+        # Its signal handlers are in place before it connects to the store: wait for that connection, not a
+        # fixed time (a slow start under load took the signal before them, and died with a traceback).
+        silent.setblocking(False)
+        peer, _ = await asyncio.wait_for(asyncio.get_running_loop().sock_accept(silent), 30)
         assert proc.returncode is None  # still connecting
         proc.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(proc.communicate(), 5)
         assert proc.returncode == 0, err.decode()
         assert "signal received while starting" in err.decode() and "Traceback" not in err.decode()
+        peer.close()
     finally:
         silent.close()
 
