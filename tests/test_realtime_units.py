@@ -7,9 +7,11 @@ import json
 import pytest
 
 from tradewire import channels
+from tradewire.broker.base import Publication
 from tradewire.realtime import protocol as rp
 from tradewire.realtime import wire
 from tradewire.realtime.gateway import Subscription, SubscriptionIndex
+from tradewire.realtime.late import LateArrivals
 from tradewire.realtime.outbox import Outbox
 
 
@@ -350,3 +352,29 @@ def test_an_error_quotes_at_most_a_few_hundred_characters_of_what_it_refuses():
         assert len(err.encode()) < 1024 and reply["errors"][0]["message"]
     err = rp.decode(json.dumps({"type": huge}))
     assert json.loads(err.encode())["errors"][0]["message"].endswith("... (cut)")
+
+
+def test_late_arrivals_are_what_a_subscriber_that_saw_a_higher_offset_may_have_missed():
+    """Node A committed 10, node B 11 and published first: every node sees 11, then 10. A subscriber that saw 11
+    and resumed `since` 11 is owed 10; one that had seen only 9 gets 10 from the store; one on another account's
+    channel is owed nothing."""
+    now = [0.0]
+    late = LateArrivals(keep_s=60, clock=lambda: now[0])
+
+    def pub(offset: int, account: str = "acc-1") -> Publication:
+        return Publication(f"/trading/events/{account}", b"{}", latest=False, offset=offset)
+
+    for offset in (9, 11):
+        late.note(pub(offset, "acc-2"))
+    ten = pub(10)
+    late.note(ten)
+    late.note(pub(11, "acc-2"))  # the same offset again (a resend): not late
+    late.note(Publication("/trading/prices/EURUSD", b"{}", latest=True))  # no offset: nothing to order
+    assert late.noted == 1
+    assert late.missable(11, "/trading/*") == [ten]
+    assert late.missable(11, "/trading/events/acc-1") == [ten]
+    assert late.missable(11, "/trading/events/acc-2") == []
+    assert late.missable(9, "/trading/*") == []  # 10 is above 9: the store's history has it
+    assert late.missable(12, "/trading/*") == []  # nothing >= 12 had arrived before 10: 10 came in order for it
+    now[0] = 61.0
+    assert late.missable(11, "/trading/*") == []  # forgotten after keep_s

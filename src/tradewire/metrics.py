@@ -70,6 +70,12 @@ class _LiveCollector(Collector):
             name = key.removesuffix("_total")
             yield CounterMetricFamily(f"tradewire_realtime_{name}", doc, value=self.gateway.stats[key])
         yield CounterMetricFamily(
+            "tradewire_realtime_late_arrivals",
+            "durable publications that arrived after a higher offset (another node's commit published later): kept "
+            "for subscribers resuming with since",
+            value=self.gateway.late.noted,
+        )
+        yield CounterMetricFamily(
             "tradewire_realtime_setups_waited",
             "connects (EA and subscriber) and subscribes that waited a loop turn for their set-up: clients arriving "
             "together",

@@ -30,6 +30,7 @@ from tradewire.limits import TokenBucket
 from tradewire.model import Role
 from tradewire.realtime import protocol as rp
 from tradewire.realtime import wire
+from tradewire.realtime.late import LateArrivals
 from tradewire.realtime.outbox import Outbox
 from tradewire.realtime.parking import MissedValues
 from tradewire.realtime.turns import Turns
@@ -220,6 +221,7 @@ class Gateway:
         self._flush_s = settings.flush_interval_ms / 1000
         self._last_flush = -math.inf
         self.missed = MissedValues()  # what parked connections miss while they do not read
+        self.late = LateArrivals()  # durable publications that arrived after a higher offset
         self.turns = Turns()  # upgrades and subscribes, one per loop turn (see turns.py)
 
     async def start(self) -> None:
@@ -252,6 +254,8 @@ class Gateway:
         value is noted once in `missed` (if one of its subscriptions matches the channel), and it takes
         what it missed when it resumes.
         """
+        if pub.offset is not None:
+            self.late.note(pub)
         index = self.index
         route = index.route(pub.channel)
         if not route:
@@ -725,7 +729,8 @@ class Connection:
         if since > head:
             return False, []
         limit = self.gateway.settings.history_limit
-        items: list[Publication] = []
+        # Lower offsets that reached this node after `since` had: the subscriber may have gone before them.
+        items = self.gateway.late.missable(since, pattern)
         for kind, account in channels.durable_scope(pattern):
             rows = await self.gateway.store.history(kind, account, since, limit + 1)
             items.extend(Publication(ch, data, latest=False, offset=off) for ch, off, data in rows)
