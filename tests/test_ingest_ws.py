@@ -152,7 +152,8 @@ async def test_a_snapshot_close_the_store_refused_is_recorded_by_the_next_snapsh
         await ea.wait_ack(1)
         with sqlite_locked(srv.store.path):
             await ea.send({"type": "positions", "ts": 10, "positions": []})  # closed: its write fails
-            await asyncio.sleep(0.5)
+            told = await watcher.event(type="SYSTEM_ERROR")  # and the operator is told, live
+        assert told["severity"] == "CRITICAL" and "the store refused a write" in told["message"]
         assert db_rows(srv, "SELECT event FROM position_events WHERE position_id = 1") == [("OPEN",)]
         await ea.send({"type": "positions", "ts": 20, "positions": []})  # the next snapshot: recorded now
         sql = "SELECT event, source FROM position_events WHERE position_id = 1 ORDER BY event"
@@ -160,8 +161,6 @@ async def test_a_snapshot_close_the_store_refused_is_recorded_by_the_next_snapsh
             ("CLOSE", "reconcile"),
             ("OPEN", "ea"),
         ]
-        told = await watcher.event(type="SYSTEM_ERROR")  # and the operator was told, live
-        assert told["severity"] == "CRITICAL" and "the store refused a write" in told["message"]
     finally:
         await srv.stop()
 
@@ -240,11 +239,61 @@ async def test_a_restart_does_not_forget_what_is_open(tmp_path, http):
         ea = await EA.connect(http, srv, token)
         await ea.greet()
         await ea.send({"type": "positions", "ts": 5, "positions": []})  # position 1 closed while we were down
-        await asyncio.sleep(0.3)
-        rows = db_rows(srv, "SELECT position_id, event, source FROM position_events ORDER BY event")
-        assert rows == [(1, "CLOSE", "reconcile"), (1, "OPEN", "ea")]
+        sql = "SELECT position_id, event, source FROM position_events ORDER BY event"
+        want = [(1, "CLOSE", "reconcile"), (1, "OPEN", "ea")]
+        assert await until_rows(srv, sql, want) == want  # the reconcile write is not acked: wait for it
     finally:
         await srv.stop()
+
+
+async def back_with_a_backlog(http, server, last_seq: int):
+    """acc-1's EA, that had reported position 1 open (seq 1), reconnecting with outbox seq `last_seq`."""
+    token = await issue_token(server, "acc-1")
+    ea = await EA.connect(http, server, token)
+    await ea.greet()
+    await ea.send(position_event(1, pid=1, position=position(1)))
+    await ea.wait_ack(1)
+    await ea.close()
+    ea = await EA.connect(http, server, token)
+    assert (await ea.greet(lastSeq=last_seq))["ackedSeq"] == 1
+    return ea
+
+
+async def test_a_snapshot_sent_while_the_backlog_is_on_its_way_leaves_its_events_whole(server, http):
+    """An EA back from an outage resends its backlog a frame at a time and sends snapshots between. One that no
+    longer listed a position recorded a reconciled CLOSE, and the position's MODIFYs still to come were not
+    stored (a MODIFY after a CLOSE). Snapshots wait until the backlog the hello announced (lastSeq) is in."""
+    ea = await back_with_a_backlog(http, server, 4)  # MODIFY, MODIFY, CLOSE to resend
+    await ea.send(position_event(2, "MODIFY", pid=1, position=position(1, sl=1.08)))
+    await ea.wait_ack(2)
+    await ea.send({"type": "positions", "ts": 1_700_000_000_010, "positions": []})  # taken now: 1 is closed
+    await ea.send(position_event(3, "MODIFY", pid=1, position=position(1, sl=1.082)))
+    await ea.wait_ack(3)
+    await ea.send(position_event(4, "CLOSE", pid=1, position=position(1, sl=1.082), closePrice=1.0825))
+    await ea.wait_ack(4)
+    await ea.send({"type": "positions", "ts": 1_700_000_000_020, "positions": []})  # the backlog is in: applied
+    sql = 'SELECT event, source FROM position_events WHERE position_id = 1 ORDER BY "offset"'
+    want = [("OPEN", "ea"), ("MODIFY", "ea"), ("MODIFY", "ea"), ("CLOSE", "ea")]
+    assert await until_rows(server, sql, want) == want
+    assert server.hub.state.accounts["acc-1"].positions == {}
+
+
+async def test_snapshots_are_applied_again_once_an_announced_backlog_stops_coming(server, http):
+    """An EA whose hello says lastSeq 5 and sends nothing more (it dropped what the hub refused for good): its
+    snapshots are held for BACKLOG_QUIET_MS only, then reconcile as ever."""
+    from tradewire.state import BACKLOG_QUIET_MS
+
+    ea = await back_with_a_backlog(http, server, 5)
+    await ea.send({"type": "positions", "ts": 1_700_000_000_010, "positions": []})
+    await ea.send({"type": "no-such-type"})  # its error answers once the snapshot before it was handled
+    assert (await ea.expect("error"))["code"] == "unknown_type"
+    assert list(server.hub.state.accounts["acc-1"].positions) == [1]  # held
+    real_clock = server.hub.clock
+    server.hub.clock = lambda: real_clock() + BACKLOG_QUIET_MS
+    await ea.send({"type": "positions", "ts": 1_700_000_000_020, "positions": []})
+    sql = 'SELECT event, source FROM position_events WHERE position_id = 1 ORDER BY "offset"'
+    want = [("OPEN", "ea"), ("CLOSE", "reconcile")]
+    assert await until_rows(server, sql, want) == want
 
 
 async def test_system_magic_trades_are_recorded(server, http):
@@ -422,10 +471,10 @@ async def test_a_new_session_for_the_same_account_replaces_the_old(server, http)
     await still_works(new, 1, server)
 
 
-async def expect_store_down(ea, ref: str, seq: int) -> None:
-    """What an EA is told when message `seq` fails to commit: store_unavailable naming it, close 1011, and no
-    ack that would cover it."""
-    err = await ea.expect("error")
+async def expect_store_down(ea, ref: str, seq: int, err: dict | None = None) -> None:
+    """What an EA is told when message `seq` fails to commit: store_unavailable naming it (`err`, if the test
+    already waited for it), close 1011, and no ack that would cover it."""
+    err = err or await ea.expect("error")
     assert err["code"] == "store_unavailable" and err["ref"] == ref
     msg = await ea.ws.receive(timeout=5)
     assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
@@ -463,9 +512,9 @@ async def test_a_message_sent_after_one_whose_commit_failed_is_not_stored_past_i
         with sqlite_locked(srv.store.path):
             await ea.send(position_event(2))  # its group waits for the lock, and fails at 300 ms
             await asyncio.sleep(0.1)
-            await ea.send(position_event(3, pid=1002))  # the next group: it gets the lock at 450 ms
-            await asyncio.sleep(0.35)
-        await expect_store_down(ea, "open-1001-2", 2)
+            await ea.send(position_event(3, pid=1002))  # the next group: it would get the lock at the release
+            failed = await ea.expect("error")  # seq 2 failed while locked: released at once
+        await expect_store_down(ea, "open-1001-2", 2, failed)
         ea = await EA.connect(http, srv, token)
         assert (await ea.greet())["ackedSeq"] == 1  # nothing past seq 2: the EA resends both
         await ea.send([position_event(2), position_event(3, pid=1002)])
