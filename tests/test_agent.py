@@ -7,6 +7,7 @@ each test changes its state as a trader or the broker would and checks what the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -469,13 +470,23 @@ class Proxy:
         await self.server.wait_closed()
 
 
-async def test_dropped_connection_lost_acks_and_lost_frames_nothing_lost_nothing_twice(server, tmp_path):
+@contextlib.asynccontextmanager
+async def through_proxy(server, tmp_path: Path, **kw: Any):
+    """An agent on a terminal, connected to the hub through a `Proxy`: (proxy, terminal, agent)."""
     token = await issue_token(server, ACCOUNT)
     proxy = Proxy(server.port)
     url = await proxy.start()
     fake = terminal()
-    agent = start(url, token, fake, tmp_path / "outbox.json")
+    agent = start(url, token, fake, tmp_path / "outbox.json", **kw)
     try:
+        yield proxy, fake, agent
+    finally:
+        await agent.halt()
+        await proxy.close()
+
+
+async def test_dropped_connection_lost_acks_and_lost_frames_nothing_lost_nothing_twice(server, tmp_path):
+    async with through_proxy(server, tmp_path) as (proxy, fake, agent):
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
         await stored(server, a, "OPEN", "OPEN a stored")
         await until(lambda: _async(not agent.pending()), what="OPEN a acked")
@@ -514,20 +525,31 @@ async def test_dropped_connection_lost_acks_and_lost_frames_nothing_lost_nothing
         assert kinds(evs, c) == [("OPEN", "ea")]
         close = next(e for e in evs if e.positionId == a and e.event == "CLOSE")
         assert (close.closePrice, close.profit) == (1.0861, 9.8)
-    finally:
-        await agent.halt()
-        await proxy.close()
+
+
+async def test_an_outbox_file_that_cannot_be_written_does_not_end_every_session_at_its_welcome(
+    server, tmp_path, monkeypatch
+):
+    """The save right after a welcome was outside any guard: with the disk full, every reconnect was hello,
+    welcome, close, and nothing got through (the hub raised CONNECTION_LOST) until the disk was freed."""
+    async with through_proxy(server, tmp_path) as (proxy, fake, agent):
+        await until(lambda: _async(welcomed(agent)), what="welcome")
+
+        def refuse(src, dst):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("tradewire.agent.runner.os.replace", refuse)
+        connections = proxy.accepted
+        proxy.cut()
+        await until(lambda: _async(proxy.accepted > connections), what="a reconnect")
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await stored(server, a, "OPEN", "OPEN a stored over the new session")
 
 
 async def test_an_ack_that_never_comes_makes_the_agent_reconnect_and_nothing_is_lost(server, tmp_path):
     """On AWS a frame's Lambda call can die before it answers: the agent must not wait for ever, nor send
     past the unanswered frame (a later ack would cover it); it reconnects, and the welcome settles it."""
-    token = await issue_token(server, ACCOUNT)
-    proxy = Proxy(server.port)
-    url = await proxy.start()
-    fake = terminal()
-    agent = start(url, token, fake, tmp_path / "outbox.json", ack_timeout=0.6)
-    try:
+    async with through_proxy(server, tmp_path, ack_timeout=0.6) as (proxy, fake, agent):
         await until(lambda: _async(proxy.accepted == 1 and welcomed(agent)), what="connected")
         proxy.drop_down = True  # the hub stores OPEN a; its ack is lost; the connection stays up
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
@@ -538,9 +560,6 @@ async def test_an_ack_that_never_comes_makes_the_agent_reconnect_and_nothing_is_
         assert proxy.accepted >= 2  # the agent dropped the silent connection itself
         evs = await events(server)
         assert kinds(evs, a) == [("OPEN", "ea"), ("MODIFY", "ea")]
-    finally:
-        await agent.halt()
-        await proxy.close()
 
 
 async def test_a_message_refused_for_good_is_dropped_and_does_not_hold_up_the_next(server, tmp_path, caplog):
@@ -690,6 +709,29 @@ def test_outbox_acks_renumbers_and_round_trips():
     assert again.on_welcome(43) == [] and again.seq == 43  # synced: a cumulative ack, no renumbering
     with pytest.raises(ValueError, match="outbox"):
         core.Outbox.loads(b'{"version": 99}')
+
+
+def test_an_error_message_renumbered_at_a_welcome_keeps_its_kind_of_id():
+    """A fresh outbox holding an error (account_switched, close_details_missing) for an account the hub knows:
+    the renumbering read the error's event and position, raised KeyError, and the agent died at every start."""
+    box = core.Outbox()
+    box.add_error("account_switched", "logged in to another account", 1000)
+    box.add(core.Change("OPEN", _pos(10)), 1000)
+    assert [(m["seq"], m["id"]) for m in box.on_welcome(500)] == [(501, "error-501"), (502, "open-10-502")]
+
+
+def test_a_message_never_sent_is_renumbered_when_the_hub_acked_its_seq_already():
+    """The file's last save failed (a locked file) while the hub stored and acked seq 11; then a crash. The file
+    says seq 10: the restart's first poll found the position closed and gave its CLOSE seq 11, and the welcome's
+    ackedSeq 11 dropped it as acked, unsent. A message read from the file may have been sent: acked as before."""
+    box = core.Outbox(seq=10, synced=True)
+    box.pending = {10: {**core.Outbox().add(core.Change("OPEN", _pos(4)), 1000), "seq": 10, "id": "open-4-10"}}
+    close = box.add(core.Change("CLOSE", _pos(5)), 1000)
+    assert close["seq"] == 11
+    resend = box.on_welcome(11)
+    assert [(m["seq"], m["id"]) for m in resend] == [(12, "close-5-12")] and box.seq == 12
+    assert [m["seq"] for m in box.next_frame(11, limit=10)] == [12]
+    assert box.on_welcome(12) == []  # sent now: a cumulative ack covers it
 
 
 def test_outbox_sends_one_durable_frame_at_a_time_and_drops_a_refused_message():

@@ -434,6 +434,13 @@ def message_id(event: str, position_id: int, seq: int) -> str:
     return f"{event.lower()}-{position_id}-{seq}"
 
 
+def renumbered(msg: Wire, seq: int) -> Wire:
+    """`msg` under another seq, and the id that goes with it (an error message has no position)."""
+    if msg.get("type") == "error":
+        return {**msg, "seq": seq, "id": f"error-{seq}"}
+    return {**msg, "seq": seq, "id": message_id(msg["event"], msg["position"]["id"], seq)}
+
+
 @dataclass
 class Outbox:
     """Durable state the agent keeps across restarts: `seq`, every unacked durable message (by seq,
@@ -452,6 +459,9 @@ class Outbox:
     # never showed was opened and closed between two looks (missed_positions). None: not scanned yet.
     deal_ticket: int | None = None
     deal_scanned_at: float | None = None  # when it last scanned (UTC seconds): where the next scan starts
+    # Seqs given out by this process and not handed to a connection yet (not saved: a message read from the
+    # file may have been sent before a crash). The hub cannot hold one of these, whatever its ackedSeq says.
+    unsent: set[int] = field(default_factory=set)
 
     def add(self, change: Change, ts: int, details: CloseDetails | None = None) -> Wire:
         """Turn a change into a durable `position` message with the next seq, kept until acked."""
@@ -472,6 +482,7 @@ class Outbox:
         elif change.reason is not None:
             msg["reason"] = change.reason
         self.pending[self.seq] = msg
+        self.unsent.add(self.seq)
         return msg
 
     def add_error(self, code: str, message: str, ts: int, severity: str = "HIGH") -> Wire:
@@ -487,6 +498,7 @@ class Outbox:
             "severity": severity,
         }
         self.pending[self.seq] = msg
+        self.unsent.add(self.seq)
         return msg
 
     def ack(self, seq: int) -> int:
@@ -494,6 +506,7 @@ class Outbox:
         done = [s for s in self.pending if s <= seq]
         for s in done:
             del self.pending[s]
+            self.unsent.discard(s)
         return len(done)
 
     def on_welcome(self, acked_seq: int) -> list[Wire]:
@@ -502,21 +515,26 @@ class Outbox:
         Pending messages are renumbered above `ackedSeq` when they were never sent (a fresh outbox's
         first welcome) or when the hub is ahead of us (it holds messages of an earlier life of this
         account's outbox): numbered as they are, the hub would take them for acked ones, or refuse
-        them as `seq_not_increasing`, and they would be lost. Otherwise acks are cumulative.
+        them as `seq_not_increasing`, and they would be lost. Otherwise acks are cumulative, except for
+        messages this process made and never sent: an ackedSeq that covers one means its seq was given
+        out before (the file's last save failed, then a crash: the hub acked seqs the file never held), and
+        they move above it with whatever follows them.
         """
         renumber = acked_seq > self.seq or (not self.synced and acked_seq > 0)
         self.synced = True
+        if not renumber:
+            for seq in [s for s in self.pending if s <= acked_seq and s not in self.unsent]:
+                del self.pending[seq]  # acked
+            renumber = any(s <= acked_seq for s in self.pending)
         if renumber:
-            renumbered: dict[int, Wire] = {}
+            moved: dict[int, Wire] = {}
             seq = acked_seq
             for msg in self.pending.values():
                 seq += 1
-                msg = {**msg, "seq": seq, "id": message_id(msg["event"], msg["position"]["id"], seq)}
-                renumbered[seq] = msg
-            self.pending = renumbered
-            self.seq = seq
-        else:
-            self.ack(acked_seq)
+                moved[seq] = renumbered(msg, seq)
+            self.pending = moved
+            self.unsent = set(moved)
+            self.seq = max(self.seq, seq)
         return list(self.pending.values())
 
     def after(self, seq: int) -> list[Wire]:
@@ -536,9 +554,10 @@ class Outbox:
         if self.unanswered(sent):
             return []
         messages = self.after(sent)[:limit]
-        if max_bytes is None:
-            return messages
-        return messages[: len(pack_frames(messages, limit, max_bytes)[0][1])] if messages else []
+        if max_bytes is not None and messages:
+            messages = messages[: len(pack_frames(messages, limit, max_bytes)[0][1])]
+        self.unsent.difference_update(msg["seq"] for msg in messages)
+        return messages
 
     def refuse(self, msg_id: str) -> Wire | None:
         """Drop a pending message the hub refused for good (an error naming its id); None if not pending.
@@ -546,6 +565,7 @@ class Outbox:
         for seq, msg in self.pending.items():
             if msg.get("id") == msg_id:
                 del self.pending[seq]
+                self.unsent.discard(seq)
                 return msg
         return None
 

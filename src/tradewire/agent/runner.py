@@ -709,7 +709,9 @@ class Agent:
         # One durable frame at a time (see Outbox.next_frame): `sent` is the highest seq sent on this
         # connection, and the resend goes out frame by frame like anything added later.
         sent = resend[0]["seq"] - 1 if resend else self.outbox.seq
-        self.save_outbox()
+        # A file that cannot be written (a full disk, a locked file) must not end every session here: the poll
+        # loop tries again, and a seq the hub acked that the file never held is renumbered (Outbox.on_welcome).
+        self._outbox_changed()
         self.stats["resent"] += len(resend)
         log.info(
             "connected to %s: ackedSeq %s, %d acked while away, resending %d",
