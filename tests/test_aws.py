@@ -464,30 +464,6 @@ async def test_on_aws_a_refused_event_or_a_late_snapshot_does_not_bend_the_recor
     assert sorted((e.positionId, e.event) for e in page.items) == [(1, "CLOSE"), (1, "OPEN"), (2, "OPEN")]
 
 
-async def test_on_aws_a_snapshot_sent_while_the_backlog_is_on_its_way_leaves_its_events_whole(aws):
-    """As on the server: each frame is its own Lambda call, so the backlog a hello announced is kept in the
-    account's item; a snapshot between the backlog's frames recorded a CLOSE and the MODIFYs after it were lost."""
-    token, _ = await aws.store_call(lambda s: s.add_token("acct-b"))
-    await aws(handlers.connect, connect_event("cb", token))
-    p1 = position(1)
-    await aws(handlers.default, message_event("cb", [hello(account="acct-b"), position_event(1, pid=1, position=p1)]))
-    await aws(handlers.disconnect, disconnect_event("cb"))
-    await aws(handlers.connect, connect_event("cb2", token))
-    await aws(handlers.default, message_event("cb2", hello(account="acct-b", lastSeq=4)))
-    frames = [
-        position_event(2, "MODIFY", pid=1, position=position(1, sl=1.08)),
-        {"type": "positions", "ts": 1_700_000_000_010, "positions": []},  # taken now: 1 is closed
-        position_event(3, "MODIFY", pid=1, position=position(1, sl=1.082)),
-        position_event(4, "CLOSE", pid=1, position=position(1, sl=1.082), closePrice=1.0825),
-    ]
-    for frame in frames:
-        await aws(handlers.default, message_event("cb2", frame))
-    assert aws.recorder.sent("cb2")[-1] == {"type": "ack", "seq": 4}
-    page = await aws.store_call(lambda s: s.events(EventQuery(account="acct-b")))
-    got = sorted(page.items, key=lambda e: e.offset)
-    assert [(e.event, e.source) for e in got] == [("OPEN", "ea"), ("MODIFY", "ea"), ("MODIFY", "ea"), ("CLOSE", "ea")]
-
-
 async def test_a_position_change_republishes_the_account_summary(aws, appsync):
     """The server republishes an account's summary when its positions change (their count, floating P/L);
     on AWS only the list was, so the fleet view's count lagged until the EA's next account message."""

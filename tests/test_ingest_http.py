@@ -4,17 +4,7 @@ from tradewire.app import Server
 from tradewire.store.base import StoreError
 
 from conftest import make_settings
-from helpers import (
-    account_state,
-    batch,
-    db_rows,
-    hello,
-    issue_token,
-    position,
-    position_event,
-    running,
-    sqlite_locked,
-)
+from helpers import account_state, batch, db_rows, hello, issue_token, position_event, running, sqlite_locked
 
 
 async def test_batch_is_stored_and_acked_after_commit(server, http):
@@ -160,24 +150,3 @@ async def test_a_store_that_cannot_be_read_is_503_not_a_server_error(server, htt
         assert status == 503 and body["error"]["code"] == "store_unavailable", (method, body)
     status, body = await batch(http, server, token, {"hello": hello(platform="MT4"), "messages": [position_event(1)]})
     assert status == 200 and body["ackedSeq"] == 1
-
-
-async def test_an_mt4_backlog_over_several_posts_is_not_overtaken_by_the_snapshot_of_the_first(server, http):
-    """MT4 sends at most 200 unacked messages a POST, and a snapshot with them: the first POST's snapshot no
-    longer listed a position whose MODIFYs and CLOSE were in the next POST, recorded a reconciled CLOSE, and the
-    MODIFYs were then not stored. The hello's lastSeq says a backlog is coming: the snapshot waits for it."""
-    token = await issue_token(server, "mt4-1")
-    opened = {"hello": hello(platform="MT4"), "messages": [position_event(1, pid=1, position=position(1))]}
-    assert (await batch(http, server, token, opened))[1]["ackedSeq"] == 1
-    back = {"hello": hello(platform="MT4", lastSeq=3), "messages": []}  # hello alone first, as the EA does
-    assert (await batch(http, server, token, back))[1]["ackedSeq"] == 1
-    first = [position_event(2, "MODIFY", pid=1, position=position(1, sl=1.08))]
-    snapshot = {"type": "positions", "ts": 1_700_000_000_010, "positions": []}
-    assert (await batch(http, server, token, {"messages": [*first, snapshot]}))[1]["ackedSeq"] == 2
-    rest = [
-        position_event(3, "MODIFY", pid=1, position=position(1, sl=1.082)),
-        position_event(4, "CLOSE", pid=1, position=position(1, sl=1.082), closePrice=1.0825),
-    ]  # the CLOSE happened after the hello (seq 4 > lastSeq 3): it rides with the backlog's last one
-    assert (await batch(http, server, token, {"messages": [*rest, snapshot]}))[1]["ackedSeq"] == 4
-    rows = db_rows(server, 'SELECT event, source FROM position_events WHERE position_id = 1 ORDER BY "offset"')
-    assert rows == [("OPEN", "ea"), ("MODIFY", "ea"), ("MODIFY", "ea"), ("CLOSE", "ea")]

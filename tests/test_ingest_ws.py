@@ -246,56 +246,6 @@ async def test_a_restart_does_not_forget_what_is_open(tmp_path, http):
         await srv.stop()
 
 
-async def back_with_a_backlog(http, server, last_seq: int):
-    """acc-1's EA, that had reported position 1 open (seq 1), reconnecting with outbox seq `last_seq`."""
-    token = await issue_token(server, "acc-1")
-    ea = await EA.connect(http, server, token)
-    await ea.greet()
-    await ea.send(position_event(1, pid=1, position=position(1)))
-    await ea.wait_ack(1)
-    await ea.close()
-    ea = await EA.connect(http, server, token)
-    assert (await ea.greet(lastSeq=last_seq))["ackedSeq"] == 1
-    return ea
-
-
-async def test_a_snapshot_sent_while_the_backlog_is_on_its_way_leaves_its_events_whole(server, http):
-    """An EA back from an outage resends its backlog a frame at a time and sends snapshots between. One that no
-    longer listed a position recorded a reconciled CLOSE, and the position's MODIFYs still to come were not
-    stored (a MODIFY after a CLOSE). Snapshots wait until the backlog the hello announced (lastSeq) is in."""
-    ea = await back_with_a_backlog(http, server, 4)  # MODIFY, MODIFY, CLOSE to resend
-    await ea.send(position_event(2, "MODIFY", pid=1, position=position(1, sl=1.08)))
-    await ea.wait_ack(2)
-    await ea.send({"type": "positions", "ts": 1_700_000_000_010, "positions": []})  # taken now: 1 is closed
-    await ea.send(position_event(3, "MODIFY", pid=1, position=position(1, sl=1.082)))
-    await ea.wait_ack(3)
-    await ea.send(position_event(4, "CLOSE", pid=1, position=position(1, sl=1.082), closePrice=1.0825))
-    await ea.wait_ack(4)
-    await ea.send({"type": "positions", "ts": 1_700_000_000_020, "positions": []})  # the backlog is in: applied
-    sql = 'SELECT event, source FROM position_events WHERE position_id = 1 ORDER BY "offset"'
-    want = [("OPEN", "ea"), ("MODIFY", "ea"), ("MODIFY", "ea"), ("CLOSE", "ea")]
-    assert await until_rows(server, sql, want) == want
-    assert server.hub.state.accounts["acc-1"].positions == {}
-
-
-async def test_snapshots_are_applied_again_once_an_announced_backlog_stops_coming(server, http):
-    """An EA whose hello says lastSeq 5 and sends nothing more (it dropped what the hub refused for good): its
-    snapshots are held for BACKLOG_QUIET_MS only, then reconcile as ever."""
-    from tradewire.state import BACKLOG_QUIET_MS
-
-    ea = await back_with_a_backlog(http, server, 5)
-    await ea.send({"type": "positions", "ts": 1_700_000_000_010, "positions": []})
-    await ea.send({"type": "no-such-type"})  # its error answers once the snapshot before it was handled
-    assert (await ea.expect("error"))["code"] == "unknown_type"
-    assert list(server.hub.state.accounts["acc-1"].positions) == [1]  # held
-    real_clock = server.hub.clock
-    server.hub.clock = lambda: real_clock() + BACKLOG_QUIET_MS
-    await ea.send({"type": "positions", "ts": 1_700_000_000_020, "positions": []})
-    sql = 'SELECT event, source FROM position_events WHERE position_id = 1 ORDER BY "offset"'
-    want = [("OPEN", "ea"), ("CLOSE", "reconcile")]
-    assert await until_rows(server, sql, want) == want
-
-
 async def test_system_magic_trades_are_recorded(server, http):
     ea = await connect(http, server)
     await ea.send(position_event(1, pid=5, position=position(5, magic=7001)))

@@ -274,8 +274,6 @@ class Hub:
         if not view.positions_known and self.state.seed_positions(account, await self.store.open_positions(account)):
             self._positions_left_out(account)
         acked = await self.store.acked_seq(account)
-        if isinstance(hello, p.Hello):
-            self.state.expect_backlog(account, hello.lastSeq, acked, now)
         # Its episodes as the store has them: raised or resolved by another node while the EA was there,
         # they were unknown here (a margin call never resolved, or one never raised again). Once this node's
         # own writes for it are in: read before a raise committed, the episode was forgotten, never resolved.
@@ -338,7 +336,7 @@ class Hub:
             if rec.refused:
                 self._positions_left_out(account)
                 return positions_refused(account, rec.refused, self.state.max_positions_per_account)
-            if rec.late or rec.held:
+            if rec.late:
                 return None
             for position in rec.opened:
                 self._reconcile(ReconcileOp(account, "OPEN", position, msg.ts, position.magic in self.system_magics))
@@ -383,7 +381,7 @@ class Hub:
         """Queue a durable EA message; the future resolves after commit (or fails with StoreError). `stream`:
         the session's messages in order; once one fails, the later ones fail untried (see DurableStream)."""
         self.counters["durable"] += 1
-        self.state.durable_heard(account, msg.seq, self.touch(account))
+        self.touch(account)
         if isinstance(msg, p.PositionMsg):
             op: EAPositionOp | EAErrorOp = EAPositionOp(account, msg, msg.position.magic in self.system_magics, stream)
         else:

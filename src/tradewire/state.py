@@ -22,9 +22,6 @@ VOLUME_DIGITS = 8  # sums of lots rounded off float noise only: brokers trade st
 CLOSED_REMEMBERED = 1_000  # per account: the newest positions known closed, so that a late OPEN or MODIFY of
 # one (an EA's backlog sent after the snapshot that closed it) does not show it open again
 SNAPSHOT_REORDER_MS = 60_000  # a snapshot older than the last one applied by less than this came late: ignored
-# An EA resending a backlog that stops sending it for this long has no more of it (it dropped what the hub
-# refused): its snapshots are applied again (see LiveState.expect_backlog).
-BACKLOG_QUIET_MS = 10_000
 
 
 class EquitySeries:
@@ -75,8 +72,6 @@ class AccountView:
     left_out: dict[int, Position] = field(default_factory=dict)
     closed: dict[int, None] = field(default_factory=dict)  # ids with a CLOSE on record, oldest first (bounded)
     snapshot_ts: int = 0  # the EA's clock: the newest positions snapshot applied
-    backlog_seq: int = 0  # > 0: the hello's lastSeq, while the durable messages up to it are on their way
-    backlog_heard: int = 0  # server clock, ms: the hello, or the backlog's last durable message
     sessions: int = 0  # open WebSocket sessions for this account
     transport: Transport | None = None
     connected_at: int | None = None
@@ -110,7 +105,6 @@ class Reconciliation:
     closed: list[Position]
     refused: int = 0  # > 0: a snapshot of this many positions, over the account's limit, was not applied
     late: bool = False  # taken before the last one applied (a retried POST overtaken): not applied
-    held: bool = False  # sent while the EA's backlog was still on its way (LiveState.expect_backlog): not applied
 
 
 class AccountSummary(msgspec.Struct, omit_defaults=True):
@@ -240,25 +234,6 @@ class LiveState:
         view.positions_known = True
         return len(positions) - len(kept)
 
-    def expect_backlog(self, account_id: str, last_seq: int, acked_seq: int, now: int) -> None:
-        """A hello said the EA's outbox is at `last_seq`, and the welcome acked `acked_seq`: the messages between
-        are on their way, a frame (or a POST) at a time, and the EA's snapshots go out between those frames. A
-        snapshot that no longer lists a position whose MODIFYs and CLOSE are still in the backlog recorded a
-        reconciled CLOSE, after which the rest of its MODIFYs were not stored (a MODIFY after a CLOSE): so
-        snapshots are not applied until the backlog is in, or has stopped coming (BACKLOG_QUIET_MS)."""
-        view = self.account(account_id)
-        view.backlog_seq = last_seq if last_seq > acked_seq else 0
-        view.backlog_heard = now
-
-    def durable_heard(self, account_id: str, seq: int, now: int) -> None:
-        """A durable message of the account was queued: the backlog is in once its last one is (the store
-        commits in submission order, so a snapshot's reconcile writes queued after it land after it)."""
-        view = self.accounts.get(account_id)
-        if view is not None and view.backlog_seq:
-            view.backlog_heard = now
-            if seq >= view.backlog_seq:
-                view.backlog_seq = 0
-
     def apply_snapshot(self, account_id: str, positions: list[Position], now: int, ts: int = 0) -> Reconciliation:
         """Take an EA's full open set, taken at `ts` (the EA's clock), and say what it reveals. A set over the
         account's limit is not applied at all: cut to the limit, it would make the positions left out look
@@ -271,10 +246,6 @@ class LiveState:
             return Reconciliation([], [], refused=len(incoming))
         if view.snapshot_ts - SNAPSHOT_REORDER_MS < ts < view.snapshot_ts:
             return Reconciliation([], [], late=True)
-        if view.backlog_seq:
-            if now - view.backlog_heard < BACKLOG_QUIET_MS:
-                return Reconciliation([], [], held=True)
-            view.backlog_seq = 0
         view.snapshot_ts = max(view.snapshot_ts, ts)
         if view.positions_known:
             opened = [p for pid, p in incoming.items() if pid not in view.positions and pid not in view.left_out]

@@ -392,7 +392,6 @@ class _Frame:
         if not view.positions_known:
             self.state.seed_positions(account, await self.store.open_positions(account))
         acked = await self.store.acked_seq(account)
-        self.state.expect_backlog(account, hello.lastSeq, acked, now)
         info = account_info(hello)
         self.state.on_hello(account, info, "ws", now)
         if self.conn.greeted:
@@ -434,7 +433,7 @@ class _Frame:
             if rec.refused:  # the account's item holds its open positions too: the bound keeps it small
                 await self.send(positions_refused(account, rec.refused, self.state.max_positions_per_account))
                 return
-            if rec.late or rec.held:
+            if rec.late:
                 return
             magics = self.rt.system_magics
             for event, changed in (("OPEN", rec.opened), ("CLOSE", rec.closed)):
@@ -457,7 +456,6 @@ class _Frame:
 
     def submit_durable(self, msg: p.DurableMsg) -> asyncio.Future[WriteResult]:
         self.touch()
-        self.state.durable_heard(self.account, msg.seq, self.now)
         if isinstance(msg, p.PositionMsg):
             op: EAPositionOp | EAErrorOp = EAPositionOp(
                 self.account, msg, msg.position.magic in self.rt.system_magics, self.stream

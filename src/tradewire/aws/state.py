@@ -70,8 +70,6 @@ class StoredView(msgspec.Struct, omit_defaults=True):
     quotes: dict[str, tuple[float, float]] = {}
     priceChanged: dict[str, int] = {}
     snapshotTs: int = 0  # the EA's clock: its newest positions snapshot applied (a late one is not)
-    backlogSeq: int = 0  # the hello's lastSeq while the EA's backlog is on its way (LiveState.expect_backlog)
-    backlogHeard: int = 0
 
 
 _view_decoder = msgspec.json.Decoder(StoredView)
@@ -135,8 +133,6 @@ def to_stored(view: AccountView, ended_at: int | None) -> StoredView:
         quotes=dict(view.quotes),
         priceChanged=dict(view.price_changed),
         snapshotTs=view.snapshot_ts,
-        backlogSeq=view.backlog_seq,
-        backlogHeard=view.backlog_heard,
     )
 
 
@@ -157,8 +153,6 @@ def from_stored(s: StoredView) -> AccountView:
         quotes={k: (v[0], v[1]) for k, v in s.quotes.items()},
         price_changed=dict(s.priceChanged),
         snapshot_ts=s.snapshotTs,
-        backlog_seq=s.backlogSeq,
-        backlog_heard=s.backlogHeard,
     )
 
 
