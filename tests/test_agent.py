@@ -24,7 +24,7 @@ from tradewire.app import Server
 from tradewire.store.base import AlertQuery, EventQuery
 
 from conftest import make_settings
-from helpers import issue_token
+from helpers import EA, issue_token, position_event
 
 ACCOUNT = "acc-agent-1"
 FAST = {"interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.3, "close_grace": 0.5, "tz_probe": 0.05}
@@ -435,12 +435,16 @@ class Proxy:
         self.drop_up = False  # agent -> hub bytes are discarded (messages lost in flight)
         self.writers: list[asyncio.StreamWriter] = []
         self.accepted = 0
+        self.refusing = False  # new connections are closed at once (the hub is down)
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
         self.accepted += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         self.writers += [writer, up_writer]
@@ -544,6 +548,63 @@ async def test_an_outbox_file_that_cannot_be_written_does_not_end_every_session_
         await until(lambda: _async(proxy.accepted > connections), what="a reconnect")
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)
         await stored(server, a, "OPEN", "OPEN a stored over the new session")
+
+
+async def test_a_backlog_is_not_overtaken_by_a_snapshot_that_no_longer_lists_its_position(
+    server, tmp_path, monkeypatch
+):
+    """Back from an outage the agent resends its backlog a frame at a time, and sent a snapshot with the first:
+    taken after the position closed, it had the hub record a reconciled CLOSE, and the position's MODIFYs in
+    the later frames were then not stored (a MODIFY after a CLOSE)."""
+    monkeypatch.setattr("tradewire.agent.runner.MAX_BATCH", 3)  # a backlog of several frames
+    async with through_proxy(server, tmp_path) as (proxy, fake, agent):
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await stored(server, a, "OPEN", "OPEN a stored")
+        await until(lambda: _async(not agent.pending()), what="OPEN a acked")
+        proxy.refusing = True
+        proxy.cut()  # the hub is away
+        for step in range(8):
+            fake.modify(a, sl=1.08 + step / 10_000)
+            await until(lambda n=step: _async(len(agent.pending()) == n + 1), what=f"MODIFY {step} in the outbox")
+        fake.close(a, price=1.0861, profit=9.8)
+        await until(lambda: _async(len(agent.pending()) == 9), what="CLOSE a in the outbox")
+        proxy.refusing = False
+        await until(lambda: _async(not agent.pending()), what="the backlog acked", timeout=15)
+        evs = await events(server)
+        assert kinds(evs, a) == [("OPEN", "ea")] + [("MODIFY", "ea")] * 8 + [("CLOSE", "ea")]
+
+
+async def test_messages_renumbered_at_a_welcome_go_out_only_once_their_numbers_are_on_disk(
+    server, tmp_path, monkeypatch
+):
+    """A fresh outbox's messages are renumbered above the hub's seq. Sent under the new numbers while the file
+    could not be written, then lost with the process, they went out again at the next start under newer ones,
+    new ids that the hub stored a second time. The session now ends until the numbers are saved."""
+    token = await issue_token(server, ACCOUNT)
+    earlier = await EA.connect(http_session := __import__("aiohttp").ClientSession(), server, token)
+    try:
+        await earlier.greet()
+        await earlier.send([position_event(seq, pid=9000 + seq) for seq in range(1, 6)])  # an earlier life: seq 5
+        await earlier.wait_ack(5)
+        await earlier.close()
+    finally:
+        await http_session.close()
+    async with through_proxy(server, tmp_path) as (proxy, fake, agent):
+        proxy.refusing = True
+        a = fake.open("EURUSD", "buy", 0.1, 1.08512)
+        await until(lambda: _async([m["seq"] for m in agent.pending()] == [1]), what="OPEN a in a fresh outbox")
+        real_replace = os.replace
+
+        def refuse(src, dst):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("tradewire.agent.runner.os.replace", refuse)
+        proxy.refusing = False
+        await until(lambda: _async(proxy.accepted >= 3), what="sessions welcomed and ended")
+        assert not await _where(server, a, lambda e: True)  # nothing went out under the unsaved numbers
+        monkeypatch.setattr("tradewire.agent.runner.os.replace", real_replace)
+        await stored(server, a, "OPEN", "OPEN a, once its new seq is saved")
+        assert [m["seq"] for m in agent.pending()] == [] and agent.outbox.exists()
 
 
 async def test_an_ack_that_never_comes_makes_the_agent_reconnect_and_nothing_is_lost(server, tmp_path):

@@ -354,15 +354,32 @@ def test_no_positions_snapshot_goes_out_from_a_terminal_that_may_list_nothing():
     assert len(pushes) == 2
     for at in pushes:
         assert "TerminalSettled()" in mt5[at - 120 : at], mt5[at - 120 : at]
+        assert "!SnapshotMustWait()" in mt5[at - 120 : at], mt5[at - 120 : at]
     settled = function_text(program("mt5")["ea/mt5/TradewireEA.mq5"], "bool TerminalSettled(")
     assert "TERMINAL_CONNECTED" in settled and "TW_SETTLE_MS" in settled  # connected, and for a while
     assert "if(!TerminalSettled()) return;" in function_text(program("mt5")["ea/mt5/TradewireEA.mq5"], "void SyncAll(")
     mt4 = re.sub(r"\s+", " ", strip_comments(program("mt4")["ea/mt4/TradewireEA.mq4"]))
     (at,) = [m.start() for m in re.finditer(r"TwPush\(items, PositionsMessage\(\)\)", mt4)]
-    assert "if(g_scanned &&" in mt4[at - 200 : at]
+    assert "if(whole && g_scanned &&" in mt4[at - 200 : at]
     assert "g_scanned = true;" in function_text(program("mt4")["ea/mt4/TradewireEA.mq4"], "void ScanOrders(")
     # and MT4 posts at least once per hub heartbeat, whatever InpPostIntervalSec says
     assert "interval > g_heartbeatSec" in mt4
+
+
+def test_no_positions_snapshot_goes_out_ahead_of_a_durable_message_made_before_it():
+    """An EA back from an outage resends its backlog a frame (MT5: 100 messages) or a POST (MT4: 200) at a
+    time, and sent a snapshot with the first: one without a position had the hub record its CLOSE, and the
+    position's MODIFYs still to come were not stored. Read, not run: the agent's rule, in MQL."""
+    mt5 = program("mt5")["ea/mt5/TradewireEA.mq5"]
+    wait = re.sub(r"\s+", " ", strip_comments(function_text(mt5, "bool SnapshotMustWait(")))
+    assert "if(g_outbox.SeqAt(i) > g_sentSeq) return true;" in wait  # a message not sent yet
+    assert "TW_API_GATEWAY_FRAME_BYTES && DurableUnanswered()" in wait  # concurrent Lambda calls
+    welcome = re.sub(r"\s+", " ", strip_comments(function_text(mt5, "void OnWelcome(")))
+    assert welcome.index("FlushDurable();") < welcome.index("SnapshotMustWait()")  # the first frame counts as sent
+    post = function_text(program("mt4")["ea/mt4/TradewireEA.mq4"], "void PostCycle(")
+    mt4 = re.sub(r"\s+", " ", strip_comments(post))
+    whole = mt4.index("bool whole = ArraySize(items) == g_outbox.Count();")
+    assert mt4.index("TwPush(items, g_outbox.MessageAt(i));") < whole < mt4.index("TwPush(items, AccountMessage());")
 
 
 def test_mt4_reads_the_broker_offset_from_a_moving_quote_before_any_trade_event():

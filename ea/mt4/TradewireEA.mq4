@@ -1310,11 +1310,14 @@ void PostCycle()
       TwPush(items, g_outbox.MessageAt(i));   // every unacked one rides along: an answer acks them all
       bytes += StringLen(g_outbox.MessageAt(i));
      }
+   // Only with the whole outbox in this POST: sent ahead of a backlog's later POSTs, a snapshot without a
+   // position has the hub record its CLOSE, and the position's MODIFYs still to come are not stored.
+   bool whole = ArraySize(items) == g_outbox.Count();
    TwPush(items, AccountMessage());
    TwPush(items, TicksMessage());
    // Not before a scan has read the terminal connected: a fresh outbox knows no orders yet, and an empty
    // snapshot would have the hub record a CLOSE for every position it knew open.
-   if(g_scanned && (g_lastSnapshot == 0 || TwElapsed(g_lastSnapshot) >= (uint)(InpSnapshotSec > 1 ? InpSnapshotSec : 1) * 1000))
+   if(whole && g_scanned && (g_lastSnapshot == 0 || TwElapsed(g_lastSnapshot) >= (uint)(InpSnapshotSec > 1 ? InpSnapshotSec : 1) * 1000))
      {
       TwPush(items, PositionsMessage());
       g_lastSnapshot = GetTickCount();

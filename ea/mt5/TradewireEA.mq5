@@ -865,6 +865,18 @@ bool DurableUnanswered()
    return g_outbox.Count() > 0 && g_outbox.SeqAt(0) <= g_sentSeq;
   }
 
+// Whether a positions snapshot must wait: a durable message made before it is not sent yet (a backlog going
+// out a frame at a time, or messages behind an unanswered frame). Arriving first, a snapshot without a
+// position has the hub record its CLOSE, and the position's MODIFYs still to come are not stored. Through
+// API Gateway a connection's frames run as concurrent Lambda calls: there the frame in flight counts too.
+bool SnapshotMustWait()
+  {
+   for(int i = 0; i < g_outbox.Count(); i++)
+      if(g_outbox.SeqAt(i) > g_sentSeq)
+         return true;
+   return g_maxFrameBytes == TW_API_GATEWAY_FRAME_BYTES && DurableUnanswered();
+  }
+
 // Send the next durable frame (the messages above g_sentSeq, in seq order, bounded in count and size),
 // but only once the previous one is answered. Acks are cumulative: with two frames in flight, a hub that
 // runs them out of order (API Gateway hands a connection's frames to concurrent Lambda calls) would ack
@@ -984,13 +996,14 @@ void OnWelcome(const long ackedSeq, const long heartbeatSec)
    // A full snapshot after every (re)connect: the hub reconciles whatever it missed.
    string items[];
    TwPush(items, AccountMessage());
-   if(TerminalSettled())   // cut off or still loading, it may list nothing: the hub would close them all
+   bool snapshot = TerminalSettled() && !SnapshotMustWait();   // cut off or still loading, it may list nothing
+   if(snapshot)
       TwPush(items, PositionsMessage());
    TwPush(items, TicksMessage());
    SendVolatile(items);
    ulong now = GetTickCount64();
    g_lastVolatileMs = now;
-   g_lastSnapshotMs = now;
+   g_lastSnapshotMs = snapshot ? now : 0;   // held for the backlog: due as soon as it is out
    g_lastHeartbeatMs = now;
   }
 
@@ -1190,7 +1203,7 @@ void OnTimer()
       TwPush(items, TicksMessage());
       g_lastVolatileMs = now;
      }
-   if(now - g_lastSnapshotMs >= snapshotEvery && TerminalSettled())
+   if(now - g_lastSnapshotMs >= snapshotEvery && TerminalSettled() && !SnapshotMustWait())
      {
       // Only while connected to the trade server (as SyncAll): a terminal cut off may list no positions,
       // and the hub would record a CLOSE (for good) for every one it knew open.

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import importlib
 import logging
+import math
 import os
 import random
 import time
@@ -193,6 +194,7 @@ class Agent:
         self._poll_failures = 0
         self._reinit_due = False
         self._unsaved = False  # the outbox file is behind the outbox: its last save failed
+        self._renumbered_unsaved = False  # ... and a welcome renumbered messages since it last succeeded
         self._last_save_error = ""
         self._mt5_busy: asyncio.Future[None] | None = None  # a MetaTrader5 call running in a thread
         self._failures = 0  # connection attempts since the last welcome
@@ -313,7 +315,7 @@ class Agent:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self._unsaved = False
+        self._unsaved = self._renumbered_unsaved = False
 
     @property
     def tz(self) -> int:
@@ -701,34 +703,42 @@ class Agent:
         self.stats["connects"] += 1
         # Apply the welcome and take the resend list in one step: whatever the poller adds from now
         # on is above `sent` and goes out in the loop below, in seq order.
-        before = len(self.outbox.pending)
+        before = set(self.outbox.pending)
         acked_seq = int(welcome["ackedSeq"])
-        if self.outbox.pending and (not self.outbox.synced or acked_seq > self.outbox.seq):
-            log.info("outbox: %d unsent message(s) renumbered above the hub's seq %d", before, acked_seq)
         resend = self.outbox.on_welcome(acked_seq)
         # One durable frame at a time (see Outbox.next_frame): `sent` is the highest seq sent on this
         # connection, and the resend goes out frame by frame like anything added later.
         sent = resend[0]["seq"] - 1 if resend else self.outbox.seq
-        # A file that cannot be written (a full disk, a locked file) must not end every session here: the poll
-        # loop tries again, and a seq the hub acked that the file never held is renumbered (Outbox.on_welcome).
-        self._outbox_changed()
+        if any(msg["seq"] not in before for msg in resend):
+            log.info("outbox: %d message(s) renumbered above the hub's seq %d", len(resend), acked_seq)
+            self._renumbered_unsaved = True
+        if self._renumbered_unsaved:
+            # Sent under new seqs and then lost with the file, they would be sent again under newer ones at the
+            # next start, and stored twice: the new numbers must be on disk first (an error ends the session).
+            self.save_outbox()
+        else:
+            # Otherwise a file that cannot be written (a full disk, a locked file) must not end every session
+            # here: the poll loop tries again, and a seq the hub acked that the file never held is renumbered.
+            self._outbox_changed()
         self.stats["resent"] += len(resend)
         log.info(
             "connected to %s: ackedSeq %s, %d acked while away, resending %d",
             self.url,
             welcome["ackedSeq"],
-            max(0, before - len(resend)),
+            max(0, len(before) - len(resend)),
             len(resend),
         )
         heartbeat_s = max(1.0, float(welcome.get("heartbeatSec", 10)))
         loop = asyncio.get_running_loop()
         now = now_ms()
-        snapshot = [core.positions_message(self.positions.values(), now)]
         durable = self.outbox.next_frame(sent, MAX_BATCH, self.max_frame_bytes)
         if durable:
             sent = durable[-1]["seq"]
+        snapshot = self._snapshot(sent, now)
         await self._send(ws, [*durable, *self._volatile(), *snapshot])
         last_snapshot = last_heartbeat = sent_at = welcomed_at = loop.time()
+        if not snapshot:
+            last_snapshot = -math.inf  # due as soon as the backlog is out
         self.connected = True
         reader = asyncio.create_task(self._reader(ws), name="agent-read")
         try:
@@ -757,8 +767,10 @@ class Agent:
                     sent, sent_at = messages[-1]["seq"], t
                 messages += self._volatile()
                 if t - last_snapshot >= max(self.config.snapshot_every, self.config.interval):
-                    messages.append(core.positions_message(self.positions.values(), now_ms()))
-                    last_snapshot = t
+                    snapshot = self._snapshot(sent, now_ms())
+                    if snapshot:
+                        messages += snapshot
+                        last_snapshot = t
                 if t - last_heartbeat >= heartbeat_s:
                     messages.append(core.heartbeat_message(now_ms()))
                     last_heartbeat = t
@@ -773,6 +785,16 @@ class Agent:
             await ws.close(code=1000, message=b"agent stopping")
             return
         self._raise_for_close(ws, "")
+
+    def _snapshot(self, sent: int, now: int) -> list[core.Wire]:
+        """The positions snapshot, unless a durable message made before it is not sent yet (a backlog going out
+        a frame at a time, or messages queued behind an unanswered frame): arriving first, a snapshot without a
+        position has the hub record its CLOSE, and the position's MODIFYs still to come are not stored.
+        Through API Gateway a connection's frames run as concurrent Lambda calls: there it also waits for the
+        frame in flight to be answered."""
+        if self.outbox.after(sent) or (self.max_frame_bytes is not None and self.outbox.unanswered(sent)):
+            return []
+        return [core.positions_message(self.positions.values(), now)]
 
     def _volatile(self) -> list[core.Wire]:
         out: list[core.Wire] = []
