@@ -7,6 +7,7 @@ import collections
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -148,6 +149,18 @@ class EA:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def until(check: Any, timeout: float = 8.0, what: str = "condition") -> Any:
+    """Poll the async `check` until it returns something true (returned), or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.03)
 
 
 def db_rows(server: Server, sql: str, *args: Any) -> list[tuple]:

@@ -24,7 +24,7 @@ from tradewire.app import Server
 from tradewire.store.base import AlertQuery, EventQuery
 
 from conftest import make_settings
-from helpers import EA, issue_token, position_event
+from helpers import EA, issue_token, position_event, until
 
 ACCOUNT = "acc-agent-1"
 FAST = {"interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.3, "close_grace": 0.5, "tz_probe": 0.05}
@@ -56,17 +56,6 @@ def start(url: str, token: str, fake: FakeMT5, outbox: Path, **kw: Any) -> Runni
         run_agent(url, token, mt5=fake, outbox=outbox, stop=stop, on_frame=frames.append, **options)
     )
     return Running(task, stop, frames, outbox)
-
-
-async def until(check, timeout: float = 8.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.03)
 
 
 async def events(store_server: Server, account: str = ACCOUNT) -> list:
@@ -575,20 +564,17 @@ async def test_a_backlog_is_not_overtaken_by_a_snapshot_that_no_longer_lists_its
 
 
 async def test_messages_renumbered_at_a_welcome_go_out_only_once_their_numbers_are_on_disk(
-    server, tmp_path, monkeypatch
+    server, http, tmp_path, monkeypatch
 ):
     """A fresh outbox's messages are renumbered above the hub's seq. Sent under the new numbers while the file
     could not be written, then lost with the process, they went out again at the next start under newer ones,
     new ids that the hub stored a second time. The session now ends until the numbers are saved."""
     token = await issue_token(server, ACCOUNT)
-    earlier = await EA.connect(http_session := __import__("aiohttp").ClientSession(), server, token)
-    try:
-        await earlier.greet()
-        await earlier.send([position_event(seq, pid=9000 + seq) for seq in range(1, 6)])  # an earlier life: seq 5
-        await earlier.wait_ack(5)
-        await earlier.close()
-    finally:
-        await http_session.close()
+    earlier = await EA.connect(http, server, token)
+    await earlier.greet()
+    await earlier.send([position_event(seq, pid=9000 + seq) for seq in range(1, 6)])  # an earlier life: seq 5
+    await earlier.wait_ack(5)
+    await earlier.close()
     async with through_proxy(server, tmp_path) as (proxy, fake, agent):
         proxy.refusing = True
         a = fake.open("EURUSD", "buy", 0.1, 1.08512)

@@ -22,6 +22,7 @@ from helpers import (
     position_event,
     running,
     sqlite_locked,
+    until,
 )
 
 
@@ -352,15 +353,13 @@ async def test_a_stop_out_close_reported_again_under_another_id_raises_nothing_n
     await client.send(close)
     await client.wait_ack(1)
     await client.send(account_state(equity=1_300.0, margin=1000.0))  # after the liquidation: 130 %, resolved
-    first: dict = {}
-    for _ in range(100):  # the STOP_OUT is written after the CLOSE's ack: it may not be listed yet
+
+    async def resolved() -> dict | None:  # the STOP_OUT is written after the CLOSE's ack: it may not be listed yet
         listed = await alerts(http, hub, keys["read"], type="STOP_OUT")
         assert len(listed) <= 1
-        if listed and listed[0]["resolvedAt"]:
-            first = listed[0]
-            break
-        await asyncio.sleep(0.05)
-    assert first, "the STOP_OUT was never raised and resolved"
+        return listed[0] if listed and listed[0]["resolvedAt"] else None
+
+    first = await until(resolved, what="the STOP_OUT raised and resolved")
     real_clock = hub.hub.clock
     hub.hub.clock = lambda: real_clock() + 600_000  # ten minutes on: past the "late CLOSE of the same" window
     again = position_event(7, "CLOSE", pid=5, msg_id="close-5-again", position=position(5), reason="stopout")

@@ -11,7 +11,18 @@ import pytest
 from tradewire.app import Server
 
 from conftest import make_settings
-from helpers import EA, ServeProcess, Subscriber, account_state, batch, hello, issue_key, issue_token, position_event
+from helpers import (
+    EA,
+    ServeProcess,
+    Subscriber,
+    account_state,
+    batch,
+    hello,
+    issue_key,
+    issue_token,
+    position_event,
+    until,
+)
 from stores import PG_URL, REDIS_URL, drop_pg_schema, need_service
 
 
@@ -175,14 +186,12 @@ async def test_a_killed_node_s_eas_are_reported_lost_once(shared, http, tmp_path
             await asyncio.sleep(0.1)
         assert len(lost) == 1 and lost[0]["resolvedAt"] is None
         # and its summary on the backplane, the dead node's last ("live"), now says so too
-        status = None
-        for _ in range(100):  # published by the adoption, apart from the alert's commit
+
+        async def lost_summary() -> bool:  # published by the adoption, apart from the alert's commit
             [summary] = await b.broker.snapshot("/trading/accounts/acc-9")
-            status = json.loads(summary.data)["status"]
-            if status == "lost":
-                break
-            await asyncio.sleep(0.05)
-        assert status == "lost"
+            return json.loads(summary.data)["status"] == "lost"
+
+        await until(lost_summary, what="acc-9's summary on the backplane to say lost")
         await asyncio.sleep(1.0)
         assert len(await alerts(http, b, key, type="CONNECTION_LOST", account="acc-9")) == 1  # once
         # the EA comes back on B: resolved

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event, running
+from helpers import EA, Subscriber, account_state, issue_key, issue_token, position, position_event, running, until
 
 
 @pytest.fixture
@@ -24,12 +24,12 @@ async def applied(server, equity: float, symbols: list[str], account: str = "acc
     """Wait until the hub has taken the EA's account update and ticks: they are not acked, and a snapshot read
     before the session's reader reached them holds none of them."""
     state = server.hub.state
-    for _ in range(250):
+
+    async def taken() -> bool:
         view = state.accounts.get(account)
-        if view and view.state and view.state.equity == equity and all(s in state.prices for s in symbols):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the hub never applied equity {equity} and ticks {symbols}")
+        return bool(view and view.state and view.state.equity == equity and all(s in state.prices for s in symbols))
+
+    await until(taken, what=f"the hub to apply equity {equity} and ticks {symbols}")
 
 
 async def test_handshake_selects_the_subprotocol_and_acks(server, http, keys):

@@ -365,11 +365,10 @@ def test_late_arrivals_are_what_a_subscriber_that_saw_a_higher_offset_may_have_m
         return Publication(f"/trading/events/{account}", b"{}", latest=False, offset=offset)
 
     for offset in (9, 11):
-        late.note(pub(offset, "acc-2"))
+        late.note(offset, pub(offset, "acc-2"))
     ten = pub(10)
-    late.note(ten)
-    late.note(pub(11, "acc-2"))  # the same offset again (a resend): not late
-    late.note(Publication("/trading/prices/EURUSD", b"{}", latest=True))  # no offset: nothing to order
+    late.note(10, ten)
+    late.note(11, pub(11, "acc-2"))  # the same offset again (a resend): not late
     assert late.noted == 1
     assert late.missable(11, "/trading/*") == [ten]
     assert late.missable(11, "/trading/events/acc-1") == [ten]

@@ -255,7 +255,7 @@ class Gateway:
         what it missed when it resumes.
         """
         if pub.offset is not None:
-            self.late.note(pub)
+            self.late.note(pub.offset, pub)
         index = self.index
         route = index.route(pub.channel)
         if not route:

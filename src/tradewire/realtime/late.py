@@ -30,20 +30,17 @@ class LateArrivals:
         self.highest = 0  # the highest durable offset delivered so far
         self.keep_s = keep_s
         self.clock = clock
-        # (when it arrived, the highest offset seen before it, the publication), oldest first
-        self._kept: deque[tuple[float, int, Publication]] = deque(maxlen=max_kept)
+        # (when it arrived, its offset, the highest offset seen before it, the publication), oldest first
+        self._kept: deque[tuple[float, int, int, Publication]] = deque(maxlen=max_kept)
         self.noted = 0  # late arrivals seen since start (a metric)
 
-    def note(self, pub: Publication) -> None:
-        """Every durable publication, in the order this node receives it."""
-        offset = pub.offset
-        if offset is None:
-            return
+    def note(self, offset: int, pub: Publication) -> None:
+        """Every durable publication (`offset` is its offset), in the order this node receives it."""
         if offset > self.highest:
             self.highest = offset
         elif offset < self.highest:
             self.noted += 1
-            self._kept.append((self.clock(), self.highest, pub))
+            self._kept.append((self.clock(), offset, self.highest, pub))
 
     def missable(self, since: int, pattern: str) -> list[Publication]:
         """The late publications on channels `pattern` matches that a subscriber which had seen `since` may
@@ -52,8 +49,5 @@ class LateArrivals:
         horizon = self.clock() - self.keep_s
         while kept and kept[0][0] < horizon:
             kept.popleft()
-        return [
-            pub
-            for _, highest, pub in kept
-            if pub.offset is not None and pub.offset < since <= highest and channels.matches(pattern, pub.channel)
-        ]
+        matches = channels.matches
+        return [pub for _, offset, highest, pub in kept if offset < since <= highest and matches(pattern, pub.channel)]
